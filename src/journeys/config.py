@@ -1,0 +1,261 @@
+"""The one typed project config, loaded from `journeys.yaml` and `JOURNEYS_*` environment variables."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+IdentifierType = str
+"""An identifier type name, e.g. customer_id, email, phone, device_id, cookie_id, loyalty_id."""
+
+DEFAULT_CHANNELS = (
+    "web", "app", "email", "ads", "social", "call_centre", "chat", "store",
+    "delivery", "support", "survey", "partner",
+)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class MappedField(_Strict):
+    """A canonical field taken from a source column (optionally through a value map) or a constant."""
+
+    column: str | None = Field(None, description="Source column holding the raw value.")
+    value: str | None = Field(None, description="Constant value used for every row of the source.")
+    map: dict[str, str] = Field(
+        default_factory=dict,
+        description="Raw value -> canonical value. Unmapped raw values are lower-snake-cased as they are.",
+    )
+
+    @model_validator(mode="after")
+    def _one_of_column_or_value(self) -> MappedField:
+        if (self.column is None) == (self.value is None):
+            raise ValueError("give exactly one of 'column' or 'value'")
+        return self
+
+
+SentimentScale = Literal["csat_1_5", "nps_0_10", "stars_1_5", "stars_1_10", "unit"]
+
+
+class SourceConfig(_Strict):
+    """One landing source: where its files are, how to read them and how they map onto the canonical event."""
+
+    name: str = Field(description="Source name, stored in the `source` column; lower snake case.")
+    path: str = Field(description="Glob relative to `<data_root>/landing/`, e.g. `web/*.csv`.")
+    format: Literal["csv", "jsonl", "parquet"] = Field(description="File format of the landing files.")
+    delimiter: str = Field(",", description="CSV field delimiter.")
+    quote: str = Field('"', description="CSV quote character.")
+    encoding: str = Field("utf-8", description="CSV text encoding (utf-8, latin-1, ...).")
+    timezone: str = Field("UTC", description="IANA zone of naive timestamps; offset-aware ones are converted.")
+    timestamp_format: str | None = Field(
+        None, description="strptime format of `occurred_at`; None accepts ISO 8601 (with or without offset)."
+    )
+    event_id: str | None = Field(
+        None, description="Column with the source's event id; None derives a hash of source + raw row."
+    )
+    occurred_at: str = Field(description="Column with the event time.")
+    channel: MappedField = Field(description="Canonical channel: constant or column (+ map).")
+    event_type: MappedField = Field(description="Canonical event type: constant or column (+ map).")
+    touchpoint: MappedField | None = Field(
+        None, description="Named point of contact; default `channel:event_type`."
+    )
+    identifiers: dict[str, IdentifierType] = Field(
+        default_factory=dict, description="Source column -> identifier type it holds."
+    )
+    sentiment: str | None = Field(None, description="Column with a satisfaction score.")
+    sentiment_scale: SentimentScale | None = Field(None, description="Scale of `sentiment`, normalised to [-1, 1].")
+    revenue: str | None = Field(None, description="Column with revenue (decimal).")
+    attributes: list[str] | None = Field(
+        None, description="Columns kept in `attributes`; None keeps every column not mapped above."
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _snake(cls, v: str) -> str:
+        if not v.replace("_", "").isalnum() or v.lower() != v:
+            raise ValueError(f"source name must be lower snake case, got {v!r}")
+        return v
+
+    def mapped_columns(self) -> list[str]:
+        """Source columns this mapping reads, in a stable order (used to check files before loading)."""
+        cols = [self.event_id, self.occurred_at, self.sentiment, self.revenue]
+        cols += [f.column for f in (self.channel, self.event_type, self.touchpoint) if f is not None]
+        cols += list(self.identifiers)
+        return [c for c in dict.fromkeys(cols) if c is not None]
+
+
+class IdentityConfig(_Strict):
+    """Identity-resolution guardrails."""
+
+    blocked_values: list[str] = Field(
+        default_factory=lambda: ["", "0", "-1", "null", "none", "nan", "anonymous", "unknown", "undefined", "n/a"],
+        description="Identifier values never used (compared after trim + lower case).",
+    )
+    blocked_patterns: list[str] = Field(
+        default_factory=lambda: [r"^test@", r"^0+$", r"^(.)\1+$"],
+        description="Regexes (RE2, matched against the normalised raw value) of values never used.",
+    )
+    max_values_per_type: dict[str, int] = Field(
+        default_factory=lambda: {
+            "customer_id": 1, "loyalty_id": 2, "email": 5, "phone": 5, "device_id": 10, "cookie_id": 20,
+        },
+        description="Most values of one identifier type one customer may hold; a link that breaks it is not used.",
+    )
+    priority: list[str] = Field(
+        default_factory=lambda: ["customer_id", "loyalty_id", "email", "phone", "device_id", "cookie_id"],
+        description="Identifier types from most to least trusted; lower ones give way when a limit is hit.",
+    )
+
+
+class StageModelRef(_Strict):
+    """A stage model used in a run and the funnel settings it is evaluated with."""
+
+    path: str = Field(
+        description="YAML file: a name of a shipped model (`generic_lifecycle`) or a path relative to the config."
+    )
+    modes: list[Literal["ordered", "strict", "any_order"]] = Field(
+        default_factory=lambda: ["ordered"], description="Funnel modes computed for this model."
+    )
+    conversion_window: str | None = Field(
+        None, description="Window from the first step, inclusive (`7d`, `36h`, `90m`); None is unbounded."
+    )
+
+
+class QualityConfig(_Strict):
+    """Data-quality thresholds."""
+
+    max_quarantine_share: float = Field(
+        0.05, description="A source file with a larger share of quarantined rows fails the run's checks."
+    )
+    min_occurred_at: str = Field("2000-01-01", description="Earliest plausible event time (UTC).")
+    max_future: str = Field("1d", description="How far past `as_of` an event time may be before it is rejected.")
+
+
+class Settings(BaseSettings):
+    """Everything a run needs; one instance per run, passed by the flow."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="JOURNEYS_", env_nested_delimiter="__", extra="forbid", frozen=True
+    )
+
+    data_root: Path = Field(Path("data"), description="Root of landing/, lake/, warehouse/ and marts/.")
+    pii_salt: SecretStr = Field(
+        SecretStr("change-me"), description="Salt for hashing email and phone; set JOURNEYS_PII_SALT in production."
+    )
+    default_phone_region: str = Field("1", description="Country calling code for phone numbers given without one.")
+    memory_limit: str = Field("4GB", description="DuckDB memory_limit; DuckDB spills to disk beyond it.")
+    threads: int = Field(2, description="DuckDB worker threads.")
+    buckets: int = Field(16, description="Customer-hash buckets; per-customer work can be split along them.")
+    session_timeout: str = Field("30m", description="Gap that splits sessions.")
+    journey_timeout: str = Field("30d", description="Gap that splits journeys.")
+    dropout_timeout: str | None = Field(None, description="Inactivity that closes a journey; default journey_timeout.")
+    cohort_period: Literal["day", "week", "month"] = Field("month", description="Cohort grain of stage_conversion.")
+    breakdown_attribute: str | None = Field(
+        None, description="Attribute (JSON key of the journey's first event) used as an extra breakdown."
+    )
+    channels: list[str] = Field(default_factory=lambda: list(DEFAULT_CHANNELS), description="Known channels.")
+    sources: list[SourceConfig] = Field(default_factory=list, description="Landing sources.")
+    stage_models: list[StageModelRef] = Field(
+        default_factory=lambda: [StageModelRef(path="generic_lifecycle")], description="Stage models to evaluate."
+    )
+    identity: IdentityConfig = Field(default_factory=IdentityConfig, description="Identity guardrails.")
+    quality: QualityConfig = Field(default_factory=QualityConfig, description="Quality thresholds.")
+    config_dir: Path = Field(Path("."), description="Directory of the config file; relative paths resolve here.")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Environment beats the file, explicit arguments beat both.
+        return (init_settings, env_settings)
+
+    @model_validator(mode="after")
+    def _unique_sources(self) -> Settings:
+        names = [s.name for s in self.sources]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"duplicate source names: {dupes}")
+        return self
+
+    @property
+    def root(self) -> Path:
+        """Absolute data root."""
+        p = self.data_root if self.data_root.is_absolute() else self.config_dir / self.data_root
+        return p.resolve()
+
+    @property
+    def landing_dir(self) -> Path:
+        return self.root / "landing"
+
+    @property
+    def lake_dir(self) -> Path:
+        return self.root / "lake"
+
+    @property
+    def events_dir(self) -> Path:
+        return self.lake_dir / "events"
+
+    @property
+    def quarantine_dir(self) -> Path:
+        return self.lake_dir / "quarantine"
+
+    @property
+    def warehouse_path(self) -> Path:
+        return self.root / "warehouse" / "journeys.duckdb"
+
+    @property
+    def marts_dir(self) -> Path:
+        return self.root / "marts"
+
+    @property
+    def state_dir(self) -> Path:
+        """Pipeline bookkeeping (manifests, locks, the identity state carried between runs)."""
+        return self.root / "state"
+
+    @property
+    def tmp_dir(self) -> Path:
+        """DuckDB spill directory."""
+        return self.root / "tmp"
+
+
+def load_settings(path: str | os.PathLike[str] | None = None, **overrides: Any) -> Settings:
+    """Load `journeys.yaml` (if given), then JOURNEYS_* env vars, then keyword overrides."""
+    data: dict[str, Any] = {}
+    config_dir = Path.cwd()
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise FileNotFoundError(f"config file not found: {p}")
+        data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+        if not isinstance(data, dict):
+            raise ValueError(f"{p}: expected a mapping at the top level")
+        config_dir = p.resolve().parent
+    data.setdefault("config_dir", config_dir)
+    # Env overrides file values: drop file keys that the environment sets.
+    env_keys = {k[len("JOURNEYS_"):].split("__")[0].lower() for k in os.environ if k.startswith("JOURNEYS_")}
+    for k in env_keys:
+        data.pop(k, None)
+    data.update(overrides)
+    return Settings(**data)
+
+
+def parse_duration_us(text: str | None) -> int | None:
+    """Parse `30d`, `36h`, `90m`, `45s` (or a bare number of seconds) into microseconds."""
+    if text is None:
+        return None
+    t = str(text).strip().lower()
+    units = {"d": 86_400, "h": 3_600, "m": 60, "s": 1, "w": 604_800}
+    if t and t[-1] in units:
+        return int(float(t[:-1]) * units[t[-1]] * 1_000_000)
+    return int(float(t) * 1_000_000)

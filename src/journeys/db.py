@@ -1,0 +1,93 @@
+"""DuckDB connections and the only ways SQL is run: models from `sql/`, bound parameters, quoted identifiers."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+SQL_DIR = Path(__file__).resolve().parents[2] / "sql"
+LAYERS = ("staging", "intermediate", "marts")
+
+_IDENT_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def quote_ident(name: str) -> str:
+    """Quote one SQL identifier; the single place identifiers enter SQL text."""
+    if not isinstance(name, str) or not name or "\x00" in name:
+        raise ValueError(f"not a valid identifier: {name!r}")
+    return '"' + name.replace('"', '""') + '"'
+
+
+def quote_qualified(name: str) -> str:
+    """Quote a dotted name (`schema.table`) part by part."""
+    return ".".join(quote_ident(p) for p in name.split("."))
+
+
+def connect(
+    path: str | Path | None = None,
+    *,
+    memory_limit: str = "4GB",
+    threads: int = 2,
+    temp_directory: str | Path | None = None,
+    read_only: bool = False,
+) -> duckdb.DuckDBPyConnection:
+    """Open DuckDB with bounded memory and a spill directory."""
+    config: dict[str, Any] = {
+        "memory_limit": memory_limit,
+        "threads": threads,
+        "preserve_insertion_order": False,
+    }
+    if temp_directory is not None:
+        Path(temp_directory).mkdir(parents=True, exist_ok=True)
+        config["temp_directory"] = str(temp_directory)
+    if path is not None and not read_only:
+        # BI tools still bundle DuckDB 1.x, which cannot open a file in 2.0's storage format.
+        config["storage_compatibility_version"] = "v1.0.0"
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    return duckdb.connect(str(path) if path is not None else ":memory:", read_only=read_only, config=config)
+
+
+def model_sql(layer: str, name: str) -> str:
+    """Text of the SQL model `sql/<layer>/<name>.sql`."""
+    if layer not in LAYERS or not _IDENT_RE.match(name):
+        raise ValueError(f"unknown model {layer}/{name}")
+    return (SQL_DIR / layer / f"{name}.sql").read_text(encoding="utf-8")
+
+
+def _params_used(sql: str, params: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """DuckDB rejects named parameters a statement does not use; pass only the used ones."""
+    if not params:
+        return None
+    used = {k: v for k, v in params.items() if re.search(r"\$" + re.escape(k) + r"\b", sql)}
+    return used or None
+
+
+def execute(con: duckdb.DuckDBPyConnection, sql: str, params: Mapping[str, Any] | None = None) -> None:
+    """Run a statement that returns no rows (DDL/DML) with bound named parameters."""
+    p = _params_used(sql, params)
+    con.execute(sql, p) if p else con.execute(sql)
+
+
+def fetch(con: duckdb.DuckDBPyConnection, sql: str, params: Mapping[str, Any] | None = None) -> list[tuple]:
+    """Run a query with bound named parameters and fetch every row."""
+    p = _params_used(sql, params)
+    return con.sql(sql, params=p).fetchall() if p else con.sql(sql).fetchall()
+
+
+def build_table(
+    con: duckdb.DuckDBPyConnection,
+    layer: str,
+    name: str,
+    params: Mapping[str, Any] | None = None,
+    *,
+    target: str | None = None,
+) -> int:
+    """Materialise model `sql/<layer>/<name>.sql` as table `target` (default: the model name); return rows."""
+    sql = model_sql(layer, name)
+    table = quote_qualified(target or name)
+    execute(con, f"create or replace table {table} as\n{sql}", params)
+    return fetch(con, f"select count(*) from {table}")[0][0]
