@@ -22,6 +22,13 @@ def quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+def quote_literal(value: str) -> str:
+    """Quote a string literal for DDL that cannot take parameters (a view's file path); nowhere else."""
+    if not isinstance(value, str) or "\x00" in value:
+        raise ValueError(f"not a valid literal: {value!r}")
+    return "'" + value.replace("'", "''") + "'"
+
+
 def quote_qualified(name: str) -> str:
     """Quote a dotted name (`schema.table`) part by part."""
     return ".".join(quote_ident(p) for p in name.split("."))

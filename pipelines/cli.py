@@ -1,0 +1,164 @@
+"""The `journeys` command: demo, run, generate, query."""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+DEFAULT_CONFIG = "journeys.yaml"
+
+
+def _as_of(text: str | None) -> datetime | None:
+    if text is None:
+        return None
+    dt = datetime.fromisoformat(text)
+    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
+
+
+def _table(rows: list[tuple], headers: list[str]) -> str:
+    cells = [[("" if v is None else f"{v:.1%}" if isinstance(v, float) and h.endswith("%") else str(v)) for v, h in
+              zip(r, headers, strict=True)] for r in rows]
+    widths = [max(len(h), *(len(c[i]) for c in cells)) if cells else len(h) for i, h in enumerate(headers)]
+    line = "  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))
+    out = [line, "  ".join("-" * w for w in widths)]
+    out += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in cells]
+    return "\n".join(out)
+
+
+def print_summary(result: dict[str, Any], warehouse: str) -> None:
+    """Print row accounting, the primary funnel, the top dropout points and where every output is."""
+    from journeys import db
+
+    ing = result["ingest"]
+    print(f"\nrun {result['batch_id']} as of {result['as_of']}")
+    print(
+        f"rows: read={ing['read']} = loaded {ing['loaded']} + quarantined {ing['quarantined']}"
+        f" + duplicates {ing['duplicates']}  ({ing['files']} files, {ing['files_skipped']} unchanged)"
+    )
+    idn = result["identity"]
+    print(f"identity: {idn.get('n_customers')} customers from {idn.get('n_identifiers')} identifiers "
+          f"in {idn.get('passes')} passes; {idn.get('n_shared_identifiers')} shared identifiers held back")
+    with db.connect(warehouse, read_only=True) as con:
+        model, mode = db.fetch(con, "select stage_model, stage_mode from journeys limit 1")[0] or (None, None)
+        rows = db.fetch(
+            con,
+            "select stage_index, stage_name, journeys_entered, journeys_converted, conversion_rate,"
+            " conversion_from_start, journeys_dropped, journeys_in_progress,"
+            " round(median_time_to_next_s / 86400, 1)"
+            " from stage_conversion where stage_model = $m and mode = $mode and cohort = 'all'"
+            " and breakdown = 'none' order by stage_index",
+            {"m": model, "mode": mode},
+        )
+        print(f"\nstage funnel: {model} ({mode}), all cohorts")
+        print(_table(rows, ["#", "stage", "entered", "converted", "conv %", "from start %", "dropped",
+                            "in progress", "median days to next"]))
+        red = db.fetch(
+            con,
+            "select stage_name, last_touchpoint, last_channel, journeys, share_of_stage_dropouts, owner,"
+            " round(mean_last_known_sentiment, 2) from stage_dropout where stage_model = $m and mode = $mode"
+            " order by journeys desc, stage_index, last_touchpoint limit 8",
+            {"m": model, "mode": mode},
+        )
+        print("\nwhere customers are lost (closed journeys, top dropout points)")
+        print(_table(red, ["stage", "last touchpoint", "channel", "journeys", "share of stage %", "owner",
+                           "last sentiment"]))
+    print("\noutputs")
+    for name, path in sorted(result["outputs"].items()):
+        print(f"  {name:22s} {path}")
+    print(f"  {'quality report':22s} {result['quality']['report']}")
+    print(f"\nquery it: journeys query \"select * from stage_conversion limit 5\" --warehouse {warehouse}")
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from journeys.generate import GenerateSpec, generate_sample
+
+    spec = GenerateSpec(events=args.events, seed=args.seed)
+    res = generate_sample(spec, Path(args.data_root))
+    print(f"generated {res.n_true_events} events of {res.n_persons} persons (+{res.n_duplicates} duplicates, "
+          f"+{res.n_malformed} malformed rows) in {len(res.files)} files under {res.landing_dir}")
+    print(f"ground truth: {res.truth_dir}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from journeys.config import load_settings
+    from pipelines.nightly import nightly
+
+    result = nightly(config_path=args.config, as_of=_as_of(args.as_of), data_root=args.data_root)
+    settings = load_settings(args.config, **({"data_root": Path(args.data_root).resolve()} if args.data_root else {}))
+    print_summary(result, str(settings.warehouse_path))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from journeys.config import load_settings
+    from journeys.generate import GenerateSpec, generate_sample
+    from pipelines.nightly import nightly
+
+    settings = load_settings(args.config)
+    root = settings.root
+    if root.exists():
+        shutil.rmtree(root)
+    spec = GenerateSpec(events=args.events, seed=args.seed)
+    res = generate_sample(spec, root)
+    print(f"generated {res.n_true_events} events of {res.n_persons} persons across "
+          f"{len({p.parent.name for p in res.files})} sources under {res.landing_dir}")
+    result = nightly(config_path=args.config, as_of=spec.as_of)
+    print_summary(result, str(settings.warehouse_path))
+    return 0
+
+
+def cmd_query(args: argparse.Namespace) -> int:
+    from journeys import db
+    from journeys.config import load_settings
+
+    path = args.warehouse or str(load_settings(args.config).warehouse_path)
+    with db.connect(path, read_only=True) as con:
+        rel = con.sql(args.sql)
+        if rel is not None:
+            rel.show(max_rows=args.max_rows)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The CLI's argument parser."""
+    p = argparse.ArgumentParser(prog="journeys", description=__doc__)
+    p.add_argument("--config", default=DEFAULT_CONFIG, help="project config file (default: journeys.yaml)")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    d = sub.add_parser("demo", help="generate a realistic sample, run the nightly flow, print the funnel")
+    d.add_argument("--events", type=int, default=50_000)
+    d.add_argument("--seed", type=int, default=42)
+    d.set_defaults(func=cmd_demo)
+
+    r = sub.add_parser("run", help="run the nightly flow on the configured data root")
+    r.add_argument("--as-of", help="ISO time the run is as of (default: now, UTC)")
+    r.add_argument("--data-root", help="override the config's data root")
+    r.set_defaults(func=cmd_run)
+
+    g = sub.add_parser("generate", help="write synthetic landing files with ground truth")
+    g.add_argument("--events", type=int, default=100_000)
+    g.add_argument("--seed", type=int, default=42)
+    g.add_argument("--data-root", required=True)
+    g.set_defaults(func=cmd_generate)
+
+    q = sub.add_parser("query", help="run SQL against the warehouse (read-only)")
+    q.add_argument("sql")
+    q.add_argument("--warehouse", help="path of journeys.duckdb (default: from the config)")
+    q.add_argument("--max-rows", type=int, default=40)
+    q.set_defaults(func=cmd_query)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `journeys` command."""
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,162 @@
+"""The nightly journey flow: ingest -> identity -> journeys -> stages/funnels -> marts -> checks -> publish.
+
+Tasks are thin: each opens the run's working DuckDB file by path, calls one function of `journeys`, and
+returns a small dict of counts. Flow parameters are the only way settings enter a run.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+os.environ.setdefault("DO_NOT_TRACK", "1")
+
+from prefect import flow, get_run_logger, task  # noqa: E402
+
+from journeys import build, db, publish, quality  # noqa: E402
+from journeys.config import Settings, load_settings  # noqa: E402
+
+
+def _settings(config_path: str | None, data_root: str | None) -> Settings:
+    overrides = {"data_root": Path(data_root).resolve()} if data_root else {}
+    return load_settings(config_path, **overrides)
+
+
+def _connect(settings: Settings, working: str):
+    return db.connect(
+        working, memory_limit=settings.memory_limit, threads=settings.threads, temp_directory=settings.tmp_dir
+    )
+
+
+@task(name="ingest")
+def ingest_task(config_path: str | None, data_root: str | None, as_of: datetime, batch_id: str) -> dict[str, Any]:
+    """Landing files -> canonical event Parquet + quarantine, with row accounting."""
+    from journeys.ingest import ingest_sources
+
+    settings = _settings(config_path, data_root)
+    report = ingest_sources(settings, as_of=as_of, batch_id=batch_id)
+    log = get_run_logger()
+    log.info(
+        "ingest: read=%d loaded=%d quarantined=%d duplicates=%d files=%d",
+        report.read, report.loaded, report.quarantined, report.duplicates, len(report.files),
+    )
+    if not report.accounting_ok():
+        raise RuntimeError("row accounting broken: read != loaded + quarantined + duplicates")
+    return {
+        "read": report.read,
+        "loaded": report.loaded,
+        "quarantined": report.quarantined,
+        "duplicates": report.duplicates,
+        "files": len(report.files),
+        "files_skipped": sum(1 for f in report.files if f.skipped),
+        "affected_dates": [str(d) for d in report.affected_dates],
+    }
+
+
+@task(name="resolve-identity")
+def identity_task(config_path: str | None, data_root: str | None, working: str, as_of: datetime) -> dict[str, Any]:
+    """Lake views + connected components over identifiers -> identity_map, customers, event_customers."""
+    from journeys.identity import resolve_identities
+
+    settings = _settings(config_path, data_root)
+    previous = publish.mart_path(settings, "identity_map")
+    with _connect(settings, working) as con:
+        build.create_lake_views(con, settings)
+        report = resolve_identities(
+            con, settings, run_at=as_of, previous_identity_map=str(previous) if previous.exists() else None
+        )
+    return dict(vars(report))
+
+
+@task(name="stitch-journeys")
+def journeys_task(config_path: str | None, data_root: str | None, working: str, as_of: datetime) -> dict[str, int]:
+    """Ordered events, sessions, journeys and stage mapping."""
+    settings = _settings(config_path, data_root)
+    with _connect(settings, working) as con:
+        return build.build_journeys(con, settings, as_of)
+
+
+@task(name="stage-funnels")
+def funnels_task(config_path: str | None, data_root: str | None, working: str) -> int:
+    """Stage levels per journey for every stage model and mode (windowFunnel semantics)."""
+    settings = _settings(config_path, data_root)
+    with _connect(settings, working) as con:
+        return build.build_funnels(con, settings)
+
+
+@task(name="build-marts")
+def marts_task(config_path: str | None, data_root: str | None, working: str, as_of: datetime) -> dict[str, int]:
+    """journeys, journey_events, stage_conversion, stage_dropout, stage_channel_matrix."""
+    settings = _settings(config_path, data_root)
+    with _connect(settings, working) as con:
+        return build.build_marts(con, settings, as_of)
+
+
+@task(name="check-quality")
+def quality_task(
+    config_path: str | None, data_root: str | None, working: str, as_of: datetime, batch_id: str,
+    event_dates: list[str] | None,
+) -> dict[str, Any]:
+    """Great Expectations suites on every layer; a failure stops publication and keeps the last good marts."""
+    settings = _settings(config_path, data_root)
+    with _connect(settings, working) as con:
+        report = quality.validate_warehouse(con, settings, as_of=as_of, event_dates=event_dates)
+    path = quality.write_quality_report(report, settings.root / "reports" / f"quality-{batch_id}.md")
+    if not report.success:
+        publish.discard_working_warehouse(Path(working))
+        raise quality.QualityError(f"{report.summary()}\nreport: {path}\nthe previous marts stay published")
+    get_run_logger().info("quality: %s (report %s)", report.summary(), path)
+    return {"expectations": report.expectations_run, "report": str(path)}
+
+
+@task(name="publish")
+def publish_task(config_path: str | None, data_root: str | None, working: str) -> dict[str, str]:
+    """Marts to Parquet (atomic per table), then the working file becomes the warehouse (one rename)."""
+    settings = _settings(config_path, data_root)
+    with _connect(settings, working) as con:
+        paths = publish.publish_marts(con, settings, build.MART_TABLES)
+        build.drop_intermediates(con)
+        db.execute(con, "checkpoint")
+    paths["warehouse"] = str(publish.swap_in_warehouse(settings, Path(working)))
+    return paths
+
+
+@flow(name="journeys-nightly", log_prints=True)
+def nightly(
+    config_path: str | None = "journeys.yaml",
+    as_of: datetime | None = None,
+    data_root: str | None = None,
+) -> dict[str, Any]:
+    """Run the whole nightly pipeline on one data root; returns accounting, counts and output paths."""
+    as_of = (as_of or datetime.now(UTC)).astimezone(UTC)
+    settings = _settings(config_path, data_root)
+    batch_id = f"{as_of:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
+    working = str(publish.working_warehouse_path(settings, batch_id))
+    with publish.run_lock(settings):
+        try:
+            ingest = ingest_task(config_path, data_root, as_of, batch_id)
+            identity = identity_task(config_path, data_root, working, as_of)
+            journeys = journeys_task(config_path, data_root, working, as_of)
+            reached = funnels_task(config_path, data_root, working)
+            marts = marts_task(config_path, data_root, working, as_of)
+            checks = quality_task(config_path, data_root, working, as_of, batch_id, None)
+            outputs = publish_task(config_path, data_root, working)
+        except BaseException:
+            publish.discard_working_warehouse(Path(working))
+            raise
+    return {
+        "batch_id": batch_id,
+        "as_of": as_of.isoformat(),
+        "ingest": ingest,
+        "identity": identity,
+        "journeys": journeys,
+        "stage_levels": reached,
+        "marts": marts,
+        "quality": checks,
+        "outputs": outputs,
+    }

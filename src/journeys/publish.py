@@ -1,0 +1,87 @@
+"""Atomic publication: marts as Parquet (one file per table, swapped in by rename) and the warehouse file."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import duckdb
+
+from journeys import db
+from journeys.config import Settings
+
+
+def mart_path(settings: Settings, table: str) -> Path:
+    """Where a published mart lives: `marts/<table>/<table>.parquet`."""
+    return settings.marts_dir / table / f"{table}.parquet"
+
+
+def publish_marts(
+    con: duckdb.DuckDBPyConnection, settings: Settings, tables: dict[str, tuple[str, ...]]
+) -> dict[str, str]:
+    """Write each table, ordered by its key, to Parquet aside, then rename over the old file."""
+    out = {}
+    for table, key in tables.items():
+        final = mart_path(settings, table)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = final.with_name(f".{final.name}.{os.getpid()}.tmp")
+        # COPY cannot bind its target path; the path is ours, quoted by the one literal helper.
+        db.execute(
+            con,
+            f"copy (select * from {db.quote_ident(table)} order by {', '.join(map(db.quote_ident, key))}) "
+            f"to {db.quote_literal(str(tmp))} "
+            "(format parquet, compression zstd)",
+        )
+        os.replace(tmp, final)
+        out[table] = str(final)
+    return out
+
+
+def working_warehouse_path(settings: Settings, batch_id: str) -> Path:
+    """The file a run builds in; it becomes the warehouse only after the checks pass."""
+    return settings.warehouse_path.with_name(f".build-{batch_id}.duckdb")
+
+
+def swap_in_warehouse(settings: Settings, working: Path) -> Path:
+    """Replace the analysts' warehouse file with the finished working file in one rename."""
+    os.replace(working, settings.warehouse_path)
+    wal = working.with_name(working.name + ".wal")
+    if wal.exists():
+        wal.unlink()
+    return settings.warehouse_path
+
+
+def discard_working_warehouse(working: Path) -> None:
+    """Remove a working file of a run that will not publish."""
+    for p in (working, working.with_name(working.name + ".wal")):
+        with contextlib.suppress(FileNotFoundError):
+            p.unlink()
+
+
+class RunLockedError(RuntimeError):
+    """Another run holds the data root's lock for longer than we wait."""
+
+
+@contextlib.contextmanager
+def run_lock(settings: Settings, wait_s: float = 3600.0) -> Iterator[None]:
+    """Hold the data root's run lock: a second run waits, then finds the work done and changes nothing."""
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    path = settings.state_dir / "run.lock"
+    with path.open("a+") as fh:
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise RunLockedError(f"{path} is held by another run") from None
+                time.sleep(0.5)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)

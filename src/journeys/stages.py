@@ -1,0 +1,177 @@
+"""Stage models: versioned YAML files of ordered stages, turned into rule tables that SQL joins against.
+
+Rules never become SQL text. Each rule condition is a row of `stage_rule_conditions`; the SQL model
+`int_event_stages` matches events against those rows, so a config can only ever supply values.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+import pyarrow as pa
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from journeys.config import Settings, StageModelRef, parse_duration_us
+
+_MATCH_FIELDS = ("event_type", "channel", "touchpoint")
+
+
+class StageRule(BaseModel):
+    """Conditions that must all hold; each lists the values accepted."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    event_type: list[str] | None = None
+    channel: list[str] | None = None
+    touchpoint: list[str] | None = None
+    attributes: dict[str, list[str]] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> StageRule:
+        if not any(getattr(self, f) for f in _MATCH_FIELDS) and not self.attributes:
+            raise ValueError("a rule needs at least one condition")
+        return self
+
+
+class Stage(BaseModel):
+    """One stage of a model: what matches it, who owns it, and the experience designed for it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    rules: list[StageRule]
+    owner: str | None = None
+    touchpoint_owners: dict[str, str] = Field(default_factory=dict)
+    designed_channels: list[str] = Field(default_factory=list)
+    time_budget: str | None = None
+
+
+class StageModel(BaseModel):
+    """An ordered list of stages with a name and a version."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    version: int
+    description: str = ""
+    stages: list[Stage]
+    journey_start_events: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _unique_stage_names(self) -> StageModel:
+        names = [s.name for s in self.stages]
+        if len(set(names)) != len(names):
+            raise ValueError(f"stage model {self.name!r}: duplicate stage names")
+        if not self.stages:
+            raise ValueError(f"stage model {self.name!r}: no stages")
+        return self
+
+
+def shipped_stage_models() -> list[str]:
+    """Names of the stage models shipped with the package."""
+    files = resources.files("journeys.stage_models").iterdir()
+    return sorted(f.name.removesuffix(".yaml") for f in files if f.name.endswith(".yaml"))
+
+
+def load_stage_model(ref: str, config_dir: Path | None = None) -> StageModel:
+    """Load a stage model by shipped name or by path (relative to the config directory)."""
+    if ref in shipped_stage_models():
+        text = resources.files("journeys.stage_models").joinpath(f"{ref}.yaml").read_text(encoding="utf-8")
+        origin = ref
+    else:
+        p = Path(ref)
+        if not p.is_absolute() and config_dir is not None:
+            p = config_dir / p
+        if not p.is_file():
+            raise FileNotFoundError(f"stage model {ref!r}: not a shipped model {shipped_stage_models()} nor a file")
+        text, origin = p.read_text(encoding="utf-8"), str(p)
+    try:
+        return StageModel.model_validate(yaml.safe_load(text))
+    except Exception as exc:
+        raise ValueError(f"stage model {origin}: {exc}") from exc
+
+
+def stage_models_for(settings: Settings) -> list[tuple[StageModel, StageModelRef]]:
+    """The configured stage models with their run settings; names must be unique."""
+    out = [(load_stage_model(r.path, settings.config_dir), r) for r in settings.stage_models]
+    names = [m.name for m, _ in out]
+    if len(set(names)) != len(names):
+        raise ValueError(f"stage models configured twice: {names}")
+    return out
+
+
+def stage_definitions_table(models: list[tuple[StageModel, StageModelRef]]) -> pa.Table:
+    """One row per (stage model, stage): name, owner, designed channels, time budget."""
+    rows = []
+    for model, ref in models:
+        for i, st in enumerate(model.stages, start=1):
+            rows.append(
+                {
+                    "stage_model": model.name,
+                    "stage_model_version": model.version,
+                    "n_stages": len(model.stages),
+                    "conversion_window_us": parse_duration_us(ref.conversion_window),
+                    "stage_index": i,
+                    "stage_name": st.name,
+                    "owner": st.owner,
+                    "designed_channels": st.designed_channels,
+                    "time_budget_us": parse_duration_us(st.time_budget),
+                }
+            )
+    schema = pa.schema(
+        [
+            ("stage_model", pa.string()), ("stage_model_version", pa.int32()), ("n_stages", pa.int32()),
+            ("conversion_window_us", pa.int64()), ("stage_index", pa.int32()), ("stage_name", pa.string()),
+            ("owner", pa.string()), ("designed_channels", pa.list_(pa.string())), ("time_budget_us", pa.int64()),
+        ]
+    )
+    return pa.Table.from_pylist(rows, schema=schema)
+
+
+def attribute_keys(models: list[tuple[StageModel, StageModelRef]]) -> list[str]:
+    """Attribute keys any rule tests, in a stable order; events are projected onto these before matching."""
+    keys = {k for m, _ in models for st in m.stages for r in st.rules for k in r.attributes}
+    return sorted(keys)
+
+
+def stage_rule_conditions_table(models: list[tuple[StageModel, StageModelRef]]) -> pa.Table:
+    """One row per rule condition: (model, stage, rule, field, attribute position, accepted values)."""
+    keys = attribute_keys(models)
+    rows = []
+    for model, _ in models:
+        for i, st in enumerate(model.stages, start=1):
+            for j, rule in enumerate(st.rules, start=1):
+                conds: list[tuple[str, int | None, list[str]]] = [
+                    (f, None, getattr(rule, f)) for f in _MATCH_FIELDS if getattr(rule, f)
+                ]
+                conds += [("attribute", keys.index(k) + 1, v) for k, v in sorted(rule.attributes.items())]
+                for field, pos, values in conds:
+                    rows.append(
+                        {
+                            "stage_model": model.name, "stage_index": i, "rule_id": j, "n_conditions": len(conds),
+                            "field": field, "attribute_pos": pos, "accepted": [str(v) for v in values],
+                        }
+                    )
+    schema = pa.schema(
+        [
+            ("stage_model", pa.string()), ("stage_index", pa.int32()), ("rule_id", pa.int32()),
+            ("n_conditions", pa.int32()), ("field", pa.string()), ("attribute_pos", pa.int32()),
+            ("accepted", pa.list_(pa.string())),
+        ]
+    )
+    return pa.Table.from_pylist(rows, schema=schema)
+
+
+def touchpoint_owners_table(models: list[tuple[StageModel, StageModelRef]]) -> pa.Table:
+    """One row per (model, touchpoint) with its owner; a touchpoint named in two stages keeps the first."""
+    rows, seen = [], set()
+    for model, _ in models:
+        for st in model.stages:
+            for tp, owner in st.touchpoint_owners.items():
+                if (model.name, tp) not in seen:
+                    seen.add((model.name, tp))
+                    rows.append({"stage_model": model.name, "touchpoint": tp, "owner": owner})
+    schema = pa.schema([("stage_model", pa.string()), ("touchpoint", pa.string()), ("owner", pa.string())])
+    return pa.Table.from_pylist(rows, schema=schema)
