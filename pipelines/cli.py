@@ -20,8 +20,13 @@ def _as_of(text: str | None) -> datetime | None:
 
 
 def _table(rows: list[tuple], headers: list[str]) -> str:
-    cells = [[("" if v is None else f"{v:.1%}" if isinstance(v, float) and h.endswith("%") else str(v)) for v, h in
-              zip(r, headers, strict=True)] for r in rows]
+    cells = [
+        [
+            ("" if v is None else f"{v:.1%}" if isinstance(v, float) and h.endswith("%") else str(v))
+            for v, h in zip(r, headers, strict=True)
+        ]
+        for r in rows
+    ]
     widths = [max(len(h), *(len(c[i]) for c in cells)) if cells else len(h) for i, h in enumerate(headers)]
     line = "  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))
     out = [line, "  ".join("-" * w for w in widths)]
@@ -40,8 +45,10 @@ def print_summary(result: dict[str, Any], warehouse: str) -> None:
         f" + duplicates {ing['duplicates']}  ({ing['files']} files, {ing['files_skipped']} unchanged)"
     )
     idn = result["identity"]
-    print(f"identity: {idn.get('n_customers')} customers from {idn.get('n_identifiers')} identifiers "
-          f"in {idn.get('passes')} passes; {idn.get('n_shared_identifiers')} shared identifiers held back")
+    print(
+        f"identity: {idn.get('n_customers')} customers from {idn.get('n_identifiers')} identifiers "
+        f"in {idn.get('passes')} passes; {idn.get('n_shared_identifiers')} shared identifiers held back"
+    )
     with db.connect(warehouse, read_only=True) as con:
         model, mode = db.fetch(con, "select stage_model, stage_mode from journeys limit 1")[0] or (None, None)
         rows = db.fetch(
@@ -54,8 +61,22 @@ def print_summary(result: dict[str, Any], warehouse: str) -> None:
             {"m": model, "mode": mode},
         )
         print(f"\nstage funnel: {model} ({mode}), all cohorts")
-        print(_table(rows, ["#", "stage", "entered", "converted", "conv %", "from start %", "dropped",
-                            "in progress", "median days to next"]))
+        print(
+            _table(
+                rows,
+                [
+                    "#",
+                    "stage",
+                    "entered",
+                    "converted",
+                    "conv %",
+                    "from start %",
+                    "dropped",
+                    "in progress",
+                    "median days to next",
+                ],
+            )
+        )
         red = db.fetch(
             con,
             "select stage_name, last_touchpoint, last_channel, journeys, share_of_stage_dropouts, owner,"
@@ -64,13 +85,16 @@ def print_summary(result: dict[str, Any], warehouse: str) -> None:
             {"m": model, "mode": mode},
         )
         print("\nwhere customers are lost (closed journeys, top dropout points)")
-        print(_table(red, ["stage", "last touchpoint", "channel", "journeys", "share of stage %", "owner",
-                           "last sentiment"]))
+        print(
+            _table(
+                red, ["stage", "last touchpoint", "channel", "journeys", "share of stage %", "owner", "last sentiment"]
+            )
+        )
     print("\noutputs")
     for name, path in sorted(result["outputs"].items()):
         print(f"  {name:22s} {path}")
     print(f"  {'quality report':22s} {result['quality']['report']}")
-    print(f"\nquery it: journeys query \"select * from stage_conversion limit 5\" --warehouse {warehouse}")
+    print(f'\nquery it: journeys query "select * from stage_conversion limit 5" --warehouse {warehouse}')
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
@@ -78,8 +102,10 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
     spec = GenerateSpec(events=args.events, seed=args.seed)
     res = generate_sample(spec, Path(args.data_root))
-    print(f"generated {res.n_true_events} events of {res.n_persons} persons (+{res.n_duplicates} duplicates, "
-          f"+{res.n_malformed} malformed rows) in {len(res.files)} files under {res.landing_dir}")
+    print(
+        f"generated {res.n_true_events} events of {res.n_persons} persons (+{res.n_duplicates} duplicates, "
+        f"+{res.n_malformed} malformed rows) in {len(res.files)} files under {res.landing_dir}"
+    )
     print(f"ground truth: {res.truth_dir}")
     return 0
 
@@ -95,8 +121,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from journeys.config import load_settings
     from journeys.generate import GenerateSpec, generate_sample
+
+    from journeys.config import load_settings
     from pipelines.nightly import nightly
 
     settings = load_settings(args.config)
@@ -105,8 +132,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
         shutil.rmtree(root)
     spec = GenerateSpec(events=args.events, seed=args.seed)
     res = generate_sample(spec, root)
-    print(f"generated {res.n_true_events} events of {res.n_persons} persons across "
-          f"{len({p.parent.name for p in res.files})} sources under {res.landing_dir}")
+    print(
+        f"generated {res.n_true_events} events of {res.n_persons} persons across "
+        f"{len({p.parent.name for p in res.files})} sources under {res.landing_dir}"
+    )
     result = nightly(config_path=args.config, as_of=spec.as_of)
     print_summary(result, str(settings.warehouse_path))
     return 0

@@ -16,10 +16,10 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 
-from prefect import flow, get_run_logger, task  # noqa: E402
+from prefect import flow, get_run_logger, task
 
-from journeys import build, db, publish, quality  # noqa: E402
-from journeys.config import Settings, load_settings  # noqa: E402
+from journeys import build, db, publish, quality
+from journeys.config import Settings, load_settings
 
 
 def _settings(config_path: str | None, data_root: str | None) -> Settings:
@@ -43,7 +43,11 @@ def ingest_task(config_path: str | None, data_root: str | None, as_of: datetime,
     log = get_run_logger()
     log.info(
         "ingest: read=%d loaded=%d quarantined=%d duplicates=%d files=%d",
-        report.read, report.loaded, report.quarantined, report.duplicates, len(report.files),
+        report.read,
+        report.loaded,
+        report.quarantined,
+        report.duplicates,
+        len(report.files),
     )
     if not report.accounting_ok():
         raise RuntimeError("row accounting broken: read != loaded + quarantined + duplicates")
@@ -99,7 +103,11 @@ def marts_task(config_path: str | None, data_root: str | None, working: str, as_
 
 @task(name="check-quality")
 def quality_task(
-    config_path: str | None, data_root: str | None, working: str, as_of: datetime, batch_id: str,
+    config_path: str | None,
+    data_root: str | None,
+    working: str,
+    as_of: datetime,
+    batch_id: str,
     event_dates: list[str] | None,
 ) -> dict[str, Any]:
     """Great Expectations suites on every layer; a failure stops publication and keeps the last good marts."""

@@ -31,7 +31,13 @@ MART_TABLES: dict[str, tuple[str, ...]] = {
     "journey_events": ("journey_id", "event_seq"),
     "journey_stages": ("stage_model", "mode", "journey_id"),
     "stage_conversion": (
-        "stage_model", "mode", "cohort_period", "cohort", "breakdown", "breakdown_value", "stage_index",
+        "stage_model",
+        "mode",
+        "cohort_period",
+        "cohort",
+        "breakdown",
+        "breakdown_value",
+        "stage_index",
     ),
     "stage_dropout": ("stage_model", "mode", "stage_index", "last_touchpoint", "last_channel"),
     "stage_channel_matrix": ("stage_model", "stage_index", "channel"),
@@ -178,8 +184,14 @@ def build_funnels(con: duckdb.DuckDBPyConnection, settings: Settings) -> int:
 def build_marts(con: duckdb.DuckDBPyConnection, settings: Settings, as_of: datetime) -> dict[str, int]:
     """The stage marts (journey_stages, journeys, journey_events, conversion, dropout, channel matrix)."""
     params = model_params(settings, as_of)
-    order = ("journey_stages", "journeys", "journey_events", "stage_conversion", "stage_dropout",
-             "stage_channel_matrix")
+    order = (
+        "journey_stages",
+        "journeys",
+        "journey_events",
+        "stage_conversion",
+        "stage_dropout",
+        "stage_channel_matrix",
+    )
     return {name: db.build_table(con, "marts", name, params) for name in order}
 
 

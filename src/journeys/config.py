@@ -14,8 +14,18 @@ IdentifierType = str
 """An identifier type name, e.g. customer_id, email, phone, device_id, cookie_id, loyalty_id."""
 
 DEFAULT_CHANNELS = (
-    "web", "app", "email", "ads", "social", "call_centre", "chat", "store",
-    "delivery", "support", "survey", "partner",
+    "web",
+    "app",
+    "email",
+    "ads",
+    "social",
+    "call_centre",
+    "chat",
+    "store",
+    "delivery",
+    "support",
+    "survey",
+    "partner",
 )
 
 
@@ -62,9 +72,7 @@ class SourceConfig(_Strict):
     occurred_at: str = Field(description="Column with the event time.")
     channel: MappedField = Field(description="Canonical channel: constant or column (+ map).")
     event_type: MappedField = Field(description="Canonical event type: constant or column (+ map).")
-    touchpoint: MappedField | None = Field(
-        None, description="Named point of contact; default `channel:event_type`."
-    )
+    touchpoint: MappedField | None = Field(None, description="Named point of contact; default `channel:event_type`.")
     identifiers: dict[str, IdentifierType] = Field(
         default_factory=dict, description="Source column -> identifier type it holds."
     )
@@ -103,7 +111,12 @@ class IdentityConfig(_Strict):
     )
     max_values_per_type: dict[str, int] = Field(
         default_factory=lambda: {
-            "customer_id": 1, "loyalty_id": 2, "email": 5, "phone": 5, "device_id": 10, "cookie_id": 20,
+            "customer_id": 1,
+            "loyalty_id": 2,
+            "email": 5,
+            "phone": 5,
+            "device_id": 10,
+            "cookie_id": 20,
         },
         description="Most values of one identifier type one customer may hold; a link that breaks it is not used.",
     )
@@ -140,9 +153,7 @@ class QualityConfig(_Strict):
 class Settings(BaseSettings):
     """Everything a run needs; one instance per run, passed by the flow."""
 
-    model_config = SettingsConfigDict(
-        env_prefix="JOURNEYS_", env_nested_delimiter="__", extra="forbid", frozen=True
-    )
+    model_config = SettingsConfigDict(env_prefix="JOURNEYS_", env_nested_delimiter="__", extra="forbid", frozen=True)
 
     data_root: Path = Field(Path("data"), description="Root of landing/, lake/, warehouse/ and marts/.")
     pii_salt: SecretStr = Field(
@@ -243,7 +254,7 @@ def load_settings(path: str | os.PathLike[str] | None = None, **overrides: Any) 
         config_dir = p.resolve().parent
     data.setdefault("config_dir", config_dir)
     # Env overrides file values: drop file keys that the environment sets.
-    env_keys = {k[len("JOURNEYS_"):].split("__")[0].lower() for k in os.environ if k.startswith("JOURNEYS_")}
+    env_keys = {k[len("JOURNEYS_") :].split("__")[0].lower() for k in os.environ if k.startswith("JOURNEYS_")}
     for k in env_keys:
         data.pop(k, None)
     data.update(overrides)

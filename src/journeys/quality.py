@@ -82,7 +82,8 @@ def _expectations(suite: str, settings: Settings, as_of: datetime, n_stages: int
             gxe.ExpectColumnValuesToBeUnique(column="event_id"),
             gxe.ExpectColumnValuesToNotBeNull(column="occurred_at"),
             gxe.ExpectColumnValuesToBeBetween(
-                column="occurred_at", min_value=datetime.fromisoformat(settings.quality.min_occurred_at),
+                column="occurred_at",
+                min_value=datetime.fromisoformat(settings.quality.min_occurred_at),
                 max_value=max_at,
             ),
             gxe.ExpectColumnValuesToBeInSet(column="channel", value_set=list(settings.channels)),
@@ -141,7 +142,9 @@ class _Validator:
                 kw = r.expectation_config.kwargs
                 self.report.failures.append(
                     Failure(
-                        suite=suite, batch=batch, expectation=r.expectation_config.type,
+                        suite=suite,
+                        batch=batch,
+                        expectation=r.expectation_config.type,
                         column=kw.get("column") or ",".join(kw.get("column_list") or []) or None,
                         unexpected_count=r.result.get("unexpected_count"),
                         sample=[str(v) for v in (r.result.get("partial_unexpected_list") or [])[:10]],
@@ -183,9 +186,7 @@ def validate_warehouse(
         v.validate("identity", f"identity_map#{i}", frame, _expectations("identity", settings, as_of))
     n_stages = db.fetch(con, "select coalesce(max(n_stages), 0) from stage_definitions")[0][0]
     js = _expectations("journeys", settings, as_of, n_stages=n_stages)
-    for i, frame in enumerate(
-        _frames(con, "select journey_id, n_events, furthest_stage from journeys", batch_rows)
-    ):
+    for i, frame in enumerate(_frames(con, "select journey_id, n_events, furthest_stage from journeys", batch_rows)):
         v.validate("journeys", f"journeys#{i}", frame, js)
     sc = _expectations("stage_conversion", settings, as_of)
     for i, frame in enumerate(_frames(con, "select * from stage_conversion", batch_rows)):

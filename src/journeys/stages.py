@@ -122,9 +122,15 @@ def stage_definitions_table(models: list[tuple[StageModel, StageModelRef]]) -> p
             )
     schema = pa.schema(
         [
-            ("stage_model", pa.string()), ("stage_model_version", pa.int32()), ("n_stages", pa.int32()),
-            ("conversion_window_us", pa.int64()), ("stage_index", pa.int32()), ("stage_name", pa.string()),
-            ("owner", pa.string()), ("designed_channels", pa.list_(pa.string())), ("time_budget_us", pa.int64()),
+            ("stage_model", pa.string()),
+            ("stage_model_version", pa.int32()),
+            ("n_stages", pa.int32()),
+            ("conversion_window_us", pa.int64()),
+            ("stage_index", pa.int32()),
+            ("stage_name", pa.string()),
+            ("owner", pa.string()),
+            ("designed_channels", pa.list_(pa.string())),
+            ("time_budget_us", pa.int64()),
         ]
     )
     return pa.Table.from_pylist(rows, schema=schema)
@@ -150,14 +156,23 @@ def stage_rule_conditions_table(models: list[tuple[StageModel, StageModelRef]]) 
                 for field, pos, values in conds:
                     rows.append(
                         {
-                            "stage_model": model.name, "stage_index": i, "rule_id": j, "n_conditions": len(conds),
-                            "field": field, "attribute_pos": pos, "accepted": [str(v) for v in values],
+                            "stage_model": model.name,
+                            "stage_index": i,
+                            "rule_id": j,
+                            "n_conditions": len(conds),
+                            "field": field,
+                            "attribute_pos": pos,
+                            "accepted": [str(v) for v in values],
                         }
                     )
     schema = pa.schema(
         [
-            ("stage_model", pa.string()), ("stage_index", pa.int32()), ("rule_id", pa.int32()),
-            ("n_conditions", pa.int32()), ("field", pa.string()), ("attribute_pos", pa.int32()),
+            ("stage_model", pa.string()),
+            ("stage_index", pa.int32()),
+            ("rule_id", pa.int32()),
+            ("n_conditions", pa.int32()),
+            ("field", pa.string()),
+            ("attribute_pos", pa.int32()),
             ("accepted", pa.list_(pa.string())),
         ]
     )

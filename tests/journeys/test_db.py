@@ -1,0 +1,45 @@
+import struct
+
+import pytest
+
+from journeys import db
+
+
+def test_quote_ident_escapes_quotes_and_rejects_empty():
+    assert db.quote_ident('we"ird') == '"we""ird"'
+    with pytest.raises(ValueError):
+        db.quote_ident("")
+
+
+def test_quote_literal_escapes_single_quotes():
+    assert db.quote_literal("it's") == "'it''s'"
+
+
+def test_named_params_are_bound_and_unused_ones_ignored():
+    con = db.connect()
+    rows = db.fetch(con, "select $a::integer + 1 as x", {"a": 41, "unused": "drop table x"})
+    assert rows == [(42,)]
+
+
+def test_build_table_materialises_a_model(tmp_path, monkeypatch):
+    (tmp_path / "marts").mkdir()
+    (tmp_path / "marts" / "demo_model.sql").write_text("select range as x from range($n)")
+    monkeypatch.setattr(db, "SQL_DIR", tmp_path)
+    con = db.connect()
+    assert db.build_table(con, "marts", "demo_model", {"n": 3}) == 3
+
+
+def test_model_names_cannot_escape_the_sql_dir():
+    with pytest.raises(ValueError):
+        db.model_sql("marts", "../secrets")
+
+
+def test_warehouse_file_is_readable_by_duckdb_1x(tmp_path):
+    # DuckDB 1.x reads storage version 64; 2.0's own format would lock BI tools out.
+    path = tmp_path / "w.duckdb"
+    con = db.connect(path)
+    db.execute(con, "create table t as select 1 as x")
+    con.close()
+    header = path.read_bytes()[8:20]
+    assert header[:4] == b"DUCK"
+    assert struct.unpack("<Q", header[4:12])[0] == 64
