@@ -41,6 +41,8 @@ MART_TABLES: dict[str, tuple[str, ...]] = {
     ),
     "stage_dropout": ("stage_model", "mode", "stage_index", "last_touchpoint", "last_channel"),
     "stage_channel_matrix": ("stage_model", "stage_index", "channel"),
+    "stage_survival": ("stage_model", "mode", "stage_index", "t_days"),
+    "stage_time_to_next": ("stage_model", "mode", "stage_index", "bucket_index"),
 }
 """Tables published as Parquet under marts/ and kept in the warehouse, with the key that orders them
 (so that the same inputs give byte-identical files)."""
@@ -191,6 +193,8 @@ def build_marts(con: duckdb.DuckDBPyConnection, settings: Settings, as_of: datet
         "stage_conversion",
         "stage_dropout",
         "stage_channel_matrix",
+        "stage_survival",
+        "stage_time_to_next",
     )
     return {name: db.build_table(con, "marts", name, params) for name in order}
 

@@ -123,3 +123,34 @@ def test_stage_channel_matrix_flags_designed_channels(built):
 def test_journey_stage_path_collapses_repeats(built):
     path = db.fetch(built, "select stage_path from journeys where journey_id = 'E/j0001'")[0][0]
     assert path == ["purchase", "awareness", "consideration"]
+
+
+def test_kaplan_meier_matches_hand_computed_curve(built):
+    rows = db.fetch(
+        built,
+        "select stage_index, t_days, n_at_risk, n_converted, n_censored, survival from stage_survival"
+        " where stage_model = 'generic_lifecycle' and mode = 'ordered' and stage_index <= 2 order by 1, 2",
+    )
+    # Stage 1: D converts at once, A/B1/E/F within a day, B2 is still open after 10d16h (censored at 11).
+    # Stage 2: D at once, A within a day; B1, E and F closed without converting, censored at as_of.
+    want = [
+        (1, 0, 6, 1, 0, 5 / 6),
+        (1, 1, 5, 4, 0, 1 / 6),
+        (1, 11, 1, 0, 1, 1 / 6),
+        (2, 0, 5, 1, 0, 4 / 5),
+        (2, 1, 4, 1, 0, 3 / 5),
+        (2, 45, 3, 0, 1, 3 / 5),
+        (2, 49, 2, 0, 1, 3 / 5),
+        (2, 90, 1, 0, 1, 3 / 5),
+    ]
+    assert [r[:5] for r in rows] == [w[:5] for w in want]
+    assert [r[5] for r in rows] == pytest.approx([w[5] for w in want])
+
+
+def test_time_to_next_histogram_buckets_converters(built):
+    rows = db.fetch(
+        built,
+        "select bucket_label, journeys from stage_time_to_next"
+        " where stage_model = 'generic_lifecycle' and mode = 'ordered' and stage_index = 1 order by bucket_index",
+    )
+    assert rows == [("< 1h", 2), ("1-3d", 3)]
