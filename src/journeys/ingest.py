@@ -1,0 +1,815 @@
+"""Ingest landing files into the Parquet lake of canonical events; bad rows go to quarantine.
+
+One landing file at a time: read it with DuckDB into a staging table, map its columns onto the canonical
+event (sql/staging/stg_events.sql), split rows into loaded / quarantined / duplicates, write each part
+aside and rename it into place, then record the file in the manifest so an unchanged file is never
+ingested twice.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import hashlib
+import os
+import re
+import shutil
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from journeys import db
+from journeys.config import Settings, SourceConfig, parse_duration_us
+
+PII_TYPES = ("email", "phone")
+"""Identifier types that are personal data: normalised and hashed, never stored raw."""
+
+_BATCH_RE = re.compile(r"^[A-Za-z0-9_.\-]+$")
+_HASH_CHUNK = 1 << 20
+
+# Static helper SQL (no values inside): identifier normalisation and raw-text redaction.
+_MACROS = r"""
+create or replace temp macro journeys_snake(v) as
+    trim(regexp_replace(lower(trim(v)), '[^a-z0-9]+', '_', 'g'), '_');
+
+create or replace temp macro journeys_phone_digits(v) as
+    regexp_replace(regexp_replace(v, '(?i)\s*(ext\.?|x|#)\s*\d+\s*$', ''), '[^0-9]', '', 'g');
+
+-- E.164: an explicit '+' or '00' prefix carries the country code; otherwise the configured region's
+-- code is prepended after dropping a national trunk '0' (NANP numbers may already start with 1).
+create or replace temp macro journeys_e164(v, region) as
+    -- The one-element list binds the digit string once (regexes dominate ingest time).
+    list_transform(
+        [{'plus': starts_with(ltrim(v), '+'), 'd': journeys_phone_digits(v)}],
+        lambda p: list_transform(
+            [case
+                when p.d = '' then null
+                when p.plus then '+' || p.d
+                when starts_with(p.d, '00') then '+' || substr(p.d, 3)
+                when region = '1' and length(p.d) = 11 and starts_with(p.d, '1') then '+' || p.d
+                else '+' || region || ltrim(p.d, '0')
+            end],
+            lambda e: case when length(e) between 8 and 16 then e end
+        )[1]
+    )[1];
+
+create or replace temp macro journeys_identifier(id_type, v, salt, region) as
+    case id_type
+        when 'email' then sha256(salt || nullif(lower(trim(v)), ''))
+        when 'phone' then sha256(salt || journeys_e164(v, region))
+        else nullif(trim(v), '')
+    end;
+
+-- Rows the reader could not split into columns keep their text for diagnosis, with anything that
+-- looks like an e-mail address or a phone number masked (no raw PII may reach the lake).
+create or replace temp macro journeys_redact_once(t) as
+    regexp_replace(
+        t,
+        '(^|[,;\t|"''\[{:=\s])(\+?[0-9(][0-9 ().\-/]{5,}[0-9])([,;\t|"''\]}]|\s*$)',
+        '\1<redacted>\3',
+        'g'
+    );
+
+create or replace temp macro journeys_redact(t) as
+    journeys_redact_once(journeys_redact_once(
+        regexp_replace(t, '[A-Za-z0-9._%+\-]+@[A-Za-z0-9\-]+(\.[A-Za-z0-9\-]+)+', '<redacted-email>', 'g')
+    ));
+"""
+
+_ID_LIST_TYPE = "struct(id_type varchar, id_value varchar)[]"
+
+EVENT_COLUMNS = (
+    "event_id", "occurred_at", "event_date", "source", "channel", "event_type", "touchpoint",
+    "identifiers", "sentiment", "revenue", "attributes", "ingested_at", "batch_id", "source_file",
+    "source_line",
+)
+"""Canonical event columns, in the order they are written to the lake."""
+
+QUARANTINE_COLUMNS = (
+    "source", "source_file", "line", "field", "column", "reason", "raw", "batch_id", "quarantined_at",
+)
+"""Quarantine columns, in the order they are written."""
+
+
+@dataclass
+class FileReport:
+    """Row accounting of one landing file."""
+
+    source: str
+    file: str
+    read: int
+    loaded: int
+    quarantined: int
+    duplicates: int
+    skipped: bool
+
+
+@dataclass
+class IngestReport:
+    """Row accounting of one ingest batch."""
+
+    batch_id: str
+    files: list[FileReport] = field(default_factory=list)
+    affected_dates: list[date] = field(default_factory=list)
+
+    @property
+    def read(self) -> int:
+        return sum(f.read for f in self.files)
+
+    @property
+    def loaded(self) -> int:
+        return sum(f.loaded for f in self.files)
+
+    @property
+    def quarantined(self) -> int:
+        return sum(f.quarantined for f in self.files)
+
+    @property
+    def duplicates(self) -> int:
+        return sum(f.duplicates for f in self.files)
+
+    def accounting_ok(self) -> bool:
+        """True when every file's rows are accounted for: read = loaded + quarantined + duplicates."""
+        return all(f.read == f.loaded + f.quarantined + f.duplicates for f in self.files)
+
+
+class SourceError(ValueError):
+    """A source mapping that does not fit its files (missing column, bad time zone); raised before any write."""
+
+
+@dataclass(frozen=True)
+class LandingFile:
+    """One landing file found for a source, with its content fingerprint."""
+
+    source: SourceConfig
+    path: Path
+    rel: str
+    size: int
+    sha256: str
+    lines: int
+    ordinal: int
+
+
+def events_glob(settings: Settings) -> str:
+    """Absolute Parquet glob of the canonical events in the lake."""
+    return str(settings.events_dir / "event_date=*" / "*.parquet")
+
+
+def quarantine_glob(settings: Settings) -> str:
+    """Absolute Parquet glob of the quarantined rows."""
+    return str(settings.quarantine_dir / "source=*" / "*.parquet")
+
+
+def manifest_path(settings: Settings) -> Path:
+    """Where the ingest manifest (one row per ingested landing file version) lives."""
+    return settings.state_dir / "ingest_manifest.parquet"
+
+
+def file_fingerprint(path: Path) -> tuple[str, int]:
+    """sha256 hex digest and physical line count of a file, read in chunks."""
+    digest = hashlib.sha256()
+    lines = 0
+    last = b""
+    with path.open("rb") as fh:
+        while chunk := fh.read(_HASH_CHUNK):
+            digest.update(chunk)
+            lines += chunk.count(b"\n")
+            last = chunk[-1:]
+    if last and last != b"\n":
+        lines += 1
+    return digest.hexdigest(), lines
+
+
+def landing_files(settings: Settings) -> list[LandingFile]:
+    """Every landing file of every source, sources in config order and files sorted by path."""
+    found: list[LandingFile] = []
+    for source in settings.sources:
+        for path in sorted(p for p in settings.landing_dir.glob(source.path) if p.is_file()):
+            sha, lines = file_fingerprint(path)
+            found.append(
+                LandingFile(
+                    source=source,
+                    path=path.resolve(),
+                    rel=path.relative_to(settings.landing_dir).as_posix(),
+                    size=path.stat().st_size,
+                    sha256=sha,
+                    lines=lines,
+                    ordinal=len(found),
+                )
+            )
+    return found
+
+
+# --- reading -----------------------------------------------------------------------------------------
+
+# The sniffer is off: it gives up on the very files that most need reading (ragged rows), and the
+# source config already says how the file is written. Quotes are escaped by doubling (RFC 4180).
+_CSV_OPTIONS = (
+    "auto_detect = false, header = true, columns = $columns, delim = $delim, quote = $quote, "
+    "escape = $quote, encoding = $encoding"
+)
+
+
+def csv_header(f: LandingFile) -> list[str]:
+    """Column names from a CSV file's header line (duplicates get a numeric suffix)."""
+    with f.path.open(encoding=f.source.encoding, newline="") as fh:
+        first = next(csv.reader(fh, delimiter=f.source.delimiter, quotechar=f.source.quote), [])
+    names: list[str] = []
+    for i, raw in enumerate(first):
+        name = raw.lstrip("\ufeff").strip() if i == 0 else raw.strip()
+        name = name or f"column{i}"
+        names.append(name if name not in names else f"{name}_{i}")
+    return names
+
+
+def _csv_params(f: LandingFile, columns: list[str]) -> dict[str, Any]:
+    return {"path": str(f.path), "delim": f.source.delimiter, "quote": f.source.quote,
+            "encoding": f.source.encoding, "columns": dict.fromkeys(columns, "VARCHAR")}
+
+
+def _jsonl_lines_sql(options: str = "") -> str:
+    # Each physical line as one text value (NUL never occurs in JSON text), blank lines kept as rows
+    # so that row order gives the line number.
+    return (
+        "select * from read_csv($path, columns = {'__j_text': 'VARCHAR'}, header = false, delim = $nul, "
+        f"quote = '', escape = '', encoding = 'utf-8'{options})"
+    )
+
+
+def file_columns(con: duckdb.DuckDBPyConnection, f: LandingFile) -> list[str]:
+    """Column names of a landing file (for JSON lines: the keys of its objects, by first appearance)."""
+    fmt = f.source.format
+    if fmt == "csv":
+        return csv_header(f)
+    if fmt == "parquet":
+        return [r[0] for r in db.fetch(con, "describe select * from read_parquet($path)", {"path": str(f.path)})]
+    sql = f"""
+        with lines as (select row_number() over () as n, __j_text as t from ({_jsonl_lines_sql()})),
+        objects as (select n, t::json as j from lines where json_valid(t) and json_type(t) = 'OBJECT'),
+        keys as (select n, unnest(json_keys(j)) as k from objects)
+        select k from keys group by k order by min(n), k
+    """
+    return [r[0] for r in db.fetch(con, sql, {"path": str(f.path), "nul": "\x00"})]
+
+
+def check_sources(con: duckdb.DuckDBPyConnection, files: list[LandingFile]) -> dict[int, list[str]]:
+    """Columns of every file to ingest; raises SourceError when a mapped column is missing."""
+    columns: dict[int, list[str]] = {}
+    checked_zones: set[str] = set()
+    for f in files:
+        src = f.source
+        if src.timezone not in checked_zones:
+            try:
+                db.fetch(con, "select timezone($tz, timestamp '2000-01-01')", {"tz": src.timezone})
+            except duckdb.Error as exc:
+                raise SourceError(f"source {src.name!r}: unknown time zone {src.timezone!r}") from exc
+            checked_zones.add(src.timezone)
+        if f.size == 0:
+            # An empty file has no rows and no header: every column is null.
+            columns[f.ordinal] = src.mapped_columns()
+            continue
+        try:
+            cols = file_columns(con, f)
+        except (duckdb.Error, UnicodeError, csv.Error) as exc:
+            raise SourceError(
+                f"source {src.name!r}, file {str(f.path)!r}: cannot be read as {src.format}: {exc}"
+            ) from exc
+        required = src.mapped_columns()
+        if src.format == "jsonl":
+            # JSON objects simply omit keys they have no value for: only the keys every event needs
+            # are required; optional ones (identifiers, revenue, ...) are read as null when absent.
+            needed = [src.event_id, src.occurred_at, src.channel.column, src.event_type.column]
+            required = [c for c in required if c in needed] if cols else []
+        for col in required:
+            if col not in cols:
+                raise SourceError(
+                    f"source {src.name!r}, file {str(f.path)!r}: column {col!r} not found; columns are {cols}"
+                )
+        if src.format == "jsonl":
+            cols = cols + [c for c in src.mapped_columns() if c not in cols]
+        columns[f.ordinal] = cols
+    return columns
+
+
+def _line_numbers(con: duckdb.DuckDBPyConnection, f: LandingFile, first_line: int, blank_lines: bool) -> None:
+    """Table src_line_map(k, line): the k-th parsed row sits on physical line `line`.
+
+    Rows the reader rejected (and, for CSV, blank lines) are not in the parsed output, so the parsed
+    rows take the remaining line numbers in order. Exact unless a quoted CSV field spans lines.
+    """
+    blank = ""
+    if blank_lines:
+        db.execute(
+            con,
+            "create or replace temp table src_blank as select row_number() over () as line, __j_text as t "
+            f"from ({_jsonl_lines_sql(', store_rejects = false')})",
+            {"path": str(f.path), "nul": "\x00"},
+        )
+        blank = "union all select line from src_blank where t is null or trim(t) = ''"
+    db.execute(
+        con,
+        f"""
+        create or replace temp table src_line_map as
+        with skipped as (select line from src_rejects {blank}),
+        candidates as (
+            select range as line from range($first_line, $last_line + 1)
+            where range not in (select line from skipped)
+        )
+        select row_number() over (order by line) as k, line from candidates
+        """,
+        {"first_line": first_line, "last_line": max(f.lines, first_line)},
+    )
+
+
+def _load_rejects(con: duckdb.DuckDBPyConnection) -> None:
+    """Table src_rejects: one row per physical line the reader could not parse."""
+    db.execute(
+        con,
+        """
+        create or replace temp table src_rejects as
+        select
+            cast(line as bigint) as line,
+            first(column_name order by column_idx) as column_name,
+            -- One message per line: a short row reports a "missing column" error for every absent column.
+            'row: ' || replace(lower(first(error_type order by column_idx)), '_', ' ') || ': '
+                || first(error_message order by column_idx) as error,
+            first(csv_line) as csv_line
+        from journeys_reject_errors
+        group by line
+        """,
+    )
+
+
+def _drop_rejects(con: duckdb.DuckDBPyConnection) -> None:
+    db.execute(con, "drop table if exists journeys_reject_errors")
+    db.execute(con, "drop table if exists journeys_reject_scans")
+
+
+_REJECTS = ", store_rejects = true, rejects_table = 'journeys_reject_errors', rejects_scan = 'journeys_reject_scans'"
+
+
+def read_source_rows(con: duckdb.DuckDBPyConnection, f: LandingFile, columns: list[str]) -> None:
+    """Table src_rows: the file's rows as read (file columns + __line, __reader_error/_column/_raw)."""
+    fmt = f.source.format
+    if f.size == 0:
+        cols = "".join(f", null::varchar as {db.quote_ident(c)}" for c in columns)
+        db.execute(
+            con,
+            "create or replace temp table src_rows as select null::bigint as __line, null::varchar as "
+            f"__reader_error, null::varchar as __reader_column, null::varchar as __reader_raw{cols} where false",
+        )
+        return
+    if fmt == "parquet":
+        db.execute(
+            con,
+            "create or replace temp table src_rows as select file_row_number + 1 as __line, "
+            "null::varchar as __reader_error, null::varchar as __reader_column, null::varchar as __reader_raw, "
+            "* exclude (file_row_number) from read_parquet($path, file_row_number = true)",
+            {"path": str(f.path)},
+        )
+        return
+    _drop_rejects(con)
+    if fmt == "csv":
+        db.execute(
+            con,
+            f"create or replace temp table src_parsed as select * from read_csv($path, {_CSV_OPTIONS}{_REJECTS})",
+            _csv_params(f, columns),
+        )
+        _load_rejects(con)
+        n_parsed, n_rejected = db.fetch(
+            con, "select (select count(*) from src_parsed), (select count(*) from src_rejects)"
+        )[0]
+        # Blank lines are skipped by the reader; only look for them when the counts say there are some.
+        _line_numbers(con, f, 2, blank_lines=f.lines != n_parsed + n_rejected + 1)
+        db.execute(
+            con,
+            """
+            create or replace temp table src_rows as
+            select m.line as __line, null::varchar as __reader_error, null::varchar as __reader_column,
+                   null::varchar as __reader_raw, p.* exclude (__j_k)
+            from (select rowid + 1 as __j_k, * from src_parsed) as p
+            left join src_line_map as m on m.k = p.__j_k
+            union all by name
+            select line as __line, error as __reader_error, column_name as __reader_column,
+                   journeys_redact(csv_line) as __reader_raw
+            from src_rejects
+            """,
+        )
+        db.execute(con, "drop table src_parsed")
+        return
+    # JSON lines: one text value per line, then each key extracted as JSON.
+    db.execute(
+        con,
+        f"create or replace temp table src_parsed as {_jsonl_lines_sql(_REJECTS)}",
+        {"path": str(f.path), "nul": "\x00"},
+    )
+    _load_rejects(con)
+    _line_numbers(con, f, 1, blank_lines=False)
+    params: dict[str, Any] = {}
+    extracts = []
+    for i, col in enumerate(columns):
+        params[f"k{i}"] = '$."' + col.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        extracts.append(f"json_extract(__j_doc, $k{i}) as {db.quote_ident(col)}")
+    extract_sql = "".join(f", {e}" for e in extracts)
+    db.execute(
+        con,
+        f"""
+        create or replace temp table src_rows as
+        with lines as (
+            select m.line as __line, p.__j_text
+            from (select rowid + 1 as __j_k, __j_text from src_parsed) as p
+            left join src_line_map as m on m.k = p.__j_k
+            where p.__j_text is not null and trim(p.__j_text) <> ''
+        ),
+        docs as (
+            select
+                *,
+                case when json_valid(__j_text) and json_type(__j_text) = 'OBJECT' then __j_text::json end
+                    as __j_doc
+            from lines
+        )
+        select
+            __line,
+            case
+                when __j_doc is not null then null
+                when json_valid(__j_text) then 'row: broken JSON line: expected a JSON object, got another JSON value'
+                else 'row: broken JSON line: expected a JSON object, got text that is not valid JSON'
+            end as __reader_error,
+            null::varchar as __reader_column,
+            case when __j_doc is null then journeys_redact(__j_text) end as __reader_raw
+            {extract_sql}
+        from docs
+        union all by name
+        select line as __line, error as __reader_error, null as __reader_column,
+               journeys_redact(csv_line) as __reader_raw
+        from src_rejects
+        """,
+        params,
+    )
+    db.execute(con, "drop table src_parsed")
+
+
+# --- mapping -----------------------------------------------------------------------------------------
+
+
+def _column_types(con: duckdb.DuckDBPyConnection) -> dict[str, str]:
+    return {r[0]: r[1] for r in db.fetch(con, "describe src_rows")}
+
+
+def _text_expr(col: str, col_type: str) -> str:
+    """SQL rendering a file column as text (JSON strings unquoted, timestamps in ISO form)."""
+    q = db.quote_ident(col)
+    if col_type == "JSON":
+        return f"json_extract_string({q}, '$')"
+    if col_type == "TIMESTAMP WITH TIME ZONE":
+        return f"strftime(timezone('UTC', {q}), '%Y-%m-%d %H:%M:%S.%f') || '+00:00'"
+    if col_type.startswith("TIMESTAMP"):
+        return f"strftime(cast({q} as timestamp), '%Y-%m-%d %H:%M:%S.%f')"
+    return f"cast({q} as varchar)"
+
+
+def _json_expr(col: str, col_type: str) -> str:
+    q = db.quote_ident(col)
+    return q if col_type == "JSON" else f"to_json({q})"
+
+
+def _mapped_value_expr(mf: Any, name: str, types: dict[str, str], params: dict[str, Any]) -> str:
+    """SQL for a MappedField's raw text; its map goes in as two bound lists."""
+    if mf is None:
+        params[f"{name}_keys"], params[f"{name}_values"] = [], []
+        return "null::varchar"
+    params[f"{name}_keys"] = list(mf.map)
+    params[f"{name}_values"] = list(mf.map.values())
+    if mf.column is None:
+        params[f"{name}_const"] = mf.value
+        return f"cast(${name}_const as varchar)"
+    return _text_expr(mf.column, types[mf.column])
+
+
+def map_source_rows(
+    con: duckdb.DuckDBPyConnection, src: SourceConfig, params: dict[str, Any]
+) -> None:
+    """Table stg_source_rows: src_rows mapped onto the fixed raw columns stg_events.sql reads."""
+    types = _column_types(con)
+    file_cols = [c for c in types if not c.startswith("__")]
+    opt = lambda col: "null::varchar" if col is None else _text_expr(col, types[col])  # noqa: E731
+
+    if src.event_id is None:
+        # No id column: a deterministic hash of the source and the whole row (all columns, file order).
+        row_pairs = ", ".join(f"$rk{i}, {_json_expr(c, types[c])}" for i, c in enumerate(file_cols))
+        params.update({f"rk{i}": c for i, c in enumerate(file_cols)})
+        row_hash = f"sha256($source || ':' || cast(json_object({row_pairs}) as varchar))" if file_cols else "null"
+    else:
+        row_hash = "null::varchar"
+
+    id_items = []
+    for i, (col, id_type) in enumerate(src.identifiers.items()):
+        params[f"idt{i}"] = id_type
+        id_items.append(f"{{'id_type': cast($idt{i} as varchar), 'id_value': {_text_expr(col, types[col])}}}")
+    identifiers = f"cast([{', '.join(id_items)}] as {_ID_LIST_TYPE})"
+
+    mapped = set(src.mapped_columns())
+    keep = src.attributes if src.attributes is not None else [c for c in file_cols if c not in mapped]
+    # Identifier columns never reach attributes, even when listed: that is where raw PII would leak.
+    keep = [c for c in keep if c in types and c not in src.identifiers]
+    if keep:
+        entries = ", ".join(
+            f"{{'k': cast($ak{i} as varchar), 'v': {_json_expr(c, types[c])}}}" for i, c in enumerate(keep)
+        )
+        params.update({f"ak{i}": c for i, c in enumerate(keep)})
+        attributes = f"cast(to_json(map_from_entries(list_filter([{entries}], lambda e: e.v is not null))) as json)"
+    else:
+        attributes = "'{}'::json"
+
+    sql = f"""
+        create or replace temp table stg_source_rows as
+        select
+            __line as source_line,
+            __reader_error as reader_error,
+            __reader_column as reader_column,
+            {opt(src.event_id)} as src_event_id,
+            {row_hash} as row_hash,
+            {_text_expr(src.occurred_at, types[src.occurred_at]) if src.occurred_at in types else 'null'}
+                as src_occurred_at,
+            {_mapped_value_expr(src.channel, 'channel', types, params)} as src_channel,
+            {_mapped_value_expr(src.event_type, 'event_type', types, params)} as src_event_type,
+            {_mapped_value_expr(src.touchpoint, 'touchpoint', types, params)} as src_touchpoint,
+            {opt(src.sentiment)} as src_sentiment,
+            {opt(src.revenue)} as src_revenue,
+            {identifiers} as src_identifiers,
+            {attributes} as attributes
+        from src_rows
+    """
+    db.execute(con, sql, params)
+
+
+def raw_row_expr(con: duckdb.DuckDBPyConnection, src: SourceConfig, params: dict[str, Any]) -> str:
+    """SQL for a quarantined row's raw text: the row as JSON, e-mail/phone values replaced by salted hashes."""
+    types = _column_types(con)
+    parts = []
+    for i, col in enumerate(c for c in types if not c.startswith("__")):
+        params[f"qk{i}"] = col
+        if src.identifiers.get(col) in PII_TYPES:
+            value = f"'sha256:' || sha256($pii_salt || coalesce({_text_expr(col, types[col])}, ''))"
+        else:
+            value = _json_expr(col, types[col])
+        parts.append(f"$qk{i}, {value}")
+    return f"cast(json_object({', '.join(parts)}) as varchar)" if parts else "null::varchar"
+
+
+# --- writing -----------------------------------------------------------------------------------------
+
+
+def _fsync_replace(src: Path, dst: Path) -> None:
+    """Atomically move a finished file into place (same file system)."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(src, dst)
+
+
+def write_quarantine(
+    con: duckdb.DuckDBPyConnection, settings: Settings, f: LandingFile, params: dict[str, Any], tmp: Path
+) -> int:
+    """Write the file's rejected rows to quarantine (one Parquet file per landing file version); return count."""
+    n = db.fetch(con, "select count(*) from stg_events where reject_reason is not null")[0][0]
+    if n == 0:
+        return 0
+    raw = raw_row_expr(con, f.source, params)
+    out = tmp / "quarantine.parquet"
+    db.execute(
+        con,
+        f"""
+        copy (
+            with rejected as (select * from stg_events where reject_reason is not null),
+            raws as (
+                select __line, {raw} as raw_json, __reader_raw
+                from src_rows where __line in (select source_line from rejected)
+            ),
+            final as (
+                select
+                    cast($source as varchar) as source,
+                    r.source_file,
+                    r.source_line as line,
+                    r.reject_field as field,
+                    r.reject_column as "column",
+                    r.reject_reason as reason,
+                    coalesce(w.__reader_raw, w.raw_json) as raw,
+                    r.batch_id,
+                    cast($ingested_at as timestamp) as quarantined_at
+                from rejected as r
+                left join raws as w on w.__line = r.source_line
+            )
+            select * from final order by line
+        ) to $out (format parquet)
+        """,
+        {**params, "out": str(out)},
+    )
+    # Named after the landing file's content, so a resumed run overwrites instead of duplicating.
+    _fsync_replace(out, settings.quarantine_dir / f"source={f.source.name}" / f"{f.sha256[:32]}.parquet")
+    return n
+
+
+def write_events(
+    con: duckdb.DuckDBPyConnection, settings: Settings, f: LandingFile, batch_id: str, tmp: Path
+) -> list[date]:
+    """Write table stg_loaded to the lake, one file per event_date, each renamed into place; return dates."""
+    if db.fetch(con, "select count(*) from stg_loaded")[0][0] == 0:
+        return []
+    cols = ", ".join(db.quote_ident(c) for c in EVENT_COLUMNS)
+    out = tmp / "events"
+    db.execute(
+        con,
+        f"copy (select {cols} from stg_loaded order by event_date, occurred_at, event_id) to $out "
+        "(format parquet, partition_by (event_date), write_partition_columns true, overwrite true)",
+        {"out": str(out)},
+    )
+    dates: list[date] = []
+    for part in sorted(out.glob("event_date=*")):
+        files = sorted(part.glob("*.parquet"))
+        for k, written in enumerate(files):
+            suffix = "" if len(files) == 1 else f"-{k}"
+            _fsync_replace(written, settings.events_dir / part.name / f"{batch_id}-{f.ordinal}{suffix}.parquet")
+        dates.append(date.fromisoformat(part.name.split("=", 1)[1]))
+    return dates
+
+
+def write_manifest(con: duckdb.DuckDBPyConnection, settings: Settings, tmp: Path) -> None:
+    """Rewrite the manifest from table ingest_manifest, atomically."""
+    out = tmp / "manifest.parquet"
+    db.execute(con, "copy (select * from ingest_manifest order by ingested_at, source, file) to $out (format parquet)",
+               {"out": str(out)})
+    _fsync_replace(out, manifest_path(settings))
+
+
+# --- orchestration -----------------------------------------------------------------------------------
+
+
+def _utc_naive(ts: datetime) -> datetime:
+    return ts.astimezone(UTC).replace(tzinfo=None) if ts.tzinfo is not None else ts
+
+
+def _connect(settings: Settings, *, spill: bool) -> duckdb.DuckDBPyConnection:
+    con = db.connect(
+        memory_limit=settings.memory_limit,
+        threads=settings.threads,
+        temp_directory=settings.tmp_dir if spill else None,
+    )
+    # Row order of a parsed file is how rows get their line numbers.
+    db.execute(con, "set preserve_insertion_order = true")
+    db.execute(con, "set TimeZone = 'UTC'")
+    for stmt in _MACROS.split(";\n"):
+        if stmt.strip():
+            db.execute(con, stmt)
+    return con
+
+
+def _load_state(con: duckdb.DuckDBPyConnection, settings: Settings) -> None:
+    """Tables ingest_manifest (what was ingested) and lake_ids (event ids already in the lake)."""
+    db.execute(
+        con,
+        """
+        create or replace temp table ingest_manifest (
+            source varchar, file varchar, size bigint, sha256 varchar, batch_id varchar,
+            ingested_at timestamp, "read" bigint, loaded bigint, quarantined bigint, duplicates bigint
+        )
+        """,
+    )
+    if manifest_path(settings).exists():
+        db.execute(con, "insert into ingest_manifest select * from read_parquet($p)",
+                   {"p": str(manifest_path(settings))})
+    db.execute(con, "create or replace temp table lake_ids (event_id varchar)")
+    if any(settings.events_dir.glob("event_date=*/*.parquet")):
+        db.execute(
+            con,
+            "insert into lake_ids select event_id from read_parquet($glob, hive_partitioning = false)",
+            {"glob": events_glob(settings)},
+        )
+
+
+def _model_params(
+    settings: Settings, f: LandingFile, *, batch_id: str, ingested_at: datetime, max_at: datetime,
+    min_at: datetime, native_ts: bool,
+) -> dict[str, Any]:
+    src = f.source
+    return {
+        "source": src.name,
+        "source_file": f.rel,
+        "batch_id": batch_id,
+        "ingested_at": ingested_at,
+        "timezone": src.timezone,
+        # A native Parquet timestamp needs no format; the format describes text.
+        "timestamp_format": None if native_ts else src.timestamp_format,
+        "event_id_column": src.event_id,
+        "occurred_at_column": src.occurred_at,
+        "revenue_column": src.revenue,
+        "sentiment_column": src.sentiment,
+        "sentiment_scale": src.sentiment_scale,
+        "pii_salt": settings.pii_salt.get_secret_value(),
+        "phone_region": settings.default_phone_region.lstrip("+"),
+        "min_occurred_at": min_at,
+        "max_occurred_at": max_at,
+    }
+
+
+def ingest_file(
+    con: duckdb.DuckDBPyConnection, settings: Settings, f: LandingFile, columns: list[str], *,
+    batch_id: str, ingested_at: datetime, min_at: datetime, max_at: datetime,
+) -> tuple[FileReport, list[date]]:
+    """Ingest one landing file: stage, validate, de-duplicate, write lake + quarantine, record in manifest."""
+    read_source_rows(con, f, columns)
+    types = _column_types(con)
+    native_ts = types.get(f.source.occurred_at, "VARCHAR").startswith("TIMESTAMP")
+    params = _model_params(settings, f, batch_id=batch_id, ingested_at=ingested_at, min_at=min_at,
+                           max_at=max_at, native_ts=native_ts)
+    map_source_rows(con, f.source, params)
+    db.build_table(con, "staging", "stg_events", params)
+    # First occurrence of an event id (by line) wins; ids already in the lake are duplicates too.
+    db.execute(
+        con,
+        """
+        create or replace temp table stg_loaded as
+        select e.* from stg_events as e
+        anti join lake_ids as l on l.event_id = e.event_id
+        where e.reject_reason is null
+        qualify row_number() over (partition by e.event_id order by e.source_line) = 1
+        """,
+    )
+    read, quarantined, valid = db.fetch(
+        con,
+        "select count(*), count(*) filter (where reject_reason is not null), "
+        "count(*) filter (where reject_reason is null) from stg_events",
+    )[0]
+    loaded = db.fetch(con, "select count(*) from stg_loaded")[0][0]
+
+    tmp = settings.lake_dir / "_tmp" / f"{batch_id}-{f.ordinal}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        write_quarantine(con, settings, f, params, tmp)
+        dates = write_events(con, settings, f, batch_id, tmp)
+        db.execute(con, "insert into lake_ids select event_id from stg_loaded")
+        db.execute(
+            con,
+            "insert into ingest_manifest values ($source, $file, $size, $sha, $batch_id, $ingested_at, "
+            "$read, $loaded, $quarantined, $duplicates)",
+            {"source": f.source.name, "file": f.rel, "size": f.size, "sha": f.sha256, "batch_id": batch_id,
+             "ingested_at": ingested_at, "read": read, "loaded": loaded, "quarantined": quarantined,
+             "duplicates": valid - loaded},
+        )
+        # Only now, with data in place, is the file marked done: a crash before this re-ingests it.
+        write_manifest(con, settings, tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    for table in ("src_rows", "stg_source_rows", "stg_events", "stg_loaded"):
+        db.execute(con, f"drop table if exists {db.quote_ident(table)}")
+    report = FileReport(source=f.source.name, file=f.rel, read=read, loaded=loaded, quarantined=quarantined,
+                        duplicates=valid - loaded, skipped=False)
+    return report, dates
+
+
+def ingest_sources(settings: Settings, *, as_of: datetime, batch_id: str) -> IngestReport:
+    """Ingest every new or changed landing file of every configured source into the lake."""
+    if not _BATCH_RE.match(batch_id):
+        raise ValueError(f"batch_id must match {_BATCH_RE.pattern}, got {batch_id!r}")
+    files = landing_files(settings)
+    done: set[tuple[str, str, str]] = set()
+    if manifest_path(settings).exists():
+        with _connect(settings, spill=False) as con:
+            done = {
+                (r[0], r[1], r[2])
+                for r in db.fetch(con, "select source, file, sha256 from read_parquet($p)",
+                                  {"p": str(manifest_path(settings))})
+            }
+    todo = [f for f in files if (f.source.name, f.rel, f.sha256) not in done]
+
+    # Every file is checked before anything is written: a wrong mapping must not leave half a batch.
+    with _connect(settings, spill=False) as con:
+        columns = check_sources(con, todo)
+
+    as_of_utc = _utc_naive(as_of)
+    max_at = as_of_utc + timedelta(microseconds=parse_duration_us(settings.quality.max_future) or 0)
+    min_at = datetime.fromisoformat(settings.quality.min_occurred_at)
+    min_at = _utc_naive(min_at)
+    ingested_at = datetime.now(UTC).replace(tzinfo=None)
+
+    report = IngestReport(batch_id=batch_id)
+    affected: set[date] = set()
+    todo_ordinals = {f.ordinal for f in todo}
+    with _connect(settings, spill=True) as con:
+        _load_state(con, settings)
+        for f in files:
+            if f.ordinal not in todo_ordinals:
+                report.files.append(FileReport(f.source.name, f.rel, 0, 0, 0, 0, skipped=True))
+                continue
+            file_report, dates = ingest_file(
+                con, settings, f, columns[f.ordinal], batch_id=batch_id, ingested_at=ingested_at,
+                min_at=min_at, max_at=max_at,
+            )
+            report.files.append(file_report)
+            affected.update(dates)
+    with contextlib.suppress(OSError):
+        (settings.lake_dir / "_tmp").rmdir()  # only when empty
+    report.affected_dates = sorted(affected)
+    return report
