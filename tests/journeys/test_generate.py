@@ -94,7 +94,7 @@ def test_row_accounting(sample: GenerateResult, truth: pl.DataFrame, malformed: 
     rows = 0
     for f in sample.files:
         if f.suffix == ".parquet":
-            rows += duckdb.execute("select count(*) from read_parquet(?)", [str(f)]).fetchone()[0]
+            rows += duckdb.connect().sql("select count(*) from read_parquet(?)", params=[str(f)]).fetchall()[0][0]
         else:
             rows += len(f.read_text().splitlines()) - (f.suffix == ".csv")
     assert truth.height == sample.n_true_events

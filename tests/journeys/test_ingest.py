@@ -60,14 +60,17 @@ def ingest(settings: Settings, batch_id: str = "b1") -> IngestReport:
 
 
 def events(settings: Settings) -> list[dict]:
-    rel = duckdb.sql(
-        f"select * from read_parquet('{events_glob(settings)}', hive_partitioning = true) order by event_id"
+    rel = duckdb.connect().sql(
+        "select * from read_parquet($glob, hive_partitioning = true) order by event_id",
+        params={"glob": events_glob(settings)},
     )
     return rel.to_arrow_table().to_pylist()
 
 
 def quarantine(settings: Settings) -> list[dict]:
-    rel = duckdb.sql(f"select * from read_parquet('{quarantine_glob(settings)}') order by source_file, line")
+    rel = duckdb.connect().sql(
+        "select * from read_parquet($glob) order by source_file, line", params={"glob": quarantine_glob(settings)}
+    )
     return rel.to_arrow_table().to_pylist()
 
 

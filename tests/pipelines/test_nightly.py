@@ -9,10 +9,10 @@ from pathlib import Path
 import duckdb
 import polars as pl
 import pytest
-from journeys.generate import GenerateSpec, generate_sample
 from prefect.testing.utilities import prefect_test_harness
 
 from journeys.config import load_settings
+from journeys.generate import GenerateSpec, generate_sample
 from pipelines.nightly import nightly
 
 REPO = Path(__file__).resolve().parents[2]
