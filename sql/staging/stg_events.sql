@@ -38,6 +38,9 @@ converted as (
     select
         *,
         case
+            -- DuckDB accepts any two-digit offset (+99:99); no real one is more than 14 hours.
+            when regexp_matches(occurred_iso, '\d:\d{2}(:\d{2}(\.\d+)?)?\s*[+-]((1[5-9]|[2-9]\d)(:?\d{2})?|\d{2}:?[6-9]\d)$')
+                then null
             when regexp_matches(occurred_iso, '\d:\d{2}(:\d{2}(\.\d+)?)?\s*([zZ]|UTC|[+-]\d{2}(:?\d{2})?)$')
                 then timezone('UTC', try_cast(occurred_iso as timestamptz))
             -- Naive times are wall-clock times in the source's zone.

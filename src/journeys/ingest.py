@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import hashlib
+import logging
 import os
 import re
 import shutil
@@ -23,6 +24,8 @@ import duckdb
 
 from journeys import db
 from journeys.config import Settings, SourceConfig, parse_duration_us
+
+log = logging.getLogger(__name__)
 
 PII_TYPES = ("email", "phone")
 """Identifier types that are personal data: normalised and hashed, never stored raw."""
@@ -105,6 +108,7 @@ class FileReport:
     quarantined: int
     duplicates: int
     skipped: bool
+    new_columns: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -215,8 +219,11 @@ _CSV_OPTIONS = (
 
 def csv_header(f: LandingFile) -> list[str]:
     """Column names from a CSV file's header line (duplicates get a numeric suffix)."""
-    with f.path.open(encoding=f.source.encoding, newline="") as fh:
-        first = next(csv.reader(fh, delimiter=f.source.delimiter, quotechar=f.source.quote), [])
+    # Only the header line is decoded here: a badly encoded byte in a data row is that row's problem
+    # (the reader quarantines it), not a reason to reject the whole file.
+    with f.path.open("rb") as fh:
+        line = fh.readline().decode(f.source.encoding)
+    first = next(csv.reader([line], delimiter=f.source.delimiter, quotechar=f.source.quote), [])
     names: list[str] = []
     for i, raw in enumerate(first):
         name = raw.lstrip("\ufeff").strip() if i == 0 else raw.strip()
@@ -665,20 +672,27 @@ def _connect(settings: Settings, *, spill: bool) -> duckdb.DuckDBPyConnection:
     return con
 
 
-def _load_state(con: duckdb.DuckDBPyConnection, settings: Settings) -> None:
-    """Tables ingest_manifest (what was ingested) and lake_ids (event ids already in the lake)."""
+def _load_manifest(con: duckdb.DuckDBPyConnection, settings: Settings) -> None:
+    """Table ingest_manifest: one row per landing file version ingested so far."""
     db.execute(
         con,
         """
         create or replace temp table ingest_manifest (
             source varchar, file varchar, size bigint, sha256 varchar, batch_id varchar,
-            ingested_at timestamp, "read" bigint, loaded bigint, quarantined bigint, duplicates bigint
+            ingested_at timestamp, "read" bigint, loaded bigint, quarantined bigint, duplicates bigint,
+            columns varchar[], new_columns varchar[]
         )
         """,
     )
     if manifest_path(settings).exists():
-        db.execute(con, "insert into ingest_manifest select * from read_parquet($p)",
+        # By name: manifests written before the columns were recorded simply have them null.
+        db.execute(con, "insert into ingest_manifest by name select * from read_parquet($p)",
                    {"p": str(manifest_path(settings))})
+
+
+def _load_state(con: duckdb.DuckDBPyConnection, settings: Settings) -> None:
+    """Tables ingest_manifest (what was ingested) and lake_ids (event ids already in the lake)."""
+    _load_manifest(con, settings)
     db.execute(con, "create or replace temp table lake_ids (event_id varchar)")
     if any(settings.events_dir.glob("event_date=*/*.parquet")):
         db.execute(
@@ -715,7 +729,7 @@ def _model_params(
 
 def ingest_file(
     con: duckdb.DuckDBPyConnection, settings: Settings, f: LandingFile, columns: list[str], *,
-    batch_id: str, ingested_at: datetime, min_at: datetime, max_at: datetime,
+    batch_id: str, ingested_at: datetime, min_at: datetime, max_at: datetime, new_columns: list[str] | None = None,
 ) -> tuple[FileReport, list[date]]:
     """Ingest one landing file: stage, validate, de-duplicate, write lake + quarantine, record in manifest."""
     read_source_rows(con, f, columns)
@@ -753,10 +767,10 @@ def ingest_file(
         db.execute(
             con,
             "insert into ingest_manifest values ($source, $file, $size, $sha, $batch_id, $ingested_at, "
-            "$read, $loaded, $quarantined, $duplicates)",
+            "$read, $loaded, $quarantined, $duplicates, cast($columns as varchar[]), cast($new_columns as varchar[]))",
             {"source": f.source.name, "file": f.rel, "size": f.size, "sha": f.sha256, "batch_id": batch_id,
              "ingested_at": ingested_at, "read": read, "loaded": loaded, "quarantined": quarantined,
-             "duplicates": valid - loaded},
+             "duplicates": valid - loaded, "columns": columns, "new_columns": new_columns},
         )
         # Only now, with data in place, is the file marked done: a crash before this re-ingests it.
         write_manifest(con, settings, tmp)
@@ -765,8 +779,36 @@ def ingest_file(
     for table in ("src_rows", "stg_source_rows", "stg_events", "stg_loaded"):
         db.execute(con, f"drop table if exists {db.quote_ident(table)}")
     report = FileReport(source=f.source.name, file=f.rel, read=read, loaded=loaded, quarantined=quarantined,
-                        duplicates=valid - loaded, skipped=False)
+                        duplicates=valid - loaded, skipped=False, new_columns=new_columns)
     return report, dates
+
+
+def schema_drift(
+    files: list[LandingFile], columns: dict[int, list[str]], known: dict[str, set[str]]
+) -> dict[int, list[str]]:
+    """Unmapped columns of each file that no earlier file of its source had; each is logged as a warning.
+
+    The first file ever ingested of a source sets its baseline (no warning); a file whose columns are
+    unknown to the mapping and to every earlier file is schema drift: by default its values are kept in
+    `attributes`, unless the source lists its attributes explicitly, in which case they are not kept.
+    """
+    seen = {name: set(cols) for name, cols in known.items()}
+    drift: dict[int, list[str]] = {}
+    for f in files:
+        src, cols = f.source, columns.get(f.ordinal, [])
+        if f.size == 0:
+            continue  # no header: nothing to compare
+        baseline = seen.setdefault(src.name, set())
+        mapped = set(src.mapped_columns())
+        new = [c for c in cols if c not in baseline and c not in mapped]
+        if baseline and new:
+            kept = src.attributes is None or all(c in src.attributes for c in new)
+            where = "kept in attributes" if kept else "not kept: the source lists its attributes explicitly"
+            log.warning("schema drift: source %r, file %r: new column(s) %s not in the mapping; %s",
+                        src.name, f.rel, new, where)
+            drift[f.ordinal] = new
+        baseline.update(cols)
+    return drift
 
 
 def ingest_sources(settings: Settings, *, as_of: datetime, batch_id: str) -> IngestReport:
@@ -775,18 +817,19 @@ def ingest_sources(settings: Settings, *, as_of: datetime, batch_id: str) -> Ing
         raise ValueError(f"batch_id must match {_BATCH_RE.pattern}, got {batch_id!r}")
     files = landing_files(settings)
     done: set[tuple[str, str, str]] = set()
+    known: dict[str, set[str]] = {}
     if manifest_path(settings).exists():
         with _connect(settings, spill=False) as con:
-            done = {
-                (r[0], r[1], r[2])
-                for r in db.fetch(con, "select source, file, sha256 from read_parquet($p)",
-                                  {"p": str(manifest_path(settings))})
-            }
+            _load_manifest(con, settings)
+            for source, file, sha, cols in db.fetch(con, "select source, file, sha256, columns from ingest_manifest"):
+                done.add((source, file, sha))
+                known.setdefault(source, set()).update(cols or [])
     todo = [f for f in files if (f.source.name, f.rel, f.sha256) not in done]
 
     # Every file is checked before anything is written: a wrong mapping must not leave half a batch.
     with _connect(settings, spill=False) as con:
         columns = check_sources(con, todo)
+    drift = schema_drift(todo, columns, known)
 
     as_of_utc = _utc_naive(as_of)
     max_at = as_of_utc + timedelta(microseconds=parse_duration_us(settings.quality.max_future) or 0)
@@ -805,7 +848,7 @@ def ingest_sources(settings: Settings, *, as_of: datetime, batch_id: str) -> Ing
                 continue
             file_report, dates = ingest_file(
                 con, settings, f, columns[f.ordinal], batch_id=batch_id, ingested_at=ingested_at,
-                min_at=min_at, max_at=max_at,
+                min_at=min_at, max_at=max_at, new_columns=drift.get(f.ordinal, []),
             )
             report.files.append(file_report)
             affected.update(dates)
