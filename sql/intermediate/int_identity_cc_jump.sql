@@ -1,0 +1,17 @@
+-- int_identity_cc_jump
+-- grain: one row per node of int_identity_cc_labels, each pointed at its label's label (pointer jumping)
+-- reads: int_identity_cc_labels
+with labels as (
+    select * from int_identity_cc_labels
+),
+
+final as (
+    select
+        lb.node_id,
+        pa.label
+    from labels as lb
+    inner join labels as pa
+        on pa.node_id = lb.label
+)
+
+select * from final

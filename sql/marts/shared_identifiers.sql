@@ -1,0 +1,30 @@
+-- shared_identifiers
+-- grain: one row per identifier that hit a guardrail limit and is not used for linking
+-- reads: int_identity_shared, int_identity_nodes, int_identity_shared_support
+-- n_customers counts the customers its events resolve to through other identifiers.
+with shared as (
+    select * from int_identity_shared
+),
+
+nodes as (
+    select * from int_identity_nodes
+),
+
+shared_support as (
+    select * from int_identity_shared_support
+),
+
+final as (
+    select
+        nd.id_type,
+        nd.id_value,
+        coalesce(ss.n_customers, 0) as n_customers,
+        nd.n_events
+    from shared as sh
+    inner join nodes as nd
+        on nd.node_id = sh.node_id
+    left join shared_support as ss
+        on ss.node_id = sh.node_id
+)
+
+select * from final

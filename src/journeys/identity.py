@@ -1,0 +1,297 @@
+"""Identity resolution: link the identifiers seen on the same event into customers, with guardrails.
+
+Set-based in DuckDB: Python loops only over identifier types (priority order) and connected-component
+passes, never over rows. SQL models live in `sql/intermediate/int_identit*.sql` and `sql/marts/`.
+
+Per identifier type, highest priority first (a "stage"):
+1. touches: which already-linked components each value of the type shares an event with;
+2. a value touching several components whose union would break any type's limit is shared (a
+   household device between two customer_ids) and not used for linking;
+3. tentative components over anchor links (value -> component) and peer links (values of the type on
+   one event); a tentative component that still breaks a limit keeps only single-component anchors;
+4. a component holding more values of the type than its limit keeps the best-supported ones.
+Components come from label propagation with hooking and pointer jumping, a few passes even on long chains.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from journeys import db
+from journeys.config import Settings
+
+# RE2 (DuckDB's regex engine) has no backreferences; this common rule is evaluated in SQL instead.
+_REPEATED_CHAR_PATTERNS = {r"^(.)\1+$"}
+_MAX_CC_PASSES = 200
+
+_SCRATCH_TABLES = (
+    "int_identity_labels", "int_identity_shared", "int_identity_touches", "int_identity_component_counts",
+    "int_identity_bridges", "int_identity_stage_edges", "int_identity_stage_values",
+    "int_identity_stage_edges_kept", "int_identity_stage_shared", "int_identity_labels_next",
+    "int_identity_violations", "int_identity_cc_edges", "int_identity_cc_labels", "int_identity_cc_seed",
+    "int_identity_cc_hook", "int_identity_cc_jump", "int_identity_previous", "int_identity_key_claims",
+    "int_identity_keys", "int_identity_linked_events", "int_identity_shared_support",
+    "int_identity_event_nodes", "int_identity_nodes", "int_identifiers",
+)
+
+
+@dataclass
+class IdentityReport:
+    """Counts from one identity-resolution run."""
+
+    n_identifiers: int
+    n_customers: int
+    n_events_resolved: int
+    n_events_unresolved: int
+    passes: int
+    n_merges: int
+    n_shared_identifiers: int
+
+
+def _scalar(con: duckdb.DuckDBPyConnection, sql: str, params: dict[str, Any] | None = None) -> Any:
+    return db.fetch(con, sql, params)[0][0]
+
+
+def _build(con: duckdb.DuckDBPyConnection, layer: str, name: str, params: dict[str, Any] | None = None) -> None:
+    """Materialise a scratch model without counting its rows (small runs are dominated by statement count)."""
+    db.execute(con, f"create or replace table {db.quote_ident(name)} as\n{db.model_sql(layer, name)}", params)
+
+
+def _replace(con: duckdb.DuckDBPyConnection, source: str, target: str) -> None:
+    """Make table `source` the new `target` (models cannot read the table they replace)."""
+    db.execute(con, f"drop table if exists {db.quote_ident(target)}")
+    db.execute(con, f"alter table {db.quote_ident(source)} rename to {db.quote_ident(target)}")
+
+
+def _blocked_patterns(con: duckdb.DuckDBPyConnection, patterns: list[str]) -> tuple[list[str], bool]:
+    """Split off the repeated-character rule and check that DuckDB (RE2) accepts the rest."""
+    repeated = any(p in _REPEATED_CHAR_PATTERNS for p in patterns)
+    usable = [p for p in patterns if p not in _REPEATED_CHAR_PATTERNS]
+    for p in usable:
+        try:
+            db.fetch(con, "select regexp_matches('', $p)", {"p": p})
+        except duckdb.Error as exc:
+            raise ValueError(
+                f"identity.blocked_patterns: {p!r} is not a valid RE2 regex (no backreferences/lookaround): {exc}"
+            ) from exc
+    return usable, repeated
+
+
+def connected_components(con: duckdb.DuckDBPyConnection) -> int:
+    """Label `int_identity_cc_edges(a, b)` into `int_identity_cc_labels(node_id, label = min node)`; return passes."""
+    _build(con, "intermediate", "int_identity_cc_seed")
+    _replace(con, "int_identity_cc_seed", "int_identity_cc_labels")
+    if _scalar(con, "select count(*) from int_identity_cc_labels") == 0:
+        return 0
+    passes = 0
+    while True:
+        passes += 1
+        if passes > _MAX_CC_PASSES:
+            raise RuntimeError(f"connected components did not converge in {_MAX_CC_PASSES} passes")
+        _build(con, "intermediate", "int_identity_cc_hook")
+        hooked = _scalar(
+            con,
+            "select count(*) from int_identity_cc_hook as h join int_identity_cc_labels as l "
+            "on l.node_id = h.node_id where h.label <> l.label",
+        )
+        _replace(con, "int_identity_cc_hook", "int_identity_cc_labels")
+        if hooked == 0:
+            return passes
+        # Shortcut to stars: each jump halves every pointer path, so this loop is logarithmic.
+        while True:
+            _build(con, "intermediate", "int_identity_cc_jump")
+            jumped = _scalar(
+                con,
+                "select count(*) from int_identity_cc_jump as j join int_identity_cc_labels as l "
+                "on l.node_id = j.node_id where j.label <> l.label",
+            )
+            _replace(con, "int_identity_cc_jump", "int_identity_cc_labels")
+            if jumped == 0:
+                break
+
+
+def _components_of(con: duckdb.DuckDBPyConnection, edges_table: str) -> int:
+    db.execute(
+        con,
+        f"create or replace table int_identity_cc_edges as select a, b from {db.quote_ident(edges_table)}",
+    )
+    return connected_components(con)
+
+
+def _run_stage(con: duckdb.DuckDBPyConnection, params: dict[str, Any]) -> int:
+    """Add one identifier type to the linked graph under the guardrails; return component passes."""
+    for model in ("int_identity_touches", "int_identity_component_counts", "int_identity_bridges",
+                  "int_identity_stage_edges"):
+        _build(con, "intermediate", model, params)
+    passes = _components_of(con, "int_identity_stage_edges")
+    n_violations = db.build_table(con, "intermediate", "int_identity_violations", params)
+    _build(con, "intermediate", "int_identity_stage_values", params)
+    if n_violations:
+        _build(con, "intermediate", "int_identity_stage_edges_kept", params)
+        passes += _components_of(con, "int_identity_stage_edges_kept")
+    _build(con, "intermediate", "int_identity_stage_shared", params)
+    db.execute(
+        con,
+        "insert into int_identity_shared select s.node_id, $stage_rank, s.reason from int_identity_stage_shared as s",
+        params,
+    )
+    _build(con, "intermediate", "int_identity_labels_next")
+    _replace(con, "int_identity_labels_next", "int_identity_labels")
+    return passes
+
+
+def resolve_identities(
+    con: duckdb.DuckDBPyConnection,
+    settings: Settings,
+    *,
+    run_at: datetime,
+    previous_identity_map: str | None = None,
+    guardrails: bool = True,
+    keep_intermediate: bool = False,
+) -> IdentityReport:
+    """Resolve `events` into event_customers, identity_map, identity_merges, shared_identifiers and customers."""
+    ident = settings.identity
+    patterns, repeated = _blocked_patterns(con, list(ident.blocked_patterns))
+    db.build_table(con, "intermediate", "int_identifiers", {
+        "blocked_values": sorted({v.strip().lower() for v in ident.blocked_values}),
+        "has_blocked_patterns": bool(patterns),
+        "blocked_regex": "|".join(f"(?:{p})" for p in patterns),
+        "block_repeated_chars": repeated,
+    })
+
+    present = {r[0] for r in db.fetch(con, "select distinct id_type from int_identifiers")}
+    type_order = [t for t in ident.priority if t in present] + sorted(present - set(ident.priority))
+    # Without guardrails every limit is null (unlimited): the same stages then give plain connected components.
+    type_limits = [
+        max(1, ident.max_values_per_type[t]) if guardrails and t in ident.max_values_per_type else None
+        for t in type_order
+    ]
+    n_identifiers = db.build_table(con, "intermediate", "int_identity_nodes", {"type_order": type_order})
+    db.build_table(con, "intermediate", "int_identity_event_nodes")
+    db.execute(con, "create or replace table int_identity_labels (node_id bigint, label bigint)")
+    db.execute(con, "create or replace table int_identity_shared (node_id bigint, stage_rank integer, reason varchar)")
+
+    passes = 0
+    for rank in range(1, len(type_order) + 1):
+        passes += _run_stage(con, {"stage_rank": rank, "type_limits": type_limits})
+
+    if previous_identity_map is not None:
+        if not Path(previous_identity_map).exists():
+            raise FileNotFoundError(f"previous identity map not found: {previous_identity_map}")
+        db.build_table(con, "intermediate", "int_identity_previous", {"previous_map": str(previous_identity_map)})
+    else:
+        db.execute(
+            con,
+            "create or replace table int_identity_previous "
+            "(id_type varchar, id_value varchar, customer_key varchar, first_seen_at timestamp)",
+        )
+    final_params = {"run_at": run_at, "buckets": settings.buckets}
+    db.build_table(con, "intermediate", "int_identity_key_claims")
+    n_customers = db.build_table(con, "intermediate", "int_identity_keys", final_params)
+    db.build_table(con, "intermediate", "int_identity_linked_events")
+    db.build_table(con, "intermediate", "int_identity_shared_support")
+    db.build_table(con, "intermediate", "event_customers")
+    db.build_table(con, "marts", "identity_map")
+    n_merges = db.build_table(con, "marts", "identity_merges", final_params)
+    n_shared = db.build_table(con, "marts", "shared_identifiers")
+    db.build_table(con, "marts", "customers", final_params)
+
+    resolved, unresolved = db.fetch(
+        con,
+        "select count(customer_key), count(*) - count(customer_key) from event_customers",
+    )[0]
+    if not keep_intermediate:
+        for table in _SCRATCH_TABLES:
+            db.execute(con, f"drop table if exists {db.quote_ident(table)}")
+    return IdentityReport(
+        n_identifiers=n_identifiers,
+        n_customers=n_customers,
+        n_events_resolved=resolved,
+        n_events_unresolved=unresolved,
+        passes=passes,
+        n_merges=n_merges,
+        n_shared_identifiers=n_shared,
+    )
+
+
+def connected_components_without_guardrails(
+    con: duckdb.DuckDBPyConnection, settings: Settings, *, run_at: datetime
+) -> IdentityReport:
+    """Plain connected components over all identifiers (blocked values still dropped), for comparison."""
+    return resolve_identities(con, settings, run_at=run_at, guardrails=False)
+
+
+def score_identity(con: duckdb.DuckDBPyConnection, truth_events_path: str) -> dict[str, Any]:
+    """Pairwise precision/recall of `event_customers` against a truth Parquet (event_id, person_id)."""
+    # Pair counts come from cluster sizes (n choose 2), never from materialised pairs; an unresolved
+    # event is its own cluster. Only events present in both sides are scored.
+    row = db.fetch(con, """
+        with truth as (
+            select tr.event_id, tr.person_id from read_parquet($truth) as tr
+        ),
+        joined as (
+            select
+                tr.person_id,
+                coalesce(ec.customer_key, '__unresolved__' || ec.event_id) as cluster
+            from truth as tr
+            inner join event_customers as ec
+                on ec.event_id = tr.event_id
+        ),
+        predicted as (
+            select jo.cluster, count(*) as n from joined as jo group by jo.cluster
+        ),
+        actual as (
+            select jo.person_id, count(*) as n from joined as jo group by jo.person_id
+        ),
+        cells as (
+            select jo.cluster, jo.person_id, count(*) as n from joined as jo group by jo.cluster, jo.person_id
+        ),
+        fused_clusters as (
+            select ce.cluster from cells as ce group by ce.cluster having count(*) > 1
+        ),
+        fused_persons as (
+            select count(distinct ce.person_id) as n
+            from cells as ce
+            semi join fused_clusters as fc on fc.cluster = ce.cluster
+        ),
+        split_persons as (
+            select count(*) as n from (
+                select ce.person_id from cells as ce group by ce.person_id having count(*) > 1
+            ) as sp
+        ),
+        final as (
+            select
+                (select count(*) from joined) as n_events,
+                (select count(*) from predicted) as n_clusters,
+                (select count(*) from actual) as n_persons,
+                (select sum(pr.n * (pr.n - 1) // 2) from predicted as pr) as predicted_pairs,
+                (select sum(ac.n * (ac.n - 1) // 2) from actual as ac) as truth_pairs,
+                (select sum(ce.n * (ce.n - 1) // 2) from cells as ce) as true_pairs,
+                (select fp.n from fused_persons as fp) as persons_fused,
+                (select sp.n from split_persons as sp) as persons_split
+        )
+        select * from final
+    """, {"truth": str(truth_events_path)})[0]
+    n_events, n_clusters, n_persons, predicted_pairs, truth_pairs, true_pairs, fused, split = row
+    predicted_pairs, truth_pairs, true_pairs = (int(x or 0) for x in (predicted_pairs, truth_pairs, true_pairs))
+    precision = true_pairs / predicted_pairs if predicted_pairs else 1.0
+    recall = true_pairs / truth_pairs if truth_pairs else 1.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {
+        "n_events": n_events,
+        "n_clusters": n_clusters,
+        "n_persons": n_persons,
+        "predicted_pairs": predicted_pairs,
+        "truth_pairs": truth_pairs,
+        "true_pairs": true_pairs,
+        "precision": precision,
+        "recall": recall,
+        "f1": f1,
+        "persons_fused": int(fused or 0),
+        "persons_split": int(split or 0),
+    }
