@@ -154,11 +154,9 @@ class _Validator:
 
 def _frames(con: duckdb.DuckDBPyConnection, sql: str, batch_rows: int, params: dict | None = None):
     rel = con.sql(sql, params=params) if params else con.sql(sql)
-    while True:
-        df = rel.fetch_df_chunk(max(1, batch_rows // 2048))
-        if df is None or len(df) == 0:
-            break
-        yield df
+    for batch in rel.to_arrow_reader(batch_rows):
+        if batch.num_rows:
+            yield batch.to_pandas()
 
 
 def validate_warehouse(
