@@ -114,6 +114,8 @@ def quality_task(
     settings = _settings(config_path, data_root)
     with _connect(settings, working) as con:
         report = quality.validate_warehouse(con, settings, as_of=as_of, event_dates=event_dates)
+    # Raw landing rows of this batch and the per-file quarantine-share limit gate publication too.
+    report = quality.validate_landing(settings, batch_id=batch_id).merged(report)
     path = quality.write_quality_report(report, settings.root / "reports" / f"quality-{batch_id}.md")
     if not report.success:
         publish.discard_working_warehouse(Path(working))

@@ -657,6 +657,11 @@ def _utc_naive(ts: datetime) -> datetime:
     return ts.astimezone(UTC).replace(tzinfo=None) if ts.tzinfo is not None else ts
 
 
+def ingest_connection(settings: Settings) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB connection set up like ingest's (macros, UTC, ordered rows), for reading landing files."""
+    return _connect(settings, spill=True)
+
+
 def _connect(settings: Settings, *, spill: bool) -> duckdb.DuckDBPyConnection:
     con = db.connect(
         memory_limit=settings.memory_limit,

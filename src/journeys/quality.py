@@ -1,7 +1,8 @@
-"""Great Expectations suites per layer (canonical events, identity, journeys, marts), run on bounded batches.
+"""Great Expectations suites per layer (raw landing rows, canonical events, identity, journeys, marts).
 
 GX 1.x has no DuckDB data source and its SQL route fails on DuckDB, so batches are pulled from DuckDB as
-pandas frames of at most `batch_rows` rows (per lake partition for events) and validated there.
+pandas frames of at most `batch_rows` rows (per landing file for raw rows, per lake partition for events)
+and validated there. Besides the suites, every landing file is held to `quality.max_quarantine_share`.
 """
 
 from __future__ import annotations
@@ -35,28 +36,59 @@ class Failure:
 
 
 @dataclass
+class FileShare:
+    """Quarantined share of one landing file, against the configured limit."""
+
+    source: str
+    file: str
+    batch_id: str
+    read: int
+    quarantined: int
+    share: float
+    ok: bool
+
+
+@dataclass
 class QualityReport:
     """Every suite's outcome for one run."""
 
     suites: dict[str, int] = field(default_factory=dict)  # suite -> batches validated
     expectations_run: int = 0
     failures: list[Failure] = field(default_factory=list)
+    files: list[FileShare] = field(default_factory=list)  # landing files checked for their quarantine share
+    warnings: list[str] = field(default_factory=list)  # not failures: schema drift and the like
 
     @property
     def success(self) -> bool:
         return not self.failures
 
+    def merged(self, other: QualityReport) -> QualityReport:
+        """One report holding this report's outcomes and then the other's."""
+        suites = dict(self.suites)
+        for name, n in other.suites.items():
+            suites[name] = suites.get(name, 0) + n
+        return QualityReport(
+            suites=suites,
+            expectations_run=self.expectations_run + other.expectations_run,
+            failures=self.failures + other.failures,
+            files=self.files + other.files,
+            warnings=self.warnings + other.warnings,
+        )
+
     def summary(self) -> str:
         """Readable lines naming each failure."""
+        notes = [f"  warning: {w}" for w in self.warnings]
         if self.success:
-            return f"all {self.expectations_run} expectations passed over suites {sorted(self.suites)}"
+            return "\n".join(
+                [f"all {self.expectations_run} expectations passed over suites {sorted(self.suites)}", *notes]
+            )
         lines = [f"{len(self.failures)} expectation(s) failed:"]
         for f in self.failures:
             lines.append(
                 f"  [{f.suite} / {f.batch}] {f.expectation}"
                 f"{'(' + f.column + ')' if f.column else ''}: {f.unexpected_count} unexpected, e.g. {f.sample[:5]}"
             )
-        return "\n".join(lines)
+        return "\n".join(lines + notes)
 
 
 class QualityError(RuntimeError):
@@ -120,7 +152,8 @@ class _Validator:
         self.report = QualityReport()
         self._defs: dict[str, Any] = {}
 
-    def validate(self, suite: str, batch: str, frame: Any, expectations: list[Any]) -> None:
+    def validate(self, suite: str, batch: str, frame: Any, expectations: list[Any], *, empty_ok: bool = True) -> None:
+        """Validate one batch; an empty batch is skipped unless `empty_ok` is False (row-count suites)."""
         import great_expectations as gx
 
         if suite not in self._defs:
@@ -132,7 +165,7 @@ class _Validator:
             self._defs[suite] = self.ctx.validation_definitions.add(
                 gx.ValidationDefinition(name=suite, data=bd, suite=s)
             )
-        if len(frame) == 0:
+        if len(frame) == 0 and empty_ok:
             return
         result = self._defs[suite].run(batch_parameters={"dataframe": frame})
         self.report.suites[suite] = self.report.suites.get(suite, 0) + 1
@@ -192,20 +225,156 @@ def validate_warehouse(
     return v.report
 
 
+def _md(text: Any) -> str:
+    """A value safe inside a Markdown table cell."""
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
 def write_quality_report(report: QualityReport, path: Path) -> Path:
     """Write the run's quality outcome as Markdown beside the run (atomic)."""
     lines = ["# Data quality", "", f"Result: {'PASSED' if report.success else 'FAILED'}", ""]
     lines += [f"- suite `{s}`: {n} batch(es)" for s, n in sorted(report.suites.items())]
     lines += ["", f"Expectations evaluated: {report.expectations_run}", ""]
     if report.failures:
+        lines += ["## Failures", ""]
         lines += ["| suite | batch | expectation | column | unexpected | sample |", "|---|---|---|---|---|---|"]
         for f in report.failures:
             lines.append(
-                f"| {f.suite} | {f.batch} | {f.expectation} | {f.column or ''} | {f.unexpected_count} "
-                f"| {', '.join(f.sample[:5])} |"
+                f"| {_md(f.suite)} | {_md(f.batch)} | {f.expectation} | {_md(f.column or '')} | {f.unexpected_count} "
+                f"| {_md(', '.join(f.sample[:5]))} |"
+            )
+        lines.append("")
+    if report.warnings:
+        lines += ["## Warnings", ""] + [f"- {_md(w)}" for w in report.warnings] + [""]
+    if report.files:
+        lines += ["## Quarantined share per landing file", ""]
+        lines += [
+            "| source | file | batch | read | quarantined | share | within limit |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for fs in report.files:
+            lines.append(
+                f"| {_md(fs.source)} | {_md(fs.file)} | {_md(fs.batch_id)} | {fs.read} | {fs.quarantined} "
+                f"| {fs.share:.2%} | {'yes' if fs.ok else '**no**'} |"
             )
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
     os.replace(tmp, path)
     return path
+
+
+# --- landing layer: raw rows per source, and the quarantine share per file -----------------------------
+
+
+def share_exceeded(read: int, quarantined: int, max_share: float) -> bool:
+    """True when more than `max_share` of a file's rows were quarantined.
+
+    A single bad row never fails a file on its own: in a file of a dozen rows one malformed row is
+    already 8%, which says nothing about the source.
+    """
+    return read > 0 and quarantined > 1 and quarantined / read > max_share
+
+
+def file_shares(
+    settings: Settings, manifest: list[dict[str, Any]], current: set[tuple[str, str, str]]
+) -> list[FileShare]:
+    """Quarantined share of the latest ingested version of every landing file that is still in landing."""
+    latest: dict[tuple[str, str], dict[str, Any]] = {}
+    for row in sorted(manifest, key=lambda r: r["ingested_at"]):
+        latest[(row["source"], row["file"])] = row
+    shares = []
+    for (source, file), row in sorted(latest.items()):
+        # A file removed or replaced in landing no longer gates the run: fixing it is how one recovers.
+        if (source, file, row["sha256"]) not in current:
+            continue
+        read, quarantined = row["read"], row["quarantined"]
+        share = quarantined / read if read else 0.0
+        ok = not share_exceeded(read, quarantined, settings.quality.max_quarantine_share)
+        shares.append(FileShare(source, file, row["batch_id"], read, quarantined, share, ok))
+    return shares
+
+
+def _raw_expectations(src: Any, max_share: float) -> list[Any]:
+    import great_expectations.expectations as gxe
+
+    # Up to the tolerated quarantine share of a file may lack its id or time; those rows are quarantined.
+    mostly = max(0.0, 1.0 - max_share)
+    out = [gxe.ExpectColumnValuesToNotBeNull(column=src.occurred_at, mostly=mostly)]
+    if src.event_id is not None:
+        out.insert(0, gxe.ExpectColumnValuesToNotBeNull(column=src.event_id, mostly=mostly))
+    return out
+
+
+def _has_data_rows(f: Any) -> bool:
+    """A landing file that holds at least one data line (beyond a CSV header)."""
+    if f.size == 0:
+        return False
+    return f.lines > 1 if f.source.format == "csv" else True
+
+
+def validate_landing(settings: Settings, *, batch_id: str, batch_rows: int = BATCH_ROWS) -> QualityReport:
+    """RAW suite per source on the landing files ingested in `batch_id`, and the quarantine-share limit."""
+    from journeys import ingest
+
+    report = QualityReport()
+    path = ingest.manifest_path(settings)
+    if not path.exists():
+        return report
+    with duckdb.connect() as con:
+        manifest = con.sql("select * from read_parquet($p)", params={"p": str(path)}).to_arrow_table().to_pylist()
+    landing = {(f.source.name, f.rel, f.sha256): f for f in ingest.landing_files(settings)}
+
+    report.files = file_shares(settings, manifest, set(landing))
+    limit = settings.quality.max_quarantine_share
+    for fs in report.files:
+        if not fs.ok:
+            report.failures.append(
+                Failure(
+                    suite="quarantine_share",
+                    batch=fs.file,
+                    expectation="max_quarantine_share",
+                    column=None,
+                    unexpected_count=fs.quarantined,
+                    sample=[f"{fs.share:.1%} of {fs.read} rows quarantined (limit {limit:.1%}, batch {fs.batch_id})"],
+                )
+            )
+    for row in manifest:
+        if row["batch_id"] == batch_id and row.get("new_columns"):
+            report.warnings.append(
+                f"schema drift: source {row['source']!r}, file {row['file']!r}: new column(s) {row['new_columns']}"
+            )
+
+    v = _Validator()
+    this_batch = [landing[k] for k in ((r["source"], r["file"], r["sha256"]) for r in manifest
+                                       if r["batch_id"] == batch_id) if k in landing]
+    import great_expectations.expectations as gxe
+
+    for f in this_batch:
+        if not _has_data_rows(f):
+            continue  # empty and header-only files: nothing to expect of their rows
+        suite = f"raw_{f.source.name}"
+        expectations = [*_raw_expectations(f.source, limit), gxe.ExpectTableRowCountToBeBetween(min_value=1)]
+        cols = [c for c in dict.fromkeys([f.source.event_id, f.source.occurred_at]) if c is not None]
+        with ingest.ingest_connection(settings) as con:
+            columns = ingest.check_sources(con, [f])[f.ordinal]
+            ingest.read_source_rows(con, f, columns)
+            types = {r[0]: r[1] for r in db.fetch(con, "describe src_rows")}
+            select = ", ".join(
+                f"nullif(trim({_raw_text(c, types[c])}), '') as {db.quote_ident(c)}" for c in cols
+            )
+            sql = f"select {select} from src_rows order by __line"
+            n = 0
+            for i, frame in enumerate(_frames(con, sql, batch_rows)):
+                n += len(frame)
+                v.validate(suite, f"{f.rel}#{i}", frame, expectations)
+            if n == 0:
+                # A file with data lines that yields no rows at all is what the row-count expectation is for.
+                v.validate(suite, f"{f.rel}#0", con.sql(f"{sql} limit 0").df(), expectations, empty_ok=False)
+    return report.merged(v.report)
+
+
+def _raw_text(col: str, col_type: str) -> str:
+    """SQL rendering a raw column as text, the way ingest reads it."""
+    q = db.quote_ident(col)
+    return f"json_extract_string({q}, '$')" if col_type == "JSON" else f"cast({q} as varchar)"

@@ -1,0 +1,152 @@
+"""Quality gates of the landing layer: the RAW per-source suite and the per-file quarantine-share limit."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+from journeys.config import MappedField, QualityConfig, Settings, SourceConfig
+from journeys.ingest import ingest_sources
+from journeys.quality import QualityReport, share_exceeded, validate_landing, write_quality_report
+
+AS_OF = datetime(2026, 3, 1)
+HEADER = "hit_id,hit_time,platform,action,page\n"
+WEB = SourceConfig(
+    name="web", path="web/*.csv", format="csv", timestamp_format="%Y-%m-%d %H:%M:%S", event_id="hit_id",
+    occurred_at="hit_time", channel=MappedField(column="platform"), event_type=MappedField(column="action"),
+)
+EMAIL = SourceConfig(
+    name="email", path="email/*.jsonl", format="jsonl", event_id="id", occurred_at="ts",
+    channel=MappedField(value="email"), event_type=MappedField(column="event"),
+)
+
+
+def settings(root: Path, max_share: float = 0.05) -> Settings:
+    return Settings(data_root=root, pii_salt="s", sources=[WEB, EMAIL], memory_limit="512MB", threads=2,
+                    quality=QualityConfig(max_quarantine_share=max_share))
+
+
+def land(root: Path, rel: str, text: str) -> None:
+    p = root / "landing" / rel
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text(text, encoding="utf-8")
+
+
+def rows(n: int, *, bad: int = 0, no_id: int = 0) -> str:
+    """n CSV rows; the first `bad` have an impossible time, the next `no_id` no event id."""
+    out = []
+    for i in range(n):
+        when = "2026-13-45 10:00:00" if i < bad else f"2026-01-15 10:{i % 60:02d}:00"
+        hit = "" if bad <= i < bad + no_id else f"h{i}"
+        out.append(f"{hit},{when},web,page_view,/p{i}\n")
+    return HEADER + "".join(out)
+
+
+@pytest.mark.parametrize(("read", "quarantined", "max_share", "exceeded"), [
+    (0, 0, 0.05, False),
+    (16, 1, 0.05, False),   # one bad row alone never fails a file
+    (10, 2, 0.05, True),
+    (100, 5, 0.05, False),  # exactly at the limit is within it
+    (100, 6, 0.05, True),
+    (100, 30, 0.5, False),
+])
+def test_share_exceeded(read, quarantined, max_share, exceeded):
+    assert share_exceeded(read, quarantined, max_share) is exceeded
+
+
+def test_clean_batch_passes_and_reports_every_file(tmp_path):
+    land(tmp_path, "web/a.csv", rows(20))
+    land(tmp_path, "web/b.csv", HEADER)
+    land(tmp_path, "email/a.jsonl", '{"id": "e1", "ts": "2026-01-10T10:00:00Z", "event": "open"}\n')
+    s = settings(tmp_path)
+    ingest_sources(s, as_of=AS_OF, batch_id="b1")
+    report = validate_landing(s, batch_id="b1")
+    assert report.success, report.summary()
+    assert report.suites == {"raw_web": 1, "raw_email": 1}  # the header-only file has no rows to expect of
+    assert [(f.file, f.read, f.quarantined, f.ok) for f in report.files] == [
+        ("email/a.jsonl", 1, 0, True), ("web/a.csv", 20, 0, True), ("web/b.csv", 0, 0, True)]
+
+
+def test_file_over_the_quarantine_share_fails_naming_file_and_share(tmp_path):
+    land(tmp_path, "web/a.csv", rows(20))
+    land(tmp_path, "web/bad.csv", rows(10, bad=3))
+    s = settings(tmp_path)
+    ingest_sources(s, as_of=AS_OF, batch_id="b1")
+    report = validate_landing(s, batch_id="b1")
+    assert not report.success
+    [fail] = [f for f in report.failures if f.suite == "quarantine_share"]
+    assert (fail.batch, fail.unexpected_count) == ("web/bad.csv", 3)
+    assert "30.0% of 10 rows quarantined (limit 5.0%" in fail.sample[0]
+    assert "web/bad.csv" in report.summary() and "30.0%" in report.summary()
+    # A looser limit lets the same file through.
+    assert validate_landing(settings(tmp_path, max_share=0.5), batch_id="b1").success
+
+
+def test_the_limit_keeps_failing_later_runs_until_the_file_is_fixed(tmp_path):
+    land(tmp_path, "web/bad.csv", rows(10, bad=3))
+    s = settings(tmp_path)
+    ingest_sources(s, as_of=AS_OF, batch_id="b1")
+    ingest_sources(s, as_of=AS_OF, batch_id="b2")  # nothing new: the file is skipped
+    assert not validate_landing(s, batch_id="b2").success  # its good rows must not slip out a day later
+    land(tmp_path, "web/bad.csv", rows(10))  # the source re-delivers a fixed file
+    ingest_sources(s, as_of=AS_OF, batch_id="b3")
+    report = validate_landing(s, batch_id="b3")
+    assert report.success, report.summary()
+
+
+def test_raw_suite_flags_missing_ids_per_source_file(tmp_path):
+    land(tmp_path, "web/a.csv", rows(10, no_id=4))
+    s = settings(tmp_path)
+    ingest_sources(s, as_of=AS_OF, batch_id="b1")
+    report = validate_landing(s, batch_id="b1")
+    raw = [(f.suite, f.batch, f.expectation, f.column, f.unexpected_count) for f in report.failures
+           if f.suite == "raw_web"]
+    assert raw == [("raw_web", "web/a.csv#0", "expect_column_values_to_not_be_null", "hit_id", 4)]
+
+
+def test_raw_suite_runs_in_bounded_batches(tmp_path):
+    land(tmp_path, "web/a.csv", rows(5000))
+    s = settings(tmp_path)
+    ingest_sources(s, as_of=AS_OF, batch_id="b1")
+    report = validate_landing(s, batch_id="b1", batch_rows=2048)
+    assert report.success and report.suites["raw_web"] == 3  # 2048 + 2048 + 904 rows
+
+
+def test_file_with_lines_but_no_rows_fails_the_row_count(tmp_path):
+    land(tmp_path, "email/a.jsonl", "\n\n  \n")
+    s = settings(tmp_path)
+    ingest_sources(s, as_of=AS_OF, batch_id="b1")
+    report = validate_landing(s, batch_id="b1")
+    assert [(f.suite, f.expectation) for f in report.failures] == [
+        ("raw_email", "expect_table_row_count_to_be_between")]
+
+
+def test_schema_drift_is_a_warning_in_the_report(tmp_path):
+    land(tmp_path, "web/a.csv", rows(3))
+    s = settings(tmp_path)
+    ingest_sources(s, as_of=AS_OF, batch_id="b1")
+    land(tmp_path, "web/b.csv", "hit_id,hit_time,platform,action,page,utm\nh9,2026-01-15 10:00:00,web,x,/,nl\n")
+    ingest_sources(s, as_of=AS_OF, batch_id="b2")
+    report = validate_landing(s, batch_id="b2")
+    assert report.success
+    assert report.warnings == ["schema drift: source 'web', file 'web/b.csv': new column(s) ['utm']"]
+    assert "warning: schema drift" in report.summary()
+
+
+def test_markdown_report_has_failures_warnings_and_shares(tmp_path):
+    land(tmp_path, "web/a.csv", rows(3))
+    s = settings(tmp_path)
+    ingest_sources(s, as_of=AS_OF, batch_id="b1")
+    data = rows(10, bad=4).split("\n", 1)[1].replace("\n", ",v\n")
+    land(tmp_path, "web/bad.csv", "hit_id,hit_time,platform,action,page,x|y\n" + data)
+    ingest_sources(s, as_of=AS_OF, batch_id="b2")
+    report = validate_landing(s, batch_id="b2").merged(QualityReport(suites={"raw_web": 1}, expectations_run=2))
+    assert report.suites["raw_web"] == 2
+    text = write_quality_report(report, tmp_path / "reports" / "q.md").read_text()
+    assert "Result: FAILED" in text
+    assert "| quarantine_share | web/bad.csv | max_quarantine_share |" in text
+    assert "## Warnings" in text and "x\\|y" in text  # table-breaking characters are escaped
+    assert "| web | web/bad.csv | b2 | 10 | 4 | 40.00% | **no** |" in text
+    assert not list((tmp_path / "reports").glob("*.tmp"))
