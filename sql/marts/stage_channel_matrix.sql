@@ -24,7 +24,8 @@ cells as (
         count(*) as n_events,
         count(distinct je.journey_id) as n_journeys,
         count(distinct je.customer_key) as n_customers,
-        avg(je.sentiment) as mean_sentiment,
+        -- Decimal sums are exact, so the mean does not depend on how threads split the rows.
+        avg(je.sentiment::decimal(18, 6))::double as mean_sentiment,
         sum(je.revenue) as revenue
     from event_stages as es
     inner join journey_events as je on je.event_id = es.event_id

@@ -23,8 +23,9 @@ grouped as (
         d.last_touchpoint,
         d.last_channel,
         count(*) as journeys,
-        avg(d.last_sentiment) as mean_last_sentiment,
-        avg(d.last_known_sentiment) as mean_last_known_sentiment
+        -- Decimal sums are exact, so the means do not depend on how threads split the rows.
+        avg(d.last_sentiment::decimal(18, 6))::double as mean_last_sentiment,
+        avg(d.last_known_sentiment::decimal(18, 6))::double as mean_last_known_sentiment
     from dropped as d
     group by all
 ),
