@@ -842,6 +842,10 @@ def ingest_sources(settings: Settings, *, as_of: datetime, batch_id: str) -> Ing
     min_at = _utc_naive(min_at)
     ingested_at = datetime.now(UTC).replace(tzinfo=None)
 
+    # Leftovers of a run that died mid-write are never visible to readers (only finished files are
+    # renamed into the lake); clear them. Runs on one data root are serialised by the flow's run lock.
+    shutil.rmtree(settings.lake_dir / "_tmp", ignore_errors=True)
+
     report = IngestReport(batch_id=batch_id)
     affected: set[date] = set()
     todo_ordinals = {f.ordinal for f in todo}

@@ -24,6 +24,14 @@ def landing(tmp_path_factory) -> Path:
     return root / "landing"
 
 
+@pytest.fixture(scope="module")
+def whole(landing, tmp_path_factory) -> tuple[Settings, object]:
+    """The whole sample ingested in one clean run: the reference lake."""
+    root = tmp_path_factory.mktemp("whole")
+    copy_landing(landing, root)
+    return settings_for(root), ingest_sources(settings_for(root), as_of=SPEC.as_of, batch_id="one")
+
+
 def settings_for(root: Path) -> Settings:
     return load_settings(str(REPO / "journeys.yaml"), data_root=root, memory_limit="1GB")
 
@@ -62,7 +70,7 @@ def test_ingesting_the_same_landing_folder_twice_changes_no_byte(landing, tmp_pa
     assert snapshot(s) == before
 
 
-def test_two_halves_in_two_runs_give_the_lake_of_one_run(landing, tmp_path):
+def test_two_halves_in_two_runs_give_the_lake_of_one_run(landing, whole, tmp_path):
     files = sorted(p.relative_to(landing) for p in landing.rglob("*") if p.is_file())
     # The first half of each source's files (in the order ingest takes them), then the rest.
     by_source: dict[str, list[Path]] = {}
@@ -71,10 +79,7 @@ def test_two_halves_in_two_runs_give_the_lake_of_one_run(landing, tmp_path):
     first_half = {f for fs in by_source.values() for f in fs[: len(fs) // 2]}
     assert 0 < len(first_half) < len(files)
 
-    whole = tmp_path / "whole"
-    copy_landing(landing, whole)
-    one = ingest_sources(settings_for(whole), as_of=SPEC.as_of, batch_id="one")
-
+    ws, one = whole
     split = tmp_path / "split"
     copy_landing(landing, split, keep=lambda rel: rel in first_half)
     a = ingest_sources(settings_for(split), as_of=SPEC.as_of, batch_id="first")
@@ -84,6 +89,53 @@ def test_two_halves_in_two_runs_give_the_lake_of_one_run(landing, tmp_path):
     assert (a.read + b.read, a.loaded + b.loaded, a.quarantined + b.quarantined, a.duplicates + b.duplicates) == (
         one.read, one.loaded, one.quarantined, one.duplicates)
     assert set(a.affected_dates) | set(b.affected_dates) == set(one.affected_dates)
-    ws, ss = settings_for(whole), settings_for(split)
+    ss = settings_for(split)
     assert table(events_glob(ss), "event_id") == table(events_glob(ws), "event_id")
     assert table(quarantine_glob(ss), "source_file, line") == table(quarantine_glob(ws), "source_file, line")
+
+
+class Crash(Exception):
+    """Stands in for a process dying at one write."""
+
+
+@pytest.mark.parametrize("when", ["before_manifest", "between_partitions"])
+def test_ingest_dying_mid_file_is_completed_by_the_next_run(landing, whole, tmp_path, monkeypatch, when):
+    import journeys.ingest as ingest
+
+    crashed = tmp_path / "crashed"
+    copy_landing(landing, crashed)
+    s = settings_for(crashed)
+    calls = {"n": 0}
+    real_replace, real_manifest = ingest._fsync_replace, ingest.write_manifest
+
+    def dying_replace(src, dst):
+        # The third file's second event partition: some of its parts are in the lake, the rest not.
+        if "events" in dst.parts and dst.name.startswith("crash-2"):
+            calls["n"] += 1
+            if calls["n"] == 2:
+                raise Crash
+        real_replace(src, dst)
+
+    def dying_manifest(con, settings, tmp):
+        calls["n"] += 1
+        if calls["n"] == 3:  # the third file is in the lake but not yet recorded as ingested
+            raise Crash
+        real_manifest(con, settings, tmp)
+
+    if when == "before_manifest":
+        monkeypatch.setattr(ingest, "write_manifest", dying_manifest)
+    else:
+        monkeypatch.setattr(ingest, "_fsync_replace", dying_replace)
+    with pytest.raises(Crash):
+        ingest_sources(s, as_of=SPEC.as_of, batch_id="crash")
+    monkeypatch.undo()
+    # What a killed process would leave aside (an exception cleans up after itself, SIGKILL does not).
+    (s.lake_dir / "_tmp" / "crash-9" / "events").mkdir(parents=True)
+    (s.lake_dir / "_tmp" / "crash-9" / "events" / "half.parquet").write_bytes(b"PAR1 half written")
+
+    rerun = ingest_sources(s, as_of=SPEC.as_of, batch_id="rerun")
+    assert rerun.accounting_ok()
+    assert not (s.lake_dir / "_tmp").exists()
+    ws = whole[0]
+    assert table(events_glob(s), "event_id") == table(events_glob(ws), "event_id")
+    assert table(quarantine_glob(s), "source_file, line") == table(quarantine_glob(ws), "source_file, line")
