@@ -24,7 +24,8 @@ resolved_customers as (
 ),
 
 customer_buckets as (
-    select cu.customer_key, cu.bucket
+    -- customer_no: a dense integer per customer (one sort over customers, not over events) for journey_key
+    select cu.customer_key, cu.bucket, row_number() over (order by cu.customer_key) as customer_no
     from customers as cu
 ),
 
@@ -32,7 +33,8 @@ resolved as (
     select
         le.*,
         rc.customer_key,
-        cb.bucket
+        cb.bucket,
+        cb.customer_no
     from lake_events as le
     inner join resolved_customers as rc on rc.event_id = le.event_id
     inner join customer_buckets as cb on cb.customer_key = rc.customer_key
@@ -71,6 +73,10 @@ final as (
         n.customer_key,
         n.bucket,
         n.customer_key || '/j' || lpad(n.journey_no::varchar, 4, '0') as journey_id,
+        -- journey_key: an integer twin of journey_id (joins on it are cheap); 2^24 journeys per customer
+        case when n.journey_no < 16777216 then n.customer_no * 16777216 + n.journey_no
+            else error('more than 2^24 journeys for one customer: journey_key would collide') end::bigint
+            as journey_key,
         n.customer_key || '/s' || lpad(n.session_no::varchar, 6, '0') as session_id,
         row_number() over (
             partition by n.customer_key, n.journey_no order by n.occurred_at, n.event_id

@@ -145,6 +145,9 @@ def model_params(settings: Settings, as_of: datetime) -> dict[str, Any]:
         "breakdown_path": f'$."{settings.breakdown_attribute}"' if settings.breakdown_attribute else None,
         "primary_model": primary.name,
         "primary_mode": primary_ref.modes[0],
+        # hold_constant attribute per stage model (zipped lists; the path is a value, never SQL text)
+        "hold_models": [m.name for m, ref in models if ref.hold_constant],
+        "hold_paths": [f'$."{ref.hold_constant}"' for _, ref in models if ref.hold_constant],
     }
 
 
@@ -163,7 +166,7 @@ def build_journeys(con: duckdb.DuckDBPyConnection, settings: Settings, as_of: da
 
 def funnel_specs(settings: Settings) -> list[Any]:
     """FunnelSpec per configured stage model, for journeys.funnel."""
-    from journeys.funnel import FunnelSpec
+    from journeys.funnel import Exclusion, FunnelSpec
 
     return [
         FunnelSpec(
@@ -171,6 +174,11 @@ def funnel_specs(settings: Settings) -> list[Any]:
             n_stages=len(m.stages),
             modes=tuple(ref.modes),
             window_us=parse_duration_us(ref.conversion_window),
+            window_from=ref.window_from,
+            strict_increase=ref.strict_increase,
+            strict_deduplication=ref.strict_deduplication,
+            exclusions=tuple(Exclusion(tuple(ex.between), tuple(ex.event_type)) for ex in ref.exclusions),
+            hold_constant=ref.hold_constant,
         )
         for m, ref in stage_models_for(settings)
     ]

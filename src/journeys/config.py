@@ -126,17 +126,53 @@ class IdentityConfig(_Strict):
     )
 
 
+class FunnelExclusion(_Strict):
+    """Events that void a step: one of `event_type` strictly between the chain's stage i and stage j."""
+
+    between: tuple[int, int] = Field(
+        description="Stages [i, j], 1-based, i < j; every step from i to j is checked (usually [i, i + 1])."
+    )
+    event_type: list[str] = Field(min_length=1, description="Canonical event types that exclude the step.")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> FunnelExclusion:
+        if not 1 <= self.between[0] < self.between[1]:
+            raise ValueError(f"between must be two stages i < j, got {list(self.between)}")
+        return self
+
+
 class StageModelRef(_Strict):
-    """A stage model used in a run and the funnel settings it is evaluated with."""
+    """A stage model used in a run and the funnel settings it is evaluated with (see journeys.funnel)."""
 
     path: str = Field(
         description="YAML file: a name of a shipped model (`generic_lifecycle`) or a path relative to the config."
     )
-    modes: list[Literal["ordered", "strict", "any_order"]] = Field(
-        default_factory=lambda: ["ordered"], description="Funnel modes computed for this model."
+    modes: list[Literal["ordered", "strict", "any_order", "open"]] = Field(
+        default_factory=lambda: ["ordered"],
+        description="Funnel modes computed for this model; `open` lets a journey enter at its lowest stage.",
     )
     conversion_window: str | None = Field(
-        None, description="Window from the first step, inclusive (`7d`, `36h`, `90m`); None is unbounded."
+        None, description="Conversion window, inclusive (`7d`, `36h`, `90m`); None is unbounded."
+    )
+    window_from: Literal["first_step", "prior_step"] = Field(
+        "first_step",
+        description="Measure the window from the chain's first step (ClickHouse, Mixpanel, PostHog) or from"
+        " the step before each step (GA4).",
+    )
+    strict_increase: bool = Field(
+        False, description="A step needs a strictly later time than the step before (ClickHouse strict_increase)."
+    )
+    strict_deduplication: bool = Field(
+        False,
+        description="A repeat of an already reached stage (>= 2) ends the scan (ClickHouse strict_deduplication).",
+    )
+    exclusions: list[FunnelExclusion] = Field(
+        default_factory=list, description="Events between two stages that void the attempt (PostHog, Mixpanel)."
+    )
+    hold_constant: str | None = Field(
+        None,
+        description="Attribute key (JSON key of `attributes`) whose value must be the same at every step of a"
+        " chain, e.g. `product_id`; events without it form their own group.",
     )
 
 

@@ -1,25 +1,51 @@
-"""Stage reach per journey (SPEC section 6): ordered, strict and any_order funnels, set-based in DuckDB.
+"""Stage reach per journey (SPEC section 6): ordered, strict, open and any_order funnels, set-based in DuckDB.
 
-Definitions, over the stage events of one (stage_model, journey_id), stages 1..k, taken in the order
-(occurred_at, stage_index); events of the same instant and stage are interchangeable, so no further
-tie-break is needed (ClickHouse stable-sorts (timestamp, condition index) the same way).
+Definitions, over the stage events of one funnel partition, stages 1..k, taken in the order
+(occurred_at, stage_index) (ClickHouse stable-sorts (timestamp, condition index) the same way; events of
+the same instant and stage are interchangeable). A partition is (stage_model, journey) or, with
+`hold_constant`, (stage_model, journey, value of that attribute): chains never mix values, events
+without the attribute form one group of their own, and a stage counts as reached when any partition of
+the journey reached it (reached_at = the earliest).
 
-- A level-L chain is events a1..aL in that order with stage(ai) = i and
-  ts(aL) - ts(a1) <= window (inclusive; no window = unbounded). Other events may sit in between.
-- `ordered`: furthest_stage is the largest L with a level-L chain, over every possible a1; this is
-  ClickHouse `windowFunnel(window)(ts, stage = 1, ..., stage = k)` in its default mode.
-- `strict`: ClickHouse mode 'strict_order' fed only the stage events: the scan of `ordered` stops
-  at the first stage-s event (s >= 2) that comes after the first stage-1 event while level s - 1
-  has not been reached yet; furthest_stage is the level reached before that event. A repeated
-  stage, a restart at stage 1 or a step outside the window does not stop the scan by itself.
-- `any_order`: level L is reached once any event of a stage >= L occurred; furthest_stage is the
-  highest stage seen. The window does not apply.
-- reached_at of level L is the occurred_at of the event at which the journey first reached
-  level L: in `ordered` and `strict` the earliest level-L chain end (aL of any valid chain, the
-  chains of different levels may start at different a1), in `any_order` the earliest event of a
-  stage >= L. It is non-decreasing in L, so time-to-next-stage is never negative.
+- A chain is events a1..aL in that order with stage(ai) = i; other events may sit in between. Its window
+  (inclusive, None = unbounded) holds if ts(aL) - ts(a1) <= window (`window_from: first_step`, ClickHouse,
+  Mixpanel, PostHog) or ts(ai) - ts(ai-1) <= window for every step (`prior_step`, GA4).
+- Each step is checked against the latest valid chain end of the previous stage that precedes it in
+  that order (a previous-stage end at the same instant precedes it). That end has the latest start and
+  the latest time, so it is the best choice for the window and for exclusions: the level reached is the
+  best chain over every possible a1. It is also exactly the state ClickHouse's scan holds.
+- `strict_increase` (option): the step also needs ts(ai) > ts of that latest previous end. Like
+  ClickHouse, an earlier previous end is not tried when the latest one ties (1@0, 2@1, 2@2, 3@2 stops at
+  level 2 although 0, 1, 2 would increase).
+- `strict_deduplication` (option): the scan stops at the first event of a stage s >= 2 whose level s was
+  already reached (a second stage-s event at the instant level s was reached counts); furthest is the
+  level reached until then (ClickHouse >= 25, after its #37177 fix).
+- `exclusions` (option): an event of an excluded type strictly between the times of the chain's steps i and
+  i + 1 (for `between: [i, j]`, every step from i to j) voids that step of that attempt: a later attempt
+  may still count (PostHog, Mixpanel). An exclusion event applies to every partition of its journey.
+- `ordered`: furthest_stage is the largest L with a valid chain; with no options this is ClickHouse
+  `windowFunnel(window)(ts, stage = 1, ..., stage = k)`, and with them windowFunnel(window,
+  'strict_increase' / 'strict_deduplication').
+- `strict`: ClickHouse 'strict_order' fed only the stage events: the scan of `ordered` stops at the first
+  stage-s event (s >= 2) after the first stage-1 event while level s - 1 has not been reached yet;
+  furthest_stage is the level reached before that event. A repeated stage, a restart at stage 1 or a
+  step outside the window does not stop the scan by itself.
+- `open`: the funnel is entered at the journey's lowest stage e seen (in the model), not necessarily 1;
+  chains run e, e + 1, ... with every rule of `ordered` (windows, options, exclusions by stage number).
+  A journey with a stage-1 event gets exactly its `ordered` result. Rows exist for stages e..furthest.
+  (Decision: open is its own mode, so stage_conversion publishes it beside the closed `ordered`/`strict`
+  rows; "entered at i" there means e <= i <= furthest.)
+- `any_order`: level L is reached once any event of a stage >= L occurred; furthest_stage is the highest
+  stage seen. The window and the options do not apply.
+- reached_at of level L is the occurred_at of the event at which the journey first reached level L: the
+  earliest valid level-L chain end (chains of different levels may start at different a1), in
+  `any_order` the earliest event of a stage >= L. It is non-decreasing in L.
 
 Stage events with stage_index outside 1..n_stages of their model are ignored.
+
+Implementation: every chain partition gets one BIGINT `funnel_key` (from the integer journey_key of
+int_journey_events), and one pass per step ASOF-joins that step's events to the previous step's chain
+ends on it; strict, strict_deduplication and the merge of partitions are set-based filters afterwards.
 """
 
 from __future__ import annotations
@@ -30,27 +56,72 @@ import duckdb
 
 from journeys.db import execute, fetch, model_sql
 
-MODES = ("ordered", "strict", "any_order")
+MODES = ("ordered", "strict", "any_order", "open")
+WINDOW_FROM = ("first_step", "prior_step")
+MAX_MODELS = 1024  # funnel_key = journey_key * 2048 + model_no * 2 + family_no
 
 _CHAIN_ENDS_DDL = """
 create or replace temp table int_funnel_chain_ends (
-    stage_model varchar,
-    journey_id varchar,
-    stage_index integer,
-    occurred_at timestamp,
-    start_at timestamp
+    funnel_key bigint,
+    step integer,
+    occurred_us bigint,
+    prev_us bigint,
+    deadline_us bigint,
+    step_window_us bigint,
+    strict_increase boolean
 )
 """
+
+_EXCLUSION_EVENTS_DDL = """
+create or replace temp table int_funnel_exclusion_events (
+    funnel_key bigint,
+    after_step integer,
+    occurred_us bigint
+)
+"""
+
+_TEMP_TABLES = (
+    "int_funnel_chain_ends",
+    "int_funnel_exclusion_events",
+    "int_funnel_events",
+    "int_funnel_exclusions",
+    "int_funnel_specs",
+)
+
+
+@dataclass(frozen=True)
+class Exclusion:
+    """Events of `event_types` strictly between the chain's stage `between[0]` and stage `between[1]`
+    invalidate that chain (each consecutive step from between[0] to between[1] is checked)."""
+
+    between: tuple[int, int]
+    event_types: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        if (
+            not isinstance(self.between, tuple)
+            or len(self.between) != 2
+            or not all(isinstance(i, int) for i in self.between)
+            or not 1 <= self.between[0] < self.between[1]
+        ):
+            raise ValueError(f"exclusion between must be two stages i < j, got {self.between!r}")
+        if not self.event_types or not all(isinstance(e, str) and e for e in self.event_types):
+            raise ValueError(f"exclusion event_types must be non-empty strings, got {self.event_types!r}")
 
 
 @dataclass(frozen=True)
 class FunnelSpec:
-    """One stage model's funnel: its number of stages, the modes to compute and the window in µs."""
+    """One stage model's funnel: number of stages, modes, window (µs) and ClickHouse-style options."""
 
     stage_model: str
     n_stages: int
     modes: tuple[str, ...] = ("ordered",)
     window_us: int | None = None  # None = unbounded
+    window_from: str = "first_step"
+    strict_increase: bool = False
+    strict_deduplication: bool = False
+    exclusions: tuple[Exclusion, ...] = ()
+    hold_constant: str | None = None  # attribute key; its value is stage_events.hold_value
 
     def __post_init__(self) -> None:
         if not isinstance(self.stage_model, str) or not self.stage_model:
@@ -64,32 +135,80 @@ class FunnelSpec:
             raise ValueError(f"unknown funnel modes {unknown}; expected some of {MODES}")
         if self.window_us is not None and (not isinstance(self.window_us, int) or self.window_us < 0):
             raise ValueError(f"window_us must be None or a non-negative integer, got {self.window_us!r}")
+        if self.window_from not in WINDOW_FROM:
+            raise ValueError(f"window_from must be one of {WINDOW_FROM}, got {self.window_from!r}")
+        for ex in self.exclusions:
+            if not isinstance(ex, Exclusion) or ex.between[1] > self.n_stages:
+                raise ValueError(f"exclusion {ex!r} does not fit a model of {self.n_stages} stages")
+        if self.hold_constant is not None and (not isinstance(self.hold_constant, str) or not self.hold_constant):
+            raise ValueError(f"hold_constant must be None or an attribute key, got {self.hold_constant!r}")
+
+
+def _family(mode: str) -> int | None:
+    """Chain family a mode reads: 0 closed chains (ordered, strict), 1 open chains, None (any_order)."""
+    return {"ordered": 0, "strict": 0, "open": 1}.get(mode)
 
 
 def _spec_params(specs: list[FunnelSpec]) -> dict[str, list]:
-    rows = [(s.stage_model, m, s.n_stages, s.window_us) for s in specs for m in s.modes]
+    rows = [(no, s, m) for no, s in enumerate(specs) for m in s.modes]
     return {
-        "stage_models": [r[0] for r in rows],
-        "modes": [r[1] for r in rows],
-        "n_stages": [r[2] for r in rows],
-        "window_us": [r[3] for r in rows],
+        "stage_models": [s.stage_model for _, s, _ in rows],
+        "modes": [m for _, _, m in rows],
+        "model_nos": [no for no, _, _ in rows],
+        "family_nos": [_family(m) for _, _, m in rows],
+        "n_stages": [s.n_stages for _, s, _ in rows],
+        "window_us": [s.window_us for _, s, _ in rows],
+        "from_prior": [s.window_from == "prior_step" for _, s, _ in rows],
+        "strict_increase": [s.strict_increase for _, s, _ in rows],
+        "strict_dedup": [s.strict_deduplication for _, s, _ in rows],
+        "hold": [s.hold_constant is not None for _, s, _ in rows],
     }
 
 
+def _exclusion_params(specs: list[FunnelSpec]) -> dict[str, list]:
+    rows = [
+        (s.stage_model, after, event_type)
+        for s in specs
+        for ex in s.exclusions
+        for after in range(ex.between[0], ex.between[1])
+        for event_type in ex.event_types
+    ]
+    return {
+        "ex_models": [r[0] for r in rows],
+        "ex_after_stages": [r[1] for r in rows],
+        "ex_event_types": [r[2] for r in rows],
+    }
+
+
+def _create_temp(con: duckdb.DuckDBPyConnection, name: str, params: dict | None = None) -> None:
+    execute(con, f"create or replace temp table {name} as\n" + model_sql("intermediate", name), params)
+
+
 def build_stage_reached(con: duckdb.DuckDBPyConnection, specs: list[FunnelSpec]) -> int:
-    """Build `journey_stage_reached` from `stage_events` for every spec and mode; return its row count."""
+    """Build `journey_stage_reached` from `stage_events` for every spec and mode; return its row count.
+
+    Reads stage_events(stage_model, journey_id, journey_key, occurred_at, stage_index, hold_value) and,
+    only when a spec has exclusions, int_journey_events(journey_key, occurred_at, event_type).
+    """
     models = [s.stage_model for s in specs]
     if len(set(models)) != len(models):
         raise ValueError(f"one FunnelSpec per stage model, got {models}")
+    if len(specs) > MAX_MODELS:
+        raise ValueError(f"at most {MAX_MODELS} stage models per run, got {len(specs)}")
 
-    execute(
-        con,
-        "create or replace temp table int_funnel_specs as\n" + model_sql("intermediate", "int_funnel_specs"),
-        _spec_params(specs),
-    )
+    _create_temp(con, "int_funnel_specs", _spec_params(specs))
+    ex_params = _exclusion_params(specs)
+    _create_temp(con, "int_funnel_exclusions", ex_params)
+    _create_temp(con, "int_funnel_events")
+    execute(con, _EXCLUSION_EVENTS_DDL)
+    if ex_params["ex_models"]:
+        execute(
+            con,
+            "insert into int_funnel_exclusion_events\n" + model_sql("intermediate", "int_funnel_exclusion_events"),
+        )
     execute(con, _CHAIN_ENDS_DDL)
-    # One pass per level: each reads only the previous level's chain ends and this level's events.
-    max_level = max((s.n_stages for s in specs if set(s.modes) & {"ordered", "strict"}), default=0)
+    # One pass per step: each reads only the previous step's chain ends and this step's events.
+    max_level = max((s.n_stages for s in specs if any(_family(m) is not None for m in s.modes)), default=0)
     chain_sql = "insert into int_funnel_chain_ends\n" + model_sql("intermediate", "int_funnel_chain_ends")
     for level in range(1, max_level + 1):
         execute(con, chain_sql, {"level": level})
@@ -97,7 +216,8 @@ def build_stage_reached(con: duckdb.DuckDBPyConnection, specs: list[FunnelSpec])
     execute(
         con,
         "create or replace table journey_stage_reached as\n" + model_sql("intermediate", "journey_stage_reached"),
+        {"has_open": any("open" in s.modes for s in specs)},
     )
-    execute(con, "drop table if exists int_funnel_chain_ends")
-    execute(con, "drop table if exists int_funnel_specs")
+    for name in _TEMP_TABLES:
+        execute(con, f"drop table if exists {name}")
     return fetch(con, "select count(*) from journey_stage_reached")[0][0]

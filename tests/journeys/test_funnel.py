@@ -23,26 +23,47 @@ def _ts(us: int) -> dt.datetime:
     return BASE + dt.timedelta(microseconds=us)
 
 
-def _load(con, rows: list[tuple[str, str, int, int]]) -> None:
-    """rows: (stage_model, journey_id, offset_us, stage_index)."""
+def _load(con, rows: list[tuple], journey_events: list[tuple[str, int, str]] = ()) -> None:
+    """rows: (stage_model, journey_id, offset_us, stage_index[, hold_value]);
+    journey_events: (journey_id, offset_us, event_type), the events exclusions look at."""
+    keys = {j: n for n, j in enumerate(sorted({r[1] for r in rows} | {e[0] for e in journey_events}), start=1)}
     execute(
         con,
-        "create or replace table stage_events (stage_model varchar, journey_id varchar,"
-        " occurred_at timestamp, event_id varchar, stage_index integer)",
+        "create or replace table stage_events (stage_model varchar, journey_id varchar, journey_key bigint,"
+        " occurred_at timestamp, event_id varchar, stage_index integer, hold_value varchar)",
+    )
+    execute(
+        con,
+        "create or replace table int_journey_events (journey_id varchar, journey_key bigint,"
+        " occurred_at timestamp, event_type varchar)",
     )
     if rows:
         table = pa.table(
             {
                 "stage_model": [r[0] for r in rows],
                 "journey_id": [r[1] for r in rows],
+                "journey_key": pa.array([keys[r[1]] for r in rows], pa.int64()),
                 "occurred_at": pa.array([_ts(r[2]) for r in rows], pa.timestamp("us")),
                 "event_id": [f"e{i:06d}" for i in range(len(rows))],
                 "stage_index": pa.array([r[3] for r in rows], pa.int32()),
+                "hold_value": pa.array([r[4] if len(r) > 4 else None for r in rows], pa.string()),
             }
         )
         con.register("stage_events_arrow", table)
         execute(con, "insert into stage_events select * from stage_events_arrow")
         con.unregister("stage_events_arrow")
+    if journey_events:
+        table = pa.table(
+            {
+                "journey_id": [e[0] for e in journey_events],
+                "journey_key": pa.array([keys[e[0]] for e in journey_events], pa.int64()),
+                "occurred_at": pa.array([_ts(e[1]) for e in journey_events], pa.timestamp("us")),
+                "event_type": [e[2] for e in journey_events],
+            }
+        )
+        con.register("journey_events_arrow", table)
+        execute(con, "insert into int_journey_events select * from journey_events_arrow")
+        con.unregister("journey_events_arrow")
 
 
 def _reached(con, mode: str) -> dict[tuple[str, str], list[tuple[int, int]]]:
@@ -87,9 +108,9 @@ def _reference(events: list[tuple[int, int]], k: int, window: int | None, strict
     return reached_at
 
 
-def _run(rows, specs):
+def _run(rows, specs, journey_events=()):
     con = connect()
-    _load(con, rows)
+    _load(con, rows, journey_events)
     build_stage_reached(con, specs)
     return con
 
