@@ -1,5 +1,7 @@
 -- Grain: one row per (stage model, funnel mode, journey): how far the journey got and whether it is over.
 -- Reads: int_journeys, journey_stage_reached (funnel passes), stage_definitions, stage_funnel_modes.
+-- entry_stage is 1 except in open mode (the journey's lowest stage); stages_over_budget lists the stages
+-- i whose time from reaching i to reaching i + 1 exceeded stage i's time_budget.
 -- Params: $as_of (the run's as-of time), $dropout_timeout_us (inactivity that closes a journey).
 with
 
@@ -20,11 +22,33 @@ reached as (
         sr.stage_model,
         sr.mode,
         sr.journey_id,
+        min(sr.stage_index) as entry_stage,
         max(sr.stage_index) as furthest_stage,
-        min(sr.reached_at) filter (where sr.stage_index = 1) as entered_at,
+        min(sr.reached_at) as entered_at,
         max(sr.reached_at) as furthest_reached_at
     from journey_stage_reached as sr
     group by sr.stage_model, sr.mode, sr.journey_id
+),
+
+stage_budgets as (
+    select sd.stage_model, sd.stage_index, sd.time_budget_us
+    from stage_definitions as sd
+    where sd.time_budget_us is not null
+),
+
+over_budget as (
+    select
+        r1.stage_model,
+        r1.mode,
+        r1.journey_id,
+        list(r1.stage_index order by r1.stage_index) as stages_over_budget
+    from journey_stage_reached as r1
+    inner join stage_budgets as sb on sb.stage_model = r1.stage_model and sb.stage_index = r1.stage_index
+    inner join journey_stage_reached as r2
+        on r2.stage_model = r1.stage_model and r2.mode = r1.mode and r2.journey_id = r1.journey_id
+        and r2.stage_index = r1.stage_index + 1
+    where epoch_us(r2.reached_at) - epoch_us(r1.reached_at) > sb.time_budget_us
+    group by r1.stage_model, r1.mode, r1.journey_id
 ),
 
 journey_modes as (
@@ -46,13 +70,17 @@ journey_modes as (
         j.last_sentiment,
         j.last_known_sentiment,
         j.breakdown_attribute,
+        r.entry_stage,
         coalesce(r.furthest_stage, 0) as furthest_stage,
         r.entered_at,
-        r.furthest_reached_at
+        r.furthest_reached_at,
+        coalesce(ob.stages_over_budget, []::integer[]) as stages_over_budget
     from journeys as j
     cross join model_modes as mm
     left join reached as r
         on r.journey_id = j.journey_id and r.stage_model = mm.stage_model and r.mode = mm.mode
+    left join over_budget as ob
+        on ob.journey_id = j.journey_id and ob.stage_model = mm.stage_model and ob.mode = mm.mode
 ),
 
 status as (
@@ -78,12 +106,14 @@ final as (
         s.customer_key,
         s.bucket,
         s.n_stages,
+        s.entry_stage,
         s.furthest_stage,
         sn.stage_name as furthest_stage_name,
         s.entered_at,
         s.furthest_reached_at,
         s.is_closed,
         s.is_converted,
+        s.stages_over_budget,
         case when s.is_closed and not s.is_converted and s.furthest_stage >= 1 then s.furthest_stage end
             as dropout_stage,
         s.started_at,

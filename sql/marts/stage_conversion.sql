@@ -1,8 +1,13 @@
 -- Grain: one row per (stage model, mode, cohort, breakdown, breakdown value, stage).
 -- Reads: journey_stages, journey_stage_reached, stage_definitions.
--- Params: $cohort_period ('day' | 'week' | 'month').
--- Cohort = period of the journey's first stage-1 event; cohort 'all' sums every period.
--- Breakdowns: none, first_channel, last_channel and, when configured, the attribute breakdown.
+-- Params: $cohort_period ('day' | 'week' | 'month'), $breakdown_attribute.
+-- Cohort = period of the journey's entry (its first stage-1 event; in open mode its entry stage);
+-- cohort 'all' sums every period.
+-- Breakdowns: none, first_channel, last_channel, first_touchpoint and, when configured, the attribute.
+-- Open mode (journeys enter at their lowest stage): entered at i = entry_stage <= i <= furthest_stage;
+-- conversion_from_start divides by every journey that entered the funnel (= entered at 1 when closed).
+-- Time budget: converters_within_budget counts converters of stage i whose time to i + 1 was within
+-- stage i's time_budget; share_within_budget = that / converters (null without a budget).
 with
 
 entered_journeys as (
@@ -37,7 +42,8 @@ journey_groups as (
             [
                 {'breakdown': 'none', 'breakdown_value': 'all'},
                 {'breakdown': 'first_channel', 'breakdown_value': coalesce(bc.first_channel, '(none)')},
-                {'breakdown': 'last_channel', 'breakdown_value': coalesce(bc.last_channel, '(none)')}
+                {'breakdown': 'last_channel', 'breakdown_value': coalesce(bc.last_channel, '(none)')},
+                {'breakdown': 'first_touchpoint', 'breakdown_value': coalesce(bc.first_touchpoint, '(none)')}
             ]
             || case when $breakdown_attribute is null then [] else [{
                 'breakdown': 'attribute:' || $breakdown_attribute,
@@ -51,6 +57,7 @@ journey_groups as (
 outcome_counts as (
     select
         jg.stage_model, jg.mode, jg.cohort_period, jg.cohort, jg.breakdown, jg.breakdown_value,
+        jg.entry_stage,
         jg.furthest_stage,
         count(*) as n_journeys,
         count(*) filter (where jg.is_closed and not jg.is_converted) as n_dropped,
@@ -72,8 +79,13 @@ stage_counts as (
     select
         sg.stage_model, sg.mode, sg.cohort_period, sg.cohort, sg.breakdown, sg.breakdown_value,
         sg.stage_index, sg.stage_name, sg.n_stages,
-        coalesce(sum(oc.n_journeys) filter (where oc.furthest_stage >= sg.stage_index), 0) as journeys_entered,
-        coalesce(sum(oc.n_journeys) filter (where oc.furthest_stage > sg.stage_index), 0) as journeys_converted,
+        coalesce(sum(oc.n_journeys), 0) as journeys_in_funnel,
+        coalesce(sum(oc.n_journeys) filter (
+            where oc.entry_stage <= sg.stage_index and oc.furthest_stage >= sg.stage_index
+        ), 0) as journeys_entered,
+        coalesce(sum(oc.n_journeys) filter (
+            where oc.entry_stage <= sg.stage_index and oc.furthest_stage > sg.stage_index
+        ), 0) as journeys_converted,
         coalesce(sum(oc.n_dropped) filter (where oc.furthest_stage = sg.stage_index), 0) as journeys_dropped,
         coalesce(sum(oc.n_in_progress) filter (where oc.furthest_stage = sg.stage_index), 0)
             as journeys_in_progress
@@ -84,11 +96,18 @@ stage_counts as (
     group by all
 ),
 
+budgets as (
+    select sd.stage_model, sd.stage_index, sd.time_budget_us from stage_definitions as sd
+),
+
 transitions as (
     select
         r1.stage_model, r1.mode, r1.journey_id, r1.stage_index,
-        epoch(r2.reached_at) - epoch(r1.reached_at) as seconds_to_next
+        epoch(r2.reached_at) - epoch(r1.reached_at) as seconds_to_next,
+        case when b.time_budget_us is not null
+            then epoch_us(r2.reached_at) - epoch_us(r1.reached_at) <= b.time_budget_us end as within_budget
     from reached as r1
+    left join budgets as b on b.stage_model = r1.stage_model and b.stage_index = r1.stage_index
     inner join reached as r2
         on r2.stage_model = r1.stage_model and r2.mode = r1.mode and r2.journey_id = r1.journey_id
         and r2.stage_index = r1.stage_index + 1
@@ -99,7 +118,9 @@ timing as (
         jg.stage_model, jg.mode, jg.cohort_period, jg.cohort, jg.breakdown, jg.breakdown_value, t.stage_index,
         avg(t.seconds_to_next) as mean_time_to_next_s,
         quantile_cont(t.seconds_to_next, 0.5) as median_time_to_next_s,
-        quantile_cont(t.seconds_to_next, 0.9) as p90_time_to_next_s
+        quantile_cont(t.seconds_to_next, 0.9) as p90_time_to_next_s,
+        count(*) filter (where t.within_budget) as converters_within_budget,
+        count(*) filter (where t.within_budget is not null) as converters_with_budget
     from journey_groups as jg
     inner join transitions as t
         on t.journey_id = jg.journey_id and t.stage_model = jg.stage_model and t.mode = jg.mode
@@ -120,16 +141,19 @@ final as (
         case when sc.stage_index < sc.n_stages then sc.journeys_converted end as journeys_converted,
         case when sc.stage_index < sc.n_stages and sc.journeys_entered > 0
             then sc.journeys_converted / sc.journeys_entered end as conversion_rate,
-        sc.journeys_entered / nullif(first_value(sc.journeys_entered) over (
-            partition by sc.stage_model, sc.mode, sc.cohort_period, sc.cohort, sc.breakdown, sc.breakdown_value
-            order by sc.stage_index
-        ), 0) as conversion_from_start,
+        sc.journeys_entered / nullif(sc.journeys_in_funnel, 0) as conversion_from_start,
         sc.journeys_dropped,
         sc.journeys_in_progress,
         t.mean_time_to_next_s,
         t.median_time_to_next_s,
-        t.p90_time_to_next_s
+        t.p90_time_to_next_s,
+        b.time_budget_us / 1e6 as time_budget_s,
+        case when b.time_budget_us is not null and sc.stage_index < sc.n_stages
+            then coalesce(t.converters_within_budget, 0) end as converters_within_budget,
+        case when b.time_budget_us is not null
+            then t.converters_within_budget / nullif(t.converters_with_budget, 0) end as share_within_budget
     from stage_counts as sc
+    left join budgets as b on b.stage_model = sc.stage_model and b.stage_index = sc.stage_index
     left join timing as t
         on t.stage_model = sc.stage_model and t.mode = sc.mode and t.cohort_period = sc.cohort_period
         and t.cohort = sc.cohort and t.breakdown = sc.breakdown and t.breakdown_value = sc.breakdown_value

@@ -154,3 +154,89 @@ def test_time_to_next_histogram_buckets_converters(built):
         " where stage_model = 'generic_lifecycle' and mode = 'ordered' and stage_index = 1 order by bucket_index",
     )
     assert rows == [("< 1h", 2), ("1-3d", 3)]
+
+
+@pytest.fixture(scope="module")
+def built_open():
+    settings = Settings(
+        stage_models=[StageModelRef(path="generic_lifecycle", modes=["ordered", "open"], conversion_window="30d")]
+    )
+    con = db.connect()
+    load_golden_inputs(con)
+    build.build_journeys(con, settings, AS_OF)
+    build.build_funnels(con, settings)
+    build.build_marts(con, settings, AS_OF)
+    return con
+
+
+def test_open_mode_enters_at_the_lowest_stage(built_open):
+    rows = db.fetch(
+        built_open,
+        "select mode, journey_id, entry_stage, furthest_stage from journey_stages"
+        " where journey_id in ('A/j0001', 'C/j0001') order by all",
+    )
+    # C has consideration and purchase but no awareness: closed never enters, open enters at 2
+    assert rows == [
+        ("open", "A/j0001", 1, 4),
+        ("open", "C/j0001", 2, 3),
+        ("ordered", "A/j0001", 1, 4),
+        ("ordered", "C/j0001", None, 0),
+    ]
+    conv = db.fetch(
+        built_open,
+        "select stage_index, journeys_entered, journeys_converted, conversion_from_start from stage_conversion"
+        " where mode = 'open' and cohort = 'all' and breakdown = 'none' order by stage_index",
+    )
+    # closed counts (6, 5, 2, 2, 1) plus C entering at 2 and converting to 3
+    assert [r[:3] for r in conv] == [(1, 6, 5), (2, 6, 3), (3, 3, 2), (4, 2, 1), (5, 1, None)]
+    assert conv[1][3] == pytest.approx(6 / 7)
+
+
+def test_first_touchpoint_breakdown_sums_to_the_total(built_open):
+    rows = dict(
+        db.fetch(
+            built_open,
+            "select breakdown, sum(journeys_entered) from stage_conversion"
+            " where mode = 'ordered' and cohort = 'all' and stage_index = 1 group by all",
+        )
+    )
+    assert rows["first_touchpoint"] == rows["none"] == 6
+
+
+def test_time_budget_shares_of_converters(built_open):
+    rows = db.fetch(
+        built_open,
+        "select stage_index, time_budget_s, journeys_converted, converters_within_budget, share_within_budget"
+        " from stage_conversion where mode = 'ordered' and cohort = 'all' and breakdown = 'none'"
+        " order by stage_index",
+    )
+    # every converter of the golden case is within the generic lifecycle's budgets (14d, 14d, 7d, 30d)
+    assert rows == [
+        (1, 14 * 86400.0, 5, 5, 1.0),
+        (2, 14 * 86400.0, 2, 2, 1.0),
+        (3, 7 * 86400.0, 2, 2, 1.0),
+        (4, 30 * 86400.0, 1, 1, 1.0),
+        (5, 30 * 86400.0, None, None, None),
+    ]
+    over = db.fetch(built_open, "select count(*) from journey_stages where len(stages_over_budget) > 0")
+    assert over == [(0,)]
+
+
+def test_stages_over_budget_lists_slow_transitions():
+    settings = Settings(stage_models=[StageModelRef(path="generic_lifecycle")])
+    con = db.connect()
+    load_golden_inputs(con)
+    build.build_journeys(con, settings, AS_OF)
+    build.build_funnels(con, settings)
+    # shrink the awareness budget to one hour: B1, E and F took a day from awareness to consideration,
+    # A ten minutes and D no time at all
+    db.execute(con, "update stage_definitions set time_budget_us = 3600000000 where stage_index = 1")
+    build.build_marts(con, settings, AS_OF)
+    rows = db.fetch(con, "select journey_id from journey_stages where list_contains(stages_over_budget, 1) order by 1")
+    assert [r[0] for r in rows] == ["B/j0001", "E/j0001", "F/j0001"]
+    share = db.fetch(
+        con,
+        "select share_within_budget from stage_conversion"
+        " where stage_index = 1 and cohort = 'all' and breakdown = 'none'",
+    )
+    assert share == [(2 / 5,)]
