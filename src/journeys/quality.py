@@ -1,7 +1,7 @@
 """Great Expectations suites per layer (raw landing rows, canonical events, identity, journeys, marts).
 
 GX 1.x has no DuckDB data source and its SQL route fails on DuckDB, so batches are pulled from DuckDB as
-pandas frames of at most `batch_rows` rows (per landing file for raw rows, per lake partition for events)
+pandas frames of at most `batch_rows` rows (per source for raw landing rows, whole days for events)
 and validated there. Besides the suites, every landing file is held to `quality.max_quarantine_share`.
 """
 
@@ -350,27 +350,31 @@ def validate_landing(settings: Settings, *, batch_id: str, batch_rows: int = BAT
                                        if r["batch_id"] == batch_id) if k in landing]
     import great_expectations.expectations as gxe
 
-    for f in this_batch:
-        if not _has_data_rows(f):
+    # One suite run per source over all of this batch's files of it, in bounded row batches: a GX run has
+    # a fixed cost, so one per file is slow when a delivery is many small files.
+    for src in settings.sources:
+        files = [f for f in this_batch if f.source.name == src.name and _has_data_rows(f)]
+        if not files:
             continue  # empty and header-only files: nothing to expect of their rows
-        suite = f"raw_{f.source.name}"
-        expectations = [*_raw_expectations(f.source, limit), gxe.ExpectTableRowCountToBeBetween(min_value=1)]
-        cols = [c for c in dict.fromkeys([f.source.event_id, f.source.occurred_at]) if c is not None]
+        suite = f"raw_{src.name}"
+        expectations = [*_raw_expectations(src, limit), gxe.ExpectTableRowCountToBeBetween(min_value=1)]
+        cols = [c for c in dict.fromkeys([src.event_id, src.occurred_at]) if c is not None]
         with ingest.ingest_connection(settings) as con:
-            columns = ingest.check_sources(con, [f])[f.ordinal]
-            ingest.read_source_rows(con, f, columns)
-            types = {r[0]: r[1] for r in db.fetch(con, "describe src_rows")}
-            select = ", ".join(
-                f"nullif(trim({_raw_text(c, types[c])}), '') as {db.quote_ident(c)}" for c in cols
-            )
-            sql = f"select {select} from src_rows order by __line"
-            n = 0
+            db.execute(con, "create temp table raw_rows (__file varchar, __line bigint"
+                       + "".join(f", {db.quote_ident(c)} varchar" for c in cols) + ")")
+            for f in files:
+                ingest.read_source_rows(con, f, ingest.check_sources(con, [f])[f.ordinal])
+                types = {r[0]: r[1] for r in db.fetch(con, "describe src_rows")}
+                texts = "".join(f", nullif(trim({_raw_text(c, types[c])}), '')" for c in cols)
+                db.execute(con, f"insert into raw_rows select $file, __line{texts} from src_rows", {"file": f.rel})
+                if not db.fetch(con, "select count(*) from src_rows")[0][0]:
+                    # Data lines but not one row: exactly what the row-count expectation is for.
+                    empty = con.sql("select * exclude (__file, __line) from raw_rows limit 0").df()
+                    v.validate(suite, f.rel, empty, expectations, empty_ok=False)
+            label = files[0].rel if len(files) == 1 else f"{len(files)} files {files[0].rel} .. {files[-1].rel}"
+            sql = "select * exclude (__file, __line) from raw_rows order by __file, __line"
             for i, frame in enumerate(_frames(con, sql, batch_rows)):
-                n += len(frame)
-                v.validate(suite, f"{f.rel}#{i}", frame, expectations)
-            if n == 0:
-                # A file with data lines that yields no rows at all is what the row-count expectation is for.
-                v.validate(suite, f"{f.rel}#0", con.sql(f"{sql} limit 0").df(), expectations, empty_ok=False)
+                v.validate(suite, f"{label}#{i}", frame, expectations)
     return report.merged(v.report)
 
 
