@@ -121,9 +121,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from journeys.generate import GenerateSpec, generate_sample
-
     from journeys.config import load_settings
+    from journeys.generate import GenerateSpec, generate_sample
     from pipelines.nightly import nightly
 
     settings = load_settings(args.config)
@@ -153,6 +152,23 @@ def cmd_query(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_evaluate_identity(args: argparse.Namespace) -> int:
+    from journeys.config import load_settings
+    from journeys.evaluate import evaluate_identity
+
+    overrides = {"data_root": Path(args.data_root).resolve()} if args.data_root else {}
+    settings = load_settings(args.config, **overrides)
+    truth = Path(args.truth) if args.truth else settings.root / "truth"
+    scores = evaluate_identity(settings, truth)
+    keys = ["precision", "recall", "f1", "persons_fused", "persons_split", "n_customers", "n_persons", "passes"]
+    rows = [
+        (label, *(round(v, 5) if isinstance(v, float) else v for v in (s.get(k) for k in keys)))
+        for label, s in scores.items()
+    ]
+    print(_table(rows, ["resolution", *keys]))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The CLI's argument parser."""
     p = argparse.ArgumentParser(prog="journeys", description=__doc__)
@@ -174,6 +190,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, default=42)
     g.add_argument("--data-root", required=True)
     g.set_defaults(func=cmd_generate)
+
+    e = sub.add_parser("evaluate-identity", help="score identity resolution on the lake against ground truth")
+    e.add_argument("--data-root", help="override the config's data root")
+    e.add_argument("--truth", help="folder with the generator's events.parquet (default: <data root>/truth)")
+    e.set_defaults(func=cmd_evaluate_identity)
 
     q = sub.add_parser("query", help="run SQL against the warehouse (read-only)")
     q.add_argument("sql")
