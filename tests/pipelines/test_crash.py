@@ -1,0 +1,192 @@
+"""Crash safety of the real `journeys run`: SIGKILL at ingest, build and publish never breaks the published outputs.
+
+Root A is killed three times while it takes in a second delivery, then finishes with a clean rerun; root B
+is a copy of A before the second delivery, run once without interruption. A's final marts must equal B's.
+All runs share one Prefect server started here: a killed client then leaves no temporary server behind,
+and no run pays the server's start-up again.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from journeys.config import Settings, load_settings
+from journeys.generate import GenerateSpec, generate_sample
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[2]
+CONFIG = str(REPO / "journeys.yaml")
+AS_OF = "2026-11-01T00:00:00+00:00"
+RUN_TIMEOUT_S = 240
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory) -> Iterator[dict[str, str]]:
+    """Environment of the CLI subprocesses, pointing at a Prefect server of this module's own."""
+    home = tmp_path_factory.mktemp("prefect")
+    port = _free_port()
+    base = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    base.update(
+        PREFECT_HOME=str(home),
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="180",
+        PREFECT_LOGGING_LEVEL="WARNING",
+        DO_NOT_TRACK="1",
+        GX_ANALYTICS_ENABLED="False",
+    )
+    server = subprocess.Popen(
+        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port),
+         "--no-ui", "--no-services", "--analytics-off"],
+        env=base, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}/api"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            assert server.poll() is None, "prefect server exited"
+            assert time.monotonic() < deadline, "prefect server did not start"
+            time.sleep(0.5)
+        yield {**base, "PREFECT_API_URL": url}
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
+
+
+def run_cli(root: Path, env: dict[str, str], kill_when: Callable[[], bool] | None = None) -> str:
+    """Run `journeys run` on `root`; with `kill_when`, SIGKILL it as soon as that returns True.
+
+    Returns "completed" or "killed"; a run that fails on its own fails the test with its output.
+    """
+    cmd = [sys.executable, "-m", "pipelines.cli", "--config", CONFIG, "run", "--data-root", str(root), "--as-of", AS_OF]
+    log = root.parent / f"{root.name}-{time.monotonic_ns()}.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + RUN_TIMEOUT_S
+        try:
+            while proc.poll() is None:
+                if kill_when is not None and kill_when():
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait()
+                    return "killed"
+                assert time.monotonic() < deadline, f"run timed out; log: {log}"
+                time.sleep(0.005)
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+    assert proc.returncode == 0, log.read_text(errors="replace")[-4000:]
+    return "completed"
+
+
+def settings_of(root: Path) -> Settings:
+    return load_settings(CONFIG, data_root=root)
+
+
+def mart_files(s: Settings) -> dict[str, int]:
+    """Published mart files and their modification times."""
+    return {p.parent.name: p.stat().st_mtime_ns for p in sorted(s.marts_dir.glob("*/*.parquet"))}
+
+
+def rows(con: duckdb.DuckDBPyConnection, sql: str, **params) -> list[tuple]:
+    return sorted(con.sql(sql, params=params or None).fetchall(), key=repr)
+
+
+def assert_outputs_readable(s: Settings, marts_before: dict[str, int] | None) -> None:
+    """Every published mart and lake file reads in full; the warehouse opens; nothing half-written is visible."""
+    marts = mart_files(s)
+    assert set(marts) >= {"journeys", "stage_conversion", "identity_map"}
+    if marts_before is not None:
+        assert marts == marts_before  # killed before publish: the previous marts are untouched
+    with duckdb.connect() as con:
+        for p in sorted(s.marts_dir.glob("*/*.parquet")):
+            con.sql("select count(*) from read_parquet($p)", params={"p": str(p)}).fetchall()
+        lake = sorted(s.events_dir.glob("event_date=*/*.parquet")) + sorted(s.quarantine_dir.glob("*/*.parquet"))
+        assert lake and not any("_tmp" in p.parts for p in lake)
+        for p in lake:
+            con.sql("select count(*) from read_parquet($p)", params={"p": str(p)}).fetchall()
+    with duckdb.connect(str(s.warehouse_path), read_only=True) as con:
+        assert con.sql("select count(*) from stage_conversion").fetchall()[0][0] > 0
+        assert con.sql("select count(*) from journeys").fetchall()[0][0] > 0
+        assert con.sql("select count(*) from events").fetchall()[0][0] > 0
+
+
+def final_tables(s: Settings) -> dict[str, list[tuple]]:
+    with duckdb.connect() as con:
+        return {
+            t: rows(con, "select * from read_parquet($p)", p=str(s.marts_dir / t / f"{t}.parquet"))
+            for t in ("stage_conversion", "journeys", "stage_dropout", "identity_map")
+        }
+
+
+def test_sigkill_at_any_point_keeps_outputs_and_a_rerun_completes(tmp_path, env):
+    a, b = tmp_path / "a", tmp_path / "b"
+    generate_sample(GenerateSpec(events=3_000, seed=5), a)
+    assert run_cli(a, env) == "completed"
+    shutil.copytree(a, b)  # B: the same state after the first delivery
+
+    # The second delivery: another generated batch, its files named apart from the first one's.
+    second = tmp_path / "second"
+    generate_sample(GenerateSpec(events=3_000, seed=6), second)
+    for root in (a, b):
+        for p in sorted((second / "landing").rglob("*.*")):
+            shutil.copy2(p, root / "landing" / p.parent.name / f"second_{p.name}")
+
+    assert run_cli(b, env) == "completed"  # the uninterrupted reference
+    s = settings_of(a)
+    good_marts = mart_files(s)
+    builds_before = set(s.warehouse_path.parent.glob(".build-*"))
+
+    # 1. Mid-ingest: a file's parts are being written aside under lake/_tmp.
+    assert run_cli(a, env, kill_when=lambda: any((s.lake_dir / "_tmp").glob("*/*"))) == "killed"
+    assert_outputs_readable(s, good_marts)
+
+    # 2. Mid-build: the run's working warehouse exists (ingest is done, identity/journeys are building).
+    def building() -> bool:
+        return bool(set(s.warehouse_path.parent.glob(".build-*")) - builds_before)
+
+    assert run_cli(a, env, kill_when=building) == "killed"
+    assert_outputs_readable(s, good_marts)
+
+    # 3. Mid-publish: the first mart was renamed in (or one is being written aside).
+    def publishing() -> bool:
+        return any(s.marts_dir.glob("*/.*.tmp")) or mart_files(s) != good_marts
+
+    assert run_cli(a, env, kill_when=publishing) == "killed"
+    assert_outputs_readable(s, None)  # each mart is whole: the old one or the new one
+
+    # A clean rerun finishes the work: the same marts as the uninterrupted run.
+    assert run_cli(a, env) == "completed"
+    assert_outputs_readable(s, None)
+    assert not list((s.lake_dir / "_tmp").glob("*"))
+    got, want = final_tables(s), final_tables(settings_of(b))
+    for table in want:
+        assert got[table] == want[table], table
