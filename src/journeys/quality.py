@@ -200,19 +200,19 @@ def validate_warehouse(
     event_dates: list[Any] | None = None,
     batch_rows: int = BATCH_ROWS,
 ) -> QualityReport:
-    """Run every suite: lake events (per partition, only `event_dates` if given), identity, journeys, marts."""
+    """Run every suite: lake events (in row batches, only `event_dates` if given), identity, journeys, marts."""
     v = _Validator()
     dates = event_dates
     if dates is None:
         dates = [r[0] for r in db.fetch(con, "select distinct event_date from events order by 1")]
     ev = _expectations("canonical_events", settings, as_of)
-    for d in dates:
-        sql = (
-            "select event_id, occurred_at, channel, event_type, sentiment from events "
-            "where event_date = $event_date::date"
-        )
-        for i, frame in enumerate(_frames(con, sql, batch_rows, {"event_date": str(d)})):
-            v.validate("canonical_events", f"event_date={d}#{i}", frame, ev)
+    # Batches of whole days up to `batch_rows` rows: a GX run has a fixed cost, so one per day is slow.
+    sql = (
+        "select event_id, occurred_at, channel, event_type, sentiment from events "
+        "where event_date = any($event_dates::date[])"
+    )
+    for i, frame in enumerate(_frames(con, sql, batch_rows, {"event_dates": [str(d) for d in dates]})):
+        v.validate("canonical_events", f"events#{i}", frame, ev)
     for i, frame in enumerate(_frames(con, "select id_type, id_value, customer_key from identity_map", batch_rows)):
         v.validate("identity", f"identity_map#{i}", frame, _expectations("identity", settings, as_of))
     n_stages = db.fetch(con, "select coalesce(max(n_stages), 0) from stage_definitions")[0][0]
