@@ -148,6 +148,7 @@ def nightly(
     batch_id = f"{as_of:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
     working = str(publish.working_warehouse_path(settings, batch_id))
     with publish.run_lock(settings):
+        publish.clear_stale_run_files(settings)
         try:
             ingest = ingest_task(config_path, data_root, as_of, batch_id)
             identity = identity_task(config_path, data_root, working, as_of)

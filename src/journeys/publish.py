@@ -62,6 +62,15 @@ def discard_working_warehouse(working: Path) -> None:
             p.unlink()
 
 
+def clear_stale_run_files(settings: Settings) -> list[Path]:
+    """Remove working files of runs that died (never read by anyone); call only while holding the run lock."""
+    stale = [*settings.warehouse_path.parent.glob(".build-*.duckdb*"), *settings.marts_dir.glob("*/.*.tmp")]
+    for p in stale:
+        with contextlib.suppress(FileNotFoundError):
+            p.unlink()
+    return stale
+
+
 class RunLockedError(RuntimeError):
     """Another run holds the data root's lock for longer than we wait."""
 
