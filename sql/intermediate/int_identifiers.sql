@@ -40,9 +40,6 @@ usable as (
     where not list_contains($blocked_values, ty.norm_value)
       -- one alternation of all patterns: a constant pattern is compiled once, a per-row one for every row
       and not ($has_blocked_patterns and regexp_matches(ty.norm_value, $blocked_regex))
-      -- RE2 has no backreferences, so the "one repeated character" rule is evaluated here
-      and not ($block_repeated_chars and length(ty.norm_value) >= 2
-               and ty.norm_value = repeat(left(ty.norm_value, 1), length(ty.norm_value)))
 ),
 
 deduplicated as (

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -12,6 +13,12 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 IdentifierType = str
 """An identifier type name, e.g. customer_id, email, phone, device_id, cookie_id, loyalty_id."""
+
+_FILL_CHARACTERS = "0123456789abcdefghijklmnopqrstuvwxyz-_.*#+"
+REPEATED_CHAR_PATTERN = "^(?:" + "|".join(re.escape(c) + "{2,}" for c in _FILL_CHARACTERS) + ")$"
+r"""One character repeated two or more times ("0000", "xxxx", "----"), spelt out per character because RE2
+(DuckDB's regex engine) has no backreferences for `^(.)\1+$`. Covers digits, a-z (values are lower-cased before
+matching) and the fill characters `- _ . * # +`."""
 
 DEFAULT_CHANNELS = (
     "web",
@@ -106,7 +113,7 @@ class IdentityConfig(_Strict):
         description="Identifier values never used (compared after trim + lower case).",
     )
     blocked_patterns: list[str] = Field(
-        default_factory=lambda: [r"^test@", r"^0+$", r"^(.)\1+$"],
+        default_factory=lambda: [r"^test@", r"^0+$", REPEATED_CHAR_PATTERN],
         description="Regexes (RE2, matched against the normalised raw value) of values never used.",
     )
     max_values_per_type: dict[str, int] = Field(

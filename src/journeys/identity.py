@@ -25,8 +25,6 @@ import duckdb
 from journeys import db
 from journeys.config import Settings
 
-# RE2 (DuckDB's regex engine) has no backreferences; this common rule is evaluated in SQL instead.
-_REPEATED_CHAR_PATTERNS = {r"^(.)\1+$"}
 _MAX_CC_PASSES = 200
 
 _SCRATCH_TABLES = (
@@ -68,18 +66,16 @@ def _replace(con: duckdb.DuckDBPyConnection, source: str, target: str) -> None:
     db.execute(con, f"alter table {db.quote_ident(source)} rename to {db.quote_ident(target)}")
 
 
-def _blocked_patterns(con: duckdb.DuckDBPyConnection, patterns: list[str]) -> tuple[list[str], bool]:
-    """Split off the repeated-character rule and check that DuckDB (RE2) accepts the rest."""
-    repeated = any(p in _REPEATED_CHAR_PATTERNS for p in patterns)
-    usable = [p for p in patterns if p not in _REPEATED_CHAR_PATTERNS]
-    for p in usable:
+def _blocked_patterns(con: duckdb.DuckDBPyConnection, patterns: list[str]) -> list[str]:
+    """Check that DuckDB (RE2) accepts every blocked pattern; a clear error names the one it rejects."""
+    for p in patterns:
         try:
             db.fetch(con, "select regexp_matches('', $p)", {"p": p})
         except duckdb.Error as exc:
             raise ValueError(
                 f"identity.blocked_patterns: {p!r} is not a valid RE2 regex (no backreferences/lookaround): {exc}"
             ) from exc
-    return usable, repeated
+    return patterns
 
 
 def connected_components(con: duckdb.DuckDBPyConnection) -> int:
@@ -156,12 +152,11 @@ def resolve_identities(
 ) -> IdentityReport:
     """Resolve `events` into event_customers, identity_map, identity_merges, shared_identifiers and customers."""
     ident = settings.identity
-    patterns, repeated = _blocked_patterns(con, list(ident.blocked_patterns))
+    patterns = _blocked_patterns(con, list(ident.blocked_patterns))
     db.build_table(con, "intermediate", "int_identifiers", {
         "blocked_values": sorted({v.strip().lower() for v in ident.blocked_values}),
         "has_blocked_patterns": bool(patterns),
         "blocked_regex": "|".join(f"(?:{p})" for p in patterns),
-        "block_repeated_chars": repeated,
     })
 
     present = {r[0] for r in db.fetch(con, "select distinct id_type from int_identifiers")}

@@ -113,6 +113,18 @@ def test_invalid_blocked_pattern_is_a_clear_error() -> None:
         run([("e1", 0, [("email", "a")])], bad)
 
 
+def test_default_repeated_character_rule_is_plain_re2() -> None:
+    # The default spells "one character repeated" out per character; a backreference is refused clearly.
+    junk = ["zz", "----", "9999999", "XXXX", "...."]
+    kept = ["z", "zzy", "12121"]
+    events = [(f"e{i}", i, [("customer_id", f"c{i}"), ("cookie_id", v)]) for i, v in enumerate(junk + kept)]
+    con, _ = run(events)
+    linked = db.fetch(con, "select id_value from identity_map where id_type = 'cookie_id' order by 1")
+    assert [v for (v,) in linked] == sorted(kept)
+    with pytest.raises(ValueError, match="backreferences"):
+        run(events, Settings(identity=IdentityConfig(blocked_patterns=[r"^(.)\1+$"])))
+
+
 def test_merging_is_transitive() -> None:
     events = [
         ("e1", 0, [("email", "a"), ("phone", "1")]),
