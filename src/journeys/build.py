@@ -25,6 +25,7 @@ from journeys.stages import (
 MART_TABLES: dict[str, tuple[str, ...]] = {
     "identity_map": ("id_type", "id_value"),
     "identity_merges": ("merged_at", "merged_key", "survivor_key"),
+    "identity_splits": ("split_at", "previous_key", "new_key"),
     "shared_identifiers": ("id_type", "id_value"),
     "customers": ("customer_key",),
     "journeys": ("journey_id",),

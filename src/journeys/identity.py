@@ -49,6 +49,7 @@ class IdentityReport:
     passes: int
     n_merges: int
     n_shared_identifiers: int
+    n_splits: int
 
 
 def _scalar(con: duckdb.DuckDBPyConnection, sql: str, params: dict[str, Any] | None = None) -> Any:
@@ -150,7 +151,15 @@ def resolve_identities(
     guardrails: bool = True,
     keep_intermediate: bool = False,
 ) -> IdentityReport:
-    """Resolve `events` into event_customers, identity_map, identity_merges, shared_identifiers and customers."""
+    """Resolve `events` into event_customers, identity_map, identity_merges, identity_splits, shared_identifiers
+    and customers.
+
+    With `previous_identity_map` (the last published identity_map) keys stay stable: a previous key goes to the
+    component holding most of its identifiers. Two previous keys in one component merge (identity_merges); a
+    previous key whose identifiers now lie in several components splits (identity_splits: one row per
+    component that left it), e.g. after a newly blocked value or a lower limit removed the link that held
+    them together. identity_splits is always created, empty without a previous map.
+    """
     ident = settings.identity
     patterns = _blocked_patterns(con, list(ident.blocked_patterns))
     db.build_table(con, "intermediate", "int_identifiers", {
@@ -193,6 +202,7 @@ def resolve_identities(
     db.build_table(con, "intermediate", "event_customers")
     db.build_table(con, "marts", "identity_map")
     n_merges = db.build_table(con, "marts", "identity_merges", final_params)
+    n_splits = db.build_table(con, "marts", "identity_splits", final_params)
     n_shared = db.build_table(con, "marts", "shared_identifiers")
     db.build_table(con, "marts", "customers", final_params)
 
@@ -211,6 +221,7 @@ def resolve_identities(
         passes=passes,
         n_merges=n_merges,
         n_shared_identifiers=n_shared,
+        n_splits=n_splits,
     )
 
 

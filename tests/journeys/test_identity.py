@@ -319,6 +319,84 @@ def test_customer_split_by_a_new_shared_device_keeps_one_owner_of_the_key(tmp_pa
     assert k2["a"] == k1["a"]  # customer_id A outranks the e-mail: its component owns the previous key
     assert len({k2["a"], k2["b"], k2["e"]}) == 3
     assert db.fetch(con2, "select count(*), count(distinct customer_key) from customers") == [(3, 3)]
+    # the e-mail's component left the key: a split caused by new events, recorded like one caused by a rule
+    assert db.fetch(con2, "select previous_key, kept_key, new_key, via_id_value from identity_splits") == [
+        (k1["a"], k1["a"], k2["e"], "e@x")
+    ]
+
+
+# --- splits after a rule change ----------------------------------------------------------------------
+
+SPLIT_COLUMNS = "split_at, previous_key, kept_key, new_key, n_identifiers_moved, via_id_type, via_id_value"
+
+
+def test_newly_blocked_bridge_splits_the_previous_customer(tmp_path: Path) -> None:
+    events = [
+        ("a", 0, [("customer_id", "A"), ("cookie_id", "k-shared")]),
+        ("m1", 1, [("email", "m@x"), ("cookie_id", "k-shared")]),
+        ("m2", 2, [("email", "m@x"), ("phone", "5550123")]),
+    ]
+    con1, report1 = run(events)
+    k1 = keys(con1)
+    assert len(set(k1.values())) == 1 and report1.n_splits == 0
+    assert db.fetch(con1, "select count(*) from identity_splits") == [(0,)]  # created even without a previous map
+    prev = write_map(con1, tmp_path / "map1.parquet")
+
+    stricter = Settings(identity=IdentityConfig(blocked_patterns=[*IdentityConfig().blocked_patterns, "^k-"]))
+    con2, report2 = run(events, stricter, previous_identity_map=prev, run_at=RUN_AT + timedelta(days=1))
+    k2 = keys(con2)
+    old = k1["a"]
+    # {m@x, 5550123} holds two of the three previous identifiers: it owns the key; {A} leaves with a new one
+    assert k2["m1"] == k2["m2"] == old != k2["a"]
+    assert report2.n_splits == 1 and report2.n_merges == 0
+    assert db.fetch(con2, f"select {SPLIT_COLUMNS} from identity_splits") == [
+        (RUN_AT + timedelta(days=1), old, old, k2["a"], 1, "customer_id", "A")
+    ]
+    # the split-off key is fresh and deterministic, never the previous one reused
+    con3, _ = run(events, stricter, previous_identity_map=prev, run_at=RUN_AT + timedelta(days=1))
+    assert keys(con3) == k2
+
+
+def test_lower_limit_splits_into_one_row_per_component_that_left(tmp_path: Path) -> None:
+    events = [
+        ("a", 0, [("customer_id", "A"), ("email", "fam@x")]),
+        ("b", 1, [("customer_id", "B"), ("email", "fam@x")]),
+        ("c", 2, [("customer_id", "C"), ("email", "fam@x")]),
+        ("a2", 3, [("customer_id", "A"), ("device_id", "da")]),
+        ("b2", 4, [("customer_id", "B"), ("device_id", "db1"), ("cookie_id", "kb")]),
+    ]
+    loose = Settings(identity=IdentityConfig(max_values_per_type={**IdentityConfig().max_values_per_type,
+                                                                  "customer_id": 3}))
+    con1, _ = run(events, loose)
+    k1 = keys(con1)
+    assert len(set(k1.values())) == 1
+    prev = write_map(con1, tmp_path / "map1.parquet")
+
+    con2, report = run(events, previous_identity_map=prev)  # default: one customer_id per customer
+    k2 = keys(con2)
+    old = k1["a"]
+    # the family e-mail is now a shared bridge; B's component has most identifiers (B, db1, kb) and keeps the key
+    assert k2["b"] == k2["b2"] == old
+    assert len({k2["a"], k2["b"], k2["c"]}) == 3
+    assert report.n_splits == 2
+    assert db.fetch(con2, f"select {SPLIT_COLUMNS} from identity_splits order by via_id_value") == [
+        (RUN_AT, old, old, k2["a"], 2, "customer_id", "A"),
+        (RUN_AT, old, old, k2["c"], 1, "customer_id", "C"),
+    ]
+    assert db.fetch(con2, "select id_value, is_shared from identity_map where id_type = 'email'") == [("fam@x", True)]
+
+
+def test_no_split_when_nothing_changed(tmp_path: Path) -> None:
+    events = [
+        ("a", 0, [("customer_id", "A"), ("device_id", "tv")]),
+        ("b", 1, [("customer_id", "B"), ("device_id", "tv")]),  # shared from the start: no split later
+        ("a2", 2, [("customer_id", "A"), ("email", "a@x")]),
+    ]
+    con1, _ = run(events)
+    prev = write_map(con1, tmp_path / "map1.parquet")
+    con2, report = run([*events, ("a3", 3, [("email", "a@x"), ("phone", "1")])], previous_identity_map=prev)
+    assert report.n_splits == 0
+    assert keys(con2)["a"] == keys(con1)["a"]
 
 
 # --- properties ---------------------------------------------------------------------------------------
