@@ -57,8 +57,20 @@ def _scalar(con: duckdb.DuckDBPyConnection, sql: str, params: dict[str, Any] | N
 
 
 def _build(con: duckdb.DuckDBPyConnection, layer: str, name: str, params: dict[str, Any] | None = None) -> None:
-    """Materialise a scratch model without counting its rows (small runs are dominated by statement count)."""
-    db.execute(con, f"create or replace table {db.quote_ident(name)} as\n{db.model_sql(layer, name)}", params)
+    """Materialise a scratch model without counting its rows (small runs are dominated by statement count).
+
+    Scratch tables are TEMP: they live in memory and spill to the temp directory, and are never compressed
+    into the database file (writing them there cost about as much as computing them).
+    """
+    db.execute(con, f"create or replace temp table {db.quote_ident(name)} as\n{db.model_sql(layer, name)}", params)
+
+
+def _build_counted(
+    con: duckdb.DuckDBPyConnection, layer: str, name: str, params: dict[str, Any] | None = None
+) -> int:
+    """Materialise a scratch model (TEMP, see `_build`) and return its row count."""
+    _build(con, layer, name, params)
+    return _scalar(con, f"select count(*) from {db.quote_ident(name)}")
 
 
 def _replace(con: duckdb.DuckDBPyConnection, source: str, target: str) -> None:
@@ -115,7 +127,7 @@ def connected_components(con: duckdb.DuckDBPyConnection) -> int:
 def _components_of(con: duckdb.DuckDBPyConnection, edges_table: str) -> int:
     db.execute(
         con,
-        f"create or replace table int_identity_cc_edges as select a, b from {db.quote_ident(edges_table)}",
+        f"create or replace temp table int_identity_cc_edges as select a, b from {db.quote_ident(edges_table)}",
     )
     return connected_components(con)
 
@@ -126,7 +138,7 @@ def _run_stage(con: duckdb.DuckDBPyConnection, params: dict[str, Any]) -> int:
                   "int_identity_stage_edges"):
         _build(con, "intermediate", model, params)
     passes = _components_of(con, "int_identity_stage_edges")
-    n_violations = db.build_table(con, "intermediate", "int_identity_violations", params)
+    n_violations = _build_counted(con, "intermediate", "int_identity_violations", params)
     _build(con, "intermediate", "int_identity_stage_values", params)
     if n_violations:
         _build(con, "intermediate", "int_identity_stage_edges_kept", params)
@@ -162,7 +174,7 @@ def resolve_identities(
     """
     ident = settings.identity
     patterns = _blocked_patterns(con, list(ident.blocked_patterns))
-    db.build_table(con, "intermediate", "int_identifiers", {
+    _build(con, "intermediate", "int_identifiers", {
         "blocked_values": sorted({v.strip().lower() for v in ident.blocked_values}),
         "has_blocked_patterns": bool(patterns),
         "blocked_regex": "|".join(f"(?:{p})" for p in patterns),
@@ -175,10 +187,12 @@ def resolve_identities(
         max(1, ident.max_values_per_type[t]) if guardrails and t in ident.max_values_per_type else None
         for t in type_order
     ]
-    n_identifiers = db.build_table(con, "intermediate", "int_identity_nodes", {"type_order": type_order})
-    db.build_table(con, "intermediate", "int_identity_event_nodes")
-    db.execute(con, "create or replace table int_identity_labels (node_id bigint, label bigint)")
-    db.execute(con, "create or replace table int_identity_shared (node_id bigint, stage_rank integer, reason varchar)")
+    n_identifiers = _build_counted(con, "intermediate", "int_identity_nodes", {"type_order": type_order})
+    _build(con, "intermediate", "int_identity_event_nodes")
+    db.execute(con, "create or replace temp table int_identity_labels (node_id bigint, label bigint)")
+    db.execute(
+        con, "create or replace temp table int_identity_shared (node_id bigint, stage_rank integer, reason varchar)"
+    )
 
     passes = 0
     for rank in range(1, len(type_order) + 1):
@@ -187,18 +201,18 @@ def resolve_identities(
     if previous_identity_map is not None:
         if not Path(previous_identity_map).exists():
             raise FileNotFoundError(f"previous identity map not found: {previous_identity_map}")
-        db.build_table(con, "intermediate", "int_identity_previous", {"previous_map": str(previous_identity_map)})
+        _build(con, "intermediate", "int_identity_previous", {"previous_map": str(previous_identity_map)})
     else:
         db.execute(
             con,
-            "create or replace table int_identity_previous "
+            "create or replace temp table int_identity_previous "
             "(id_type varchar, id_value varchar, customer_key varchar, first_seen_at timestamp)",
         )
     final_params = {"run_at": run_at, "buckets": settings.buckets}
-    db.build_table(con, "intermediate", "int_identity_key_claims")
-    n_customers = db.build_table(con, "intermediate", "int_identity_keys", final_params)
-    db.build_table(con, "intermediate", "int_identity_linked_events")
-    db.build_table(con, "intermediate", "int_identity_shared_support")
+    _build(con, "intermediate", "int_identity_key_claims")
+    n_customers = _build_counted(con, "intermediate", "int_identity_keys", final_params)
+    _build(con, "intermediate", "int_identity_linked_events")
+    _build(con, "intermediate", "int_identity_shared_support")
     db.build_table(con, "intermediate", "event_customers")
     db.build_table(con, "marts", "identity_map")
     n_merges = db.build_table(con, "marts", "identity_merges", final_params)
