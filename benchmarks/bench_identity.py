@@ -10,7 +10,8 @@ period; 2% of households (three consecutive persons) share a device; ~1% of even
 ("unknown", "", "0000", "null", "xxxx") as their cookie. Each event carries the identifiers its channel
 would see (web: cookie + device, sometimes a login; app: device + customer_id; e-mail: address; call: phone;
 store: customer_id or e-mail). With --score it also scores the result against the persons (pairwise precision
-and recall), which reads the events again and is not part of the timing.
+and recall), which reads the events again and is not part of the timing. With --rerun it resolves again with
+the first map as previous_identity_map and the household devices newly blocked: stable keys plus splits.
 """
 
 from __future__ import annotations
@@ -160,9 +161,11 @@ def _instrument(timings: dict[str, float]) -> None:
     db.execute = timed
 
 
-def resolve(events: int, persons: int, memory_limit: str, threads: int, score: bool) -> dict[str, Any]:
+def resolve(
+    events: int, persons: int, memory_limit: str, threads: int, score: bool, rerun: bool
+) -> dict[str, Any]:
     from journeys import db
-    from journeys.config import Settings
+    from journeys.config import IdentityConfig, Settings
     from journeys.identity import resolve_identities, score_identity
 
     src = events_file(events, persons)
@@ -204,6 +207,33 @@ def resolve(events: int, persons: int, memory_limit: str, threads: int, score: b
                 ).write_parquet(str(truth))
             s = score_identity(con, str(truth))
             result["score"] = {k: (round(v, 5) if isinstance(v, float) else v) for k, v in s.items()}
+        if rerun:
+            # Second run against the first one's map, with the household devices newly blocked: the
+            # customers they had fused split, and every other key must be kept.
+            previous = work / "identity_map_1.parquet"
+            con.table("identity_map").write_parquet(str(previous))
+            stricter = Settings(
+                identity=IdentityConfig(blocked_patterns=[*IdentityConfig().blocked_patterns, "^hh"])
+            )
+            t0 = time.perf_counter()
+            report2 = resolve_identities(con, stricter, run_at=RUN_AT, previous_identity_map=str(previous))
+            result["rerun"] = {
+                "seconds": round(time.perf_counter() - t0, 1),
+                "passes": report2.passes,
+                "customers": report2.n_customers,
+                "merges": report2.n_merges,
+                "splits": report2.n_splits,
+                "previous_keys": db.fetch(
+                    con, "select count(distinct customer_key) from read_parquet($p)", {"p": str(previous)}
+                )[0][0],
+                "previous_keys_kept": db.fetch(
+                    con,
+                    "select count(distinct im.customer_key) from identity_map as im "
+                    "semi join read_parquet($p) as pm on pm.customer_key = im.customer_key",
+                    {"p": str(previous)},
+                )[0][0],
+                "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+            }
     shutil.rmtree(work, ignore_errors=True)
     return result
 
@@ -215,6 +245,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--memory-limit", default="4GB")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--score", action="store_true", help="also score against the synthetic persons")
+    ap.add_argument(
+        "--rerun", action="store_true", help="then rerun on the first map with household devices blocked (splits)"
+    )
     ap.add_argument("--generate-only", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
 
@@ -227,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
                "--persons", str(args.persons)]
         subprocess.run(cmd, check=True)
         print(f"generated {args.events} events in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
-    result = resolve(args.events, args.persons, args.memory_limit, args.threads, args.score)
+    result = resolve(args.events, args.persons, args.memory_limit, args.threads, args.score, args.rerun)
     print(json.dumps(result, indent=2))
     return 0
 
