@@ -31,15 +31,21 @@ def load_golden_inputs(con) -> None:
     db.execute(con, "create table customers as select distinct customer_key, 0 as bucket from golden")
 
 
-@pytest.fixture(scope="module")
-def built():
-    settings = Settings(stage_models=[StageModelRef(path="generic_lifecycle", modes=["ordered", "any_order"])])
+def build_golden(settings: Settings):
+    """A connection holding every model built from the golden inputs with `settings`."""
     con = db.connect()
     load_golden_inputs(con)
     build.build_journeys(con, settings, AS_OF)
     build.build_funnels(con, settings)
     build.build_marts(con, settings, AS_OF)
     return con
+
+
+@pytest.fixture(scope="module")
+def built():
+    return build_golden(
+        Settings(stage_models=[StageModelRef(path="generic_lifecycle", modes=["ordered", "any_order"])])
+    )
 
 
 def test_journeys_match_golden(built):
@@ -158,15 +164,13 @@ def test_time_to_next_histogram_buckets_converters(built):
 
 @pytest.fixture(scope="module")
 def built_open():
-    settings = Settings(
-        stage_models=[StageModelRef(path="generic_lifecycle", modes=["ordered", "open"], conversion_window="30d")]
+    return build_golden(
+        Settings(
+            stage_models=[
+                StageModelRef(path="generic_lifecycle", modes=["ordered", "open"], conversion_window="30d")
+            ]
+        )
     )
-    con = db.connect()
-    load_golden_inputs(con)
-    build.build_journeys(con, settings, AS_OF)
-    build.build_funnels(con, settings)
-    build.build_marts(con, settings, AS_OF)
-    return con
 
 
 def test_open_mode_enters_at_the_lowest_stage(built_open):
