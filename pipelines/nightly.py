@@ -7,19 +7,24 @@ returns a small dict of counts. Flow parameters are the only way settings enter 
 from __future__ import annotations
 
 import os
+import traceback
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 
+import duckdb
 from prefect import flow, get_run_logger, task
 
 from journeys import build, db, publish, quality
 from journeys.config import Settings, load_settings
+
+T = TypeVar("T")
 
 
 def _settings(config_path: str | None, data_root: str | None) -> Settings:
@@ -27,10 +32,20 @@ def _settings(config_path: str | None, data_root: str | None) -> Settings:
     return load_settings(config_path, **overrides)
 
 
-def _connect(settings: Settings, working: str):
-    return db.connect(
+def _on_working(settings: Settings, working: str, work: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
+    """Run `work` on the run's working DuckDB file and always close it."""
+    con = db.connect(
         working, memory_limit=settings.memory_limit, threads=settings.threads, temp_directory=settings.tmp_dir
     )
+    try:
+        return work(con)
+    except BaseException as exc:
+        # Prefect keeps a failed task's exception until exit; its frames must not keep the connection.
+        traceback.clear_frames(exc.__traceback__)
+        raise
+    finally:
+        con.close()
+        del con
 
 
 @task(name="ingest")
@@ -69,36 +84,34 @@ def identity_task(config_path: str | None, data_root: str | None, working: str, 
 
     settings = _settings(config_path, data_root)
     previous = publish.mart_path(settings, "identity_map")
-    with _connect(settings, working) as con:
+    previous_map = str(previous) if previous.exists() else None
+
+    def resolve(con: duckdb.DuckDBPyConnection) -> Any:
         build.create_lake_views(con, settings)
-        report = resolve_identities(
-            con, settings, run_at=as_of, previous_identity_map=str(previous) if previous.exists() else None
-        )
-    return dict(vars(report))
+        return resolve_identities(con, settings, run_at=as_of, previous_identity_map=previous_map)
+
+    return dict(vars(_on_working(settings, working, resolve)))
 
 
 @task(name="stitch-journeys")
 def journeys_task(config_path: str | None, data_root: str | None, working: str, as_of: datetime) -> dict[str, int]:
     """Ordered events, sessions, journeys and stage mapping."""
     settings = _settings(config_path, data_root)
-    with _connect(settings, working) as con:
-        return build.build_journeys(con, settings, as_of)
+    return _on_working(settings, working, lambda con: build.build_journeys(con, settings, as_of))
 
 
 @task(name="stage-funnels")
 def funnels_task(config_path: str | None, data_root: str | None, working: str) -> int:
     """Stage levels per journey for every stage model and mode (windowFunnel semantics)."""
     settings = _settings(config_path, data_root)
-    with _connect(settings, working) as con:
-        return build.build_funnels(con, settings)
+    return _on_working(settings, working, lambda con: build.build_funnels(con, settings))
 
 
 @task(name="build-marts")
 def marts_task(config_path: str | None, data_root: str | None, working: str, as_of: datetime) -> dict[str, int]:
     """journeys, journey_events, stage_conversion, stage_dropout, stage_channel_matrix."""
     settings = _settings(config_path, data_root)
-    with _connect(settings, working) as con:
-        return build.build_marts(con, settings, as_of)
+    return _on_working(settings, working, lambda con: build.build_marts(con, settings, as_of))
 
 
 @task(name="check-quality")
@@ -112,8 +125,11 @@ def quality_task(
 ) -> dict[str, Any]:
     """Great Expectations suites on every layer; a failure stops publication and keeps the last good marts."""
     settings = _settings(config_path, data_root)
-    with _connect(settings, working) as con:
-        report = quality.validate_warehouse(con, settings, as_of=as_of, event_dates=event_dates)
+    report = _on_working(
+        settings,
+        working,
+        lambda con: quality.validate_warehouse(con, settings, as_of=as_of, event_dates=event_dates),
+    )
     # Raw landing rows of this batch and the per-file quarantine-share limit gate publication too.
     report = quality.validate_landing(settings, batch_id=batch_id).merged(report)
     path = quality.write_quality_report(report, settings.root / "reports" / f"quality-{batch_id}.md")
@@ -128,10 +144,14 @@ def quality_task(
 def publish_task(config_path: str | None, data_root: str | None, working: str) -> dict[str, str]:
     """Marts to Parquet (atomic per table), then the working file becomes the warehouse (one rename)."""
     settings = _settings(config_path, data_root)
-    with _connect(settings, working) as con:
+
+    def publish_all(con: duckdb.DuckDBPyConnection) -> dict[str, str]:
         paths = publish.publish_marts(con, settings, build.MART_TABLES)
         build.drop_intermediates(con)
         db.execute(con, "checkpoint")
+        return paths
+
+    paths = _on_working(settings, working, publish_all)
     paths["warehouse"] = str(publish.swap_in_warehouse(settings, Path(working)))
     return paths
 
