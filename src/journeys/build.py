@@ -7,12 +7,13 @@ in Python. Everything after identity resolution partitions by customer, so each 
 
 from __future__ import annotations
 
+import glob as globlib
 from datetime import datetime
 from typing import Any
 
 import duckdb
 
-from journeys import db
+from journeys import db, ingest
 from journeys.config import Settings, parse_duration_us
 from journeys.stages import (
     attribute_keys,
@@ -57,54 +58,21 @@ INTERMEDIATE_TABLES = (
 )
 
 
-def lake_events_glob(settings: Settings) -> str:
-    """Absolute glob of the canonical event Parquet files."""
-    return str(settings.events_dir / "*" / "*.parquet")
-
-
-def lake_quarantine_glob(settings: Settings) -> str:
-    """Absolute glob of the quarantined-row Parquet files."""
-    return str(settings.quarantine_dir / "**" / "*.parquet")
-
-
-def _has_files(glob: str) -> bool:
-    from glob import glob as g
-
-    return bool(g(glob, recursive=True))
+def _create_lake_view(con: duckdb.DuckDBPyConnection, name: str, glob: str, schema: dict[str, str]) -> None:
+    """View `name` over the Parquet files of `glob`, or an empty view of the same columns when there are none."""
+    if globlib.glob(glob):
+        # A view cannot bind its file path; the path is ours, quoted by the one literal helper.
+        body = f"select * from read_parquet({db.quote_literal(glob)}, hive_partitioning = true, union_by_name = true)"
+    else:
+        cols = ", ".join(f"null::{sql_type} as {db.quote_ident(col)}" for col, sql_type in schema.items())
+        body = f"select {cols} where false"
+    db.execute(con, f"create or replace view {db.quote_ident(name)} as {body}")
 
 
 def create_lake_views(con: duckdb.DuckDBPyConnection, settings: Settings) -> None:
     """Views `events` and `quarantine` over the lake, with absolute paths so any client can open them."""
-    events = lake_events_glob(settings)
-    if _has_files(events):
-        db.execute(
-            con,
-            "create or replace view events as select * from read_parquet("
-            f"{db.quote_literal(events)}, hive_partitioning = true, union_by_name = true)",
-        )
-    else:
-        db.execute(
-            con,
-            "create or replace view events as select null::varchar as event_id, null::timestamp as occurred_at,"
-            " null::date as event_date, null::varchar as source, null::varchar as channel,"
-            " null::varchar as event_type, null::varchar as touchpoint,"
-            " null::struct(id_type varchar, id_value varchar)[] as identifiers, null::double as sentiment,"
-            " null::decimal(18, 2) as revenue, null::json as attributes where false",
-        )
-    quarantine = lake_quarantine_glob(settings)
-    if _has_files(quarantine):
-        db.execute(
-            con,
-            "create or replace view quarantine as select * from read_parquet("
-            f"{db.quote_literal(quarantine)}, hive_partitioning = true, union_by_name = true)",
-        )
-    else:
-        db.execute(
-            con,
-            "create or replace view quarantine as select null::varchar as source, null::varchar as source_file,"
-            " null::bigint as line, null::varchar as field, null::varchar as reason, null::varchar as raw"
-            " where false",
-        )
+    _create_lake_view(con, "events", ingest.events_glob(settings), ingest.EVENT_SCHEMA)
+    _create_lake_view(con, "quarantine", ingest.quarantine_glob(settings), ingest.QUARANTINE_SCHEMA)
 
 
 def register_stage_tables(con: duckdb.DuckDBPyConnection, settings: Settings) -> list[str]:
@@ -137,7 +105,9 @@ def model_params(settings: Settings, as_of: datetime) -> dict[str, Any]:
     return {
         "journey_timeout_us": journey_timeout,
         "session_timeout_us": parse_duration_us(settings.session_timeout),
-        "dropout_timeout_us": parse_duration_us(settings.dropout_timeout) or journey_timeout,
+        "dropout_timeout_us": journey_timeout
+        if settings.dropout_timeout is None
+        else parse_duration_us(settings.dropout_timeout),
         # A path that matches nothing keeps the list non-empty when no rule tests attributes.
         "attribute_paths": [f'$."{k}"' for k in keys] or ['$."__no_attribute__"'],
         "as_of": as_of.replace(tzinfo=None),

@@ -84,17 +84,41 @@ create or replace temp macro journeys_redact(t) as
 
 _ID_LIST_TYPE = "struct(id_type varchar, id_value varchar)[]"
 
-EVENT_COLUMNS = (
-    "event_id", "occurred_at", "event_date", "source", "channel", "event_type", "touchpoint",
-    "identifiers", "sentiment", "revenue", "attributes", "ingested_at", "batch_id", "source_file",
-    "source_line",
-)
-"""Canonical event columns, in the order they are written to the lake."""
+EVENT_SCHEMA: dict[str, str] = {
+    "event_id": "varchar",
+    "occurred_at": "timestamp",
+    "event_date": "date",
+    "source": "varchar",
+    "channel": "varchar",
+    "event_type": "varchar",
+    "touchpoint": "varchar",
+    "identifiers": "struct(id_type varchar, id_value varchar)[]",
+    "sentiment": "double",
+    "revenue": "decimal(18, 2)",
+    "attributes": "json",
+    "ingested_at": "timestamp",
+    "batch_id": "varchar",
+    "source_file": "varchar",
+    "source_line": "bigint",
+}
+"""Canonical event columns and their DuckDB types, in the order they are written to the lake."""
 
-QUARANTINE_COLUMNS = (
-    "source", "source_file", "line", "field", "column", "reason", "raw", "batch_id", "quarantined_at",
-)
-"""Quarantine columns, in the order they are written."""
+EVENT_COLUMNS = tuple(EVENT_SCHEMA)
+
+QUARANTINE_SCHEMA: dict[str, str] = {
+    "source": "varchar",
+    "source_file": "varchar",
+    "line": "bigint",
+    "field": "varchar",
+    "column": "varchar",
+    "reason": "varchar",
+    "raw": "varchar",
+    "batch_id": "varchar",
+    "quarantined_at": "timestamp",
+}
+"""Quarantine columns and their DuckDB types, in the order they are written."""
+
+QUARANTINE_COLUMNS = tuple(QUARANTINE_SCHEMA)
 
 
 @dataclass
