@@ -115,7 +115,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from pipelines.nightly import nightly
 
     result = nightly(config_path=args.config, as_of=_as_of(args.as_of), data_root=args.data_root)
-    settings = load_settings(args.config, **({"data_root": Path(args.data_root).resolve()} if args.data_root else {}))
+    settings = load_settings(args.config, data_root=args.data_root)
     print_summary(result, str(settings.warehouse_path))
     return 0
 
@@ -156,8 +156,7 @@ def cmd_evaluate_identity(args: argparse.Namespace) -> int:
     from journeys.config import load_settings
     from journeys.evaluate import evaluate_identity
 
-    overrides = {"data_root": Path(args.data_root).resolve()} if args.data_root else {}
-    settings = load_settings(args.config, **overrides)
+    settings = load_settings(args.config, data_root=args.data_root)
     truth = Path(args.truth) if args.truth else settings.root / "truth"
     scores = evaluate_identity(settings, truth)
     keys = ["precision", "recall", "f1", "persons_fused", "persons_split", "n_customers", "n_persons", "passes"]

@@ -27,11 +27,6 @@ from journeys.config import Settings, load_settings
 T = TypeVar("T")
 
 
-def _settings(config_path: str | None, data_root: str | None) -> Settings:
-    overrides = {"data_root": Path(data_root).resolve()} if data_root else {}
-    return load_settings(config_path, **overrides)
-
-
 def _on_working(settings: Settings, working: str, work: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
     """Run `work` on the run's working DuckDB file and always close it."""
     con = db.connect(
@@ -53,7 +48,7 @@ def ingest_task(config_path: str | None, data_root: str | None, as_of: datetime,
     """Landing files -> canonical event Parquet + quarantine, with row accounting."""
     from journeys.ingest import ingest_sources
 
-    settings = _settings(config_path, data_root)
+    settings = load_settings(config_path, data_root=data_root)
     report = ingest_sources(settings, as_of=as_of, batch_id=batch_id)
     log = get_run_logger()
     log.info(
@@ -82,7 +77,7 @@ def identity_task(config_path: str | None, data_root: str | None, working: str, 
     """Lake views + connected components over identifiers -> identity_map, customers, event_customers."""
     from journeys.identity import resolve_identities
 
-    settings = _settings(config_path, data_root)
+    settings = load_settings(config_path, data_root=data_root)
     previous = publish.mart_path(settings, "identity_map")
     previous_map = str(previous) if previous.exists() else None
 
@@ -96,21 +91,21 @@ def identity_task(config_path: str | None, data_root: str | None, working: str, 
 @task(name="stitch-journeys")
 def journeys_task(config_path: str | None, data_root: str | None, working: str, as_of: datetime) -> dict[str, int]:
     """Ordered events, sessions, journeys and stage mapping."""
-    settings = _settings(config_path, data_root)
+    settings = load_settings(config_path, data_root=data_root)
     return _on_working(settings, working, lambda con: build.build_journeys(con, settings, as_of))
 
 
 @task(name="stage-funnels")
 def funnels_task(config_path: str | None, data_root: str | None, working: str) -> int:
     """Stage levels per journey for every stage model and mode (windowFunnel semantics)."""
-    settings = _settings(config_path, data_root)
+    settings = load_settings(config_path, data_root=data_root)
     return _on_working(settings, working, lambda con: build.build_funnels(con, settings))
 
 
 @task(name="build-marts")
 def marts_task(config_path: str | None, data_root: str | None, working: str, as_of: datetime) -> dict[str, int]:
     """journeys, journey_events, stage_conversion, stage_dropout, stage_channel_matrix."""
-    settings = _settings(config_path, data_root)
+    settings = load_settings(config_path, data_root=data_root)
     return _on_working(settings, working, lambda con: build.build_marts(con, settings, as_of))
 
 
@@ -124,7 +119,7 @@ def quality_task(
     event_dates: list[str] | None,
 ) -> dict[str, Any]:
     """Great Expectations suites on every layer; a failure stops publication and keeps the last good marts."""
-    settings = _settings(config_path, data_root)
+    settings = load_settings(config_path, data_root=data_root)
     report = _on_working(
         settings,
         working,
@@ -143,7 +138,7 @@ def quality_task(
 @task(name="publish")
 def publish_task(config_path: str | None, data_root: str | None, working: str) -> dict[str, str]:
     """Marts to Parquet (atomic per table), then the working file becomes the warehouse (one rename)."""
-    settings = _settings(config_path, data_root)
+    settings = load_settings(config_path, data_root=data_root)
 
     def publish_all(con: duckdb.DuckDBPyConnection) -> dict[str, str]:
         paths = publish.publish_marts(con, settings, build.MART_TABLES)
@@ -164,7 +159,7 @@ def nightly(
 ) -> dict[str, Any]:
     """Run the whole nightly pipeline on one data root; returns accounting, counts and output paths."""
     as_of = (as_of or datetime.now(UTC)).astimezone(UTC)
-    settings = _settings(config_path, data_root)
+    settings = load_settings(config_path, data_root=data_root)
     batch_id = f"{as_of:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
     working = str(publish.working_warehouse_path(settings, batch_id))
     with publish.run_lock(settings):

@@ -283,8 +283,12 @@ class Settings(BaseSettings):
         return self.root / "tmp"
 
 
-def load_settings(path: str | os.PathLike[str] | None = None, **overrides: Any) -> Settings:
-    """Load `journeys.yaml` (if given), then JOURNEYS_* env vars, then keyword overrides."""
+def load_settings(
+    path: str | os.PathLike[str] | None = None, *, data_root: str | os.PathLike[str] | None = None, **overrides: Any
+) -> Settings:
+    """Load `journeys.yaml` (if given), then JOURNEYS_* env vars, then keyword overrides (data_root if not None)."""
+    if data_root is not None:
+        overrides["data_root"] = Path(data_root).resolve()
     data: dict[str, Any] = {}
     config_dir = Path.cwd()
     if path is not None:
