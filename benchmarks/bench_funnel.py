@@ -72,7 +72,7 @@ def run_ours(path: Path, threads: int, options: tuple[str, ...]) -> tuple[float,
     t0 = time.perf_counter()
     execute(
         con,
-        "create table stage_events as select stage_model, journey_id, journey_key, occurred_at, event_id,"
+        "create table int_stage_events as select stage_model, journey_id, journey_key, occurred_at, event_id,"
         " cast(stage_index as integer) as stage_index, cast(null as varchar) as hold_value"
         " from read_parquet($path)",
         {"path": str(path)},
@@ -92,7 +92,7 @@ def run_ours(path: Path, threads: int, options: tuple[str, ...]) -> tuple[float,
         fetch(
             con,
             "select furthest, count(*) from (select journey_id, max(stage_index) as furthest"
-            " from journey_stage_reached group by journey_id) group by furthest",
+            " from int_journey_stage_reached group by journey_id) group by furthest",
         )
     )
     con.close()

@@ -1,7 +1,10 @@
-"""The nightly journey flow: ingest -> identity -> journeys -> stages/funnels -> marts -> checks -> publish.
+"""The nightly journey flow: ingest -> the model catalog's steps -> checks -> publish.
 
 Tasks are thin: each opens the run's working DuckDB file by path, calls one function of `journeys`, and
-returns a small dict of counts. Flow parameters are the only way settings enter a run.
+returns a small dict of counts. Flow parameters are the only way settings enter a run; the flow resolves
+them once into a frozen run context that every task receives. The build tasks between ingest and the
+checks are the catalog's steps (resolve-identity, stitch-journeys, stage-funnels, build-marts): a new SQL
+model joins its layer's step without any change here.
 """
 
 from __future__ import annotations
@@ -20,8 +23,10 @@ os.environ.setdefault("DO_NOT_TRACK", "1")
 
 import duckdb
 from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
 
 from journeys import build, db, publish, quality
+from journeys.build import RunContext
 from journeys.config import Settings, load_settings
 
 T = TypeVar("T")
@@ -43,13 +48,12 @@ def _on_working(settings: Settings, working: str, work: Callable[[duckdb.DuckDBP
         del con
 
 
-@task(name="ingest")
-def ingest_task(config_path: str | None, data_root: str | None, as_of: datetime, batch_id: str) -> dict[str, Any]:
+@task(name="ingest", cache_policy=NO_CACHE)
+def ingest_task(context: RunContext) -> dict[str, Any]:
     """Landing files -> canonical event Parquet + quarantine, with row accounting."""
     from journeys.ingest import ingest_sources
 
-    settings = load_settings(config_path, data_root=data_root)
-    report = ingest_sources(settings, as_of=as_of, batch_id=batch_id)
+    report = ingest_sources(context.settings, as_of=context.as_of, batch_id=context.batch_id)
     log = get_run_logger()
     log.info(
         "ingest: read=%d loaded=%d quarantined=%d duplicates=%d files=%d",
@@ -72,62 +76,26 @@ def ingest_task(config_path: str | None, data_root: str | None, as_of: datetime,
     }
 
 
-@task(name="resolve-identity")
-def identity_task(config_path: str | None, data_root: str | None, working: str, as_of: datetime) -> dict[str, Any]:
-    """Lake views + connected components over identifiers -> identity_map, customers, event_customers."""
-    from journeys.identity import resolve_identities
-
-    settings = load_settings(config_path, data_root=data_root)
-    previous = publish.mart_path(settings, "identity_map")
-    previous_map = str(previous) if previous.exists() else None
-
-    def resolve(con: duckdb.DuckDBPyConnection) -> Any:
-        build.create_lake_views(con, settings)
-        return resolve_identities(con, settings, run_at=as_of, previous_identity_map=previous_map)
-
-    return dict(vars(_on_working(settings, working, resolve)))
+@task(name="build-step", cache_policy=NO_CACHE)
+def build_step_task(context: RunContext, working: str, step: str) -> dict[str, Any]:
+    """Build the catalog nodes of one step (identity, journeys, funnels or marts) in the working file."""
+    return _on_working(context.settings, working, lambda con: build.build_step(con, context, step))
 
 
-@task(name="stitch-journeys")
-def journeys_task(config_path: str | None, data_root: str | None, working: str, as_of: datetime) -> dict[str, int]:
-    """Ordered events, sessions, journeys and stage mapping."""
-    settings = load_settings(config_path, data_root=data_root)
-    return _on_working(settings, working, lambda con: build.build_journeys(con, settings, as_of))
-
-
-@task(name="stage-funnels")
-def funnels_task(config_path: str | None, data_root: str | None, working: str) -> int:
-    """Stage levels per journey for every stage model and mode (windowFunnel semantics)."""
-    settings = load_settings(config_path, data_root=data_root)
-    return _on_working(settings, working, lambda con: build.build_funnels(con, settings))
-
-
-@task(name="build-marts")
-def marts_task(config_path: str | None, data_root: str | None, working: str, as_of: datetime) -> dict[str, int]:
-    """journeys, journey_events, stage_conversion, stage_dropout, stage_channel_matrix."""
-    settings = load_settings(config_path, data_root=data_root)
-    return _on_working(settings, working, lambda con: build.build_marts(con, settings, as_of))
-
-
-@task(name="check-quality")
-def quality_task(
-    config_path: str | None,
-    data_root: str | None,
-    working: str,
-    as_of: datetime,
-    batch_id: str,
-    event_dates: list[str] | None,
-) -> dict[str, Any]:
+@task(name="check-quality", cache_policy=NO_CACHE)
+def quality_task(context: RunContext, working: str, event_dates: list[str] | None) -> dict[str, Any]:
     """Great Expectations suites on every layer; a failure stops publication and keeps the last good marts."""
-    settings = load_settings(config_path, data_root=data_root)
+    settings = context.settings
     report = _on_working(
         settings,
         working,
-        lambda con: quality.validate_warehouse(con, settings, as_of=as_of, event_dates=event_dates),
+        lambda con: quality.validate_warehouse(
+            con, settings, as_of=context.as_of, event_dates=event_dates, catalog=context.catalog
+        ),
     )
     # Raw landing rows of this batch and the per-file quarantine-share limit gate publication too.
-    report = quality.validate_landing(settings, batch_id=batch_id).merged(report)
-    path = quality.write_quality_report(report, settings.root / "reports" / f"quality-{batch_id}.md")
+    report = quality.validate_landing(settings, batch_id=context.batch_id).merged(report)
+    path = quality.write_quality_report(report, settings.root / "reports" / f"quality-{context.batch_id}.md")
     if not report.success:
         publish.discard_working_warehouse(Path(working))
         raise quality.QualityError(f"{report.summary()}\nreport: {path}\nthe previous marts stay published")
@@ -135,14 +103,15 @@ def quality_task(
     return {"expectations": report.expectations_run, "report": str(path)}
 
 
-@task(name="publish")
-def publish_task(config_path: str | None, data_root: str | None, working: str) -> dict[str, str]:
-    """Marts to Parquet (atomic per table), then the working file becomes the warehouse (one rename)."""
-    settings = load_settings(config_path, data_root=data_root)
+@task(name="publish", cache_policy=NO_CACHE)
+def publish_task(context: RunContext, working: str) -> dict[str, str]:
+    """Marts to Parquet (atomic per table), identity state, then the working file becomes the warehouse."""
+    settings = context.settings
 
     def publish_all(con: duckdb.DuckDBPyConnection) -> dict[str, str]:
-        paths = publish.publish_marts(con, settings, build.MART_TABLES)
-        build.drop_intermediates(con)
+        paths = publish.publish_marts(con, settings, context.catalog.published())
+        publish.write_identity_state(con, build.identity_state_path(settings))
+        build.drop_intermediates(con, context)
         db.execute(con, "checkpoint")
         return paths
 
@@ -161,28 +130,32 @@ def nightly(
     as_of = (as_of or datetime.now(UTC)).astimezone(UTC)
     settings = load_settings(config_path, data_root=data_root)
     batch_id = f"{as_of:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
+    # The config, stage models and SQL models are read here, once: an edit during the run changes nothing.
+    context = build.run_context(settings, as_of, batch_id)
     working = str(publish.working_warehouse_path(settings, batch_id))
+    built: dict[str, Any] = {}
     with publish.run_lock(settings):
         publish.clear_stale_run_files(settings)
         try:
-            ingest = ingest_task(config_path, data_root, as_of, batch_id)
-            identity = identity_task(config_path, data_root, working, as_of)
-            journeys = journeys_task(config_path, data_root, working, as_of)
-            reached = funnels_task(config_path, data_root, working)
-            marts = marts_task(config_path, data_root, working, as_of)
-            checks = quality_task(config_path, data_root, working, as_of, batch_id, None)
-            outputs = publish_task(config_path, data_root, working)
+            ingest = ingest_task(context)
+            for step in context.catalog.steps():
+                built[step.name] = build_step_task.with_options(name=step.name)(context, working, step.name)
+            checks = quality_task(context, working, None)
+            outputs = publish_task(context, working)
         except BaseException:
             publish.discard_working_warehouse(Path(working))
             raise
+    identity = built.get("resolve-identity", {}).get("identity", {})
+    marts = {k: v for k, v in built.get("build-marts", {}).items()}
     return {
         "batch_id": batch_id,
         "as_of": as_of.isoformat(),
         "ingest": ingest,
         "identity": identity,
-        "journeys": journeys,
-        "stage_levels": reached,
+        "journeys": built.get("stitch-journeys", {}),
+        "stage_levels": built.get("stage-funnels", {}).get("funnel", {}).get("int_journey_stage_reached"),
         "marts": marts,
+        "steps": built,
         "quality": checks,
         "outputs": outputs,
     }

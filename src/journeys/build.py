@@ -1,61 +1,121 @@
-"""Build the warehouse tables after ingestion: journeys, stages, funnels and marts, in SQL models.
+"""Build the warehouse after ingestion: the run's context, the lake views and the catalog's models.
 
-Every function takes an open connection and settings and produces named tables; nothing here holds data
-in Python. Everything after identity resolution partitions by customer, so each step can run per
+Every function takes an open connection and the run context and produces named tables; nothing here
+holds data in Python. What is built, in which order and by which flow task comes from the model catalog
+(`journeys.models`); everything after identity resolution partitions by customer, so it can run per
 `bucket` (customers.bucket) without changing the SQL.
 """
 
 from __future__ import annotations
 
 import glob as globlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import duckdb
 
-from journeys import db, ingest
+from journeys import db, ingest, models
 from journeys.config import Settings, parse_duration_us
-from journeys.stages import (
-    attribute_keys,
-    stage_definitions_table,
-    stage_models_for,
-    stage_rule_conditions_table,
-    touchpoint_owners_table,
-)
+from journeys.funnel import Exclusion, FunnelSpec
+from journeys.stages import StageModel, attribute_keys, stage_models_for
 
-MART_TABLES: dict[str, tuple[str, ...]] = {
-    "identity_map": ("id_type", "id_value"),
-    "identity_merges": ("merged_at", "merged_key", "survivor_key"),
-    "identity_splits": ("split_at", "previous_key", "new_key"),
-    "shared_identifiers": ("id_type", "id_value"),
-    "customers": ("customer_key",),
-    "journeys": ("journey_id",),
-    "journey_events": ("journey_id", "event_seq"),
-    "journey_stages": ("stage_model", "mode", "journey_id"),
-    "stage_conversion": (
-        "stage_model",
-        "mode",
-        "cohort_period",
-        "cohort",
-        "breakdown",
-        "breakdown_value",
-        "stage_index",
-    ),
-    "stage_dropout": ("stage_model", "mode", "stage_index", "last_touchpoint", "last_channel"),
-    "stage_channel_matrix": ("stage_model", "stage_index", "channel"),
-    "stage_survival": ("stage_model", "mode", "stage_index", "t_days"),
-    "stage_time_to_next": ("stage_model", "mode", "stage_index", "bucket_index"),
-}
-"""Tables published as Parquet under marts/ and kept in the warehouse, with the key that orders them
-(so that the same inputs give byte-identical files)."""
 
-INTERMEDIATE_TABLES = (
-    "int_journey_events",
-    "int_event_stages",
-    "stage_events",
-    "int_journeys",
-    "journey_stage_reached",
-)
+@dataclass(frozen=True)
+class RunContext:
+    """Everything one run needs, resolved once when it starts: later edits to the config do not leak in."""
+
+    settings: Settings
+    as_of: datetime
+    batch_id: str
+    stage_models: tuple[tuple[StageModel, Any], ...]
+    funnel_specs: tuple[FunnelSpec, ...]
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def catalog(self) -> models.Catalog:
+        """The model catalog of this run (the shipped models, or `models_dir`)."""
+        return models.load_catalog(self.settings.models_path)
+
+    @property
+    def previous_identity_map(self) -> Path | None:
+        """The identity state the previous run left, if any (keys stay stable across runs)."""
+        state = identity_state_path(self.settings)
+        if state.exists():
+            return state
+        # Data roots published before the state moved to state/ carry it only as the mart.
+        legacy = self.settings.marts_dir / "identity_map" / "identity_map.parquet"
+        return legacy if legacy.exists() else None
+
+
+def identity_state_path(settings: Settings) -> Path:
+    """Where the published identity map is kept for the next run's stable keys."""
+    return settings.state_dir / "identity_map.parquet"
+
+
+def funnel_specs(stage_models: list[tuple[StageModel, Any]] | tuple[tuple[StageModel, Any], ...]) -> list[FunnelSpec]:
+    """FunnelSpec per configured stage model, for journeys.funnel."""
+    return [
+        FunnelSpec(
+            stage_model=m.name,
+            n_stages=len(m.stages),
+            modes=tuple(ref.modes),
+            window_us=parse_duration_us(ref.conversion_window),
+            window_from=ref.window_from,
+            strict_increase=ref.strict_increase,
+            strict_deduplication=ref.strict_deduplication,
+            exclusions=tuple(Exclusion(tuple(ex.between), tuple(ex.event_type)) for ex in ref.exclusions),
+            hold_constant=ref.hold_constant,
+        )
+        for m, ref in stage_models
+    ]
+
+
+def model_params(settings: Settings, as_of: datetime, stage_models: Any = None) -> dict[str, Any]:
+    """The bound parameters every SQL model may use, from settings and the run's as-of time."""
+    loaded = list(stage_models) if stage_models is not None else stage_models_for(settings)
+    keys = attribute_keys(loaded)
+    journey_timeout = parse_duration_us(settings.journey_timeout)
+    primary, primary_ref = loaded[0]
+    return {
+        "journey_timeout_us": journey_timeout,
+        "session_timeout_us": parse_duration_us(settings.session_timeout),
+        "dropout_timeout_us": journey_timeout
+        if settings.dropout_timeout is None
+        else parse_duration_us(settings.dropout_timeout),
+        # A path that matches nothing keeps the list non-empty when no rule tests attributes.
+        "attribute_paths": [f'$."{k}"' for k in keys] or ['$."__no_attribute__"'],
+        "as_of": as_of.replace(tzinfo=None),
+        "run_at": as_of,
+        "buckets": settings.buckets,
+        "cohort_period": settings.cohort_period,
+        "breakdown_attribute": settings.breakdown_attribute,
+        "breakdown_path": f'$."{settings.breakdown_attribute}"' if settings.breakdown_attribute else None,
+        "primary_model": primary.name,
+        "primary_mode": primary_ref.modes[0],
+        # hold_constant attribute per stage model (zipped lists; the path is a value, never SQL text)
+        "hold_models": [m.name for m, ref in loaded if ref.hold_constant],
+        "hold_paths": [f'$."{ref.hold_constant}"' for _, ref in loaded if ref.hold_constant],
+        # Every customer unless a run is restricted to one bucket or a set of customers.
+        "bucket": None,
+        "customer_keys": None,
+    }
+
+
+def run_context(settings: Settings, as_of: datetime, batch_id: str = "adhoc") -> RunContext:
+    """Resolve the config, stage models, funnel specs and SQL parameters of one run, once."""
+    loaded = stage_models_for(settings)
+    return RunContext(
+        settings=settings,
+        as_of=as_of,
+        batch_id=batch_id,
+        stage_models=tuple(loaded),
+        funnel_specs=tuple(funnel_specs(loaded)),
+        params=MappingProxyType(model_params(settings, as_of, loaded)),
+    )
 
 
 def _create_lake_view(con: duckdb.DuckDBPyConnection, name: str, glob: str, schema: dict[str, str]) -> None:
@@ -75,110 +135,61 @@ def create_lake_views(con: duckdb.DuckDBPyConnection, settings: Settings) -> Non
     _create_lake_view(con, "quarantine", ingest.quarantine_glob(settings), ingest.QUARANTINE_SCHEMA)
 
 
-def register_stage_tables(con: duckdb.DuckDBPyConnection, settings: Settings) -> list[str]:
-    """Tables stage_definitions, stage_rule_conditions, stage_touchpoint_owners, stage_funnel_modes."""
-    models = stage_models_for(settings)
-    frames = {
-        "stage_definitions": stage_definitions_table(models),
-        "stage_rule_conditions": stage_rule_conditions_table(models),
-        "stage_touchpoint_owners": touchpoint_owners_table(models),
-    }
-    import pyarrow as pa
+def _lake_views(con: duckdb.DuckDBPyConnection, context: RunContext, params: Mapping[str, Any]) -> dict[str, int]:
+    create_lake_views(con, context.settings)
+    return {"events": db.fetch(con, "select count(*) from events")[0][0]}
 
-    frames["stage_funnel_modes"] = pa.Table.from_pylist(
-        [{"stage_model": m.name, "mode": mode} for m, ref in models for mode in ref.modes],
-        schema=pa.schema([("stage_model", pa.string()), ("mode", pa.string())]),
+
+models.register(
+    models.Procedure(
+        name="lake",
+        task="resolve-identity",
+        layer="staging",
+        run=_lake_views,
+        outputs=(
+            models.Model(
+                name="events",
+                layer="staging",
+                materialized="view",
+                publish="warehouse",
+                procedure="lake",
+                description="Canonical events of the lake (Parquet partitioned by source and event_date).",
+            ),
+            models.Model(
+                name="quarantine",
+                layer="staging",
+                materialized="view",
+                publish="warehouse",
+                procedure="lake",
+                description="Rejected input rows with file, line, field, column and reason.",
+            ),
+        ),
     )
-    for name, table in frames.items():
-        con.register("_arrow_in", table)
-        db.execute(con, f"create or replace table {db.quote_ident(name)} as select * from _arrow_in")
-        con.unregister("_arrow_in")
-    return [m.name for m, _ in models]
+)
 
 
-def model_params(settings: Settings, as_of: datetime) -> dict[str, Any]:
-    """The bound parameters every SQL model may use, from settings and the run's as-of time."""
-    models = stage_models_for(settings)
-    keys = attribute_keys(models)
-    journey_timeout = parse_duration_us(settings.journey_timeout)
-    primary, primary_ref = models[0]
-    return {
-        "journey_timeout_us": journey_timeout,
-        "session_timeout_us": parse_duration_us(settings.session_timeout),
-        "dropout_timeout_us": journey_timeout
-        if settings.dropout_timeout is None
-        else parse_duration_us(settings.dropout_timeout),
-        # A path that matches nothing keeps the list non-empty when no rule tests attributes.
-        "attribute_paths": [f'$."{k}"' for k in keys] or ['$."__no_attribute__"'],
-        "as_of": as_of.replace(tzinfo=None),
-        "cohort_period": settings.cohort_period,
-        "breakdown_attribute": settings.breakdown_attribute,
-        "breakdown_path": f'$."{settings.breakdown_attribute}"' if settings.breakdown_attribute else None,
-        "primary_model": primary.name,
-        "primary_mode": primary_ref.modes[0],
-        # hold_constant attribute per stage model (zipped lists; the path is a value, never SQL text)
-        "hold_models": [m.name for m, ref in models if ref.hold_constant],
-        "hold_paths": [f'$."{ref.hold_constant}"' for _, ref in models if ref.hold_constant],
-    }
+def build_models(
+    con: duckdb.DuckDBPyConnection, context: RunContext, nodes: list[str] | None = None, **params: Any
+) -> dict[str, Any]:
+    """Build catalog nodes (default: everything after ingest) in dependency order; return counts per node."""
+    return models.build(con, context.catalog, context, nodes, params=params)
 
 
-def build_journeys(con: duckdb.DuckDBPyConnection, settings: Settings, as_of: datetime) -> dict[str, int]:
-    """Journeys, sessions and stage events from resolved events; returns row counts per table."""
-    params = model_params(settings, as_of)
-    register_stage_tables(con, settings)
-    counts = {
-        "int_journey_events": db.build_table(con, "intermediate", "int_journey_events", params),
-        "int_event_stages": db.build_table(con, "intermediate", "int_event_stages", params),
-        "stage_events": db.build_table(con, "intermediate", "int_stage_events", params, target="stage_events"),
-        "int_journeys": db.build_table(con, "intermediate", "int_journeys", params),
-    }
-    return counts
+def build_after_identity(con: duckdb.DuckDBPyConnection, context: RunContext, **params: Any) -> dict[str, Any]:
+    """Build everything downstream of identity resolution (from events, int_event_customers and customers)."""
+    catalog = context.catalog
+    nodes = catalog.upstream(catalog.downstream(["identity"])) - catalog.upstream(["identity"])
+    return build_models(con, context, sorted(nodes), **params)
 
 
-def funnel_specs(settings: Settings) -> list[Any]:
-    """FunnelSpec per configured stage model, for journeys.funnel."""
-    from journeys.funnel import Exclusion, FunnelSpec
-
-    return [
-        FunnelSpec(
-            stage_model=m.name,
-            n_stages=len(m.stages),
-            modes=tuple(ref.modes),
-            window_us=parse_duration_us(ref.conversion_window),
-            window_from=ref.window_from,
-            strict_increase=ref.strict_increase,
-            strict_deduplication=ref.strict_deduplication,
-            exclusions=tuple(Exclusion(tuple(ex.between), tuple(ex.event_type)) for ex in ref.exclusions),
-            hold_constant=ref.hold_constant,
-        )
-        for m, ref in stage_models_for(settings)
-    ]
+def build_step(con: duckdb.DuckDBPyConnection, context: RunContext, step: str) -> dict[str, Any]:
+    """Build the nodes of one flow task (see `Catalog.steps`)."""
+    nodes = next((s.nodes for s in context.catalog.steps() if s.name == step), None)
+    if nodes is None:
+        raise ValueError(f"no flow step {step!r}; steps: {[s.name for s in context.catalog.steps()]}")
+    return build_models(con, context, list(nodes))
 
 
-def build_funnels(con: duckdb.DuckDBPyConnection, settings: Settings) -> int:
-    """journey_stage_reached for every configured stage model and mode."""
-    from journeys.funnel import build_stage_reached
-
-    return build_stage_reached(con, funnel_specs(settings))
-
-
-def build_marts(con: duckdb.DuckDBPyConnection, settings: Settings, as_of: datetime) -> dict[str, int]:
-    """The stage marts (journey_stages, journeys, journey_events, conversion, dropout, channel matrix)."""
-    params = model_params(settings, as_of)
-    order = (
-        "journey_stages",
-        "journeys",
-        "journey_events",
-        "stage_conversion",
-        "stage_dropout",
-        "stage_channel_matrix",
-        "stage_survival",
-        "stage_time_to_next",
-    )
-    return {name: db.build_table(con, "marts", name, params) for name in order}
-
-
-def drop_intermediates(con: duckdb.DuckDBPyConnection) -> None:
+def drop_intermediates(con: duckdb.DuckDBPyConnection, context: RunContext) -> list[str]:
     """Drop working tables so the published warehouse holds only what analysts should query."""
-    for name in (*INTERMEDIATE_TABLES, "event_customers"):
-        db.execute(con, f"drop table if exists {db.quote_ident(name)}")
+    return models.drop_unpublished(con, context.catalog)

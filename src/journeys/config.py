@@ -220,6 +220,11 @@ class Settings(BaseSettings):
     )
     identity: IdentityConfig = Field(default_factory=IdentityConfig, description="Identity guardrails.")
     quality: QualityConfig = Field(default_factory=QualityConfig, description="Quality thresholds.")
+    models_dir: Path | None = Field(
+        None,
+        description="Folder of SQL models (staging/, intermediate/, marts/) used instead of the shipped ones, e.g."
+        " a copy of `journeys/sql` with one more mart; relative to the config file. None uses the shipped models.",
+    )
     config_dir: Path = Field(Path("."), description="Directory of the config file; relative paths resolve here.")
 
     @classmethod
@@ -241,6 +246,20 @@ class Settings(BaseSettings):
         if dupes:
             raise ValueError(f"duplicate source names: {dupes}")
         return self
+
+    @model_validator(mode="after")
+    def _models_dir_exists(self) -> Settings:
+        if self.models_path is not None and not Path(self.models_path).is_dir():
+            raise ValueError(f"models_dir: {self.models_path} is not a folder of SQL models")
+        return self
+
+    @property
+    def models_path(self) -> str | None:
+        """Absolute folder of the run's SQL models, or None for the shipped ones."""
+        if self.models_dir is None:
+            return None
+        p = self.models_dir if self.models_dir.is_absolute() else self.config_dir / self.models_dir
+        return str(p.resolve())
 
     @property
     def root(self) -> Path:

@@ -1,4 +1,7 @@
-"""DuckDB connections and the only ways SQL is run: models from `sql/`, bound parameters, quoted identifiers."""
+"""DuckDB connections and the only ways SQL is run: bound parameters and quoted identifiers.
+
+SQL models are read and built by `journeys.models`.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
-
-SQL_DIR = Path(__file__).resolve().parents[2] / "sql"
-LAYERS = ("staging", "intermediate", "marts")
-
-_IDENT_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 def quote_ident(name: str) -> str:
@@ -58,13 +56,6 @@ def connect(
     return duckdb.connect(str(path) if path is not None else ":memory:", read_only=read_only, config=config)
 
 
-def model_sql(layer: str, name: str) -> str:
-    """Text of the SQL model `sql/<layer>/<name>.sql`."""
-    if layer not in LAYERS or not _IDENT_RE.match(name):
-        raise ValueError(f"unknown model {layer}/{name}")
-    return (SQL_DIR / layer / f"{name}.sql").read_text(encoding="utf-8")
-
-
 def _params_used(sql: str, params: Mapping[str, Any] | None) -> dict[str, Any] | None:
     """DuckDB rejects named parameters a statement does not use; pass only the used ones."""
     if not params:
@@ -83,18 +74,3 @@ def fetch(con: duckdb.DuckDBPyConnection, sql: str, params: Mapping[str, Any] | 
     """Run a query with bound named parameters and fetch every row."""
     p = _params_used(sql, params)
     return con.sql(sql, params=p).fetchall() if p else con.sql(sql).fetchall()
-
-
-def build_table(
-    con: duckdb.DuckDBPyConnection,
-    layer: str,
-    name: str,
-    params: Mapping[str, Any] | None = None,
-    *,
-    target: str | None = None,
-) -> int:
-    """Materialise model `sql/<layer>/<name>.sql` as table `target` (default: the model name); return rows."""
-    sql = model_sql(layer, name)
-    table = quote_qualified(target or name)
-    execute(con, f"create or replace table {table} as\n{sql}", params)
-    return fetch(con, f"select count(*) from {table}")[0][0]

@@ -51,10 +51,12 @@ ends on it; strict, strict_deduplication and the merge of partitions are set-bas
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import duckdb
 
-from journeys.db import execute, fetch, model_sql
+from journeys import models
+from journeys.db import execute, fetch
 
 MODES = ("ordered", "strict", "any_order", "open")
 WINDOW_FROM = ("first_step", "prior_step")
@@ -79,15 +81,6 @@ create or replace temp table int_funnel_exclusion_events (
     occurred_us bigint
 )
 """
-
-_TEMP_TABLES = (
-    "int_funnel_chain_ends",
-    "int_funnel_exclusion_events",
-    "int_funnel_events",
-    "int_funnel_exclusions",
-    "int_funnel_specs",
-)
-
 
 @dataclass(frozen=True)
 class Exclusion:
@@ -121,7 +114,7 @@ class FunnelSpec:
     strict_increase: bool = False
     strict_deduplication: bool = False
     exclusions: tuple[Exclusion, ...] = ()
-    hold_constant: str | None = None  # attribute key; its value is stage_events.hold_value
+    hold_constant: str | None = None  # attribute key; its value is int_stage_events.hold_value
 
     def __post_init__(self) -> None:
         if not isinstance(self.stage_model, str) or not self.stage_model:
@@ -180,44 +173,49 @@ def _exclusion_params(specs: list[FunnelSpec]) -> dict[str, list]:
     }
 
 
-def _create_temp(con: duckdb.DuckDBPyConnection, name: str, params: dict | None = None) -> None:
-    execute(con, f"create or replace temp table {name} as\n" + model_sql("intermediate", name), params)
+def build_stage_reached(
+    con: duckdb.DuckDBPyConnection,
+    specs: list[FunnelSpec] | tuple[FunnelSpec, ...],
+    catalog: models.Catalog | None = None,
+) -> int:
+    """Build `int_journey_stage_reached` from `int_stage_events` for every spec and mode; return its row count.
 
-
-def build_stage_reached(con: duckdb.DuckDBPyConnection, specs: list[FunnelSpec]) -> int:
-    """Build `journey_stage_reached` from `stage_events` for every spec and mode; return its row count.
-
-    Reads stage_events(stage_model, journey_id, journey_key, occurred_at, stage_index, hold_value) and,
+    Reads int_stage_events(stage_model, journey_id, journey_key, occurred_at, stage_index, hold_value) and,
     only when a spec has exclusions, int_journey_events(journey_key, occurred_at, event_type).
     """
-    models = [s.stage_model for s in specs]
-    if len(set(models)) != len(models):
-        raise ValueError(f"one FunnelSpec per stage model, got {models}")
+    specs = list(specs)
+    models_ = (catalog or models.load_catalog()).models
+    names = [s.stage_model for s in specs]
+    if len(set(names)) != len(names):
+        raise ValueError(f"one FunnelSpec per stage model, got {names}")
     if len(specs) > MAX_MODELS:
         raise ValueError(f"at most {MAX_MODELS} stage models per run, got {len(specs)}")
 
-    _create_temp(con, "int_funnel_specs", _spec_params(specs))
+    models.materialize(con, models_["int_funnel_specs"], _spec_params(specs))
     ex_params = _exclusion_params(specs)
-    _create_temp(con, "int_funnel_exclusions", ex_params)
-    _create_temp(con, "int_funnel_events")
+    models.materialize(con, models_["int_funnel_exclusions"], ex_params)
+    models.materialize(con, models_["int_funnel_events"], {})
     execute(con, _EXCLUSION_EVENTS_DDL)
     if ex_params["ex_models"]:
-        execute(
-            con,
-            "insert into int_funnel_exclusion_events\n" + model_sql("intermediate", "int_funnel_exclusion_events"),
-        )
+        models.insert_into(con, models_["int_funnel_exclusion_events"], {})
     execute(con, _CHAIN_ENDS_DDL)
     # One pass per step: each reads only the previous step's chain ends and this step's events.
     max_level = max((s.n_stages for s in specs if any(_family(m) is not None for m in s.modes)), default=0)
-    chain_sql = "insert into int_funnel_chain_ends\n" + model_sql("intermediate", "int_funnel_chain_ends")
     for level in range(1, max_level + 1):
-        execute(con, chain_sql, {"level": level})
+        models.insert_into(con, models_["int_funnel_chain_ends"], {"level": level})
+    for name in ("int_funnel_step_reached", "int_funnel_breaks", "int_funnel_any_order_reached"):
+        models.materialize(con, models_[name], {})
+    models.materialize(con, models_["int_journey_stage_reached"], {"has_open": any("open" in s.modes for s in specs)})
+    for m in models_.values():
+        if m.procedure == "funnel" and m.materialized == "temp":
+            execute(con, f"drop table if exists {m.name}")
+    return fetch(con, "select count(*) from int_journey_stage_reached")[0][0]
 
-    execute(
-        con,
-        "create or replace table journey_stage_reached as\n" + model_sql("intermediate", "journey_stage_reached"),
-        {"has_open": any("open" in s.modes for s in specs)},
-    )
-    for name in _TEMP_TABLES:
-        execute(con, f"drop table if exists {name}")
-    return fetch(con, "select count(*) from journey_stage_reached")[0][0]
+
+def _funnel_step(con: duckdb.DuckDBPyConnection, context: Any, params: Any) -> dict[str, int]:
+    return {"int_journey_stage_reached": build_stage_reached(con, context.funnel_specs, context.catalog)}
+
+
+models.register(
+    models.Procedure(name="funnel", task="stage-funnels", layer="intermediate", run=_funnel_step, partition="customer")
+)

@@ -22,20 +22,10 @@ from typing import Any
 
 import duckdb
 
-from journeys import db
+from journeys import db, models
 from journeys.config import Settings
 
 _MAX_CC_PASSES = 200
-
-_SCRATCH_TABLES = (
-    "int_identity_labels", "int_identity_shared", "int_identity_touches", "int_identity_component_counts",
-    "int_identity_bridges", "int_identity_stage_edges", "int_identity_stage_values",
-    "int_identity_stage_edges_kept", "int_identity_stage_shared", "int_identity_labels_next",
-    "int_identity_violations", "int_identity_cc_edges", "int_identity_cc_labels", "int_identity_cc_seed",
-    "int_identity_cc_hook", "int_identity_cc_jump", "int_identity_previous", "int_identity_key_claims",
-    "int_identity_keys", "int_identity_linked_events", "int_identity_shared_support",
-    "int_identity_event_nodes", "int_identity_nodes", "int_identifiers",
-)
 
 
 @dataclass
@@ -56,20 +46,19 @@ def _scalar(con: duckdb.DuckDBPyConnection, sql: str, params: dict[str, Any] | N
     return db.fetch(con, sql, params)[0][0]
 
 
-def _build(con: duckdb.DuckDBPyConnection, layer: str, name: str, params: dict[str, Any] | None = None) -> None:
-    """Materialise a scratch model without counting its rows (small runs are dominated by statement count).
-
-    Scratch tables are TEMP: they live in memory and spill to the temp directory, and are never compressed
-    into the database file (writing them there cost about as much as computing them).
-    """
-    db.execute(con, f"create or replace temp table {db.quote_ident(name)} as\n{db.model_sql(layer, name)}", params)
+def _build(
+    con: duckdb.DuckDBPyConnection, cat: models.Catalog, name: str, params: dict[str, Any] | None = None
+) -> None:
+    """Materialise one identity model as its header says (scratch models are TEMP: they live in memory and
+    spill to the temp directory, and are never compressed into the database file)."""
+    models.materialize(con, cat.models[name], params or {})
 
 
 def _build_counted(
-    con: duckdb.DuckDBPyConnection, layer: str, name: str, params: dict[str, Any] | None = None
+    con: duckdb.DuckDBPyConnection, cat: models.Catalog, name: str, params: dict[str, Any] | None = None
 ) -> int:
-    """Materialise a scratch model (TEMP, see `_build`) and return its row count."""
-    _build(con, layer, name, params)
+    """Materialise an identity model and return its row count."""
+    _build(con, cat, name, params)
     return _scalar(con, f"select count(*) from {db.quote_ident(name)}")
 
 
@@ -91,9 +80,10 @@ def _blocked_patterns(con: duckdb.DuckDBPyConnection, patterns: list[str]) -> li
     return patterns
 
 
-def connected_components(con: duckdb.DuckDBPyConnection) -> int:
+def connected_components(con: duckdb.DuckDBPyConnection, cat: models.Catalog | None = None) -> int:
     """Label `int_identity_cc_edges(a, b)` into `int_identity_cc_labels(node_id, label = min node)`; return passes."""
-    _build(con, "intermediate", "int_identity_cc_seed")
+    cat = cat or models.load_catalog()
+    _build(con, cat, "int_identity_cc_seed")
     _replace(con, "int_identity_cc_seed", "int_identity_cc_labels")
     if _scalar(con, "select count(*) from int_identity_cc_labels") == 0:
         return 0
@@ -102,7 +92,7 @@ def connected_components(con: duckdb.DuckDBPyConnection) -> int:
         passes += 1
         if passes > _MAX_CC_PASSES:
             raise RuntimeError(f"connected components did not converge in {_MAX_CC_PASSES} passes")
-        _build(con, "intermediate", "int_identity_cc_hook")
+        _build(con, cat, "int_identity_cc_hook")
         hooked = _scalar(
             con,
             "select count(*) from int_identity_cc_hook as h join int_identity_cc_labels as l "
@@ -113,7 +103,7 @@ def connected_components(con: duckdb.DuckDBPyConnection) -> int:
             return passes
         # Shortcut to stars: each jump halves every pointer path, so this loop is logarithmic.
         while True:
-            _build(con, "intermediate", "int_identity_cc_jump")
+            _build(con, cat, "int_identity_cc_jump")
             jumped = _scalar(
                 con,
                 "select count(*) from int_identity_cc_jump as j join int_identity_cc_labels as l "
@@ -124,32 +114,32 @@ def connected_components(con: duckdb.DuckDBPyConnection) -> int:
                 break
 
 
-def _components_of(con: duckdb.DuckDBPyConnection, edges_table: str) -> int:
+def _components_of(con: duckdb.DuckDBPyConnection, cat: models.Catalog, edges_table: str) -> int:
     db.execute(
         con,
         f"create or replace temp table int_identity_cc_edges as select a, b from {db.quote_ident(edges_table)}",
     )
-    return connected_components(con)
+    return connected_components(con, cat)
 
 
-def _run_stage(con: duckdb.DuckDBPyConnection, params: dict[str, Any]) -> int:
+def _run_stage(con: duckdb.DuckDBPyConnection, cat: models.Catalog, params: dict[str, Any]) -> int:
     """Add one identifier type to the linked graph under the guardrails; return component passes."""
     for model in ("int_identity_touches", "int_identity_component_counts", "int_identity_bridges",
                   "int_identity_stage_edges"):
-        _build(con, "intermediate", model, params)
-    passes = _components_of(con, "int_identity_stage_edges")
-    n_violations = _build_counted(con, "intermediate", "int_identity_violations", params)
-    _build(con, "intermediate", "int_identity_stage_values", params)
+        _build(con, cat, model, params)
+    passes = _components_of(con, cat, "int_identity_stage_edges")
+    n_violations = _build_counted(con, cat, "int_identity_violations", params)
+    _build(con, cat, "int_identity_stage_values", params)
     if n_violations:
-        _build(con, "intermediate", "int_identity_stage_edges_kept", params)
-        passes += _components_of(con, "int_identity_stage_edges_kept")
-    _build(con, "intermediate", "int_identity_stage_shared", params)
+        _build(con, cat, "int_identity_stage_edges_kept", params)
+        passes += _components_of(con, cat, "int_identity_stage_edges_kept")
+    _build(con, cat, "int_identity_stage_shared", params)
     db.execute(
         con,
         "insert into int_identity_shared select s.node_id, $stage_rank, s.reason from int_identity_stage_shared as s",
         params,
     )
-    _build(con, "intermediate", "int_identity_labels_next")
+    _build(con, cat, "int_identity_labels_next")
     _replace(con, "int_identity_labels_next", "int_identity_labels")
     return passes
 
@@ -162,8 +152,9 @@ def resolve_identities(
     previous_identity_map: str | None = None,
     guardrails: bool = True,
     keep_intermediate: bool = False,
+    catalog: models.Catalog | None = None,
 ) -> IdentityReport:
-    """Resolve `events` into event_customers, identity_map, identity_merges, identity_splits, shared_identifiers
+    """Resolve `events` into int_event_customers, identity_map, identity_merges, identity_splits, shared_identifiers
     and customers.
 
     With `previous_identity_map` (the last published identity_map) keys stay stable: a previous key goes to the
@@ -172,9 +163,10 @@ def resolve_identities(
     component that left it), e.g. after a newly blocked value or a lower limit removed the link that held
     them together. identity_splits is always created, empty without a previous map.
     """
+    cat = catalog or models.load_catalog(settings.models_path)
     ident = settings.identity
     patterns = _blocked_patterns(con, list(ident.blocked_patterns))
-    _build(con, "intermediate", "int_identifiers", {
+    _build(con, cat, "int_identifiers", {
         "blocked_values": sorted({v.strip().lower() for v in ident.blocked_values}),
         "has_blocked_patterns": bool(patterns),
         "blocked_regex": "|".join(f"(?:{p})" for p in patterns),
@@ -187,8 +179,8 @@ def resolve_identities(
         max(1, ident.max_values_per_type[t]) if guardrails and t in ident.max_values_per_type else None
         for t in type_order
     ]
-    n_identifiers = _build_counted(con, "intermediate", "int_identity_nodes", {"type_order": type_order})
-    _build(con, "intermediate", "int_identity_event_nodes")
+    n_identifiers = _build_counted(con, cat, "int_identity_nodes", {"type_order": type_order})
+    _build(con, cat, "int_identity_event_nodes")
     db.execute(con, "create or replace temp table int_identity_labels (node_id bigint, label bigint)")
     db.execute(
         con, "create or replace temp table int_identity_shared (node_id bigint, stage_rank integer, reason varchar)"
@@ -196,12 +188,12 @@ def resolve_identities(
 
     passes = 0
     for rank in range(1, len(type_order) + 1):
-        passes += _run_stage(con, {"stage_rank": rank, "type_limits": type_limits})
+        passes += _run_stage(con, cat, {"stage_rank": rank, "type_limits": type_limits})
 
     if previous_identity_map is not None:
         if not Path(previous_identity_map).exists():
             raise FileNotFoundError(f"previous identity map not found: {previous_identity_map}")
-        _build(con, "intermediate", "int_identity_previous", {"previous_map": str(previous_identity_map)})
+        _build(con, cat, "int_identity_previous", {"previous_map": str(previous_identity_map)})
     else:
         db.execute(
             con,
@@ -209,24 +201,25 @@ def resolve_identities(
             "(id_type varchar, id_value varchar, customer_key varchar, first_seen_at timestamp)",
         )
     final_params = {"run_at": run_at, "buckets": settings.buckets}
-    _build(con, "intermediate", "int_identity_key_claims")
-    n_customers = _build_counted(con, "intermediate", "int_identity_keys", final_params)
-    _build(con, "intermediate", "int_identity_linked_events")
-    _build(con, "intermediate", "int_identity_shared_support")
-    db.build_table(con, "intermediate", "event_customers")
-    db.build_table(con, "marts", "identity_map")
-    n_merges = db.build_table(con, "marts", "identity_merges", final_params)
-    n_splits = db.build_table(con, "marts", "identity_splits", final_params)
-    n_shared = db.build_table(con, "marts", "shared_identifiers")
-    db.build_table(con, "marts", "customers", final_params)
+    _build(con, cat, "int_identity_key_claims")
+    n_customers = _build_counted(con, cat, "int_identity_keys", final_params)
+    _build(con, cat, "int_identity_linked_events")
+    _build(con, cat, "int_identity_shared_support")
+    _build(con, cat, "int_event_customers")
+    _build(con, cat, "identity_map")
+    n_merges = _build_counted(con, cat, "identity_merges", final_params)
+    n_splits = _build_counted(con, cat, "identity_splits", final_params)
+    n_shared = _build_counted(con, cat, "shared_identifiers")
+    _build(con, cat, "customers", final_params)
 
     resolved, unresolved = db.fetch(
         con,
-        "select count(customer_key), count(*) - count(customer_key) from event_customers",
+        "select count(customer_key), count(*) - count(customer_key) from int_event_customers",
     )[0]
     if not keep_intermediate:
-        for table in _SCRATCH_TABLES:
-            db.execute(con, f"drop table if exists {db.quote_ident(table)}")
+        for m in cat.models.values():
+            if m.procedure == "identity" and m.materialized == "temp":
+                db.execute(con, f"drop table if exists {db.quote_ident(m.name)}")
     return IdentityReport(
         n_identifiers=n_identifiers,
         n_customers=n_customers,
@@ -247,7 +240,7 @@ def connected_components_without_guardrails(
 
 
 def score_identity(con: duckdb.DuckDBPyConnection, truth_events_path: str) -> dict[str, Any]:
-    """Pairwise precision/recall of `event_customers` against a truth Parquet (event_id, person_id)."""
+    """Pairwise precision/recall of `int_event_customers` against a truth Parquet (event_id, person_id)."""
     # Pair counts come from cluster sizes (n choose 2), never from materialised pairs; an unresolved
     # event is its own cluster. Only events present in both sides are scored.
     row = db.fetch(con, """
@@ -259,7 +252,7 @@ def score_identity(con: duckdb.DuckDBPyConnection, truth_events_path: str) -> di
                 tr.person_id,
                 coalesce(ec.customer_key, '__unresolved__' || ec.event_id) as cluster
             from truth as tr
-            inner join event_customers as ec
+            inner join int_event_customers as ec
                 on ec.event_id = tr.event_id
         ),
         predicted as (
@@ -315,3 +308,37 @@ def score_identity(con: duckdb.DuckDBPyConnection, truth_events_path: str) -> di
         "persons_fused": int(fused or 0),
         "persons_split": int(split or 0),
     }
+
+
+def _resolve_step(con: duckdb.DuckDBPyConnection, context: Any, params: Any) -> dict[str, Any]:
+    previous = context.previous_identity_map
+    report = resolve_identities(
+        con,
+        context.settings,
+        run_at=context.as_of,
+        previous_identity_map=str(previous) if previous else None,
+        catalog=context.catalog,
+    )
+    return dict(vars(report))
+
+
+def _scratch(name: str, description: str) -> models.Model:
+    return models.Model(
+        name=name, layer="intermediate", materialized="temp", procedure="identity", description=description
+    )
+
+
+models.register(
+    models.Procedure(
+        name="identity",
+        task="resolve-identity",
+        layer="intermediate",
+        run=_resolve_step,
+        outputs=(
+            _scratch("int_identity_labels", "Component label of every linked identifier node, per stage."),
+            _scratch("int_identity_shared", "Identifier nodes held back from linking, with the stage and reason."),
+            _scratch("int_identity_cc_edges", "Edges (a, b) whose connected components a pass labels."),
+            _scratch("int_identity_cc_labels", "Current component label per node during connected components."),
+        ),
+    )
+)

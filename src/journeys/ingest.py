@@ -22,7 +22,7 @@ from typing import Any
 
 import duckdb
 
-from journeys import db
+from journeys import db, models
 from journeys.config import Settings, SourceConfig, parse_duration_us
 
 log = logging.getLogger(__name__)
@@ -767,7 +767,7 @@ def ingest_file(
     params = _model_params(settings, f, batch_id=batch_id, ingested_at=ingested_at, min_at=min_at,
                            max_at=max_at, native_ts=native_ts)
     map_source_rows(con, f.source, params)
-    db.build_table(con, "staging", "stg_events", params)
+    models.materialize(con, models.load_catalog(settings.models_path).models["stg_events"], params)
     # First occurrence of an event id (by line) wins; ids already in the lake are duplicates too.
     db.execute(
         con,
@@ -889,3 +889,12 @@ def ingest_sources(settings: Settings, *, as_of: datetime, batch_id: str) -> Ing
         (settings.lake_dir / "_tmp").rmdir()  # only when empty
     report.affected_dates = sorted(affected)
     return report
+
+
+def _ingest_step(con: duckdb.DuckDBPyConnection, context: Any, params: Any) -> dict[str, Any]:
+    report = ingest_sources(context.settings, as_of=context.as_of, batch_id=context.batch_id)
+    return {"read": report.read, "loaded": report.loaded, "quarantined": report.quarantined}
+
+
+# Ingest runs before any warehouse exists (the flow's first task); stg_events is its per-file SQL model.
+models.register(models.Procedure(name="ingest", task="ingest", layer="staging", run=_ingest_step))

@@ -6,13 +6,14 @@ import contextlib
 import fcntl
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import duckdb
 
 from journeys import db
 from journeys.config import Settings
+from journeys.models import Model
 
 
 def mart_path(settings: Settings, table: str) -> Path:
@@ -20,25 +21,29 @@ def mart_path(settings: Settings, table: str) -> Path:
     return settings.marts_dir / table / f"{table}.parquet"
 
 
-def publish_marts(
-    con: duckdb.DuckDBPyConnection, settings: Settings, tables: dict[str, tuple[str, ...]]
-) -> dict[str, str]:
-    """Write each table, ordered by its key, to Parquet aside, then rename over the old file."""
-    out = {}
-    for table, key in tables.items():
-        final = mart_path(settings, table)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = final.with_name(f".{final.name}.{os.getpid()}.tmp")
-        # COPY cannot bind its target path; the path is ours, quoted by the one literal helper.
-        db.execute(
-            con,
-            f"copy (select * from {db.quote_ident(table)} order by {', '.join(map(db.quote_ident, key))}) "
-            f"to {db.quote_literal(str(tmp))} "
-            "(format parquet, compression zstd)",
-        )
-        os.replace(tmp, final)
-        out[table] = str(final)
-    return out
+def _copy_parquet(con: duckdb.DuckDBPyConnection, table: str, order: tuple[str, ...], final: Path) -> Path:
+    """Write `table` ordered by `order` to Parquet aside, then rename it over `final` in one step."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.with_name(f".{final.name}.{os.getpid()}.tmp")
+    order_by = f" order by {', '.join(map(db.quote_ident, order))}" if order else ""
+    # COPY cannot bind its target path; the path is ours, quoted by the one literal helper.
+    db.execute(
+        con,
+        f"copy (select * from {db.quote_ident(table)}{order_by}) to {db.quote_literal(str(tmp))} "
+        "(format parquet, compression zstd)",
+    )
+    os.replace(tmp, final)
+    return final
+
+
+def publish_marts(con: duckdb.DuckDBPyConnection, settings: Settings, marts: Iterable[Model]) -> dict[str, str]:
+    """Write each published model, ordered by its grain (same inputs, same bytes), as its Parquet mart."""
+    return {m.name: str(_copy_parquet(con, m.name, m.grain, mart_path(settings, m.name))) for m in marts}
+
+
+def write_identity_state(con: duckdb.DuckDBPyConnection, path: Path) -> Path:
+    """Keep this run's identity_map in state/ for the next run's stable keys (never read back from marts/)."""
+    return _copy_parquet(con, "identity_map", ("id_type", "id_value"), path)
 
 
 def working_warehouse_path(settings: Settings, batch_id: str) -> Path:
@@ -64,7 +69,11 @@ def discard_working_warehouse(working: Path) -> None:
 
 def clear_stale_run_files(settings: Settings) -> list[Path]:
     """Remove working files of runs that died (never read by anyone); call only while holding the run lock."""
-    stale = [*settings.warehouse_path.parent.glob(".build-*.duckdb*"), *settings.marts_dir.glob("*/.*.tmp")]
+    stale = [
+        *settings.warehouse_path.parent.glob(".build-*.duckdb*"),
+        *settings.marts_dir.glob("*/.*.tmp"),
+        *settings.state_dir.glob(".*.tmp"),
+    ]
     for p in stale:
         with contextlib.suppress(FileNotFoundError):
             p.unlink()

@@ -15,7 +15,7 @@ from typing import Any
 
 import duckdb
 
-from journeys import db
+from journeys import db, models
 from journeys.config import Settings, parse_duration_us
 
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
@@ -199,9 +199,12 @@ def validate_warehouse(
     as_of: datetime,
     event_dates: list[Any] | None = None,
     batch_rows: int = BATCH_ROWS,
+    catalog: models.Catalog | None = None,
 ) -> QualityReport:
-    """Run every suite: lake events (in row batches, only `event_dates` if given), identity, journeys, marts."""
+    """Run every suite: lake events (in row batches, only `event_dates` if given), identity, journeys, marts,
+    and the grain (unique, not null) of every table the catalog publishes."""
     v = _Validator()
+    validate_grains(con, v, catalog or models.load_catalog(settings.models_path))
     dates = None if event_dates is None else [str(d) for d in event_dates]
     ev = _expectations("canonical_events", settings, as_of)
     # Batches of up to `batch_rows` rows: a GX run has a fixed cost, so one per day is slow.
@@ -221,6 +224,53 @@ def validate_warehouse(
     for i, frame in enumerate(_frames(con, "select * from stage_conversion", batch_rows)):
         v.validate("stage_conversion", f"stage_conversion#{i}", frame, sc)
     return v.report
+
+
+def grain_summary(con: duckdb.DuckDBPyConnection, catalog: models.Catalog) -> list[dict[str, Any]]:
+    """Per kept table with a grain: rows, rows with a null grain column, grain keys that occur twice or more."""
+    present = {r[0] for r in db.fetch(con, "select table_name from duckdb_tables()")}
+    out = []
+    for m in catalog.kept():
+        if not m.grain or m.materialized == "view" or m.name not in present:
+            continue
+        cols = ", ".join(map(db.quote_ident, m.grain))
+        any_null = " or ".join(f"{db.quote_ident(c)} is null" for c in m.grain)
+        rows, null_rows = db.fetch(
+            con, f"select count(*), count(*) filter (where {any_null}) from {db.quote_ident(m.name)}"
+        )[0]
+        dup_keys = db.fetch(
+            con,
+            f"select count(*) from (select {cols} from {db.quote_ident(m.name)} group by all having count(*) > 1)",
+        )[0][0]
+        out.append(
+            {"model": m.name, "grain": ", ".join(m.grain), "rows": rows, "null_grain_rows": null_rows,
+             "duplicate_grain_keys": dup_keys}
+        )
+    return out
+
+
+def validate_grains(con: duckdb.DuckDBPyConnection, v: _Validator, catalog: models.Catalog) -> None:
+    """One GX run over the grain summary of every kept table (the counting happens in DuckDB, set-based)."""
+    import great_expectations.expectations as gxe
+    import pandas as pd
+
+    summary = grain_summary(con, catalog)
+    frame = pd.DataFrame(summary, columns=["model", "grain", "rows", "null_grain_rows", "duplicate_grain_keys"])
+    expectations = [
+        gxe.ExpectColumnValuesToBeBetween(column="null_grain_rows", min_value=0, max_value=0),
+        gxe.ExpectColumnValuesToBeBetween(column="duplicate_grain_keys", min_value=0, max_value=0),
+    ]
+    before = len(v.report.failures)
+    v.validate("grain", f"{len(summary)} tables", frame, expectations)
+    # GX names the offending counts; the report should name the tables and their grain.
+    for f in v.report.failures[before:]:
+        f.sample = [
+            f"{row['model']} ({row['grain']}): {row[f.column]} of {row['rows']} rows"
+            if f.column == "null_grain_rows"
+            else f"{row['model']} ({row['grain']}): {row[f.column]} keys repeated"
+            for row in summary
+            if row[f.column or ""]
+        ]
 
 
 def _md(text: Any) -> str:

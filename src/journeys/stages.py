@@ -6,13 +6,17 @@ Rules never become SQL text. Each rule condition is a row of `stage_rule_conditi
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
+import duckdb
 import pyarrow as pa
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from journeys import db, models
 from journeys.config import Settings, StageModelRef, parse_duration_us
 
 _MATCH_FIELDS = ("event_type", "channel", "touchpoint")
@@ -153,12 +157,13 @@ def stage_rule_conditions_table(models: list[tuple[StageModel, StageModelRef]]) 
                     (f, None, getattr(rule, f)) for f in _MATCH_FIELDS if getattr(rule, f)
                 ]
                 conds += [("attribute", keys.index(k) + 1, v) for k, v in sorted(rule.attributes.items())]
-                for field, pos, values in conds:
+                for k, (field, pos, values) in enumerate(conds, start=1):
                     rows.append(
                         {
                             "stage_model": model.name,
                             "stage_index": i,
                             "rule_id": j,
+                            "condition_no": k,
                             "n_conditions": len(conds),
                             "field": field,
                             "attribute_pos": pos,
@@ -170,6 +175,7 @@ def stage_rule_conditions_table(models: list[tuple[StageModel, StageModelRef]]) 
             ("stage_model", pa.string()),
             ("stage_index", pa.int32()),
             ("rule_id", pa.int32()),
+            ("condition_no", pa.int32()),
             ("n_conditions", pa.int32()),
             ("field", pa.string()),
             ("attribute_pos", pa.int32()),
@@ -190,3 +196,68 @@ def touchpoint_owners_table(models: list[tuple[StageModel, StageModelRef]]) -> p
                     rows.append({"stage_model": model.name, "touchpoint": tp, "owner": owner})
     schema = pa.schema([("stage_model", pa.string()), ("touchpoint", pa.string()), ("owner", pa.string())])
     return pa.Table.from_pylist(rows, schema=schema)
+
+
+def stage_funnel_modes_table(models_: list[tuple[StageModel, StageModelRef]]) -> pa.Table:
+    """One row per (stage model, funnel mode) the run computes."""
+    return pa.Table.from_pylist(
+        [{"stage_model": m.name, "mode": mode} for m, ref in models_ for mode in ref.modes],
+        schema=pa.schema([("stage_model", pa.string()), ("mode", pa.string())]),
+    )
+
+
+_STAGE_TABLES = {
+    "stage_definitions": (stage_definitions_table, ("stage_model", "stage_index"), "One row per (stage model, stage)."),
+    "stage_rule_conditions": (
+        stage_rule_conditions_table,
+        ("stage_model", "stage_index", "rule_id", "condition_no"),
+        "One row per condition of a stage rule; an event matches a rule when all its conditions accept it.",
+    ),
+    "stage_touchpoint_owners": (
+        touchpoint_owners_table,
+        ("stage_model", "touchpoint"),
+        "One row per (stage model, touchpoint) with the department that owns it.",
+    ),
+    "stage_funnel_modes": (
+        stage_funnel_modes_table,
+        ("stage_model", "mode"),
+        "One row per (stage model, funnel mode) computed in the run.",
+    ),
+}
+
+
+def register_stage_tables(
+    con: duckdb.DuckDBPyConnection, context: Any, params: Mapping[str, Any] | None = None
+) -> dict[str, int]:
+    """Tables stage_definitions, stage_rule_conditions, stage_touchpoint_owners, stage_funnel_modes."""
+    loaded = list(context.stage_models)
+    counts = {}
+    for name, (make, _, _) in _STAGE_TABLES.items():
+        table = make(loaded)
+        con.register("_arrow_in", table)
+        db.execute(con, f"create or replace table {db.quote_ident(name)} as select * from _arrow_in")
+        con.unregister("_arrow_in")
+        counts[name] = table.num_rows
+    return counts
+
+
+models.register(
+    models.Procedure(
+        name="stage_tables",
+        task="stitch-journeys",
+        layer="intermediate",
+        run=register_stage_tables,
+        outputs=tuple(
+            models.Model(
+                name=name,
+                layer="intermediate",
+                materialized="table",
+                grain=grain,
+                publish="warehouse",
+                procedure="stage_tables",
+                description=description,
+            )
+            for name, (_, grain, description) in _STAGE_TABLES.items()
+        ),
+    )
+)

@@ -14,7 +14,7 @@ AS_OF = datetime(2026, 10, 31)
 
 
 def load_golden_inputs(con) -> None:
-    """events, event_customers and customers tables from the golden events.csv."""
+    """events, int_event_customers and customers tables from the golden events.csv."""
     db.execute(
         con,
         "create table golden as select * from read_csv($path, header = true, all_varchar = true)",
@@ -27,7 +27,7 @@ def load_golden_inputs(con) -> None:
             []::struct(id_type varchar, id_value varchar)[] as identifiers, sentiment::double as sentiment,
             null::decimal(18, 2) as revenue, attributes::json as attributes from golden""",
     )
-    db.execute(con, "create table event_customers as select event_id, customer_key from golden")
+    db.execute(con, "create table int_event_customers as select event_id, customer_key from golden")
     db.execute(con, "create table customers as select distinct customer_key, 0 as bucket from golden")
 
 
@@ -35,9 +35,7 @@ def build_golden(settings: Settings):
     """A connection holding every model built from the golden inputs with `settings`."""
     con = db.connect()
     load_golden_inputs(con)
-    build.build_journeys(con, settings, AS_OF)
-    build.build_funnels(con, settings)
-    build.build_marts(con, settings, AS_OF)
+    build.build_after_identity(con, build.run_context(settings, AS_OF))
     return con
 
 
@@ -230,12 +228,13 @@ def test_stages_over_budget_lists_slow_transitions():
     settings = Settings(stage_models=[StageModelRef(path="generic_lifecycle")])
     con = db.connect()
     load_golden_inputs(con)
-    build.build_journeys(con, settings, AS_OF)
-    build.build_funnels(con, settings)
+    context = build.run_context(settings, AS_OF)
+    build.build_step(con, context, "stitch-journeys")
+    build.build_step(con, context, "stage-funnels")
     # shrink the awareness budget to one hour: B1, E and F took a day from awareness to consideration,
     # A ten minutes and D no time at all
     db.execute(con, "update stage_definitions set time_budget_us = 3600000000 where stage_index = 1")
-    build.build_marts(con, settings, AS_OF)
+    build.build_step(con, context, "build-marts")
     rows = db.fetch(con, "select journey_id from journey_stages where list_contains(stages_over_budget, 1) order by 1")
     assert [r[0] for r in rows] == ["B/j0001", "E/j0001", "F/j0001"]
     share = db.fetch(

@@ -27,12 +27,10 @@ def build_recent_and_old(n: int):
            from j, range(2) as r(k)""",
         {"n": n, "as_of": AS_OF},
     )
-    db.execute(con, "create table event_customers as select event_id, customer_key from events")
+    db.execute(con, "create table int_event_customers as select event_id, customer_key from events")
     db.execute(con, "create table customers as select distinct customer_key, 0 as bucket from events")
     settings = Settings(stage_models=[StageModelRef(path="generic_lifecycle")])
-    build.build_journeys(con, settings, AS_OF)
-    build.build_funnels(con, settings)
-    build.build_marts(con, settings, AS_OF)
+    build.build_after_identity(con, build.run_context(settings, AS_OF))
     return con
 
 

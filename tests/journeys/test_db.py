@@ -21,19 +21,6 @@ def test_named_params_are_bound_and_unused_ones_ignored():
     assert rows == [(42,)]
 
 
-def test_build_table_materialises_a_model(tmp_path, monkeypatch):
-    (tmp_path / "marts").mkdir()
-    (tmp_path / "marts" / "demo_model.sql").write_text("select range as x from range($n)")
-    monkeypatch.setattr(db, "SQL_DIR", tmp_path)
-    con = db.connect()
-    assert db.build_table(con, "marts", "demo_model", {"n": 3}) == 3
-
-
-def test_model_names_cannot_escape_the_sql_dir():
-    with pytest.raises(ValueError):
-        db.model_sql("marts", "../secrets")
-
-
 def test_warehouse_file_is_readable_by_duckdb_1x(tmp_path):
     # DuckDB 1.x reads storage version 64; 2.0's own format would lock BI tools out.
     path = tmp_path / "w.duckdb"

@@ -29,7 +29,7 @@ def _load(con, rows: list[tuple], journey_events: list[tuple[str, int, str]] = (
     keys = {j: n for n, j in enumerate(sorted({r[1] for r in rows} | {e[0] for e in journey_events}), start=1)}
     execute(
         con,
-        "create or replace table stage_events (stage_model varchar, journey_id varchar, journey_key bigint,"
+        "create or replace table int_stage_events (stage_model varchar, journey_id varchar, journey_key bigint,"
         " occurred_at timestamp, event_id varchar, stage_index integer, hold_value varchar)",
     )
     execute(
@@ -50,7 +50,7 @@ def _load(con, rows: list[tuple], journey_events: list[tuple[str, int, str]] = (
             }
         )
         con.register("stage_events_arrow", table)
-        execute(con, "insert into stage_events select * from stage_events_arrow")
+        execute(con, "insert into int_stage_events select * from stage_events_arrow")
         con.unregister("stage_events_arrow")
     if journey_events:
         table = pa.table(
@@ -71,7 +71,7 @@ def _reached(con, mode: str) -> dict[tuple[str, str], list[tuple[int, int]]]:
     out: dict[tuple[str, str], list[tuple[int, int]]] = {}
     for model, journey, level, at in fetch(
         con,
-        "select stage_model, journey_id, stage_index, reached_at from journey_stage_reached"
+        "select stage_model, journey_id, stage_index, reached_at from int_journey_stage_reached"
         " where mode = $mode order by all",
         {"mode": mode},
     ):
@@ -196,7 +196,7 @@ def test_stages_beyond_the_model_are_ignored():
 def test_models_and_modes_are_kept_apart():
     rows = [("a", "j", 0, 1), ("a", "j", 1, 2), ("b", "j", 0, 2), ("b", "j", 1, 1)]
     con = _run(rows, [FunnelSpec("a", 2, ("ordered", "strict")), FunnelSpec("b", 2, ("any_order",))])
-    assert fetch(con, "select distinct stage_model, mode from journey_stage_reached order by all") == [
+    assert fetch(con, "select distinct stage_model, mode from int_journey_stage_reached order by all") == [
         ("a", "ordered"),
         ("a", "strict"),
         ("b", "any_order"),
@@ -207,13 +207,13 @@ def test_models_and_modes_are_kept_apart():
 
 def test_empty_input_and_no_specs_give_an_empty_table():
     con = _run([], [FunnelSpec("m", 3, ("ordered", "strict", "any_order"))])
-    assert fetch(con, "select count(*) from journey_stage_reached") == [(0,)]
+    assert fetch(con, "select count(*) from int_journey_stage_reached") == [(0,)]
     con = _run([("m", "j", 0, 1)], [])
-    assert fetch(con, "select count(*) from journey_stage_reached") == [(0,)]
+    assert fetch(con, "select count(*) from int_journey_stage_reached") == [(0,)]
     cols = fetch(
         con,
         "select column_name, data_type from information_schema.columns"
-        " where table_name = 'journey_stage_reached' order by ordinal_position",
+        " where table_name = 'int_journey_stage_reached' order by ordinal_position",
     )
     assert cols == [
         ("stage_model", "VARCHAR"),
@@ -245,7 +245,7 @@ def test_duplicate_models_are_rejected():
 
 
 def test_hostile_names_are_data_not_sql():
-    name = "m'; drop table stage_events; --"
+    name = "m'; drop table int_stage_events; --"
     con = _run([(name, "j'\"", 0, 1), (name, "j'\"", 1, 2)], [FunnelSpec(name, 2)])
     assert _reached(con, "ordered") == {(name, "j'\""): [(1, 0), (2, 1)]}
 

@@ -57,7 +57,7 @@ def run(events: list[Event], settings_: Settings | None = None, **kwargs) -> tup
 
 
 def keys(con: duckdb.DuckDBPyConnection) -> dict[str, str | None]:
-    return dict(db.fetch(con, "select event_id, customer_key from event_customers"))
+    return dict(db.fetch(con, "select event_id, customer_key from int_event_customers"))
 
 
 def partition(mapping: dict[str, str | None]) -> set[frozenset[str]]:
@@ -433,7 +433,7 @@ def test_result_does_not_depend_on_input_order(raw: list[list[tuple[str, str]]],
     """)
     assert over == []
     usable = sum(1 for _, _, ids in events if any(v != "unknown" for _, v in ids))
-    assert db.fetch(con1, "select count(customer_key) from event_customers")[0][0] == usable
+    assert db.fetch(con1, "select count(customer_key) from int_event_customers")[0][0] == usable
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -470,10 +470,10 @@ def test_without_limits_customers_are_connected_components(raw: list[list[tuple[
 
 def test_score_identity_on_hand_made_truth(tmp_path: Path) -> None:
     con = db.connect()
-    db.execute(con, "create table event_customers (event_id varchar, customer_key varchar)")
+    db.execute(con, "create table int_event_customers (event_id varchar, customer_key varchar)")
     db.execute(
         con,
-        "insert into event_customers values ('1','A'),('2','A'),('3','A'),('4','B'),('5','B'),('6',null)",
+        "insert into int_event_customers values ('1','A'),('2','A'),('3','A'),('4','B'),('5','B'),('6',null)",
     )
     truth = tmp_path / "truth.parquet"
     write_truth([("1", "p"), ("2", "p"), ("3", "q"), ("4", "q"), ("5", "q"), ("6", "r")], truth)

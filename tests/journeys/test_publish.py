@@ -6,7 +6,7 @@ import time
 import duckdb
 import pytest
 
-from journeys import db, publish
+from journeys import db, models, publish
 from journeys.config import Settings
 
 
@@ -18,7 +18,8 @@ def settings(tmp_path):
 def test_publish_marts_writes_ordered_parquet_and_leaves_no_temp_files(settings):
     con = db.connect()
     db.execute(con, "create table t as select * from (values (3, 'c'), (1, 'a'), (2, 'b')) as v(k, x)")
-    paths = publish.publish_marts(con, settings, {"t": ("k",)})
+    mart = models.Model(name="t", layer="marts", materialized="table", grain=("k",), publish="true")
+    paths = publish.publish_marts(con, settings, [mart])
     assert paths == {"t": str(settings.marts_dir / "t" / "t.parquet")}
     rows = duckdb.connect().sql("select k from read_parquet($p)", params={"p": paths["t"]}).fetchall()
     assert rows == [(1,), (2,), (3,)]

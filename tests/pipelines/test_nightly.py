@@ -156,7 +156,7 @@ def test_outputs_are_published(run):
     with duckdb.connect(str(settings.warehouse_path), read_only=True) as con:
         tables = {r[0] for r in con.sql("select table_name from information_schema.tables").fetchall()}
     assert {"events", "quarantine", "journeys", "stage_conversion", "identity_map"} <= tables
-    assert not {"int_journey_events", "stage_events"} & tables
+    assert not {"int_journey_events", "int_stage_events"} & tables
     assert Path(result["quality"]["report"]).exists()
 
 

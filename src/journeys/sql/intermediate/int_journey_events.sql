@@ -1,0 +1,104 @@
+-- model: int_journey_events
+-- grain: event_id
+-- materialized: table
+-- partition: customer
+-- publish: false
+-- params: bucket, customer_keys, journey_timeout_us, session_timeout_us
+-- One row per event whose customer is known, with its journey and session.
+-- The root of the customer partition: $bucket or $customer_keys (null = every customer) select whose
+-- journeys a run builds, and every `partition: customer` model downstream follows.
+with
+
+lake_events as (
+    select
+        ev.event_id,
+        ev.occurred_at,
+        ev.source,
+        ev.channel,
+        ev.event_type,
+        ev.touchpoint,
+        ev.sentiment,
+        ev.revenue,
+        ev.attributes
+    from events as ev
+),
+
+resolved_customers as (
+    select ec.event_id, ec.customer_key
+    from int_event_customers as ec
+    where ec.customer_key is not null
+),
+
+customer_buckets as (
+    -- customer_no: a dense integer per customer (one sort over customers, not over events) for journey_key
+    select cu.customer_key, cu.bucket, row_number() over (order by cu.customer_key) as customer_no
+    from customers as cu
+),
+
+resolved as (
+    select
+        le.*,
+        rc.customer_key,
+        cb.bucket,
+        cb.customer_no
+    from lake_events as le
+    inner join resolved_customers as rc on rc.event_id = le.event_id
+    inner join customer_buckets as cb on cb.customer_key = rc.customer_key
+    where ($bucket::integer is null or cb.bucket = $bucket::integer)
+        and ($customer_keys::varchar[] is null or list_contains($customer_keys::varchar[], rc.customer_key))
+),
+
+gaps as (
+    select
+        r.*,
+        epoch_us(r.occurred_at) - epoch_us(lag(r.occurred_at) over customer_order) as gap_us
+    from resolved as r
+    window customer_order as (partition by r.customer_key order by r.occurred_at, r.event_id)
+),
+
+breaks as (
+    select
+        g.*,
+        coalesce(g.gap_us > $journey_timeout_us, true) as starts_journey,
+        coalesce(g.gap_us > $session_timeout_us, true) as starts_session
+    from gaps as g
+),
+
+numbered as (
+    select
+        b.*,
+        sum(b.starts_journey::integer) over customer_order as journey_no,
+        sum(b.starts_session::integer) over customer_order as session_no
+    from breaks as b
+    window customer_order as (
+        partition by b.customer_key order by b.occurred_at, b.event_id rows unbounded preceding
+    )
+),
+
+final as (
+    select
+        n.event_id,
+        n.customer_key,
+        n.bucket,
+        n.customer_key || '/j' || lpad(n.journey_no::varchar, 4, '0') as journey_id,
+        -- journey_key: an integer twin of journey_id (joins on it are cheap); 2^24 journeys per customer
+        case when n.journey_no < 16777216 then n.customer_no * 16777216 + n.journey_no
+            else error('more than 2^24 journeys for one customer: journey_key would collide') end::bigint
+            as journey_key,
+        n.customer_key || '/s' || lpad(n.session_no::varchar, 6, '0') as session_id,
+        row_number() over (
+            partition by n.customer_key, n.journey_no order by n.occurred_at, n.event_id
+        ) as event_seq,
+        n.occurred_at,
+        n.occurred_at::date as event_date,
+        n.source,
+        n.channel,
+        n.event_type,
+        n.touchpoint,
+        n.sentiment,
+        n.revenue,
+        n.attributes
+    from numbered as n
+)
+
+select * from final

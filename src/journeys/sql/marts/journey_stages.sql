@@ -1,0 +1,137 @@
+-- model: journey_stages
+-- grain: stage_model, mode, journey_id
+-- materialized: table
+-- partition: customer
+-- publish: true
+-- params: as_of, dropout_timeout_us
+-- One row per (stage model, funnel mode, journey): how far the journey got and whether it is over.
+-- entry_stage is 1 except in open mode (the journey's lowest stage); stages_over_budget lists the stages
+-- i whose time from reaching i to reaching i + 1 exceeded stage i's time_budget.
+with
+
+journeys as (
+    select * from int_journeys
+),
+
+model_modes as (
+    select fm.stage_model, fm.mode, sd.n_stages, sd.stage_model_version
+    from stage_funnel_modes as fm
+    inner join (
+        select distinct stage_model, n_stages, stage_model_version from stage_definitions
+    ) as sd on sd.stage_model = fm.stage_model
+),
+
+reached as (
+    select
+        sr.stage_model,
+        sr.mode,
+        sr.journey_id,
+        min(sr.stage_index) as entry_stage,
+        max(sr.stage_index) as furthest_stage,
+        min(sr.reached_at) as entered_at,
+        max(sr.reached_at) as furthest_reached_at
+    from int_journey_stage_reached as sr
+    group by sr.stage_model, sr.mode, sr.journey_id
+),
+
+stage_budgets as (
+    select sd.stage_model, sd.stage_index, sd.time_budget_us
+    from stage_definitions as sd
+    where sd.time_budget_us is not null
+),
+
+over_budget as (
+    select
+        r1.stage_model,
+        r1.mode,
+        r1.journey_id,
+        list(r1.stage_index order by r1.stage_index) as stages_over_budget
+    from int_journey_stage_reached as r1
+    inner join stage_budgets as sb on sb.stage_model = r1.stage_model and sb.stage_index = r1.stage_index
+    inner join int_journey_stage_reached as r2
+        on r2.stage_model = r1.stage_model and r2.mode = r1.mode and r2.journey_id = r1.journey_id
+        and r2.stage_index = r1.stage_index + 1
+    where epoch_us(r2.reached_at) - epoch_us(r1.reached_at) > sb.time_budget_us
+    group by r1.stage_model, r1.mode, r1.journey_id
+),
+
+journey_modes as (
+    select
+        mm.stage_model,
+        mm.stage_model_version,
+        mm.mode,
+        mm.n_stages,
+        j.journey_id,
+        j.customer_key,
+        j.bucket,
+        j.started_at,
+        j.ended_at,
+        j.first_channel,
+        j.last_channel,
+        j.first_touchpoint,
+        j.last_touchpoint,
+        j.last_event_id,
+        j.last_sentiment,
+        j.last_known_sentiment,
+        j.breakdown_attribute,
+        r.entry_stage,
+        coalesce(r.furthest_stage, 0) as furthest_stage,
+        r.entered_at,
+        r.furthest_reached_at,
+        coalesce(ob.stages_over_budget, []::integer[]) as stages_over_budget
+    from journeys as j
+    cross join model_modes as mm
+    left join reached as r
+        on r.journey_id = j.journey_id and r.stage_model = mm.stage_model and r.mode = mm.mode
+    left join over_budget as ob
+        on ob.journey_id = j.journey_id and ob.stage_model = mm.stage_model and ob.mode = mm.mode
+),
+
+status as (
+    select
+        jm.*,
+        jm.furthest_stage = jm.n_stages as is_converted,
+        jm.furthest_stage = jm.n_stages
+            or epoch_us($as_of::timestamp) - epoch_us(jm.ended_at) > $dropout_timeout_us as is_closed
+    from journey_modes as jm
+),
+
+stage_names as (
+    select sd.stage_model, sd.stage_index, sd.stage_name
+    from stage_definitions as sd
+),
+
+final as (
+    select
+        s.stage_model,
+        s.stage_model_version,
+        s.mode,
+        s.journey_id,
+        s.customer_key,
+        s.bucket,
+        s.n_stages,
+        s.entry_stage,
+        s.furthest_stage,
+        sn.stage_name as furthest_stage_name,
+        s.entered_at,
+        s.furthest_reached_at,
+        s.is_closed,
+        s.is_converted,
+        s.stages_over_budget,
+        case when s.is_closed and not s.is_converted and s.furthest_stage >= 1 then s.furthest_stage end
+            as dropout_stage,
+        s.started_at,
+        s.ended_at,
+        s.first_channel,
+        s.last_channel,
+        s.first_touchpoint,
+        s.last_touchpoint,
+        s.last_event_id,
+        s.last_sentiment,
+        s.last_known_sentiment,
+        s.breakdown_attribute
+    from status as s
+    left join stage_names as sn on sn.stage_model = s.stage_model and sn.stage_index = s.furthest_stage
+)
+
+select * from final

@@ -1,0 +1,78 @@
+-- model: journeys
+-- grain: journey_id
+-- materialized: table
+-- partition: customer
+-- publish: true
+-- params: primary_mode, primary_model
+-- One row per journey, with the stage outcome of the primary stage model and mode.
+with
+
+journeys as (
+    select * from int_journeys
+),
+
+primary_stages as (
+    select *
+    from journey_stages as js
+    where js.stage_model = $primary_model and js.mode = $primary_mode
+),
+
+any_order_stages as (
+    select js.journey_id, js.furthest_stage
+    from journey_stages as js
+    where js.stage_model = $primary_model and js.mode = 'any_order'
+),
+
+-- Stage path: the stages the journey's events map to, in event order, repeats collapsed.
+staged_events as (
+    select
+        je.journey_id,
+        je.event_seq,
+        sd.stage_name,
+        lag(es.stage_index) over (partition by je.journey_id order by je.event_seq) as previous_stage,
+        es.stage_index
+    from int_journey_events as je
+    inner join int_event_stages as es on es.event_id = je.event_id and es.stage_model = $primary_model
+    inner join stage_definitions as sd on sd.stage_model = es.stage_model and sd.stage_index = es.stage_index
+),
+
+stage_paths as (
+    select
+        se.journey_id,
+        list(se.stage_name order by se.event_seq) as stage_path
+    from staged_events as se
+    where se.previous_stage is null or se.previous_stage <> se.stage_index
+    group by se.journey_id
+),
+
+final as (
+    select
+        j.journey_id,
+        j.customer_key,
+        j.bucket,
+        j.started_at,
+        j.ended_at,
+        j.first_channel,
+        j.last_channel,
+        j.first_touchpoint,
+        j.last_touchpoint,
+        j.n_events,
+        j.n_sessions,
+        j.n_channels,
+        j.revenue,
+        ps.stage_model,
+        ps.mode as stage_mode,
+        ps.furthest_stage,
+        ps.furthest_stage_name,
+        ao.furthest_stage as furthest_stage_any_order,
+        ps.is_closed,
+        ps.is_converted,
+        ps.dropout_stage,
+        coalesce(sp.stage_path, []::varchar[]) as stage_path
+    from journeys as j
+    inner join primary_stages as ps on ps.journey_id = j.journey_id
+    left join any_order_stages as ao on ao.journey_id = j.journey_id
+    left join stage_paths as sp on sp.journey_id = j.journey_id
+)
+
+select * from final

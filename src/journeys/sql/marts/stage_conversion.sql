@@ -1,0 +1,168 @@
+-- model: stage_conversion
+-- grain: stage_model, mode, cohort_period, cohort, breakdown, breakdown_value, stage_index
+-- materialized: table
+-- partition: none
+-- publish: true
+-- params: breakdown_attribute, cohort_period
+-- One row per (stage model, mode, cohort, breakdown, breakdown value, stage).
+-- Cohort = period of the journey's entry (its first stage-1 event; in open mode its entry stage);
+-- cohort 'all' sums every period.
+-- Breakdowns: none, first_channel, last_channel, first_touchpoint and, when configured, the attribute.
+-- Open mode (journeys enter at their lowest stage): entered at i = entry_stage <= i <= furthest_stage;
+-- conversion_from_start divides by every journey that entered the funnel (= entered at 1 when closed).
+-- Time budget: converters_within_budget counts converters of stage i whose time to i + 1 was within
+-- stage i's time_budget; share_within_budget = that / converters (null without a budget).
+with
+
+entered_journeys as (
+    select * from journey_stages as js where js.furthest_stage >= 1
+),
+
+reached as (
+    select * from int_journey_stage_reached
+),
+
+stages as (
+    select sd.stage_model, sd.stage_index, sd.stage_name, sd.n_stages from stage_definitions as sd
+),
+
+by_cohort as (
+    select
+        ej.*,
+        unnest([
+            {'cohort_period': 'all', 'cohort': 'all'},
+            {
+                'cohort_period': $cohort_period,
+                'cohort': strftime(date_trunc($cohort_period, ej.entered_at), '%Y-%m-%d')
+            }
+        ], recursive := true)
+    from entered_journeys as ej
+),
+
+journey_groups as (
+    select
+        bc.*,
+        unnest(
+            [
+                {'breakdown': 'none', 'breakdown_value': 'all'},
+                {'breakdown': 'first_channel', 'breakdown_value': coalesce(bc.first_channel, '(none)')},
+                {'breakdown': 'last_channel', 'breakdown_value': coalesce(bc.last_channel, '(none)')},
+                {'breakdown': 'first_touchpoint', 'breakdown_value': coalesce(bc.first_touchpoint, '(none)')}
+            ]
+            || case when $breakdown_attribute is null then [] else [{
+                'breakdown': 'attribute:' || $breakdown_attribute,
+                'breakdown_value': coalesce(bc.breakdown_attribute, '(none)')
+            }] end,
+            recursive := true
+        )
+    from by_cohort as bc
+),
+
+outcome_counts as (
+    select
+        jg.stage_model, jg.mode, jg.cohort_period, jg.cohort, jg.breakdown, jg.breakdown_value,
+        jg.entry_stage,
+        jg.furthest_stage,
+        count(*) as n_journeys,
+        count(*) filter (where jg.is_closed and not jg.is_converted) as n_dropped,
+        count(*) filter (where not jg.is_closed) as n_in_progress
+    from journey_groups as jg
+    group by all
+),
+
+stage_grid as (
+    select g.*, s.stage_index, s.stage_name, s.n_stages
+    from (
+        select distinct oc.stage_model, oc.mode, oc.cohort_period, oc.cohort, oc.breakdown, oc.breakdown_value
+        from outcome_counts as oc
+    ) as g
+    inner join stages as s on s.stage_model = g.stage_model
+),
+
+stage_counts as (
+    select
+        sg.stage_model, sg.mode, sg.cohort_period, sg.cohort, sg.breakdown, sg.breakdown_value,
+        sg.stage_index, sg.stage_name, sg.n_stages,
+        coalesce(sum(oc.n_journeys), 0) as journeys_in_funnel,
+        coalesce(sum(oc.n_journeys) filter (
+            where oc.entry_stage <= sg.stage_index and oc.furthest_stage >= sg.stage_index
+        ), 0) as journeys_entered,
+        coalesce(sum(oc.n_journeys) filter (
+            where oc.entry_stage <= sg.stage_index and oc.furthest_stage > sg.stage_index
+        ), 0) as journeys_converted,
+        coalesce(sum(oc.n_dropped) filter (where oc.furthest_stage = sg.stage_index), 0) as journeys_dropped,
+        coalesce(sum(oc.n_in_progress) filter (where oc.furthest_stage = sg.stage_index), 0)
+            as journeys_in_progress
+    from stage_grid as sg
+    left join outcome_counts as oc
+        on oc.stage_model = sg.stage_model and oc.mode = sg.mode and oc.cohort_period = sg.cohort_period
+        and oc.cohort = sg.cohort and oc.breakdown = sg.breakdown and oc.breakdown_value = sg.breakdown_value
+    group by all
+),
+
+budgets as (
+    select sd.stage_model, sd.stage_index, sd.time_budget_us from stage_definitions as sd
+),
+
+transitions as (
+    select
+        r1.stage_model, r1.mode, r1.journey_id, r1.stage_index,
+        epoch(r2.reached_at) - epoch(r1.reached_at) as seconds_to_next,
+        case when b.time_budget_us is not null
+            then epoch_us(r2.reached_at) - epoch_us(r1.reached_at) <= b.time_budget_us end as within_budget
+    from reached as r1
+    left join budgets as b on b.stage_model = r1.stage_model and b.stage_index = r1.stage_index
+    inner join reached as r2
+        on r2.stage_model = r1.stage_model and r2.mode = r1.mode and r2.journey_id = r1.journey_id
+        and r2.stage_index = r1.stage_index + 1
+),
+
+timing as (
+    select
+        jg.stage_model, jg.mode, jg.cohort_period, jg.cohort, jg.breakdown, jg.breakdown_value, t.stage_index,
+        avg(t.seconds_to_next) as mean_time_to_next_s,
+        quantile_cont(t.seconds_to_next, 0.5) as median_time_to_next_s,
+        quantile_cont(t.seconds_to_next, 0.9) as p90_time_to_next_s,
+        count(*) filter (where t.within_budget) as converters_within_budget,
+        count(*) filter (where t.within_budget is not null) as converters_with_budget
+    from journey_groups as jg
+    inner join transitions as t
+        on t.journey_id = jg.journey_id and t.stage_model = jg.stage_model and t.mode = jg.mode
+    group by all
+),
+
+final as (
+    select
+        sc.stage_model,
+        sc.mode,
+        sc.cohort_period,
+        sc.cohort,
+        sc.breakdown,
+        sc.breakdown_value,
+        sc.stage_index,
+        sc.stage_name,
+        sc.journeys_entered,
+        case when sc.stage_index < sc.n_stages then sc.journeys_converted end as journeys_converted,
+        case when sc.stage_index < sc.n_stages and sc.journeys_entered > 0
+            then sc.journeys_converted / sc.journeys_entered end as conversion_rate,
+        sc.journeys_entered / nullif(sc.journeys_in_funnel, 0) as conversion_from_start,
+        sc.journeys_dropped,
+        sc.journeys_in_progress,
+        t.mean_time_to_next_s,
+        t.median_time_to_next_s,
+        t.p90_time_to_next_s,
+        b.time_budget_us / 1e6 as time_budget_s,
+        case when b.time_budget_us is not null and sc.stage_index < sc.n_stages
+            then coalesce(t.converters_within_budget, 0) end as converters_within_budget,
+        case when b.time_budget_us is not null
+            then t.converters_within_budget / nullif(t.converters_with_budget, 0) end as share_within_budget
+    from stage_counts as sc
+    left join budgets as b on b.stage_model = sc.stage_model and b.stage_index = sc.stage_index
+    left join timing as t
+        on t.stage_model = sc.stage_model and t.mode = sc.mode and t.cohort_period = sc.cohort_period
+        and t.cohort = sc.cohort and t.breakdown = sc.breakdown and t.breakdown_value = sc.breakdown_value
+        and t.stage_index = sc.stage_index
+    order by all
+)
+
+select * from final

@@ -1,0 +1,90 @@
+-- model: stage_survival
+-- grain: stage_model, mode, stage_index, t_days
+-- materialized: table
+-- partition: none
+-- publish: true
+-- params: as_of
+-- One row per (stage model, mode, stage, day t) at which a journey that reached the stage either
+-- reached the next stage or was last observed: the Kaplan-Meier estimate of reaching the next stage
+-- within t days, honest about journeys that are still open (right-censored at as_of).
+-- Time is in whole days, rounded up (a conversion after 2 hours happened "within 1 day"); at a tie,
+-- conversions are counted before censorings, the usual Kaplan-Meier convention.
+with
+
+reached as (
+    select * from int_journey_stage_reached
+),
+
+stages as (
+    select sd.stage_model, sd.stage_index, sd.stage_name, sd.n_stages from stage_definitions as sd
+),
+
+-- Every journey that reached stage i (< last stage) is followed from reached_at(i).
+subjects as (
+    select
+        r1.stage_model,
+        r1.mode,
+        r1.journey_id,
+        r1.stage_index,
+        r2.reached_at is not null as converted,
+        ceil(
+            (epoch(coalesce(r2.reached_at, $as_of::timestamp)) - epoch(r1.reached_at)) / 86400.0
+        )::integer as t_days
+    from reached as r1
+    inner join stages as s on s.stage_model = r1.stage_model and s.stage_index = r1.stage_index
+    left join reached as r2
+        on r2.stage_model = r1.stage_model and r2.mode = r1.mode and r2.journey_id = r1.journey_id
+        and r2.stage_index = r1.stage_index + 1
+    where r1.stage_index < s.n_stages
+),
+
+per_time as (
+    select
+        su.stage_model,
+        su.mode,
+        su.stage_index,
+        su.t_days,
+        count(*) filter (where su.converted) as n_converted,
+        count(*) filter (where not su.converted) as n_censored
+    from subjects as su
+    group by all
+),
+
+at_risk as (
+    select
+        pt.*,
+        sum(pt.n_converted + pt.n_censored) over (
+            partition by pt.stage_model, pt.mode, pt.stage_index
+            order by pt.t_days desc rows between unbounded preceding and current row
+        ) as n_at_risk
+    from per_time as pt
+),
+
+survival as (
+    select
+        ar.*,
+        product(1.0 - ar.n_converted / ar.n_at_risk) over (
+            partition by ar.stage_model, ar.mode, ar.stage_index
+            order by ar.t_days rows between unbounded preceding and current row
+        ) as survival
+    from at_risk as ar
+),
+
+final as (
+    select
+        sv.stage_model,
+        sv.mode,
+        sv.stage_index,
+        s.stage_name,
+        sv.t_days,
+        sv.n_at_risk,
+        sv.n_converted,
+        sv.n_censored,
+        sv.survival,
+        1.0 - sv.survival as p_reached_next
+    from survival as sv
+    inner join stages as s on s.stage_model = sv.stage_model and s.stage_index = sv.stage_index
+    order by sv.stage_model, sv.mode, sv.stage_index, sv.t_days
+)
+
+select * from final
