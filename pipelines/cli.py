@@ -50,7 +50,7 @@ def print_summary(result: dict[str, Any], warehouse: str) -> None:
         f"in {idn.get('passes')} passes; {idn.get('n_shared_identifiers')} shared identifiers held back"
     )
     with db.connect(warehouse, read_only=True) as con:
-        model, mode = db.fetch(con, "select stage_model, stage_mode from journeys limit 1")[0] or (None, None)
+        model, mode = db.fetch(con, "select stage_model, mode from journeys limit 1")[0] or (None, None)
         rows = db.fetch(
             con,
             "select stage_index, stage_name, journeys_entered, journeys_converted, conversion_rate,"
@@ -79,9 +79,9 @@ def print_summary(result: dict[str, Any], warehouse: str) -> None:
         )
         red = db.fetch(
             con,
-            "select stage_name, last_touchpoint, last_channel, journeys, share_of_stage_dropouts, owner,"
+            "select stage_name, last_touchpoint, last_channel, journeys_dropped, share_of_stage_dropouts, owner,"
             " round(mean_last_known_sentiment, 2) from stage_dropout where stage_model = $m and mode = $mode"
-            " order by journeys desc, stage_index, last_touchpoint limit 8",
+            " order by journeys_dropped desc, stage_index, last_touchpoint limit 8",
             {"m": model, "mode": mode},
         )
         print("\nwhere customers are lost (closed journeys, top dropout points)")

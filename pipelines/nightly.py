@@ -28,6 +28,7 @@ from prefect.cache_policies import NO_CACHE
 from journeys import build, db, publish, quality
 from journeys.build import RunContext
 from journeys.config import Settings, load_settings
+from journeys.models import Step
 
 T = TypeVar("T")
 
@@ -77,7 +78,7 @@ def ingest_task(context: RunContext) -> dict[str, Any]:
 
 
 @task(name="build-step", cache_policy=NO_CACHE)
-def build_step_task(context: RunContext, working: str, step: str) -> dict[str, Any]:
+def build_step_task(context: RunContext, working: str, step: Step) -> dict[str, Any]:
     """Build the catalog nodes of one step (identity, journeys, funnels or marts) in the working file."""
     return _on_working(context.settings, working, lambda con: build.build_step(con, context, step))
 
@@ -139,7 +140,8 @@ def nightly(
         try:
             ingest = ingest_task(context)
             for step in context.catalog.steps():
-                built[step.name] = build_step_task.with_options(name=step.name)(context, working, step.name)
+                counts = build_step_task.with_options(name=step.name)(context, working, step)
+                built.setdefault(step.name, {}).update(counts)
             checks = quality_task(context, working, None)
             outputs = publish_task(context, working)
         except BaseException:

@@ -175,19 +175,19 @@ def build_models(
     return models.build(con, context.catalog, context, nodes, params=params)
 
 
+def after_identity(catalog: models.Catalog) -> list[str]:
+    """Nodes downstream of identity resolution and what they need besides it, in build order."""
+    return catalog.order(catalog.upstream(catalog.downstream(["identity"])) - catalog.upstream(["identity"]))
+
+
 def build_after_identity(con: duckdb.DuckDBPyConnection, context: RunContext, **params: Any) -> dict[str, Any]:
     """Build everything downstream of identity resolution (from events, int_event_customers and customers)."""
-    catalog = context.catalog
-    nodes = catalog.upstream(catalog.downstream(["identity"])) - catalog.upstream(["identity"])
-    return build_models(con, context, sorted(nodes), **params)
+    return build_models(con, context, after_identity(context.catalog), **params)
 
 
-def build_step(con: duckdb.DuckDBPyConnection, context: RunContext, step: str) -> dict[str, Any]:
-    """Build the nodes of one flow task (see `Catalog.steps`)."""
-    nodes = next((s.nodes for s in context.catalog.steps() if s.name == step), None)
-    if nodes is None:
-        raise ValueError(f"no flow step {step!r}; steps: {[s.name for s in context.catalog.steps()]}")
-    return build_models(con, context, list(nodes))
+def build_step(con: duckdb.DuckDBPyConnection, context: RunContext, step: models.Step) -> dict[str, Any]:
+    """Build the nodes of one flow step (see `Catalog.steps`)."""
+    return build_models(con, context, list(step.nodes))
 
 
 def drop_intermediates(con: duckdb.DuckDBPyConnection, context: RunContext) -> list[str]:

@@ -21,7 +21,6 @@ by hand; the build order is a topological sort of those dependencies. Steps that
 from __future__ import annotations
 
 import functools
-import graphlib
 import heapq
 import json
 import re
@@ -268,11 +267,11 @@ class Catalog:
 
     def _rank(self, node: str) -> tuple[int, int, str]:
         if node in self.procedures:
-            return (LAYERS.index(self.procedures[node].layer), 0, node)
-        return (LAYERS.index(self.models[node].layer), 1, node)
+            return (LAYERS.index(self.procedures[node].layer), 1, node)
+        return (LAYERS.index(self.models[node].layer), 0, node)
 
     def order(self, nodes: Iterable[str] | None = None) -> list[str]:
-        """Nodes in build order (dependencies first; ties by layer, procedures first, then name)."""
+        """Nodes in build order (dependencies first; ties by layer, SQL models before procedures, then name)."""
         wanted = set(self.nodes() if nodes is None else nodes)
         deps = {n: self.dependencies(n) & wanted for n in wanted}
         ready = [self._rank(n) for n in wanted if not deps[n]]
@@ -318,24 +317,15 @@ class Catalog:
         return self.procedures[node].task if node in self.procedures else LAYER_TASKS[self.models[node].layer]
 
     def steps(self) -> list[Step]:
-        """Flow tasks in order, each with its nodes; tasks must form an acyclic graph."""
-        nodes = [n for n in self.nodes() if self.task_of(n) != "ingest"]
-        order = self.order(nodes)
-        graph: dict[str, set[str]] = {}
-        for n in nodes:
-            graph.setdefault(self.task_of(n), set()).update(
-                self.task_of(d) for d in self.dependencies(n) if d != "ingest" and self.task_of(d) != self.task_of(n)
-            )
-        try:
-            sorter = graphlib.TopologicalSorter(graph)
-            tasks = list(sorter.static_order())
-        except graphlib.CycleError as exc:
-            raise CatalogError(f"flow tasks depend on each other in a cycle: {exc.args[1]}") from None
-        # static_order is deterministic but not ours; order tasks by their first node's build position
-        position = {n: i for i, n in enumerate(order)}
-        first = {t: min(position[n] for n in nodes if self.task_of(n) == t) for t in tasks}
-        tasks.sort(key=lambda t: first[t])
-        return [Step(t, tuple(n for n in order if self.task_of(n) == t)) for t in tasks]
+        """Flow tasks in build order: consecutive nodes of one task form one step (a task may recur)."""
+        out: list[tuple[str, list[str]]] = []
+        for node in self.order(n for n in self.nodes() if self.task_of(n) != "ingest"):
+            task = self.task_of(node)
+            if out and out[-1][0] == task:
+                out[-1][1].append(node)
+            else:
+                out.append((task, [node]))
+        return [Step(task, tuple(nodes)) for task, nodes in out]
 
     def published(self) -> list[Model]:
         """Models written as Parquet marts, by name."""

@@ -96,7 +96,7 @@ def test_any_order_counts_highest_stage_seen(built):
 def test_stage_dropout_names_the_last_touchpoint_and_owner(built):
     rows = db.fetch(
         built,
-        "select stage_index, last_touchpoint, last_channel, journeys, share_of_stage_dropouts, owner"
+        "select stage_index, last_touchpoint, last_channel, journeys_dropped, share_of_stage_dropouts, owner"
         " from stage_dropout where mode = 'ordered'",
     )
     assert rows == [(2, "email:email_click", "email", 3, 1.0, "ecommerce")]
@@ -132,7 +132,8 @@ def test_journey_stage_path_collapses_repeats(built):
 def test_kaplan_meier_matches_hand_computed_curve(built):
     rows = db.fetch(
         built,
-        "select stage_index, t_days, n_at_risk, n_converted, n_censored, survival from stage_survival"
+        "select stage_index, t_days, journeys_at_risk, journeys_converted, journeys_censored, survival"
+        " from stage_survival"
         " where stage_model = 'generic_lifecycle' and mode = 'ordered' and stage_index <= 2 order by 1, 2",
     )
     # Stage 1: D converts at once, A/B1/E/F within a day, B2 is still open after 10d16h (censored at 11).
@@ -154,7 +155,7 @@ def test_kaplan_meier_matches_hand_computed_curve(built):
 def test_time_to_next_histogram_buckets_converters(built):
     rows = db.fetch(
         built,
-        "select bucket_label, journeys from stage_time_to_next"
+        "select bucket_label, journeys_converted from stage_time_to_next"
         " where stage_model = 'generic_lifecycle' and mode = 'ordered' and stage_index = 1 order by bucket_index",
     )
     assert rows == [("< 1h", 2), ("1-3d", 3)]
@@ -208,7 +209,7 @@ def test_first_touchpoint_breakdown_sums_to_the_total(built_open):
 def test_time_budget_shares_of_converters(built_open):
     rows = db.fetch(
         built_open,
-        "select stage_index, time_budget_s, journeys_converted, converters_within_budget, share_within_budget"
+        "select stage_index, time_budget_s, journeys_converted, journeys_within_budget, share_within_budget"
         " from stage_conversion where mode = 'ordered' and cohort = 'all' and breakdown = 'none'"
         " order by stage_index",
     )
@@ -229,12 +230,13 @@ def test_stages_over_budget_lists_slow_transitions():
     con = db.connect()
     load_golden_inputs(con)
     context = build.run_context(settings, AS_OF)
-    build.build_step(con, context, "stitch-journeys")
-    build.build_step(con, context, "stage-funnels")
+    marts = {s.nodes for s in context.catalog.steps() if s.name == "build-marts"}
+    before = [n for n in build.after_identity(context.catalog) if not any(n in m for m in marts)]
+    build.build_models(con, context, before)
     # shrink the awareness budget to one hour: B1, E and F took a day from awareness to consideration,
     # A ten minutes and D no time at all
     db.execute(con, "update stage_definitions set time_budget_us = 3600000000 where stage_index = 1")
-    build.build_step(con, context, "build-marts")
+    build.build_models(con, context, [n for m in marts for n in m])
     rows = db.fetch(con, "select journey_id from journey_stages where list_contains(stages_over_budget, 1) order by 1")
     assert [r[0] for r in rows] == ["B/j0001", "E/j0001", "F/j0001"]
     share = db.fetch(

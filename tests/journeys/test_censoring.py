@@ -43,11 +43,12 @@ def test_recent_journeys_are_in_progress_not_dropped():
         " and breakdown = 'none' and stage_index = 2",
     )[0]
     assert row == (200, 100, 100, 0)
-    closed = db.fetch(con, "select sum(journeys) from stage_dropout where stage_index = 2")[0][0]
+    closed = db.fetch(con, "select sum(journeys_dropped) from stage_dropout where stage_index = 2")[0][0]
     assert closed == 100
     survival = db.fetch(
         con,
-        "select min(n_at_risk), max(n_at_risk), sum(n_converted), sum(n_censored) from stage_survival"
+        "select min(journeys_at_risk), max(journeys_at_risk), sum(journeys_converted), sum(journeys_censored)"
+        " from stage_survival"
         " where stage_model = 'generic_lifecycle' and stage_index = 2",
     )[0]
     # Nobody converted: everyone is censored at as_of, the recent half after 2 days, the rest after 60.

@@ -46,12 +46,9 @@ over_budget as (
         r1.mode,
         r1.journey_id,
         list(r1.stage_index order by r1.stage_index) as stages_over_budget
-    from int_journey_stage_reached as r1
+    from int_stage_transitions as r1
     inner join stage_budgets as sb on sb.stage_model = r1.stage_model and sb.stage_index = r1.stage_index
-    inner join int_journey_stage_reached as r2
-        on r2.stage_model = r1.stage_model and r2.mode = r1.mode and r2.journey_id = r1.journey_id
-        and r2.stage_index = r1.stage_index + 1
-    where epoch_us(r2.reached_at) - epoch_us(r1.reached_at) > sb.time_budget_us
+    where epoch_us(r1.next_reached_at) - epoch_us(r1.reached_at) > sb.time_budget_us
     group by r1.stage_model, r1.mode, r1.journey_id
 ),
 

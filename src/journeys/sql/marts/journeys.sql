@@ -61,7 +61,7 @@ final as (
         j.n_channels,
         j.revenue,
         ps.stage_model,
-        ps.mode as stage_mode,
+        ps.mode,
         ps.furthest_stage,
         ps.furthest_stage_name,
         ao.furthest_stage as furthest_stage_any_order,

@@ -25,9 +25,9 @@ cells as (
         es.stage_model,
         es.stage_index,
         je.channel,
-        count(*) as n_events,
-        count(distinct je.journey_id) as n_journeys,
-        count(distinct je.customer_key) as n_customers,
+        count(*) as events_in_cell,
+        count(distinct je.journey_id) as journeys_in_cell,
+        count(distinct je.customer_key) as customers_in_cell,
         -- Decimal sums are exact, so the mean does not depend on how threads split the rows.
         avg(je.sentiment::decimal(18, 6))::double as mean_sentiment,
         sum(je.revenue) as revenue
@@ -42,16 +42,15 @@ final as (
         c.stage_index,
         s.stage_name,
         c.channel,
-        c.n_events,
-        c.n_events / sum(c.n_events) over (partition by c.stage_model, c.stage_index) as share_of_stage_events,
-        c.n_journeys,
-        c.n_customers,
+        c.events_in_cell,
+        c.events_in_cell / sum(c.events_in_cell) over (partition by c.stage_model, c.stage_index) as share_of_stage_events,
+        c.journeys_in_cell,
+        c.customers_in_cell,
         list_contains(s.designed_channels, c.channel) as is_designed_channel,
         c.mean_sentiment,
         c.revenue
     from cells as c
     inner join stages as s on s.stage_model = c.stage_model and s.stage_index = c.stage_index
-    order by c.stage_model, c.stage_index, c.n_events desc, c.channel
 )
 
 select * from final

@@ -10,7 +10,7 @@
 -- Breakdowns: none, first_channel, last_channel, first_touchpoint and, when configured, the attribute.
 -- Open mode (journeys enter at their lowest stage): entered at i = entry_stage <= i <= furthest_stage;
 -- conversion_from_start divides by every journey that entered the funnel (= entered at 1 when closed).
--- Time budget: converters_within_budget counts converters of stage i whose time to i + 1 was within
+-- Time budget: journeys_within_budget counts converters of stage i whose time to i + 1 was within
 -- stage i's time_budget; share_within_budget = that / converters (null without a budget).
 with
 
@@ -18,8 +18,8 @@ entered_journeys as (
     select * from journey_stages as js where js.furthest_stage >= 1
 ),
 
-reached as (
-    select * from int_journey_stage_reached
+stage_transitions as (
+    select * from int_stage_transitions
 ),
 
 stages as (
@@ -107,14 +107,12 @@ budgets as (
 transitions as (
     select
         r1.stage_model, r1.mode, r1.journey_id, r1.stage_index,
-        epoch(r2.reached_at) - epoch(r1.reached_at) as seconds_to_next,
+        epoch(r1.next_reached_at) - epoch(r1.reached_at) as seconds_to_next,
         case when b.time_budget_us is not null
-            then epoch_us(r2.reached_at) - epoch_us(r1.reached_at) <= b.time_budget_us end as within_budget
-    from reached as r1
+            then epoch_us(r1.next_reached_at) - epoch_us(r1.reached_at) <= b.time_budget_us end as within_budget
+    from stage_transitions as r1
     left join budgets as b on b.stage_model = r1.stage_model and b.stage_index = r1.stage_index
-    inner join reached as r2
-        on r2.stage_model = r1.stage_model and r2.mode = r1.mode and r2.journey_id = r1.journey_id
-        and r2.stage_index = r1.stage_index + 1
+    where r1.next_reached_at is not null
 ),
 
 timing as (
@@ -123,7 +121,7 @@ timing as (
         avg(t.seconds_to_next) as mean_time_to_next_s,
         quantile_cont(t.seconds_to_next, 0.5) as median_time_to_next_s,
         quantile_cont(t.seconds_to_next, 0.9) as p90_time_to_next_s,
-        count(*) filter (where t.within_budget) as converters_within_budget,
+        count(*) filter (where t.within_budget) as journeys_within_budget,
         count(*) filter (where t.within_budget is not null) as converters_with_budget
     from journey_groups as jg
     inner join transitions as t
@@ -153,16 +151,15 @@ final as (
         t.p90_time_to_next_s,
         b.time_budget_us / 1e6 as time_budget_s,
         case when b.time_budget_us is not null and sc.stage_index < sc.n_stages
-            then coalesce(t.converters_within_budget, 0) end as converters_within_budget,
+            then coalesce(t.journeys_within_budget, 0) end as journeys_within_budget,
         case when b.time_budget_us is not null
-            then t.converters_within_budget / nullif(t.converters_with_budget, 0) end as share_within_budget
+            then t.journeys_within_budget / nullif(t.converters_with_budget, 0) end as share_within_budget
     from stage_counts as sc
     left join budgets as b on b.stage_model = sc.stage_model and b.stage_index = sc.stage_index
     left join timing as t
         on t.stage_model = sc.stage_model and t.mode = sc.mode and t.cohort_period = sc.cohort_period
         and t.cohort = sc.cohort and t.breakdown = sc.breakdown and t.breakdown_value = sc.breakdown_value
         and t.stage_index = sc.stage_index
-    order by all
 )
 
 select * from final

@@ -26,7 +26,7 @@ grouped as (
         d.dropout_stage as stage_index,
         d.last_touchpoint,
         d.last_channel,
-        count(*) as journeys,
+        count(*) as journeys_dropped,
         -- Decimal sums are exact, so the means do not depend on how threads split the rows.
         avg(d.last_sentiment::decimal(18, 6))::double as mean_last_sentiment,
         avg(d.last_known_sentiment::decimal(18, 6))::double as mean_last_known_sentiment
@@ -42,8 +42,8 @@ final as (
         s.stage_name,
         g.last_touchpoint,
         g.last_channel,
-        g.journeys,
-        g.journeys / sum(g.journeys) over (partition by g.stage_model, g.mode, g.stage_index)
+        g.journeys_dropped,
+        g.journeys_dropped / sum(g.journeys_dropped) over (partition by g.stage_model, g.mode, g.stage_index)
             as share_of_stage_dropouts,
         g.mean_last_sentiment,
         g.mean_last_known_sentiment,
@@ -52,7 +52,6 @@ final as (
     inner join stages as s on s.stage_model = g.stage_model and s.stage_index = g.stage_index
     left join touchpoint_owners as tpo
         on tpo.stage_model = g.stage_model and tpo.touchpoint = g.last_touchpoint
-    order by g.stage_model, g.mode, g.stage_index, g.journeys desc, g.last_touchpoint, g.last_channel
 )
 
 select * from final

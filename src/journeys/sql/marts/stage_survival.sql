@@ -12,7 +12,7 @@
 with
 
 reached as (
-    select * from int_journey_stage_reached
+    select * from int_stage_transitions
 ),
 
 stages as (
@@ -26,15 +26,12 @@ subjects as (
         r1.mode,
         r1.journey_id,
         r1.stage_index,
-        r2.reached_at is not null as converted,
+        r1.next_reached_at is not null as converted,
         ceil(
-            (epoch(coalesce(r2.reached_at, $as_of::timestamp)) - epoch(r1.reached_at)) / 86400.0
+            (epoch(coalesce(r1.next_reached_at, $as_of::timestamp)) - epoch(r1.reached_at)) / 86400.0
         )::integer as t_days
     from reached as r1
     inner join stages as s on s.stage_model = r1.stage_model and s.stage_index = r1.stage_index
-    left join reached as r2
-        on r2.stage_model = r1.stage_model and r2.mode = r1.mode and r2.journey_id = r1.journey_id
-        and r2.stage_index = r1.stage_index + 1
     where r1.stage_index < s.n_stages
 ),
 
@@ -44,8 +41,8 @@ per_time as (
         su.mode,
         su.stage_index,
         su.t_days,
-        count(*) filter (where su.converted) as n_converted,
-        count(*) filter (where not su.converted) as n_censored
+        count(*) filter (where su.converted) as journeys_converted,
+        count(*) filter (where not su.converted) as journeys_censored
     from subjects as su
     group by all
 ),
@@ -53,17 +50,17 @@ per_time as (
 at_risk as (
     select
         pt.*,
-        sum(pt.n_converted + pt.n_censored) over (
+        sum(pt.journeys_converted + pt.journeys_censored) over (
             partition by pt.stage_model, pt.mode, pt.stage_index
             order by pt.t_days desc rows between unbounded preceding and current row
-        ) as n_at_risk
+        ) as journeys_at_risk
     from per_time as pt
 ),
 
 survival as (
     select
         ar.*,
-        product(1.0 - ar.n_converted / ar.n_at_risk) over (
+        product(1.0 - ar.journeys_converted / ar.journeys_at_risk) over (
             partition by ar.stage_model, ar.mode, ar.stage_index
             order by ar.t_days rows between unbounded preceding and current row
         ) as survival
@@ -77,14 +74,13 @@ final as (
         sv.stage_index,
         s.stage_name,
         sv.t_days,
-        sv.n_at_risk,
-        sv.n_converted,
-        sv.n_censored,
+        sv.journeys_at_risk,
+        sv.journeys_converted,
+        sv.journeys_censored,
         sv.survival,
         1.0 - sv.survival as p_reached_next
     from survival as sv
     inner join stages as s on s.stage_model = sv.stage_model and s.stage_index = sv.stage_index
-    order by sv.stage_model, sv.mode, sv.stage_index, sv.t_days
 )
 
 select * from final

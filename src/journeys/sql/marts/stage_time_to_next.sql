@@ -8,7 +8,7 @@
 with
 
 reached as (
-    select * from int_journey_stage_reached
+    select * from int_stage_transitions
 ),
 
 buckets as (
@@ -30,11 +30,9 @@ transitions as (
         r1.stage_model,
         r1.mode,
         r1.stage_index,
-        epoch(r2.reached_at) - epoch(r1.reached_at) as seconds_to_next
+        epoch(r1.next_reached_at) - epoch(r1.reached_at) as seconds_to_next
     from reached as r1
-    inner join reached as r2
-        on r2.stage_model = r1.stage_model and r2.mode = r1.mode and r2.journey_id = r1.journey_id
-        and r2.stage_index = r1.stage_index + 1
+    where r1.next_reached_at is not null
 ),
 
 bucketed as (
@@ -46,7 +44,7 @@ bucketed as (
         b.bucket_label,
         b.lower_s,
         b.upper_s,
-        count(*) as journeys
+        count(*) as journeys_converted
     from transitions as t
     inner join buckets as b
         on t.seconds_to_next >= b.lower_s and (b.upper_s is null or t.seconds_to_next < b.upper_s)
@@ -63,11 +61,10 @@ final as (
         bk.bucket_label,
         bk.lower_s,
         bk.upper_s,
-        bk.journeys,
-        bk.journeys / sum(bk.journeys) over (partition by bk.stage_model, bk.mode, bk.stage_index) as share
+        bk.journeys_converted,
+        bk.journeys_converted / sum(bk.journeys_converted) over (partition by bk.stage_model, bk.mode, bk.stage_index) as share
     from bucketed as bk
     inner join stage_definitions as sd on sd.stage_model = bk.stage_model and sd.stage_index = bk.stage_index
-    order by bk.stage_model, bk.mode, bk.stage_index, bk.bucket_index
 )
 
 select * from final
