@@ -33,12 +33,10 @@ class RunContext:
     batch_id: str
     stage_models: tuple[tuple[StageModel, Any], ...]
     funnel_specs: tuple[FunnelSpec, ...]
+    catalog: models.Catalog
     params: Mapping[str, Any] = field(default_factory=dict)
+    keep_scratch: bool = False  # keep procedures' temp tables (to inspect or test them); never in a run
 
-    @property
-    def catalog(self) -> models.Catalog:
-        """The model catalog of this run (the shipped models, or `models_dir`)."""
-        return models.load_catalog(self.settings.models_path)
 
     @property
     def previous_identity_map(self) -> Path | None:
@@ -105,7 +103,9 @@ def model_params(settings: Settings, as_of: datetime, stage_models: Any = None) 
     }
 
 
-def run_context(settings: Settings, as_of: datetime, batch_id: str = "adhoc") -> RunContext:
+def run_context(
+    settings: Settings, as_of: datetime, batch_id: str = "adhoc", *, keep_scratch: bool = False
+) -> RunContext:
     """Resolve the config, stage models, funnel specs and SQL parameters of one run, once."""
     loaded = stage_models_for(settings)
     return RunContext(
@@ -114,7 +114,9 @@ def run_context(settings: Settings, as_of: datetime, batch_id: str = "adhoc") ->
         batch_id=batch_id,
         stage_models=tuple(loaded),
         funnel_specs=tuple(funnel_specs(loaded)),
+        catalog=models.load_catalog(settings.models_path),
         params=MappingProxyType(model_params(settings, as_of, loaded)),
+        keep_scratch=keep_scratch,
     )
 
 

@@ -177,6 +177,8 @@ def build_stage_reached(
     con: duckdb.DuckDBPyConnection,
     specs: list[FunnelSpec] | tuple[FunnelSpec, ...],
     catalog: models.Catalog | None = None,
+    *,
+    keep_intermediate: bool = False,
 ) -> int:
     """Build `int_journey_stage_reached` from `int_stage_events` for every spec and mode; return its row count.
 
@@ -207,13 +209,14 @@ def build_stage_reached(
         models.materialize(con, models_[name], {})
     models.materialize(con, models_["int_journey_stage_reached"], {"has_open": any("open" in s.modes for s in specs)})
     for m in models_.values():
-        if m.procedure == "funnel" and m.materialized == "temp":
+        if m.procedure == "funnel" and m.materialized == "temp" and not keep_intermediate:
             execute(con, f"drop table if exists {m.name}")
     return fetch(con, "select count(*) from int_journey_stage_reached")[0][0]
 
 
 def _funnel_step(con: duckdb.DuckDBPyConnection, context: Any, params: Any) -> dict[str, int]:
-    return {"int_journey_stage_reached": build_stage_reached(con, context.funnel_specs, context.catalog)}
+    n = build_stage_reached(con, context.funnel_specs, context.catalog, keep_intermediate=context.keep_scratch)
+    return {"int_journey_stage_reached": n}
 
 
 models.register(

@@ -318,6 +318,7 @@ def _resolve_step(con: duckdb.DuckDBPyConnection, context: Any, params: Any) -> 
         run_at=context.as_of,
         previous_identity_map=str(previous) if previous else None,
         catalog=context.catalog,
+        keep_intermediate=context.keep_scratch,
     )
     return dict(vars(report))
 

@@ -113,9 +113,11 @@ def shipped_models_dir() -> Path:
     return Path(str(resources.files("journeys.sql")))
 
 
-def _parse_json_ast(sql: str) -> dict[str, Any]:
-    with duckdb.connect() as con:
-        text = con.execute("select json_serialize_sql($sql)", {"sql": sql}).fetchall()[0][0]
+def _parse_json_ast(sql: str, con: duckdb.DuckDBPyConnection | None = None) -> dict[str, Any]:
+    if con is None:
+        with duckdb.connect() as own:
+            return _parse_json_ast(sql, own)
+    text = con.execute("select json_serialize_sql($sql)", {"sql": sql}).fetchall()[0][0]
     tree = json.loads(text)
     if tree.get("error"):
         raise CatalogError(tree.get("error_message", "cannot parse"))
@@ -148,11 +150,11 @@ def _walk(node: Any, ctes: frozenset[str], tables: set[str], params: set[str]) -
             _walk(value, scope, tables, params)
 
 
-def sql_reads(sql: str) -> tuple[frozenset[str], frozenset[str]]:
+def sql_reads(sql: str, con: duckdb.DuckDBPyConnection | None = None) -> tuple[frozenset[str], frozenset[str]]:
     """Tables and named parameters one SQL statement reads, from DuckDB's parser."""
     tables: set[str] = set()
     params: set[str] = set()
-    for statement in _parse_json_ast(sql)["statements"]:
+    for statement in _parse_json_ast(sql, con)["statements"]:
         _walk(statement, frozenset(), tables, params)
     return frozenset(tables), frozenset(params)
 
@@ -161,7 +163,9 @@ def _split_list(text: str) -> tuple[str, ...]:
     return tuple(p.strip() for p in text.split(",") if p.strip())
 
 
-def parse_model_file(path: Path, layer: str, columns: Mapping[str, Any] | None = None) -> Model:
+def parse_model_file(
+    path: Path, layer: str, columns: Mapping[str, Any] | None = None, con: duckdb.DuckDBPyConnection | None = None
+) -> Model:
     """Read one SQL model file: header fields, description, derived dependencies and parameters."""
     text = path.read_text(encoding="utf-8")
     fields: dict[str, str] = {}
@@ -199,7 +203,7 @@ def parse_model_file(path: Path, layer: str, columns: Mapping[str, Any] | None =
     procedure = fields.get("procedure") or None
     declared = frozenset(_split_list(fields.get("params", "")))
     try:
-        reads, used = sql_reads(text)
+        reads, used = sql_reads(text, con)
     except CatalogError as exc:
         raise CatalogError(f"{path}: {exc}") from None
     if declared != used:
@@ -347,28 +351,39 @@ def _column_docs(directory: Path) -> dict[str, Any]:
     return models
 
 
-@functools.lru_cache(maxsize=8)
 def load_catalog(models_dir: str | None = None) -> Catalog:
-    """Read every model file under `models_dir` (default: the shipped models) and check the graph."""
+    """Read every model file under `models_dir` (default: the shipped models) and check the graph.
+
+    Loaded once per set of file versions: an edited, added or removed file gives a new catalog.
+    """
+    root = Path(models_dir) if models_dir else shipped_models_dir()
+    if not root.is_dir():
+        raise CatalogError(f"models_dir {root} is not a folder")
+    files = sorted(p for layer in LAYERS for p in (root / layer).glob("*") if p.suffix in (".sql", ".yml"))
+    fingerprint = tuple((str(p), p.stat().st_mtime_ns, p.stat().st_size) for p in files)
+    return _load_catalog(str(root), fingerprint)
+
+
+@functools.lru_cache(maxsize=8)
+def _load_catalog(models_dir: str, fingerprint: tuple[tuple[str, int, int], ...]) -> Catalog:
     import importlib
 
     for module in _PROCEDURE_MODULES:
         importlib.import_module(module)
-    root = Path(models_dir) if models_dir else shipped_models_dir()
-    if not root.is_dir():
-        raise CatalogError(f"models_dir {root} is not a folder")
+    root = Path(models_dir)
     models: dict[str, Model] = {}
-    for layer in LAYERS:
-        directory = root / layer
-        docs = _column_docs(directory)
-        for path in sorted(directory.glob("*.sql")):
-            model = parse_model_file(path, layer, docs.get(path.stem))
-            if model.name in models:
-                raise CatalogError(f"{path}: model {model.name} is defined twice")
-            models[model.name] = model
-        unknown = sorted(set(docs) - {p.stem for p in directory.glob("*.sql")})
-        if unknown:
-            raise CatalogError(f"{directory / 'schema.yml'}: describes models that have no SQL file: {unknown}")
+    with duckdb.connect() as con:
+        for layer in LAYERS:
+            directory = root / layer
+            docs = _column_docs(directory)
+            for path in sorted(directory.glob("*.sql")):
+                model = parse_model_file(path, layer, docs.get(path.stem), con)
+                if model.name in models:
+                    raise CatalogError(f"{path}: model {model.name} is defined twice")
+                models[model.name] = model
+            unknown = sorted(set(docs) - {p.stem for p in directory.glob("*.sql")})
+            if unknown:
+                raise CatalogError(f"{directory / 'schema.yml'}: describes models that have no SQL file: {unknown}")
     for proc in _PROCEDURES.values():
         for out in proc.outputs:
             if out.name in models:
