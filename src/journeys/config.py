@@ -148,14 +148,21 @@ class FunnelExclusion(_Strict):
         return self
 
 
+FunnelMode = Literal["ordered", "strict", "any_order", "open"]
+
+
+def _ordered_only() -> list[FunnelMode]:
+    return ["ordered"]
+
+
 class StageModelRef(_Strict):
     """A stage model used in a run and the funnel settings it is evaluated with (see journeys.funnel)."""
 
     path: str = Field(
         description="YAML file: a name of a shipped model (`generic_lifecycle`) or a path relative to the config."
     )
-    modes: list[Literal["ordered", "strict", "any_order", "open"]] = Field(
-        default_factory=lambda: ["ordered"],
+    modes: list[FunnelMode] = Field(
+        default_factory=_ordered_only,
         description="Funnel modes computed for this model; `open` lets a journey enter at its lowest stage.",
     )
     conversion_window: str | None = Field(

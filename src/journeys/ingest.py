@@ -808,7 +808,7 @@ def ingest_file(
     for table in ("src_rows", "stg_source_rows", "stg_events", "stg_loaded"):
         db.execute(con, f"drop table if exists {db.quote_ident(table)}")
     report = FileReport(source=f.source.name, file=f.rel, read=read, loaded=loaded, quarantined=quarantined,
-                        duplicates=valid - loaded, skipped=False, new_columns=new_columns)
+                        duplicates=valid - loaded, skipped=False, new_columns=new_columns or [])
     return report, dates
 
 

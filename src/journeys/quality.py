@@ -104,43 +104,42 @@ def _context():
     return ctx
 
 
-def _expectations(suite: str, settings: Settings, as_of: datetime, n_stages: int | None = None) -> list[Any]:
+def _event_expectations(settings: Settings, as_of: datetime) -> list[Any]:
+    """The canonical_events suite: what every lake event must satisfy."""
     import great_expectations.expectations as gxe
 
-    if suite == "canonical_events":
-        max_at = as_of.replace(tzinfo=None) + timedelta(microseconds=parse_duration_us(settings.quality.max_future))
-        return [
-            gxe.ExpectColumnValuesToNotBeNull(column="event_id"),
-            gxe.ExpectColumnValuesToBeUnique(column="event_id"),
-            gxe.ExpectColumnValuesToNotBeNull(column="occurred_at"),
-            gxe.ExpectColumnValuesToBeBetween(
-                column="occurred_at",
-                min_value=datetime.fromisoformat(settings.quality.min_occurred_at),
-                max_value=max_at,
-            ),
-            gxe.ExpectColumnValuesToBeInSet(column="channel", value_set=list(settings.channels)),
-            gxe.ExpectColumnValuesToNotBeNull(column="event_type"),
-            gxe.ExpectColumnValuesToBeBetween(column="sentiment", min_value=-1.0, max_value=1.0),
-        ]
-    if suite == "identity":
-        return [
-            gxe.ExpectColumnValuesToNotBeNull(column="customer_key"),
-            gxe.ExpectCompoundColumnsToBeUnique(column_list=["id_type", "id_value"]),
-        ]
-    if suite == "journeys":
-        return [
-            gxe.ExpectColumnValuesToNotBeNull(column="journey_id"),
-            gxe.ExpectColumnValuesToBeUnique(column="journey_id"),
+    max_at = as_of.replace(tzinfo=None) + timedelta(microseconds=parse_duration_us(settings.quality.max_future) or 0)
+    return [
+        gxe.ExpectColumnValuesToNotBeNull(column="event_id"),
+        gxe.ExpectColumnValuesToBeUnique(column="event_id"),
+        gxe.ExpectColumnValuesToNotBeNull(column="occurred_at"),
+        gxe.ExpectColumnValuesToBeBetween(
+            column="occurred_at",
+            min_value=datetime.fromisoformat(settings.quality.min_occurred_at),
+            max_value=max_at,
+        ),
+        gxe.ExpectColumnValuesToBeInSet(column="channel", value_set=list(settings.channels)),
+        gxe.ExpectColumnValuesToNotBeNull(column="event_type"),
+        gxe.ExpectColumnValuesToBeBetween(column="sentiment", min_value=-1.0, max_value=1.0),
+    ]
+
+
+def model_expectations(n_stages: int) -> dict[str, list[Any]]:
+    """Expectations per model beyond its grain (unique and not null for every kept table, from the catalog)."""
+    import great_expectations.expectations as gxe
+
+    return {
+        "identity_map": [gxe.ExpectColumnValuesToNotBeNull(column="customer_key")],
+        "journeys": [
             gxe.ExpectColumnValuesToBeBetween(column="n_events", min_value=1),
             gxe.ExpectColumnValuesToBeBetween(column="furthest_stage", min_value=0, max_value=n_stages),
-        ]
-    if suite == "stage_conversion":
-        return [
+        ],
+        "stage_conversion": [
             gxe.ExpectColumnValuesToBeBetween(column="conversion_rate", min_value=0.0, max_value=1.0),
             gxe.ExpectColumnValuesToBeBetween(column="conversion_from_start", min_value=0.0, max_value=1.0),
             gxe.ExpectColumnValuesToBeBetween(column="journeys_entered", min_value=0),
-        ]
-    raise ValueError(f"unknown suite {suite}")
+        ],
+    }
 
 
 class _Validator:
@@ -204,9 +203,10 @@ def validate_warehouse(
     """Run every suite: lake events (in row batches, only `event_dates` if given), identity, journeys, marts,
     and the grain (unique, not null) of every table the catalog publishes."""
     v = _Validator()
-    validate_grains(con, v, catalog or models.load_catalog(settings.models_path))
+    catalog = catalog or models.load_catalog(settings.models_path)
+    validate_grains(con, v, catalog)
     dates = None if event_dates is None else [str(d) for d in event_dates]
-    ev = _expectations("canonical_events", settings, as_of)
+    ev = _event_expectations(settings, as_of)
     # Batches of up to `batch_rows` rows: a GX run has a fixed cost, so one per day is slow.
     sql = (
         "select event_id, occurred_at, channel, event_type, sentiment from events "
@@ -214,15 +214,14 @@ def validate_warehouse(
     )
     for i, frame in enumerate(_frames(con, sql, batch_rows, {"event_dates": dates})):
         v.validate("canonical_events", f"events#{i}", frame, ev)
-    for i, frame in enumerate(_frames(con, "select id_type, id_value, customer_key from identity_map", batch_rows)):
-        v.validate("identity", f"identity_map#{i}", frame, _expectations("identity", settings, as_of))
     n_stages = db.fetch(con, "select coalesce(max(n_stages), 0) from stage_definitions")[0][0]
-    js = _expectations("journeys", settings, as_of, n_stages=n_stages)
-    for i, frame in enumerate(_frames(con, "select journey_id, n_events, furthest_stage from journeys", batch_rows)):
-        v.validate("journeys", f"journeys#{i}", frame, js)
-    sc = _expectations("stage_conversion", settings, as_of)
-    for i, frame in enumerate(_frames(con, "select * from stage_conversion", batch_rows)):
-        v.validate("stage_conversion", f"stage_conversion#{i}", frame, sc)
+    kept = {m.name for m in catalog.kept()}
+    for model, expectations in model_expectations(n_stages).items():
+        if model not in kept:
+            continue
+        cols = ", ".join(db.quote_ident(c) for c in dict.fromkeys(e.column for e in expectations))
+        for i, frame in enumerate(_frames(con, f"select {cols} from {db.quote_ident(model)}", batch_rows)):
+            v.validate(model, f"{model}#{i}", frame, expectations)
     return v.report
 
 
@@ -264,12 +263,13 @@ def validate_grains(con: duckdb.DuckDBPyConnection, v: _Validator, catalog: mode
     v.validate("grain", f"{len(summary)} tables", frame, expectations)
     # GX names the offending counts; the report should name the tables and their grain.
     for f in v.report.failures[before:]:
+        col = f.column or ""
         f.sample = [
-            f"{row['model']} ({row['grain']}): {row[f.column]} of {row['rows']} rows"
-            if f.column == "null_grain_rows"
-            else f"{row['model']} ({row['grain']}): {row[f.column]} keys repeated"
+            f"{row['model']} ({row['grain']}): {row[col]} of {row['rows']} rows"
+            if col == "null_grain_rows"
+            else f"{row['model']} ({row['grain']}): {row[col]} keys repeated"
             for row in summary
-            if row[f.column or ""]
+            if row[col]
         ]
 
 

@@ -7,12 +7,11 @@ import duckdb
 import pytest
 
 from journeys import db, models, publish
-from journeys.config import Settings
 
 
 @pytest.fixture
-def settings(tmp_path):
-    return Settings(data_root=tmp_path)
+def settings(tmp_path, make_settings):
+    return make_settings(tmp_path)
 
 
 def test_publish_marts_writes_ordered_parquet_and_leaves_no_temp_files(settings):

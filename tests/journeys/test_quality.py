@@ -23,9 +23,12 @@ EMAIL = SourceConfig(
 )
 
 
-def settings(root: Path, max_share: float = 0.05) -> Settings:
-    return Settings(data_root=root, pii_salt="s", sources=[WEB, EMAIL], memory_limit="512MB", threads=2,
-                    quality=QualityConfig(max_quarantine_share=max_share))
+@pytest.fixture
+def settings(make_settings):
+    def make(root: Path, max_share: float = 0.05) -> Settings:
+        return make_settings(root, sources=[WEB, EMAIL], quality=QualityConfig(max_quarantine_share=max_share))
+
+    return make
 
 
 def land(root: Path, rel: str, text: str) -> None:
@@ -56,7 +59,7 @@ def test_share_exceeded(read, quarantined, max_share, exceeded):
     assert share_exceeded(read, quarantined, max_share) is exceeded
 
 
-def test_clean_batch_passes_and_reports_every_file(tmp_path):
+def test_clean_batch_passes_and_reports_every_file(tmp_path, settings):
     land(tmp_path, "web/a.csv", rows(20))
     land(tmp_path, "web/b.csv", HEADER)
     land(tmp_path, "email/a.jsonl", '{"id": "e1", "ts": "2026-01-10T10:00:00Z", "event": "open"}\n')
@@ -69,7 +72,7 @@ def test_clean_batch_passes_and_reports_every_file(tmp_path):
         ("email/a.jsonl", 1, 0, True), ("web/a.csv", 20, 0, True), ("web/b.csv", 0, 0, True)]
 
 
-def test_file_over_the_quarantine_share_fails_naming_file_and_share(tmp_path):
+def test_file_over_the_quarantine_share_fails_naming_file_and_share(tmp_path, settings):
     land(tmp_path, "web/a.csv", rows(20))
     land(tmp_path, "web/bad.csv", rows(10, bad=3))
     s = settings(tmp_path)
@@ -84,7 +87,7 @@ def test_file_over_the_quarantine_share_fails_naming_file_and_share(tmp_path):
     assert validate_landing(settings(tmp_path, max_share=0.5), batch_id="b1").success
 
 
-def test_the_limit_keeps_failing_later_runs_until_the_file_is_fixed(tmp_path):
+def test_the_limit_keeps_failing_later_runs_until_the_file_is_fixed(tmp_path, settings):
     land(tmp_path, "web/bad.csv", rows(10, bad=3))
     s = settings(tmp_path)
     ingest_sources(s, as_of=AS_OF, batch_id="b1")
@@ -96,7 +99,7 @@ def test_the_limit_keeps_failing_later_runs_until_the_file_is_fixed(tmp_path):
     assert report.success, report.summary()
 
 
-def test_raw_suite_flags_missing_ids_per_source_file(tmp_path):
+def test_raw_suite_flags_missing_ids_per_source_file(tmp_path, settings):
     land(tmp_path, "web/a.csv", rows(10, no_id=4))
     s = settings(tmp_path)
     ingest_sources(s, as_of=AS_OF, batch_id="b1")
@@ -106,7 +109,7 @@ def test_raw_suite_flags_missing_ids_per_source_file(tmp_path):
     assert raw == [("raw_web", "web/a.csv#0", "expect_column_values_to_not_be_null", "hit_id", 4)]
 
 
-def test_raw_suite_runs_in_bounded_batches(tmp_path):
+def test_raw_suite_runs_in_bounded_batches(tmp_path, settings):
     land(tmp_path, "web/a.csv", rows(5000))
     s = settings(tmp_path)
     ingest_sources(s, as_of=AS_OF, batch_id="b1")
@@ -114,7 +117,7 @@ def test_raw_suite_runs_in_bounded_batches(tmp_path):
     assert report.success and report.suites["raw_web"] == 3  # 2048 + 2048 + 904 rows
 
 
-def test_file_with_lines_but_no_rows_fails_the_row_count(tmp_path):
+def test_file_with_lines_but_no_rows_fails_the_row_count(tmp_path, settings):
     land(tmp_path, "email/a.jsonl", "\n\n  \n")
     s = settings(tmp_path)
     ingest_sources(s, as_of=AS_OF, batch_id="b1")
@@ -123,7 +126,7 @@ def test_file_with_lines_but_no_rows_fails_the_row_count(tmp_path):
         ("raw_email", "expect_table_row_count_to_be_between")]
 
 
-def test_schema_drift_is_a_warning_in_the_report(tmp_path):
+def test_schema_drift_is_a_warning_in_the_report(tmp_path, settings):
     land(tmp_path, "web/a.csv", rows(3))
     s = settings(tmp_path)
     ingest_sources(s, as_of=AS_OF, batch_id="b1")
@@ -135,7 +138,7 @@ def test_schema_drift_is_a_warning_in_the_report(tmp_path):
     assert "warning: schema drift" in report.summary()
 
 
-def test_markdown_report_has_failures_warnings_and_shares(tmp_path):
+def test_markdown_report_has_failures_warnings_and_shares(tmp_path, settings):
     land(tmp_path, "web/a.csv", rows(3))
     s = settings(tmp_path)
     ingest_sources(s, as_of=AS_OF, batch_id="b1")
