@@ -11,6 +11,9 @@ from pathlib import Path
 
 import pytest
 
+# End-to-end runs: `make test-fast` leaves them to `make test`.
+pytestmark = pytest.mark.slow
+
 REPO = Path(__file__).resolve().parents[1]
 
 

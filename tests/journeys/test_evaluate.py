@@ -10,6 +10,9 @@ from journeys.evaluate import evaluate_identity
 from journeys.generate import GenerateSpec, generate_sample
 from journeys.ingest import ingest_sources
 
+# End-to-end runs: `make test-fast` leaves them to `make test`.
+pytestmark = pytest.mark.slow
+
 REPO = Path(__file__).resolve().parents[2]
 
 

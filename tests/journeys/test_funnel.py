@@ -279,6 +279,7 @@ def _chdb_levels(path: Path, k: int, window: int | None) -> dict[str, tuple[int,
     }
 
 
+@pytest.mark.slow
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     k=st.integers(2, 6),

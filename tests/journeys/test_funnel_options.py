@@ -64,6 +64,7 @@ def _one(events, k=3, window=None, mode="ordered", journey_events=(), **options)
 # ---------------------------------------------------------------- differential against chdb
 
 
+@pytest.mark.slow
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     k=st.integers(2, 5),

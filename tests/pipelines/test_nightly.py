@@ -17,6 +17,9 @@ from journeys.config import load_settings
 from journeys.generate import GenerateSpec, generate_sample
 from pipelines.nightly import nightly
 
+# End-to-end runs: `make test-fast` leaves them to `make test`.
+pytestmark = pytest.mark.slow
+
 REPO = Path(__file__).resolve().parents[2]
 CONFIG = str(REPO / "journeys.yaml")
 SPEC = GenerateSpec(events=4_000, seed=7, shared_device_rate=0.0)
