@@ -12,9 +12,10 @@ import polars as pl
 import pytest
 from prefect.testing.utilities import prefect_test_harness
 
-from journeys import models
+from journeys import models, stages
 from journeys.config import load_settings
 from journeys.generate import GenerateSpec, generate_sample
+from pipelines import nightly as nightly_module
 from pipelines.nightly import nightly
 
 # End-to-end runs: `make test-fast` leaves them to `make test`.
@@ -191,6 +192,21 @@ def test_rerun_changes_nothing(run):
     assert marts_digest(settings) == before
 
 
+def test_identity_state_lives_in_state_not_in_the_published_marts(run, tmp_path):
+    root, _, _, settings = run
+    before = marts_digest(settings)
+    assert (settings.state_dir / "identity_map.parquet").exists()
+    # An analyst (or a BI tool's cache purge) removing the published marts must not change any key.
+    aside = tmp_path / "marts"
+    shutil.move(settings.marts_dir, aside)
+    try:
+        nightly(config_path=CONFIG, as_of=SPEC.as_of, data_root=str(root))
+        assert marts_digest(settings) == before
+    finally:
+        shutil.rmtree(settings.marts_dir, ignore_errors=True)
+        shutil.move(aside, settings.marts_dir)
+
+
 def test_failing_quality_suite_keeps_previous_marts(run, tmp_path):
     root, _, _, settings = run
     before = marts_digest(settings)
@@ -233,7 +249,7 @@ select * from final
 """
 
 
-def test_a_new_mart_is_one_sql_file(harness, tmp_path):
+def test_a_new_mart_is_one_sql_file(harness, tmp_path, monkeypatch):
     root = tmp_path / "root"
     spec = GenerateSpec(events=1_500, seed=11, shared_device_rate=0.0)
     generate_sample(spec, root)
@@ -251,7 +267,22 @@ def test_a_new_mart_is_one_sql_file(harness, tmp_path):
     assert not (settings.marts_dir / "channel_days").exists()
 
     mart.write_text(NEW_MART.format(grain="channel, event_date"))
+    # Settings and stage models are read once per run, at its start, whatever the tasks do.
+    calls = {"settings": 0, "stage_models": 0}
+    real_load_settings, real_load_stage_model = nightly_module.load_settings, stages.load_stage_model
+
+    def counting_settings(*args, **kwargs):
+        calls["settings"] += 1
+        return real_load_settings(*args, **kwargs)
+
+    def counting_stage_model(*args, **kwargs):
+        calls["stage_models"] += 1
+        return real_load_stage_model(*args, **kwargs)
+
+    monkeypatch.setattr(nightly_module, "load_settings", counting_settings)
+    monkeypatch.setattr(stages, "load_stage_model", counting_stage_model)
     result = nightly(config_path=str(config), as_of=spec.as_of, data_root=str(root))
+    assert calls == {"settings": 1, "stage_models": len(settings.stage_models)}
     path = settings.marts_dir / "channel_days" / "channel_days.parquet"
     assert result["outputs"]["channel_days"] == str(path)
     assert result["marts"]["channel_days"] > 0
