@@ -92,7 +92,6 @@ class Procedure:
     run: Callable[..., Mapping[str, Any]]
     partition: Literal["customer", "none"] = "none"
     outputs: tuple[Model, ...] = ()
-    reads: tuple[str, ...] = ()
 
 
 _PROCEDURES: dict[str, Procedure] = {}
@@ -261,7 +260,6 @@ class Catalog:
         if node in self.procedures:
             own = {m.name for m in self.models.values() if m.procedure == node}
             reads = {t for m in self.models.values() if m.procedure == node for t in m.depends_on}
-            reads |= set(self.procedures[node].reads)
             return frozenset(reads - own - ({*SOURCES} if node == "ingest" else set()))
         return self.models[node].depends_on
 
