@@ -23,6 +23,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/sqlfluff lint src/journeys/sql
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -q
 
@@ -34,6 +35,7 @@ test-fast: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/sqlfluff lint src/journeys/sql
 	$(BIN)/mypy
 
 bench: $(STAMP)

@@ -156,6 +156,29 @@ models.register(
                 publish="warehouse",
                 procedure="lake",
                 description="Canonical events of the lake (Parquet partitioned by source and event_date).",
+                columns={
+                    "event_id": "'<source>:<source id>', or '<source>:' + sha256 of the raw row when the source has"
+                    " no id; unique over the lake (the first occurrence wins, later ones count as duplicates).",
+                    "occurred_at": "When the event happened (UTC, microseconds); naive source times are converted"
+                    " from the source's configured time zone.",
+                    "event_date": "UTC date of occurred_at; the lake's partition key.",
+                    "source": "Configured name of the source the event came from.",
+                    "channel": "Canonical channel, lower snake case (web, app, email, call_centre, store, ...).",
+                    "event_type": "Canonical event type, lower snake case (page_view, email_open, purchase, ...).",
+                    "touchpoint": "Named point of contact; '<channel>:<event_type>' when the source gives none.",
+                    "identifiers": "The event's identifiers as (id_type, id_value); email and phone are salted sha256"
+                    " hex of the normalised value, empty values are left out.",
+                    "sentiment": "Sentiment normalised to [-1, 1] from the source's sentiment_scale; null when none.",
+                    "revenue": "Revenue in source units (no currency conversion), DECIMAL(18,2); null when none.",
+                    "attributes": "JSON object of the source's other columns (not mapped, never identifiers),"
+                    " null values left out; '{}' when none.",
+                    "ingested_at": "Wall-clock time (UTC) at which the ingest batch that loaded the event started.",
+                    "batch_id": "Id of the run that loaded the event (in the flow: as_of as YYYYMMDDTHHMMSS, '-',"
+                    " 8 hex digits).",
+                    "source_file": "Landing file the event came from, relative to the landing folder.",
+                    "source_line": "Physical line of the row in that file (CSV: the header is line 1; Parquet: row"
+                    " number from 1).",
+                },
             ),
             models.Model(
                 name="quarantine",
@@ -164,6 +187,22 @@ models.register(
                 publish="warehouse",
                 procedure="lake",
                 description="Rejected input rows with file, line, field, column and reason.",
+                columns={
+                    "source": "Configured name of the source of the rejected row.",
+                    "source_file": "Landing file of the row, relative to the landing folder.",
+                    "line": "Physical line of the row in that file (CSV: the header is line 1; Parquet: row number"
+                    " from 1).",
+                    "field": "Canonical field whose check failed first: 'row' (the reader could not parse it),"
+                    " 'event_id', 'occurred_at', 'channel', 'event_type', 'revenue' or 'sentiment'.",
+                    "column": "Source column the failing field is read from; null for 'channel' and 'event_type'"
+                    " and for unparsed rows whose reader names no column.",
+                    "reason": "Field, what was expected and what was found, in words (e.g. occurred_at: expected"
+                    " timestamp ..., got ...).",
+                    "raw": "The row as JSON text with email and phone values replaced by 'sha256:' + salted hash, or"
+                    " the unparsed text with anything like an email address or phone number masked.",
+                    "batch_id": "Id of the run that quarantined the row.",
+                    "quarantined_at": "Wall-clock time (UTC) at which that run's ingest batch started.",
+                },
             ),
         ),
     )

@@ -16,6 +16,10 @@ by hand; the build order is a topological sort of those dependencies. Steps that
 (identity's passes, the funnel's per-level passes, tables made from the stage YAML) register as
 `Procedure`s: their SQL files name them in `procedure:`, and tables they make in Python are declared
 `Model`s with the same fields. Adding a table is adding one file.
+
+Column descriptions (`Model.columns`) of a SQL model come from `schema.yml` beside its layer's SQL files,
+`models: {<model>: {columns: {<column>: <meaning>}}}`; a table made in Python gives them as `columns=` of
+its `Model`, next to the code that defines its schema. Every published and kept table describes every column.
 """
 
 from __future__ import annotations

@@ -207,21 +207,58 @@ def stage_funnel_modes_table(models_: list[tuple[StageModel, StageModelRef]]) ->
 
 
 _STAGE_TABLES = {
-    "stage_definitions": (stage_definitions_table, ("stage_model", "stage_index"), "One row per (stage model, stage)."),
+    "stage_definitions": (
+        stage_definitions_table,
+        ("stage_model", "stage_index"),
+        "One row per (stage model, stage).",
+        {
+            "stage_model": "Name of the stage model (its YAML's name).",
+            "stage_model_version": "Version of the stage model's YAML.",
+            "n_stages": "Number of stages of the stage model.",
+            "conversion_window_us": "The model's conversion_window in microseconds; null = unbounded within the"
+            " journey.",
+            "stage_index": "Position of the stage in the model, from 1.",
+            "stage_name": "Name of the stage.",
+            "owner": "Department that owns the stage (YAML owner); null when none.",
+            "designed_channels": "Channels the experience is designed for at this stage; empty list when none.",
+            "time_budget_us": "Stage's time_budget in microseconds: the intended time from reaching it to reaching the"
+            " next; null when none.",
+        },
+    ),
     "stage_rule_conditions": (
         stage_rule_conditions_table,
         ("stage_model", "stage_index", "rule_id", "condition_no"),
         "One row per condition of a stage rule; an event matches a rule when all its conditions accept it.",
+        {
+            "stage_model": "Stage model of the rule.",
+            "stage_index": "Stage (from 1) the rule maps events to.",
+            "rule_id": "Position of the rule among the stage's rules, from 1; an event needs one rule to match.",
+            "condition_no": "Position of the condition within the rule, from 1.",
+            "n_conditions": "Number of conditions of the rule; all must accept the event.",
+            "field": "Event field tested: 'event_type', 'channel', 'touchpoint' or 'attribute'.",
+            "attribute_pos": "For 'attribute': 1-based position of the attribute key among every key a rule tests"
+            " (sorted); null for the other fields.",
+            "accepted": "Values that satisfy the condition (any one of them).",
+        },
     ),
     "stage_touchpoint_owners": (
         touchpoint_owners_table,
         ("stage_model", "touchpoint"),
         "One row per (stage model, touchpoint) with the department that owns it.",
+        {
+            "stage_model": "Stage model that names the touchpoint.",
+            "touchpoint": "Touchpoint, as in the events' touchpoint column.",
+            "owner": "Department that owns the touchpoint; the first stage that names it wins.",
+        },
     ),
     "stage_funnel_modes": (
         stage_funnel_modes_table,
         ("stage_model", "mode"),
         "One row per (stage model, funnel mode) computed in the run.",
+        {
+            "stage_model": "Configured stage model.",
+            "mode": "Funnel mode computed for it: 'ordered', 'strict', 'any_order' or 'open'.",
+        },
     ),
 }
 
@@ -232,7 +269,7 @@ def register_stage_tables(
     """Tables stage_definitions, stage_rule_conditions, stage_touchpoint_owners, stage_funnel_modes."""
     loaded = list(context.stage_models)
     counts = {}
-    for name, (make, _, _) in _STAGE_TABLES.items():
+    for name, (make, *_) in _STAGE_TABLES.items():
         table = make(loaded)
         con.register("_arrow_in", table)
         db.execute(con, f"create or replace table {db.quote_ident(name)} as select * from _arrow_in")
@@ -256,8 +293,9 @@ models.register(
                 publish="warehouse",
                 procedure="stage_tables",
                 description=description,
+                columns=columns,
             )
-            for name, (_, grain, description) in _STAGE_TABLES.items()
+            for name, (_, grain, description, columns) in _STAGE_TABLES.items()
         ),
     )
 )

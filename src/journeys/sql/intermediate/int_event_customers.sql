@@ -50,12 +50,12 @@ final as (
         se.event_id,
         coalesce(le.customer_key, so.customer_key) as customer_key
     from source_events as se
-    left join event_numbers as enum
-        on enum.event_id = se.event_id
+    left join event_numbers as evn
+        on evn.event_id = se.event_id
     left join linked_events as le
-        on le.event_no = enum.event_no
+        on le.event_no = evn.event_no
     left join shared_only_events as so
-        on so.event_no = enum.event_no
+        on so.event_no = evn.event_no
 )
 
 select * from final

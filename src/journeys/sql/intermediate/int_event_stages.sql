@@ -51,8 +51,8 @@ rule_hits as (
     select
         ch.event_type, ch.channel, ch.touchpoint, ch.attribute_values, ch.stage_model, ch.stage_index
     from condition_hits as ch
-    group by ch.event_type, ch.channel, ch.touchpoint, ch.attribute_values, ch.stage_model, ch.stage_index,
-        ch.rule_id
+    group by
+        ch.event_type, ch.channel, ch.touchpoint, ch.attribute_values, ch.stage_model, ch.stage_index, ch.rule_id
     having count(*) = max(ch.n_conditions)
 ),
 

@@ -50,8 +50,9 @@ final as (
     select
         seen_stage_spans.stage_model,
         seen_stage_spans.journey_id,
-        cast(unnest(range(seen_stage_spans.lower_seen_stage + 1, seen_stage_spans.stage_index + 1))
-            as integer) as stage_index,
+        cast(
+            unnest(range(seen_stage_spans.lower_seen_stage + 1, seen_stage_spans.stage_index + 1)) as integer
+        ) as stage_index,
         seen_stage_spans.reached_at
     from seen_stage_spans
 )

@@ -82,7 +82,8 @@ next_steps as (
     from level_events
     asof inner join previous_ends
         on previous_ends.funnel_key = level_events.funnel_key
-        and level_events.occurred_us >= previous_ends.occurred_us
+        -- an asof join's inequality is written probe side first, as DuckDB documents it
+        and level_events.occurred_us >= previous_ends.occurred_us  -- noqa: ST09
     where $level > 1
         and level_events.occurred_us <= previous_ends.deadline_us
         and (not previous_ends.strict_increase or previous_ends.occurred_us < level_events.occurred_us)
@@ -91,13 +92,14 @@ next_steps as (
 unexcluded_next_steps as (
     select next_steps.*
     from next_steps
-    where not exists (
-        select 1
-        from exclusion_events
-        where exclusion_events.funnel_key = next_steps.funnel_key
-            and exclusion_events.occurred_us > next_steps.prev_us
-            and exclusion_events.occurred_us < next_steps.occurred_us
-    )
+    where
+        not exists (
+            select 1
+            from exclusion_events
+            where exclusion_events.funnel_key = next_steps.funnel_key
+                and exclusion_events.occurred_us > next_steps.prev_us
+                and exclusion_events.occurred_us < next_steps.occurred_us
+        )
 ),
 
 final as (

@@ -27,12 +27,12 @@ typed as (
     select
         ex.event_id,
         ex.occurred_at,
-        ex.ident.id_type as id_type,
-        ex.ident.id_value as id_value,
+        ex.ident.id_type,
+        ex.ident.id_value,
         lower(trim(ex.ident.id_value)) as norm_value
     from exploded as ex
     where ex.ident.id_type is not null
-      and ex.ident.id_value is not null
+        and ex.ident.id_value is not null
 ),
 
 usable as (
@@ -43,8 +43,8 @@ usable as (
         ty.id_value
     from typed as ty
     where not list_contains($blocked_values, ty.norm_value)
-      -- one alternation of all patterns: a constant pattern is compiled once, a per-row one for every row
-      and not ($has_blocked_patterns and regexp_matches(ty.norm_value, $blocked_regex))
+        -- one alternation of all patterns: a constant pattern is compiled once, a per-row one for every row
+        and not ($has_blocked_patterns and regexp_matches(ty.norm_value, $blocked_regex))
 ),
 
 deduplicated as (

@@ -32,9 +32,13 @@ edge_labels as (
 ),
 
 proposals as (
-    select el.a as node_id, el.label_b as label from edge_labels as el where el.label_b < el.label_a
+    select el.a as node_id, el.label_b as label
+    from edge_labels as el
+    where el.label_b < el.label_a
     union all
-    select el.b as node_id, el.label_a as label from edge_labels as el where el.label_a < el.label_b
+    select el.b as node_id, el.label_a as label
+    from edge_labels as el
+    where el.label_a < el.label_b
     union all
     select greatest(el.label_a, el.label_b) as node_id, least(el.label_a, el.label_b) as label
     from edge_labels as el

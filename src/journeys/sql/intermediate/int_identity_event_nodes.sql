@@ -21,7 +21,7 @@ final as (
     from identifiers as idf
     inner join nodes as nd
         on nd.id_type = idf.id_type
-       and nd.id_value = idf.id_value
+        and nd.id_value = idf.id_value
 )
 
 select * from final

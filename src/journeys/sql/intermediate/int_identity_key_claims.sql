@@ -38,7 +38,7 @@ claims as (
         on nd.node_id = lb.node_id
     inner join previous as pv
         on pv.id_type = nd.id_type
-       and pv.id_value = nd.id_value
+        and pv.id_value = nd.id_value
     group by lb.label, pv.customer_key
 ),
 
@@ -46,10 +46,11 @@ owned as (
     select
         cl.*
     from claims as cl
-    qualify row_number() over (
-        partition by cl.customer_key
-        order by cl.n_identifiers desc, cl.label
-    ) = 1
+    qualify
+        row_number() over (
+            partition by cl.customer_key
+            order by cl.n_identifiers desc, cl.label asc
+        ) = 1
 ),
 
 final as (

@@ -25,7 +25,7 @@ linked as (
         min(pm.first_seen_at) as first_seen_at
     from previous_map as pm
     where not coalesce(pm.is_shared, false)
-      and pm.customer_key is not null
+        and pm.customer_key is not null
     group by pm.id_type, pm.id_value
 ),
 

@@ -24,7 +24,7 @@ final as (
     inner join stage_values as sv
         on sv.node_id = ed.b
     where not sv.in_violation
-       or (ed.link_kind = 'anchor' and sv.n_touches = 1)
+        or (ed.link_kind = 'anchor' and sv.n_touches = 1)
 )
 
 select * from final

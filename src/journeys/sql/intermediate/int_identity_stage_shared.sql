@@ -22,7 +22,7 @@ bridges as (
         'bridge' as reason
     from stage_values as sv
     where sv.is_bridge
-       or (sv.in_violation and sv.n_touches >= 2)
+        or (sv.in_violation and sv.n_touches >= 2)
 ),
 
 ranked_members as (
@@ -30,7 +30,7 @@ ranked_members as (
         sv.node_id,
         row_number() over (
             partition by co.label
-            order by sv.n_events desc, sv.id_value
+            order by sv.n_events desc, sv.id_value asc
         ) as support_rank
     from stage_values as sv
     inner join components as co

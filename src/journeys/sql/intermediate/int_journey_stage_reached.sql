@@ -54,7 +54,8 @@ mode_steps as not materialized (
         and funnel_specs.family_no = reached_partitions.family_no
     left join breaks
         on breaks.funnel_key = reached_partitions.funnel_key
-    where (
+    where
+        (
             funnel_specs.mode <> 'strict'
             or breaks.strict_break is null
             or reached_partitions.reached_us < breaks.strict_break.break_us

@@ -54,10 +54,10 @@ merged_nodes as (
         on pv.customer_key = mg.merged_key
     inner join nodes as nd
         on nd.id_type = pv.id_type
-       and nd.id_value = pv.id_value
+        and nd.id_value = pv.id_value
     inner join labels as lb
         on lb.node_id = nd.node_id
-       and lb.label = mg.label
+        and lb.label = mg.label
 ),
 
 bridging as (
@@ -71,10 +71,10 @@ bridging as (
         on other.event_no = own.event_no
     inner join labels as olb
         on olb.node_id = other.node_id
-       and olb.label = mn.label
+        and olb.label = mn.label
     anti join merged_nodes as same
         on same.merged_key = mn.merged_key
-       and same.node_id = other.node_id
+        and same.node_id = other.node_id
     group by mn.merged_key
 ),
 

@@ -41,7 +41,7 @@ previous_members as (
     from previous as pv
     inner join nodes as nd
         on nd.id_type = pv.id_type
-       and nd.id_value = pv.id_value
+        and nd.id_value = pv.id_value
     inner join labels as lb
         on lb.node_id = nd.node_id
 ),
@@ -56,7 +56,7 @@ moved as (
     -- the owner's component keeps the key; every other component holding its identifiers left it
     anti join claims as cl
         on cl.customer_key = pm.previous_key
-       and cl.label = pm.label
+        and cl.label = pm.label
     group by pm.previous_key, pm.label
 ),
 

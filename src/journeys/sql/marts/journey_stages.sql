@@ -13,12 +13,14 @@ journeys as (
     select * from int_journeys
 ),
 
+stage_models as (
+    select distinct sd.stage_model, sd.n_stages, sd.stage_model_version from stage_definitions as sd
+),
+
 model_modes as (
-    select fm.stage_model, fm.mode, sd.n_stages, sd.stage_model_version
+    select fm.stage_model, fm.mode, sm.n_stages, sm.stage_model_version
     from stage_funnel_modes as fm
-    inner join (
-        select distinct stage_model, n_stages, stage_model_version from stage_definitions
-    ) as sd on sd.stage_model = fm.stage_model
+    inner join stage_models as sm on sm.stage_model = fm.stage_model
 ),
 
 reached as (
@@ -88,8 +90,10 @@ status as (
     select
         jm.*,
         jm.furthest_stage = jm.n_stages as is_converted,
-        jm.furthest_stage = jm.n_stages
-            or epoch_us($as_of::timestamp) - epoch_us(jm.ended_at) > $dropout_timeout_us as is_closed
+        (
+            jm.furthest_stage = jm.n_stages
+            or epoch_us($as_of::timestamp) - epoch_us(jm.ended_at) > $dropout_timeout_us
+        ) as is_closed
     from journey_modes as jm
 ),
 

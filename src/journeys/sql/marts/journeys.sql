@@ -12,7 +12,7 @@ journeys as (
 ),
 
 primary_stages as (
-    select *
+    select js.*
     from journey_stages as js
     where js.stage_model = $primary_model and js.mode = $primary_mode
 ),

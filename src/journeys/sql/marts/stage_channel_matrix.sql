@@ -43,7 +43,9 @@ final as (
         s.stage_name,
         c.channel,
         c.events_in_cell,
-        c.events_in_cell / sum(c.events_in_cell) over (partition by c.stage_model, c.stage_index) as share_of_stage_events,
+        c.events_in_cell / sum(c.events_in_cell) over (
+            partition by c.stage_model, c.stage_index
+        ) as share_of_stage_events,
         c.journeys_in_cell,
         c.customers_in_cell,
         list_contains(s.designed_channels, c.channel) as is_designed_channel,

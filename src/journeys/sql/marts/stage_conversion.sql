@@ -15,7 +15,9 @@
 with
 
 entered_journeys as (
-    select * from journey_stages as js where js.furthest_stage >= 1
+    select js.*
+    from journey_stages as js
+    where js.furthest_stage >= 1
 ),
 
 stage_transitions as (
@@ -29,7 +31,8 @@ stages as (
 by_cohort as (
     select
         ej.*,
-        unnest([
+        -- a recursive unnest expands each struct into its own named columns (cohort_period, cohort)
+        unnest([  -- noqa: AL03
             {'cohort_period': 'all', 'cohort': 'all'},
             {
                 'cohort_period': $cohort_period,
@@ -42,17 +45,22 @@ by_cohort as (
 journey_groups as (
     select
         bc.*,
-        unnest(
+        -- a recursive unnest expands each struct into its own named columns (breakdown, breakdown_value)
+        unnest(  -- noqa: AL03
             [
                 {'breakdown': 'none', 'breakdown_value': 'all'},
                 {'breakdown': 'first_channel', 'breakdown_value': coalesce(bc.first_channel, '(none)')},
                 {'breakdown': 'last_channel', 'breakdown_value': coalesce(bc.last_channel, '(none)')},
                 {'breakdown': 'first_touchpoint', 'breakdown_value': coalesce(bc.first_touchpoint, '(none)')}
             ]
-            || case when $breakdown_attribute is null then [] else [{
-                'breakdown': 'attribute:' || $breakdown_attribute,
-                'breakdown_value': coalesce(bc.breakdown_attribute, '(none)')
-            }] end,
+            || case
+                when $breakdown_attribute is null then []
+                else
+                    [{
+                        'breakdown': 'attribute:' || $breakdown_attribute,
+                        'breakdown_value': coalesce(bc.breakdown_attribute, '(none)')
+                    }]
+            end,
             recursive := true
         )
     from by_cohort as bc
@@ -108,8 +116,10 @@ transitions as (
     select
         r1.stage_model, r1.mode, r1.journey_id, r1.stage_index,
         epoch(r1.next_reached_at) - epoch(r1.reached_at) as seconds_to_next,
-        case when b.time_budget_us is not null
-            then epoch_us(r1.next_reached_at) - epoch_us(r1.reached_at) <= b.time_budget_us end as within_budget
+        case
+            when b.time_budget_us is not null
+                then epoch_us(r1.next_reached_at) - epoch_us(r1.reached_at) <= b.time_budget_us
+        end as within_budget
     from stage_transitions as r1
     left join budgets as b on b.stage_model = r1.stage_model and b.stage_index = r1.stage_index
     where r1.next_reached_at is not null
@@ -141,8 +151,10 @@ final as (
         sc.stage_name,
         sc.journeys_entered,
         case when sc.stage_index < sc.n_stages then sc.journeys_converted end as journeys_converted,
-        case when sc.stage_index < sc.n_stages and sc.journeys_entered > 0
-            then sc.journeys_converted / sc.journeys_entered end as conversion_rate,
+        case
+            when sc.stage_index < sc.n_stages and sc.journeys_entered > 0
+                then sc.journeys_converted / sc.journeys_entered
+        end as conversion_rate,
         sc.journeys_entered / nullif(sc.journeys_in_funnel, 0) as conversion_from_start,
         sc.journeys_dropped,
         sc.journeys_in_progress,
@@ -150,10 +162,14 @@ final as (
         t.median_time_to_next_s,
         t.p90_time_to_next_s,
         b.time_budget_us / 1e6 as time_budget_s,
-        case when b.time_budget_us is not null and sc.stage_index < sc.n_stages
-            then coalesce(t.journeys_within_budget, 0) end as journeys_within_budget,
-        case when b.time_budget_us is not null
-            then t.journeys_within_budget / nullif(t.converters_with_budget, 0) end as share_within_budget
+        case
+            when b.time_budget_us is not null and sc.stage_index < sc.n_stages
+                then coalesce(t.journeys_within_budget, 0)
+        end as journeys_within_budget,
+        case
+            when b.time_budget_us is not null
+                then t.journeys_within_budget / nullif(t.converters_with_budget, 0)
+        end as share_within_budget
     from stage_counts as sc
     left join budgets as b on b.stage_model = sc.stage_model and b.stage_index = sc.stage_index
     left join timing as t

@@ -8,7 +8,9 @@
 with
 
 dropped as (
-    select * from journey_stages as js where js.dropout_stage is not null
+    select js.*
+    from journey_stages as js
+    where js.dropout_stage is not null
 ),
 
 stages as (

@@ -12,16 +12,16 @@ reached as (
 ),
 
 buckets as (
-    select *
+    select b.*
     from (
         values
-            (1, '< 1h', 0, 3600),
-            (2, '1h-1d', 3600, 86400),
-            (3, '1-3d', 86400, 259200),
-            (4, '3-7d', 259200, 604800),
-            (5, '7-14d', 604800, 1209600),
-            (6, '14-30d', 1209600, 2592000),
-            (7, '>= 30d', 2592000, null)
+        (1, '< 1h', 0, 3600),
+        (2, '1h-1d', 3600, 86400),
+        (3, '1-3d', 86400, 259200),
+        (4, '3-7d', 259200, 604800),
+        (5, '7-14d', 604800, 1209600),
+        (6, '14-30d', 1209600, 2592000),
+        (7, '>= 30d', 2592000, null)
     ) as b (bucket_index, bucket_label, lower_s, upper_s)
 ),
 
@@ -47,7 +47,7 @@ bucketed as (
         count(*) as journeys_converted
     from transitions as t
     inner join buckets as b
-        on t.seconds_to_next >= b.lower_s and (b.upper_s is null or t.seconds_to_next < b.upper_s)
+        on b.lower_s <= t.seconds_to_next and (b.upper_s is null or b.upper_s > t.seconds_to_next)
     group by all
 ),
 
@@ -62,7 +62,9 @@ final as (
         bk.lower_s,
         bk.upper_s,
         bk.journeys_converted,
-        bk.journeys_converted / sum(bk.journeys_converted) over (partition by bk.stage_model, bk.mode, bk.stage_index) as share
+        bk.journeys_converted / sum(bk.journeys_converted) over (
+            partition by bk.stage_model, bk.mode, bk.stage_index
+        ) as share
     from bucketed as bk
     inner join stage_definitions as sd on sd.stage_model = bk.stage_model and sd.stage_index = bk.stage_index
 )

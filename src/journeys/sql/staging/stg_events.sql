@@ -40,7 +40,9 @@ converted as (
         *,
         case
             -- DuckDB accepts any two-digit offset (+99:99); no real one is more than 14 hours.
-            when regexp_matches(occurred_iso, '\d:\d{2}(:\d{2}(\.\d+)?)?\s*[+-]((1[5-9]|[2-9]\d)(:?\d{2})?|\d{2}:?[6-9]\d)$')
+            when regexp_matches(
+                    occurred_iso, '\d:\d{2}(:\d{2}(\.\d+)?)?\s*[+-]((1[5-9]|[2-9]\d)(:?\d{2})?|\d{2}:?[6-9]\d)$'
+                )
                 then null
             when regexp_matches(occurred_iso, '\d:\d{2}(:\d{2}(\.\d+)?)?\s*([zZ]|UTC|[+-]\d{2}(:?\d{2})?)$')
                 then timezone('UTC', try_cast(occurred_iso as timestamptz))
@@ -56,18 +58,36 @@ mapped as (
     select
         *,
         coalesce(
-            list_extract(cast($channel_values as varchar[]), list_position(cast($channel_keys as varchar[]), trim(src_channel))),
-            list_extract(cast($channel_values as varchar[]), list_position(cast($channel_keys as varchar[]), journeys_snake(src_channel))),
+            list_extract(
+                cast($channel_values as varchar[]),
+                list_position(cast($channel_keys as varchar[]), trim(src_channel))
+            ),
+            list_extract(
+                cast($channel_values as varchar[]),
+                list_position(cast($channel_keys as varchar[]), journeys_snake(src_channel))
+            ),
             nullif(journeys_snake(src_channel), '')
         ) as channel_value,
         coalesce(
-            list_extract(cast($event_type_values as varchar[]), list_position(cast($event_type_keys as varchar[]), trim(src_event_type))),
-            list_extract(cast($event_type_values as varchar[]), list_position(cast($event_type_keys as varchar[]), journeys_snake(src_event_type))),
+            list_extract(
+                cast($event_type_values as varchar[]),
+                list_position(cast($event_type_keys as varchar[]), trim(src_event_type))
+            ),
+            list_extract(
+                cast($event_type_values as varchar[]),
+                list_position(cast($event_type_keys as varchar[]), journeys_snake(src_event_type))
+            ),
             nullif(journeys_snake(src_event_type), '')
         ) as event_type_value,
         coalesce(
-            list_extract(cast($touchpoint_values as varchar[]), list_position(cast($touchpoint_keys as varchar[]), trim(src_touchpoint))),
-            list_extract(cast($touchpoint_values as varchar[]), list_position(cast($touchpoint_keys as varchar[]), journeys_snake(src_touchpoint))),
+            list_extract(
+                cast($touchpoint_values as varchar[]),
+                list_position(cast($touchpoint_keys as varchar[]), trim(src_touchpoint))
+            ),
+            list_extract(
+                cast($touchpoint_values as varchar[]),
+                list_position(cast($touchpoint_keys as varchar[]), journeys_snake(src_touchpoint))
+            ),
             nullif(journeys_snake(src_touchpoint), '')
         ) as touchpoint_value,
         case coalesce($sentiment_scale, 'unit')
@@ -88,56 +108,93 @@ validated as (
             when reader_error is not null
                 then {'field': 'row', 'column': reader_column, 'reason': reader_error}
             when $event_id_column is not null and event_id_text is null
-                then {'field': 'event_id', 'column': $event_id_column,
-                      'reason': format('event_id: expected a value in column ''{}'', got an empty value',
-                                       $event_id_column)}
+                then {
+                    'field': 'event_id',
+                    'column': $event_id_column,
+                    'reason': format(
+                        'event_id: expected a value in column ''{}'', got an empty value', $event_id_column
+                    )
+                }
             when occurred_text is null
-                then {'field': 'occurred_at', 'column': $occurred_at_column,
-                      'reason': format('occurred_at: expected a timestamp in column ''{}'', got an empty value',
-                                       $occurred_at_column)}
+                then {
+                    'field': 'occurred_at',
+                    'column': $occurred_at_column,
+                    'reason': format(
+                        'occurred_at: expected a timestamp in column ''{}'', got an empty value', $occurred_at_column
+                    )
+                }
             when occurred_utc is null
-                then {'field': 'occurred_at', 'column': $occurred_at_column,
-                      'reason': format('occurred_at: expected timestamp ''{}'', got ''{}''',
-                                       coalesce($timestamp_format, 'ISO 8601'), left(occurred_text, 100))}
+                then {
+                    'field': 'occurred_at',
+                    'column': $occurred_at_column,
+                    'reason': format(
+                        'occurred_at: expected timestamp ''{}'', got ''{}''',
+                        coalesce($timestamp_format, 'ISO 8601'),
+                        left(occurred_text, 100)
+                    )
+                }
             when occurred_utc < $min_occurred_at
-                then {'field': 'occurred_at', 'column': $occurred_at_column,
-                      'reason': format('occurred_at: {} UTC is before the earliest plausible time {}',
-                                       occurred_utc, $min_occurred_at)}
+                then {
+                    'field': 'occurred_at',
+                    'column': $occurred_at_column,
+                    'reason': format(
+                        'occurred_at: {} UTC is before the earliest plausible time {}', occurred_utc, $min_occurred_at
+                    )
+                }
             when occurred_utc > $max_occurred_at
-                then {'field': 'occurred_at', 'column': $occurred_at_column,
-                      'reason': format('occurred_at: {} UTC is in the future (latest accepted: {}, as_of + max_future)',
-                                       occurred_utc, $max_occurred_at)}
+                then {
+                    'field': 'occurred_at',
+                    'column': $occurred_at_column,
+                    'reason': format(
+                        'occurred_at: {} UTC is in the future (latest accepted: {}, as_of + max_future)',
+                        occurred_utc,
+                        $max_occurred_at
+                    )
+                }
             when channel_value is null
                 then {'field': 'channel', 'column': null, 'reason': 'channel: expected a value, got an empty value'}
             when event_type_value is null
-                then {'field': 'event_type', 'column': null,
-                      'reason': 'event_type: expected a value, got an empty value'}
+                then {
+                    'field': 'event_type',
+                    'column': null,
+                    'reason': 'event_type: expected a value, got an empty value'
+                }
             when revenue_text is not null and revenue_value is null
-                then {'field': 'revenue', 'column': $revenue_column,
-                      'reason': format('revenue: expected a decimal number (18,2), got ''{}''', left(revenue_text, 100))}
+                then {
+                    'field': 'revenue',
+                    'column': $revenue_column,
+                    'reason': format('revenue: expected a decimal number (18,2), got ''{}''', left(revenue_text, 100))
+                }
             when sentiment_text is not null and sentiment_raw is null
-                then {'field': 'sentiment', 'column': $sentiment_column,
-                      'reason': format('sentiment: expected a number, got ''{}''', left(sentiment_text, 100))}
+                then {
+                    'field': 'sentiment',
+                    'column': $sentiment_column,
+                    'reason': format('sentiment: expected a number, got ''{}''', left(sentiment_text, 100))
+                }
             when sentiment_value not between -1 and 1
-                then {'field': 'sentiment', 'column': $sentiment_column,
-                      'reason': format('sentiment: expected a {} score, got ''{}''',
-                                       coalesce($sentiment_scale, 'unit'), sentiment_text)}
+                then {
+                    'field': 'sentiment',
+                    'column': $sentiment_column,
+                    'reason': format(
+                        'sentiment: expected a {} score, got ''{}''', coalesce($sentiment_scale, 'unit'), sentiment_text
+                    )
+                }
         end as reject
     from mapped
 ),
 
 final as (
     select
-        $source || ':' || coalesce(event_id_text, row_hash) as event_id,
-        occurred_utc as occurred_at,
-        cast(occurred_utc as date) as event_date,
+        $source || ':' || coalesce(va.event_id_text, va.row_hash) as event_id,
+        va.occurred_utc as occurred_at,
+        cast(va.occurred_utc as date) as event_date,
         cast($source as varchar) as source,
-        channel_value as channel,
-        event_type_value as event_type,
-        coalesce(touchpoint_value, channel_value || ':' || event_type_value) as touchpoint,
+        va.channel_value as channel,
+        va.event_type_value as event_type,
+        coalesce(va.touchpoint_value, va.channel_value || ':' || va.event_type_value) as touchpoint,
         list_filter(
             list_transform(
-                src_identifiers,
+                va.src_identifiers,
                 lambda i: {
                     'id_type': i.id_type,
                     'id_value': journeys_identifier(i.id_type, i.id_value, $pii_salt, $phone_region)
@@ -145,17 +202,17 @@ final as (
             ),
             lambda i: i.id_value is not null
         ) as identifiers,
-        sentiment_value as sentiment,
-        revenue_value as revenue,
-        attributes,
+        va.sentiment_value as sentiment,
+        va.revenue_value as revenue,
+        va.attributes,
         cast($ingested_at as timestamp) as ingested_at,
         cast($batch_id as varchar) as batch_id,
         cast($source_file as varchar) as source_file,
-        source_line,
-        reject.field as reject_field,
-        reject.column as reject_column,
-        reject.reason as reject_reason
-    from validated
+        va.source_line,
+        va.reject.field as reject_field,
+        va.reject.column as reject_column,
+        va.reject.reason as reject_reason
+    from validated as va
 )
 
 select * from final
