@@ -1,4 +1,4 @@
-"""The `journeys` command: demo, run, generate, query."""
+"""The `journeys` command: demo, run, generate, query, report."""
 
 from __future__ import annotations
 
@@ -94,6 +94,8 @@ def print_summary(result: dict[str, Any], warehouse: str) -> None:
     for name, path in sorted(result["outputs"].items()):
         print(f"  {name:22s} {path}")
     print(f"  {'quality report':22s} {result['quality']['report']}")
+    if result.get("report"):
+        print(f"  {'HTML report':22s} {result['report']['latest']}")
     print(f'\nquery it: journeys query "select * from stage_conversion limit 5" --warehouse {warehouse}')
 
 
@@ -152,6 +154,20 @@ def cmd_query(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from journeys.config import load_settings
+    from journeys.report import write_report
+
+    settings = load_settings(args.config, data_root=args.data_root)
+    if not settings.warehouse_path.exists():
+        print(f"no published warehouse at {settings.warehouse_path}: run `journeys run` first", file=sys.stderr)
+        return 1
+    result = write_report(settings)
+    print(f"wrote {result.path} ({result.size_bytes / 1e6:.1f} MB, {result.charts} charts, {result.seconds:.1f} s)")
+    print(f"latest: {result.latest}")
+    return 0
+
+
 def cmd_evaluate_identity(args: argparse.Namespace) -> int:
     from journeys.config import load_settings
     from journeys.evaluate import evaluate_identity
@@ -194,6 +210,14 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--data-root", help="override the config's data root")
     e.add_argument("--truth", help="folder with the generator's events.parquet (default: <data root>/truth)")
     e.set_defaults(func=cmd_evaluate_identity)
+
+    rp = sub.add_parser(
+        "report",
+        help="write the HTML report of the last published run to reports/journeys-<batch>.html and"
+        " reports/journeys.html (e.g. `journeys report --data-root data/demo`)",
+    )
+    rp.add_argument("--data-root", help="override the config's data root")
+    rp.set_defaults(func=cmd_report)
 
     q = sub.add_parser("query", help="run SQL against the warehouse (read-only)")
     q.add_argument("sql")

@@ -1,4 +1,4 @@
-"""The nightly journey flow: ingest -> the model catalog's steps -> checks -> publish.
+"""The nightly journey flow: ingest -> the model catalog's steps -> checks -> publish -> report.
 
 Tasks are thin: each opens the run's working DuckDB file by path, calls one function of `journeys`, and
 returns a small dict of counts. Flow parameters are the only way settings enter a run; the flow resolves
@@ -26,6 +26,7 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from journeys import build, db, publish, quality
+from journeys import report as html_report
 from journeys.build import RunContext
 from journeys.config import Settings, load_settings
 from journeys.models import Step
@@ -101,11 +102,11 @@ def quality_task(context: RunContext, working: str, event_dates: list[str] | Non
         publish.discard_working_warehouse(Path(working))
         raise quality.QualityError(f"{report.summary()}\nreport: {path}\nthe previous marts stay published")
     get_run_logger().info("quality: %s (report %s)", report.summary(), path)
-    return {"expectations": report.expectations_run, "report": str(path)}
+    return {"expectations": report.expectations_run, "report": str(path), "outcome": report.outcome()}
 
 
 @task(name="publish", cache_policy=NO_CACHE)
-def publish_task(context: RunContext, working: str) -> dict[str, str]:
+def publish_task(context: RunContext, working: str, checks: dict[str, Any]) -> dict[str, str]:
     """Marts to Parquet (atomic per table), identity state, then the working file becomes the warehouse."""
     settings = context.settings
 
@@ -118,7 +119,27 @@ def publish_task(context: RunContext, working: str) -> dict[str, str]:
 
     paths = _on_working(settings, working, publish_all)
     paths["warehouse"] = str(publish.swap_in_warehouse(settings, Path(working)))
+    # What `journeys report` needs about the run that this warehouse holds, written once it is published.
+    html_report.write_run_record(
+        settings,
+        {
+            "batch_id": context.batch_id,
+            "as_of": context.as_of.isoformat(),
+            "quality": {**checks["outcome"], "report": checks["report"]},
+        },
+    )
     return paths
+
+
+@task(name="report", cache_policy=NO_CACHE)
+def report_task(context: RunContext) -> dict[str, Any]:
+    """The run's self-contained HTML report, from the warehouse just published."""
+    result = html_report.write_report(context.settings)
+    get_run_logger().info(
+        "report: %s (%.1f MB, %d charts, %.1f s)", result.path, result.size_bytes / 1e6, result.charts, result.seconds
+    )
+    return {"path": str(result.path), "latest": str(result.latest), "bytes": result.size_bytes,
+            "seconds": round(result.seconds, 2)}
 
 
 @flow(name="journeys-nightly", log_prints=True)
@@ -143,7 +164,9 @@ def nightly(
                 counts = build_step_task.with_options(name=step.name)(context, working, step)
                 built.setdefault(step.name, {}).update(counts)
             checks = quality_task(context, working, None)
-            outputs = publish_task(context, working)
+            outputs = publish_task(context, working, checks)
+            # Under the lock, so the report and the run record describe the warehouse it read.
+            written = report_task(context)
         except BaseException:
             publish.discard_working_warehouse(Path(working))
             raise
@@ -160,4 +183,5 @@ def nightly(
         "steps": built,
         "quality": checks,
         "outputs": outputs,
+        "report": written,
     }

@@ -75,6 +75,19 @@ class QualityReport:
             warnings=self.warnings + other.warnings,
         )
 
+    def outcome(self) -> dict[str, Any]:
+        """The outcome in numbers, for the run record and the HTML report."""
+        return {
+            "success": self.success,
+            "expectations_run": self.expectations_run,
+            "suites": dict(sorted(self.suites.items())),
+            "failures": len(self.failures),
+            "warnings": list(self.warnings),
+            "files_checked": len(self.files),
+            "files_over_limit": sum(1 for f in self.files if not f.ok),
+            "max_file_share": max((f.share for f in self.files), default=None),
+        }
+
     def summary(self) -> str:
         """Readable lines naming each failure."""
         notes = [f"  warning: {w}" for w in self.warnings]
