@@ -56,8 +56,7 @@ def print_summary(result: dict[str, Any], warehouse: str) -> None:
             "select stage_index, stage_name, journeys_entered, journeys_converted, conversion_rate,"
             " conversion_from_start, journeys_dropped, journeys_in_progress,"
             " round(median_time_to_next_s / 86400, 1)"
-            " from stage_conversion where stage_model = $m and mode = $mode and cohort = 'all'"
-            " and breakdown = 'none' order by stage_index",
+            " from stage_funnel where stage_model = $m and mode = $mode order by stage_index",
             {"m": model, "mode": mode},
         )
         print(f"\nstage funnel: {model} ({mode}), all cohorts")
@@ -96,7 +95,7 @@ def print_summary(result: dict[str, Any], warehouse: str) -> None:
     print(f"  {'quality report':22s} {result['quality']['report']}")
     if result.get("report"):
         print(f"  {'HTML report':22s} {result['report']['latest']}")
-    print(f'\nquery it: journeys query "select * from stage_conversion limit 5" --warehouse {warehouse}')
+    print(f'\nquery it: journeys query "select * from stage_funnel order by all" --warehouse {warehouse}')
 
 
 def cmd_generate(args: argparse.Namespace) -> int:

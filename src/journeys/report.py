@@ -155,8 +155,7 @@ def _funnel_rows(con: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
         "select sc.stage_model, sc.mode, sc.stage_index, sc.stage_name, sc.journeys_entered, sc.journeys_converted,"
         " sc.conversion_rate, sc.conversion_from_start, sc.journeys_dropped, sc.journeys_in_progress,"
         " sc.median_time_to_next_s, sc.p90_time_to_next_s, sc.share_within_budget"
-        " from stage_conversion as sc where sc.cohort = 'all' and sc.breakdown = 'none'"
-        " order by sc.stage_model, sc.mode, sc.stage_index",
+        " from stage_funnel as sc order by sc.stage_model, sc.mode, sc.stage_index",
     )
 
 
@@ -488,7 +487,7 @@ def render_report(settings: Settings, record: Mapping[str, Any], warehouse: Path
     batch_id = record.get("batch_id")
     with db.connect(warehouse, read_only=True) as con:
         present = _present(con)
-        needed = {"stage_conversion", "stage_survival", "stage_dropout", "stage_channel_matrix"}
+        needed = {"stage_funnel", "stage_survival", "stage_dropout", "stage_channel_matrix"}
         if needed - present:
             raise FileNotFoundError(f"{warehouse} lacks {sorted(needed - present)}: not a published warehouse")
         body = [
