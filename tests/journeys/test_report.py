@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
-from pathlib import Path
 
 import pytest
 
@@ -54,8 +53,18 @@ def test_journeys_report_command_rewrites_the_last_published_run(published, writ
     from pipelines.cli import main
 
     written.latest.unlink()
-    assert main(["--config", str(published.settings.config_dir / "journeys.yaml"), "report",
-                 "--data-root", str(published.settings.root)]) == 0
+    assert (
+        main(
+            [
+                "--config",
+                str(published.settings.config_dir / "journeys.yaml"),
+                "report",
+                "--data-root",
+                str(published.settings.root),
+            ]
+        )
+        == 0
+    )
     assert written.latest.exists()
     assert str(written.path) in capsys.readouterr().out
 
@@ -69,10 +78,23 @@ def test_browser_draws_every_chart(written, tmp_path):
     if browser is None:
         pytest.skip("no chromium on this machine: `make browser` (run by `make test`) installs Debian's as root")
     url = written.path.resolve().as_uri()
-    common = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-              f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=20000", "--window-size=1280,1400"]
-    dom = subprocess.run([*common, "--enable-logging=stderr", "--v=0", "--dump-dom", url],
-                         capture_output=True, text=True, timeout=180, check=True)
+    common = [
+        browser,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--hide-scrollbars",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        "--virtual-time-budget=20000",
+        "--window-size=1280,1400",
+    ]
+    dom = subprocess.run(
+        [*common, "--enable-logging=stderr", "--v=0", "--dump-dom", url],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=True,
+    )
     # Plotly turns each chart's div into a plot container with its SVG layers once it has drawn.
     assert dom.stdout.count('class="plot-container plotly"') == written.charts, dom.stderr[-2000:]
     assert dom.stdout.count('class="main-svg"') >= written.charts
