@@ -1,4 +1,4 @@
-"""The `journeys` command: demo, run, generate, query, report."""
+"""The `journeys` command: demo, run, generate, query, report, docs."""
 
 from __future__ import annotations
 
@@ -167,6 +167,21 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_docs(args: argparse.Namespace) -> int:
+    from journeys import db, dictionary, models
+    from journeys.config import load_settings
+
+    settings = load_settings(args.config)
+    path = args.warehouse or str(settings.warehouse_path)
+    with db.connect(path, read_only=True) as con:
+        text = dictionary.tables_markdown(con, models.load_catalog(settings.models_path))
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text, encoding="utf-8")
+    print(f"wrote {out} from the catalog and {path}")
+    return 0
+
+
 def cmd_evaluate_identity(args: argparse.Namespace) -> int:
     from journeys.config import load_settings
     from journeys.evaluate import evaluate_identity
@@ -217,6 +232,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rp.add_argument("--data-root", help="override the config's data root")
     rp.set_defaults(func=cmd_report)
+
+    dc = sub.add_parser(
+        "docs",
+        help="write the data dictionary (every kept table: grain, column, type, meaning) from the catalog and a"
+        " published warehouse's types (e.g. `make demo` then `journeys docs`)",
+    )
+    dc.add_argument("--warehouse", help="path of journeys.duckdb to read the types from (default: from the config)")
+    dc.add_argument("--out", default="docs/tables.md", help="where to write it (default: docs/tables.md)")
+    dc.set_defaults(func=cmd_docs)
 
     q = sub.add_parser("query", help="run SQL against the warehouse (read-only)")
     q.add_argument("sql")

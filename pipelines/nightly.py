@@ -25,7 +25,7 @@ import duckdb
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from journeys import build, db, publish, quality
+from journeys import build, db, dictionary, publish, quality
 from journeys import report as html_report
 from journeys.build import RunContext
 from journeys.config import Settings, load_settings
@@ -114,6 +114,8 @@ def publish_task(context: RunContext, working: str, checks: dict[str, Any]) -> d
         paths = publish.publish_marts(con, settings, context.catalog.published())
         publish.write_identity_state(con, build.identity_state_path(settings))
         build.drop_intermediates(con, context)
+        # The catalog's descriptions travel with the warehouse: SQL clients and BI tools show them.
+        dictionary.comment_warehouse(con, context.catalog)
         db.execute(con, "checkpoint")
         return paths
 

@@ -21,7 +21,7 @@ def quote_ident(name: str) -> str:
 
 
 def quote_literal(value: str) -> str:
-    """Quote a string literal for DDL that cannot take parameters (a view's file path); nowhere else."""
+    """Quote a string literal for DDL that cannot take parameters (a view's file path, a comment); nowhere else."""
     if not isinstance(value, str) or "\x00" in value:
         raise ValueError(f"not a valid literal: {value!r}")
     return "'" + value.replace("'", "''") + "'"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from journeys import build, db
+from journeys import build, db, dictionary
 from journeys.config import Settings, load_settings
 from journeys.generate import GenerateSpec, generate_sample
 from journeys.ingest import ingest_sources
@@ -25,7 +25,7 @@ class Published:
 
 @pytest.fixture(scope="session")
 def published(tmp_path_factory: pytest.TempPathFactory) -> Published:
-    """Ingest a generated sample, build every step, keep what publication keeps, in the warehouse file."""
+    """Ingest a generated sample, build every step, keep and describe what publication does, in the warehouse."""
     root = tmp_path_factory.mktemp("published")
     spec = GenerateSpec(events=3_000, seed=13)
     generate_sample(spec, root)
@@ -36,4 +36,5 @@ def published(tmp_path_factory: pytest.TempPathFactory) -> Published:
         for step in context.catalog.steps():
             build.build_step(con, context, step)
         build.drop_intermediates(con, context)
+        dictionary.comment_warehouse(con, context.catalog)
     return Published(settings, context)

@@ -164,6 +164,13 @@ def test_outputs_are_published(run):
     assert {"events", "quarantine", "journeys", "stage_conversion", "identity_map"} <= tables
     assert not {"int_journey_events", "int_stage_events"} & tables
     assert Path(result["quality"]["report"]).exists()
+    # The flow's report step and the catalog's comments on the published warehouse.
+    report = Path(result["report"]["path"])
+    assert report.name == f"journeys-{result['batch_id']}.html"
+    assert (report.parent / "journeys.html").read_bytes() == report.read_bytes()
+    with duckdb.connect(str(settings.warehouse_path), read_only=True) as con:
+        comments = con.sql("select comment from duckdb_columns() where table_name = 'stage_funnel'").fetchall()
+    assert comments and all(c for (c,) in comments)
 
 
 def test_no_raw_pii_reaches_lake_marts_or_warehouse(run):
