@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import csv
+import json
 import shutil
 import sys
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 DEFAULT_CONFIG = "journeys.yaml"
 
@@ -145,12 +149,44 @@ def cmd_query(args: argparse.Namespace) -> int:
     from journeys import db
     from journeys.config import load_settings
 
+    if args.format == "parquet" and not args.out:
+        print("--format parquet needs --out FILE", file=sys.stderr)
+        return 2
     path = args.warehouse or str(load_settings(args.config).warehouse_path)
     with db.connect(path, read_only=True) as con:
         rel = con.sql(args.sql)
-        if rel is not None:
+        if rel is None:
+            return 0
+        if args.format == "table":
             rel.show(max_rows=args.max_rows)
+        elif args.format == "parquet":
+            rel.write_parquet(args.out)
+        elif args.format == "csv" and args.out:
+            rel.write_csv(args.out, header=True)
+        else:
+            with open(args.out, "w", encoding="utf-8", newline="") if args.out else _stdout() as out:
+                _write_rows(rel, args.format, out)
     return 0
+
+
+@contextlib.contextmanager
+def _stdout() -> Iterator[TextIO]:
+    yield sys.stdout
+
+
+def _write_rows(rel: Any, fmt: str, out: TextIO, batch: int = 10_000) -> None:
+    """Stream a result as CSV (header first) or JSON lines (one object per row), batch by batch."""
+    columns = list(rel.columns)
+    writer = csv.writer(out) if fmt == "csv" else None
+    if writer is not None:
+        writer.writerow(columns)
+    for record_batch in rel.to_arrow_reader(batch):
+        for row in record_batch.to_pylist():
+            if writer is not None:
+                writer.writerow(["" if row[c] is None else row[c] for c in columns])
+            else:
+                # Dates, decimals and the like as their text; counts stay numbers (BIGINT fits JSON).
+                out.write(json.dumps(row, default=str) + "\n")
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -242,10 +278,22 @@ def build_parser() -> argparse.ArgumentParser:
     dc.add_argument("--out", default="docs/tables.md", help="where to write it (default: docs/tables.md)")
     dc.set_defaults(func=cmd_docs)
 
-    q = sub.add_parser("query", help="run SQL against the warehouse (read-only)")
-    q.add_argument("sql")
+    q = sub.add_parser(
+        "query",
+        help="run SQL against the warehouse (read-only), e.g. "
+        "`journeys query \"select * from stage_funnel order by all\" --format csv --out funnel.csv`",
+    )
+    q.add_argument("sql", help="one SQL statement, e.g. \"select * from stage_funnel order by all\"")
     q.add_argument("--warehouse", help="path of journeys.duckdb (default: from the config)")
-    q.add_argument("--max-rows", type=int, default=40)
+    q.add_argument("--max-rows", type=int, default=40, help="rows shown by --format table (default: 40)")
+    q.add_argument(
+        "--format",
+        choices=["table", "csv", "json", "parquet"],
+        default="table",
+        help="table (default, shortened to --max-rows), csv (with a header), json (JSON lines, one object per"
+        " row) or parquet (needs --out); csv and json print every row to stdout unless --out is given",
+    )
+    q.add_argument("--out", help="file to write the result to, e.g. --out funnel.parquet")
     q.set_defaults(func=cmd_query)
     return p
 
