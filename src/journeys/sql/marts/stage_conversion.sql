@@ -149,15 +149,16 @@ final as (
         sc.breakdown_value,
         sc.stage_index,
         sc.stage_name,
-        sc.journeys_entered,
-        case when sc.stage_index < sc.n_stages then sc.journeys_converted end as journeys_converted,
+        -- sums of counts are HUGEINT, which JavaScript clients and Parquet readers mishandle
+        sc.journeys_entered::bigint as journeys_entered,
+        case when sc.stage_index < sc.n_stages then sc.journeys_converted::bigint end as journeys_converted,
         case
             when sc.stage_index < sc.n_stages and sc.journeys_entered > 0
                 then sc.journeys_converted / sc.journeys_entered
         end as conversion_rate,
         sc.journeys_entered / nullif(sc.journeys_in_funnel, 0) as conversion_from_start,
-        sc.journeys_dropped,
-        sc.journeys_in_progress,
+        sc.journeys_dropped::bigint as journeys_dropped,
+        sc.journeys_in_progress::bigint as journeys_in_progress,
         t.mean_time_to_next_s,
         t.median_time_to_next_s,
         t.p90_time_to_next_s,

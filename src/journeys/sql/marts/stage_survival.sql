@@ -74,7 +74,8 @@ final as (
         sv.stage_index,
         s.stage_name,
         sv.t_days,
-        sv.journeys_at_risk,
+        -- a windowed sum of counts is HUGEINT, which JavaScript clients and Parquet readers mishandle
+        sv.journeys_at_risk::bigint as journeys_at_risk,
         sv.journeys_converted,
         sv.journeys_censored,
         sv.survival,
