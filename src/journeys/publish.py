@@ -73,6 +73,7 @@ def clear_stale_run_files(settings: Settings) -> list[Path]:
         *settings.warehouse_path.parent.glob(".build-*.duckdb*"),
         *settings.marts_dir.glob("*/.*.tmp"),
         *settings.state_dir.glob(".*.tmp"),
+        *(settings.root / "reports").glob(".*.tmp"),
     ]
     for p in stale:
         with contextlib.suppress(FileNotFoundError):
