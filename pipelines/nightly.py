@@ -23,7 +23,6 @@ os.environ.setdefault("DO_NOT_TRACK", "1")
 
 import duckdb
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from journeys import build, db, dictionary, publish, quality
@@ -141,9 +140,6 @@ def report_task(context: RunContext) -> dict[str, Any]:
     get_run_logger().info(
         "report: %s (%.1f MB, %d charts, %.1f s)", result.path, result.size_bytes / 1e6, result.charts, result.seconds
     )
-    # The key tables also show in Prefect's UI, next to the run.
-    for key, rows in html_report.key_tables(context.settings).items():
-        create_table_artifact(table=rows, key=key, description=f"{key}, run {context.batch_id}; report {result.path}")
     return {"path": str(result.path), "latest": str(result.latest), "bytes": result.size_bytes,
             "seconds": round(result.seconds, 2)}
 

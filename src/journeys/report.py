@@ -540,27 +540,6 @@ def render_report(settings: Settings, record: Mapping[str, Any], warehouse: Path
     return page, charts.count
 
 
-def key_tables(settings: Settings, warehouse: Path | None = None) -> dict[str, list[dict[str, Any]]]:
-    """The headline funnel and the top dropout points per stage model and mode, as rows (for Prefect artifacts)."""
-    with db.connect(warehouse or settings.warehouse_path, read_only=True) as con:
-        return {
-            "stage-funnel": _rows(
-                con,
-                "select stage_model, mode, stage_index, stage_name, journeys_entered, journeys_converted,"
-                " round(conversion_rate, 4) as conversion_rate, journeys_dropped, journeys_in_progress,"
-                " round(median_time_to_next_s / 86400, 2) as median_days_to_next from stage_funnel order by all",
-            ),
-            "dropout-points": _rows(
-                con,
-                "select stage_model, mode, stage_name, last_touchpoint, last_channel, journeys_dropped, owner"
-                " from stage_dropout qualify row_number() over (partition by stage_model, mode"
-                " order by journeys_dropped desc, stage_index, last_touchpoint, last_channel) <= $top"
-                " order by stage_model, mode, journeys_dropped desc, stage_name, last_touchpoint, last_channel",
-                {"top": TOP_DROPOUTS},
-            ),
-        }
-
-
 def _write_atomic(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
