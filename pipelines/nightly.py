@@ -4,8 +4,9 @@ Tasks are thin: each opens the run's working DuckDB file by path, calls one func
 returns a small dict of counts. Flow parameters are the only way settings enter a run.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations`: a served run unpickles the flow function by value with only the
+# globals its body uses, so string annotations such as "datetime | None" could not be resolved to validate
+# the run's parameters.
 import os
 import traceback
 import uuid
@@ -23,6 +24,7 @@ from prefect import flow, get_run_logger, task
 
 from journeys import build, db, publish, quality
 from journeys.config import Settings, load_settings
+from pipelines import artifacts
 
 T = TypeVar("T")
 
@@ -43,7 +45,21 @@ def _on_working(settings: Settings, working: str, work: Callable[[duckdb.DuckDBP
         del con
 
 
-@task(name="ingest")
+def _io_error(task: Any, task_run: Any, state: Any) -> bool:
+    """Retry condition: only an I/O error (a flaky share) is worth another try; a bad mapping is not."""
+    return isinstance(state.data, OSError | duckdb.IOException)
+
+
+def scheduled_as_of() -> datetime:
+    """The flow run's scheduled start (a late run keeps its night), or now outside a flow run."""
+    from prefect.runtime import flow_run
+
+    scheduled = flow_run.scheduled_start_time
+    return datetime.fromtimestamp(scheduled.timestamp(), UTC) if scheduled else datetime.now(UTC)
+
+
+# A retry reuses the batch id: files finished before the failure are in the manifest and are skipped.
+@task(name="ingest", retries=2, retry_delay_seconds=[10, 60], retry_condition_fn=_io_error)
 def ingest_task(config_path: str | None, data_root: str | None, as_of: datetime, batch_id: str) -> dict[str, Any]:
     """Landing files -> canonical event Parquet + quarantine, with row accounting."""
     from journeys.ingest import ingest_sources
@@ -109,7 +125,7 @@ def marts_task(config_path: str | None, data_root: str | None, working: str, as_
     return _on_working(settings, working, lambda con: build.build_marts(con, settings, as_of))
 
 
-@task(name="check-quality")
+@task(name="check-quality", retries=0)
 def quality_task(
     config_path: str | None,
     data_root: str | None,
@@ -151,14 +167,14 @@ def publish_task(config_path: str | None, data_root: str | None, working: str) -
     return paths
 
 
-@flow(name="journeys-nightly", log_prints=True)
+@flow(name="journeys-nightly", log_prints=True, on_failure=[artifacts.record_failed_run])
 def nightly(
     config_path: str | None = "journeys.yaml",
     as_of: datetime | None = None,
     data_root: str | None = None,
 ) -> dict[str, Any]:
     """Run the whole nightly pipeline on one data root; returns accounting, counts and output paths."""
-    as_of = (as_of or datetime.now(UTC)).astimezone(UTC)
+    as_of = (as_of or scheduled_as_of()).astimezone(UTC)
     settings = load_settings(config_path, data_root=data_root)
     batch_id = f"{as_of:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
     working = str(publish.working_warehouse_path(settings, batch_id))
@@ -175,6 +191,7 @@ def nightly(
         except BaseException:
             publish.discard_working_warehouse(Path(working))
             raise
+    artifacts.record_run(settings, batch_id=batch_id, as_of=as_of, ingest=ingest, identity=identity, quality=checks)
     return {
         "batch_id": batch_id,
         "as_of": as_of.isoformat(),
