@@ -161,31 +161,50 @@ def record_run(
     )
 
 
+def failed_run_markdown(
+    *, as_of: str, message: str, deployment: str | None, timeout_s: float | None, ran_s: float | None
+) -> str:
+    """The markdown note of one failed run: what failed, what is still published, how to rerun the night."""
+    lines = [f"# journeys-nightly as of {as_of}: FAILED", "", "```", message, "```", ""]
+    if timeout_s and ran_s is not None and ran_s >= timeout_s:
+        # Prefect's timeout interrupts DuckDB mid-query, and DuckDB reports only "Query interrupted".
+        lines += [
+            f"The run was stopped by its timeout: it ran {ran_s:.0f} s, `schedule.run_timeout` allows"
+            f" {timeout_s:.0f} s. Raise it, or find the slow step in the run's task timings.",
+            "",
+        ]
+    lines += [
+        "Nothing of this run was published unless it failed during `publish` itself: the warehouse is swapped"
+        " in only after every quality suite passed, so BI tools still read the last good night.",
+        "",
+        "Fix the cause (replace or remove the landing file the quality report names, or fix the config),"
+        " then rerun this night:",
+        "",
+    ]
+    if deployment:
+        lines += [f"    prefect deployment run '{deployment}' --param as_of={as_of}", "", "or"]
+    lines += [f"    journeys run --as-of {as_of}"]
+    return "\n".join(lines)
+
+
 def record_failed_run(flow: Any, flow_run: Any, state: Any) -> None:
     """Flow on_failure hook: a markdown note of what failed and how to rerun that night."""
     as_of = flow_run.parameters.get("as_of") or flow_run.expected_start_time
     as_of_text = as_of if isinstance(as_of, str) else as_of.astimezone(UTC).isoformat()
-    markdown = "\n".join(
-        [
-            f"# journeys-nightly as of {as_of_text}: FAILED",
-            "",
-            "```",
-            str(state.message or state.name),
-            "```",
-            "",
-            "Nothing of this run was published unless the failure came during `publish` itself: the warehouse"
-            " is swapped in only after every quality suite passed, so BI tools still read the last good night.",
-            "",
-            "Fix the cause (replace or remove the landing file the quality report names, or fix the config),"
-            " then rerun this night:",
-            "",
-            f"    prefect deployment run 'journeys-nightly/<deployment>' --param as_of={as_of_text}",
-            "",
-            f"or `journeys run --as-of {as_of_text}`.",
-        ]
-    )
-    # A hook runs after the run's context is gone, so the artifact names its flow run itself.
+    # A hook runs after the run's context is gone: read the run's start from the API, name the run itself.
     with get_client(sync_client=True) as client:
+        run = client.read_flow_run(flow_run.id)
+        ran_s = (datetime.now(UTC) - run.start_time).total_seconds() if run.start_time else None
+        deployment = None
+        if run.deployment_id is not None:
+            deployment = f"{flow.name}/{client.read_deployment(run.deployment_id).name}"
+        markdown = failed_run_markdown(
+            as_of=as_of_text,
+            message=str(state.message or state.name),
+            deployment=deployment,
+            timeout_s=flow.timeout_seconds,
+            ran_s=ran_s,
+        )
         client.create_artifact(
             ArtifactCreate(
                 type="markdown",
