@@ -182,7 +182,7 @@ def failed_run_markdown(
         "",
     ]
     if deployment:
-        lines += [f"    prefect deployment run '{deployment}' --param as_of={as_of}", "", "or"]
+        lines += [f"    prefect deployment run '{deployment}' --param as_of={as_of}", "", "or", ""]
     lines += [f"    journeys run --as-of {as_of}"]
     return "\n".join(lines)
 
