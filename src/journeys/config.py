@@ -6,6 +6,7 @@ import os
 import re
 from pathlib import Path
 from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
@@ -200,6 +201,39 @@ class QualityConfig(_Strict):
     max_future: str = Field("1d", description="How far past `as_of` an event time may be before it is rejected.")
 
 
+class ScheduleConfig(_Strict):
+    """When `journeys serve` runs the nightly flow, and how long one run may take."""
+
+    cron: str = Field("0 2 * * *", description="Cron expression (5 fields) of the scheduled runs, read in `timezone`.")
+    timezone: str = Field("UTC", description="IANA zone the cron is read in; runs follow its daylight-saving shifts.")
+    run_timeout: str = Field("6h", description="A run still going after this long fails (`6h`, `90m`).")
+    deployment: str = Field(
+        "nightly", description="Deployment name; trigger it with `prefect deployment run 'journeys-nightly/<name>'`."
+    )
+
+    @field_validator("cron")
+    @classmethod
+    def _five_fields(cls, v: str) -> str:
+        # Prefect checks the expression itself when the deployment is registered; this catches a missing field early.
+        if len(v.split()) != 5:
+            raise ValueError(f"cron must have 5 fields (minute hour day month weekday), got {v!r}")
+        return v
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, v: str) -> str:
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {v!r}") from exc
+        return v
+
+    @property
+    def run_timeout_s(self) -> float:
+        """The run timeout in seconds."""
+        return (parse_duration_us(self.run_timeout) or 0) / 1_000_000
+
+
 class Settings(BaseSettings):
     """Everything a run needs; one instance per run, passed by the flow."""
 
@@ -232,6 +266,7 @@ class Settings(BaseSettings):
         description="Folder of SQL models (staging/, intermediate/, marts/) used instead of the shipped ones, e.g."
         " a copy of `journeys/sql` with one more mart; relative to the config file. None uses the shipped models.",
     )
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig, description="Schedule of `journeys serve`.")
     config_dir: Path = Field(Path("."), description="Directory of the config file; relative paths resolve here.")
 
     @classmethod

@@ -76,3 +76,21 @@ def test_mapped_columns_are_unique_and_ordered():
 )
 def test_parse_duration(text, us):
     assert parse_duration_us(text) == us
+
+
+def test_schedule_comes_from_the_config_and_has_a_default():
+    s = load_settings(REPO / "journeys.yaml")
+    assert (s.schedule.cron, s.schedule.timezone) == ("0 2 * * *", "Europe/Berlin")
+    assert s.schedule.run_timeout_s == 6 * 3600
+    assert Settings().schedule.cron == "0 2 * * *"
+
+
+@pytest.mark.parametrize(
+    ("schedule", "error"),
+    [("{cron: '0 2 * *'}", "5 fields"), ("{timezone: Europe/Berlinn}", "unknown time zone"), ("{cronn: x}", "cronn")],
+)
+def test_bad_schedule_is_rejected(tmp_path, schedule, error):
+    p = tmp_path / "j.yaml"
+    p.write_text(f"schedule: {schedule}\n")
+    with pytest.raises(ValidationError, match=error):
+        load_settings(p)
