@@ -11,16 +11,19 @@ from __future__ import annotations
 import contextlib
 import csv
 import hashlib
+import io
 import logging
 import os
 import re
 import shutil
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import duckdb
+import pyarrow as pa
 
 from journeys import db
 from journeys.config import Settings, SourceConfig, parse_duration_us
@@ -177,8 +180,24 @@ class LandingFile:
     rel: str
     size: int
     sha256: str
-    lines: int
     ordinal: int
+    compression: str = "none"
+    known_lines: int | None = None
+
+    @cached_property
+    def lines(self) -> int:
+        """Physical lines of the (decompressed) content."""
+        if self.known_lines is not None:
+            return self.known_lines
+        # Decompressing is the expensive part of a fingerprint, so it waits until a file is ingested:
+        # an unchanged compressed file is hashed each run but never inflated again.
+        with open_landing(self.path, self.compression) as fh:
+            return _count_lines(fh)
+
+    @property
+    def empty(self) -> bool:
+        """No content at all (for a compressed file: nothing once decompressed)."""
+        return self.size == 0 or self.lines == 0
 
 
 def events_glob(settings: Settings) -> str:
@@ -196,19 +215,39 @@ def manifest_path(settings: Settings) -> Path:
     return settings.state_dir / "ingest_manifest.parquet"
 
 
-def file_fingerprint(path: Path) -> tuple[str, int]:
-    """sha256 hex digest and physical line count of a file, read in chunks."""
-    digest = hashlib.sha256()
+# Compression is recognised by the first bytes, not the name: an export called `.csv` that is really
+# gzip is read all the same, and DuckDB is told the codec instead of guessing it from the suffix.
+_MAGIC = ((b"\x1f\x8b", "gzip"), (b"\x28\xb5\x2f\xfd", "zstd"))
+
+
+def open_landing(path: Path, compression: str = "none") -> BinaryIO:
+    """A landing file's content as a binary stream, decompressed when the file is gzip or zstd."""
+    if compression == "none":
+        return path.open("rb")
+    return io.BufferedReader(pa.CompressedInputStream(pa.OSFile(str(path)), compression))
+
+
+def _count_lines(fh: BinaryIO, digest: Any = None) -> int:
+    """Physical lines in a stream (a last line without a newline counts), optionally hashing the bytes."""
     lines = 0
     last = b""
-    with path.open("rb") as fh:
-        while chunk := fh.read(_HASH_CHUNK):
+    while chunk := fh.read(_HASH_CHUNK):
+        if digest is not None:
             digest.update(chunk)
-            lines += chunk.count(b"\n")
-            last = chunk[-1:]
-    if last and last != b"\n":
-        lines += 1
-    return digest.hexdigest(), lines
+        lines += chunk.count(b"\n")
+        last = chunk[-1:]
+    return lines + 1 if last and last != b"\n" else lines
+
+
+def file_fingerprint(path: Path) -> tuple[str, int | None, str]:
+    """sha256 of a file's bytes, its physical line count (None when compressed) and its compression."""
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        head = fh.read(4)
+        compression = next((name for magic, name in _MAGIC if head.startswith(magic)), "none")
+        fh.seek(0)
+        lines = _count_lines(fh, digest)
+    return digest.hexdigest(), (lines if compression == "none" else None), compression
 
 
 def landing_files(settings: Settings) -> list[LandingFile]:
@@ -216,7 +255,7 @@ def landing_files(settings: Settings) -> list[LandingFile]:
     found: list[LandingFile] = []
     for source in settings.sources:
         for path in sorted(p for p in settings.landing_dir.glob(source.path) if p.is_file()):
-            sha, lines = file_fingerprint(path)
+            sha, lines, compression = file_fingerprint(path)
             found.append(
                 LandingFile(
                     source=source,
@@ -224,8 +263,9 @@ def landing_files(settings: Settings) -> list[LandingFile]:
                     rel=path.relative_to(settings.landing_dir).as_posix(),
                     size=path.stat().st_size,
                     sha256=sha,
-                    lines=lines,
                     ordinal=len(found),
+                    compression=compression,
+                    known_lines=lines,
                 )
             )
     return found
@@ -237,7 +277,7 @@ def landing_files(settings: Settings) -> list[LandingFile]:
 # source config already says how the file is written. Quotes are escaped by doubling (RFC 4180).
 _CSV_OPTIONS = (
     "auto_detect = false, header = true, columns = $columns, delim = $delim, quote = $quote, "
-    "escape = $quote, encoding = $encoding"
+    "escape = $quote, encoding = $encoding, compression = $compression"
 )
 
 
@@ -245,7 +285,7 @@ def csv_header(f: LandingFile) -> list[str]:
     """Column names from a CSV file's header line (duplicates get a numeric suffix)."""
     # Only the header line is decoded here: a badly encoded byte in a data row is that row's problem
     # (the reader quarantines it), not a reason to reject the whole file.
-    with f.path.open("rb") as fh:
+    with open_landing(f.path, f.compression) as fh:
         line = fh.readline().decode(f.source.encoding)
     first = next(csv.reader([line], delimiter=f.source.delimiter, quotechar=f.source.quote), [])
     names: list[str] = []
@@ -258,7 +298,11 @@ def csv_header(f: LandingFile) -> list[str]:
 
 def _csv_params(f: LandingFile, columns: list[str]) -> dict[str, Any]:
     return {"path": str(f.path), "delim": f.source.delimiter, "quote": f.source.quote,
-            "encoding": f.source.encoding, "columns": dict.fromkeys(columns, "VARCHAR")}
+            "encoding": f.source.encoding, "compression": f.compression, "columns": dict.fromkeys(columns, "VARCHAR")}
+
+
+def _lines_params(f: LandingFile) -> dict[str, Any]:
+    return {"path": str(f.path), "nul": "\x00", "compression": f.compression}
 
 
 def _jsonl_lines_sql(options: str = "") -> str:
@@ -266,7 +310,7 @@ def _jsonl_lines_sql(options: str = "") -> str:
     # so that row order gives the line number.
     return (
         "select * from read_csv($path, columns = {'__j_text': 'VARCHAR'}, header = false, delim = $nul, "
-        f"quote = '', escape = '', encoding = 'utf-8'{options})"
+        f"quote = '', escape = '', encoding = 'utf-8', compression = $compression{options})"
     )
 
 
@@ -283,7 +327,7 @@ def file_columns(con: duckdb.DuckDBPyConnection, f: LandingFile) -> list[str]:
         keys as (select n, unnest(json_keys(j)) as k from objects)
         select k from keys group by k order by min(n), k
     """
-    return [r[0] for r in db.fetch(con, sql, {"path": str(f.path), "nul": "\x00"})]
+    return [r[0] for r in db.fetch(con, sql, _lines_params(f))]
 
 
 def check_sources(con: duckdb.DuckDBPyConnection, files: list[LandingFile]) -> dict[int, list[str]]:
@@ -298,7 +342,13 @@ def check_sources(con: duckdb.DuckDBPyConnection, files: list[LandingFile]) -> d
             except duckdb.Error as exc:
                 raise SourceError(f"source {src.name!r}: unknown time zone {src.timezone!r}") from exc
             checked_zones.add(src.timezone)
-        if f.size == 0:
+        try:
+            f.lines  # noqa: B018 - inflates a compressed file now: a broken stream fails before any write
+        except OSError as exc:
+            raise SourceError(
+                f"source {src.name!r}, file {str(f.path)!r}: cannot be decompressed ({f.compression}): {exc}"
+            ) from exc
+        if f.empty:
             # An empty file has no rows and no header: every column is null.
             columns[f.ordinal] = src.mapped_columns()
             continue
@@ -337,7 +387,7 @@ def _line_numbers(con: duckdb.DuckDBPyConnection, f: LandingFile, first_line: in
             con,
             "create or replace temp table src_blank as select row_number() over () as line, __j_text as t "
             f"from ({_jsonl_lines_sql(', store_rejects = false')})",
-            {"path": str(f.path), "nul": "\x00"},
+            _lines_params(f),
         )
         blank = "union all select line from src_blank where t is null or trim(t) = ''"
     db.execute(
@@ -385,7 +435,7 @@ _REJECTS = ", store_rejects = true, rejects_table = 'journeys_reject_errors', re
 def read_source_rows(con: duckdb.DuckDBPyConnection, f: LandingFile, columns: list[str]) -> None:
     """Table src_rows: the file's rows as read (file columns + __line, __reader_error/_column/_raw)."""
     fmt = f.source.format
-    if f.size == 0:
+    if f.empty:
         cols = "".join(f", null::varchar as {db.quote_ident(c)}" for c in columns)
         db.execute(
             con,
@@ -435,7 +485,7 @@ def read_source_rows(con: duckdb.DuckDBPyConnection, f: LandingFile, columns: li
     db.execute(
         con,
         f"create or replace temp table src_parsed as {_jsonl_lines_sql(_REJECTS)}",
-        {"path": str(f.path), "nul": "\x00"},
+        _lines_params(f),
     )
     _load_rejects(con)
     _line_numbers(con, f, 1, blank_lines=False)
@@ -825,7 +875,7 @@ def schema_drift(
     drift: dict[int, list[str]] = {}
     for f in files:
         src, cols = f.source, columns.get(f.ordinal, [])
-        if f.size == 0:
+        if f.empty:
             continue  # no header: nothing to compare
         baseline = seen.setdefault(src.name, set())
         mapped = set(src.mapped_columns())

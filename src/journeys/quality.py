@@ -306,7 +306,7 @@ def _raw_expectations(src: Any, max_share: float) -> list[Any]:
 
 def _has_data_rows(f: Any) -> bool:
     """A landing file that holds at least one data line (beyond a CSV header)."""
-    if f.size == 0:
+    if f.empty:
         return False
     return f.lines > 1 if f.source.format == "csv" else True
 
