@@ -297,8 +297,14 @@ def csv_header(f: LandingFile) -> list[str]:
 
 
 def _csv_params(f: LandingFile, columns: list[str]) -> dict[str, Any]:
-    return {"path": str(f.path), "delim": f.source.delimiter, "quote": f.source.quote,
-            "encoding": f.source.encoding, "compression": f.compression, "columns": dict.fromkeys(columns, "VARCHAR")}
+    return {
+        "path": str(f.path),
+        "delim": f.source.delimiter,
+        "quote": f.source.quote,
+        "encoding": f.source.encoding,
+        "compression": f.compression,
+        "columns": dict.fromkeys(columns, "VARCHAR"),
+    }
 
 
 def _lines_params(f: LandingFile) -> dict[str, Any]:
@@ -570,9 +576,7 @@ def _mapped_value_expr(mf: Any, name: str, types: dict[str, str], params: dict[s
     return _text_expr(mf.column, types[mf.column])
 
 
-def map_source_rows(
-    con: duckdb.DuckDBPyConnection, src: SourceConfig, params: dict[str, Any]
-) -> None:
+def map_source_rows(con: duckdb.DuckDBPyConnection, src: SourceConfig, params: dict[str, Any]) -> None:
     """Table stg_source_rows: src_rows mapped onto the fixed raw columns stg_events.sql reads."""
     types = _column_types(con)
     file_cols = [c for c in types if not c.startswith("__")]
@@ -613,11 +617,11 @@ def map_source_rows(
             __reader_column as reader_column,
             {opt(src.event_id)} as src_event_id,
             {row_hash} as row_hash,
-            {_text_expr(src.occurred_at, types[src.occurred_at]) if src.occurred_at in types else 'null'}
+            {_text_expr(src.occurred_at, types[src.occurred_at]) if src.occurred_at in types else "null"}
                 as src_occurred_at,
-            {_mapped_value_expr(src.channel, 'channel', types, params)} as src_channel,
-            {_mapped_value_expr(src.event_type, 'event_type', types, params)} as src_event_type,
-            {_mapped_value_expr(src.touchpoint, 'touchpoint', types, params)} as src_touchpoint,
+            {_mapped_value_expr(src.channel, "channel", types, params)} as src_channel,
+            {_mapped_value_expr(src.event_type, "event_type", types, params)} as src_event_type,
+            {_mapped_value_expr(src.touchpoint, "touchpoint", types, params)} as src_touchpoint,
             {opt(src.sentiment)} as src_sentiment,
             {opt(src.revenue)} as src_revenue,
             {identifiers} as src_identifiers,
@@ -719,8 +723,11 @@ def write_events(
 def write_manifest(con: duckdb.DuckDBPyConnection, settings: Settings, tmp: Path) -> None:
     """Rewrite the manifest from table ingest_manifest, atomically."""
     out = tmp / "manifest.parquet"
-    db.execute(con, "copy (select * from ingest_manifest order by ingested_at, source, file) to $out (format parquet)",
-               {"out": str(out)})
+    db.execute(
+        con,
+        "copy (select * from ingest_manifest order by ingested_at, source, file) to $out (format parquet)",
+        {"out": str(out)},
+    )
     _fsync_replace(out, manifest_path(settings))
 
 
@@ -765,8 +772,11 @@ def _load_manifest(con: duckdb.DuckDBPyConnection, settings: Settings) -> None:
     )
     if manifest_path(settings).exists():
         # By name: manifests written before the columns were recorded simply have them null.
-        db.execute(con, "insert into ingest_manifest by name select * from read_parquet($p)",
-                   {"p": str(manifest_path(settings))})
+        db.execute(
+            con,
+            "insert into ingest_manifest by name select * from read_parquet($p)",
+            {"p": str(manifest_path(settings))},
+        )
 
 
 def _load_state(con: duckdb.DuckDBPyConnection, settings: Settings) -> None:
@@ -782,8 +792,14 @@ def _load_state(con: duckdb.DuckDBPyConnection, settings: Settings) -> None:
 
 
 def _model_params(
-    settings: Settings, f: LandingFile, *, batch_id: str, ingested_at: datetime, max_at: datetime,
-    min_at: datetime, native_ts: bool,
+    settings: Settings,
+    f: LandingFile,
+    *,
+    batch_id: str,
+    ingested_at: datetime,
+    max_at: datetime,
+    min_at: datetime,
+    native_ts: bool,
 ) -> dict[str, Any]:
     src = f.source
     return {
@@ -807,15 +823,24 @@ def _model_params(
 
 
 def ingest_file(
-    con: duckdb.DuckDBPyConnection, settings: Settings, f: LandingFile, columns: list[str], *,
-    batch_id: str, ingested_at: datetime, min_at: datetime, max_at: datetime, new_columns: list[str] | None = None,
+    con: duckdb.DuckDBPyConnection,
+    settings: Settings,
+    f: LandingFile,
+    columns: list[str],
+    *,
+    batch_id: str,
+    ingested_at: datetime,
+    min_at: datetime,
+    max_at: datetime,
+    new_columns: list[str] | None = None,
 ) -> tuple[FileReport, list[date]]:
     """Ingest one landing file: stage, validate, de-duplicate, write lake + quarantine, record in manifest."""
     read_source_rows(con, f, columns)
     types = _column_types(con)
     native_ts = types.get(f.source.occurred_at, "VARCHAR").startswith("TIMESTAMP")
-    params = _model_params(settings, f, batch_id=batch_id, ingested_at=ingested_at, min_at=min_at,
-                           max_at=max_at, native_ts=native_ts)
+    params = _model_params(
+        settings, f, batch_id=batch_id, ingested_at=ingested_at, min_at=min_at, max_at=max_at, native_ts=native_ts
+    )
     map_source_rows(con, f.source, params)
     db.build_table(con, "staging", "stg_events", params)
     # First occurrence of an event id (by line) wins; ids already in the lake are duplicates too.
@@ -847,9 +872,20 @@ def ingest_file(
             con,
             "insert into ingest_manifest values ($source, $file, $size, $sha, $batch_id, $ingested_at, "
             "$read, $loaded, $quarantined, $duplicates, cast($columns as varchar[]), cast($new_columns as varchar[]))",
-            {"source": f.source.name, "file": f.rel, "size": f.size, "sha": f.sha256, "batch_id": batch_id,
-             "ingested_at": ingested_at, "read": read, "loaded": loaded, "quarantined": quarantined,
-             "duplicates": valid - loaded, "columns": columns, "new_columns": new_columns},
+            {
+                "source": f.source.name,
+                "file": f.rel,
+                "size": f.size,
+                "sha": f.sha256,
+                "batch_id": batch_id,
+                "ingested_at": ingested_at,
+                "read": read,
+                "loaded": loaded,
+                "quarantined": quarantined,
+                "duplicates": valid - loaded,
+                "columns": columns,
+                "new_columns": new_columns,
+            },
         )
         # Only now, with data in place, is the file marked done: a crash before this re-ingests it.
         write_manifest(con, settings, tmp)
@@ -857,8 +893,16 @@ def ingest_file(
         shutil.rmtree(tmp, ignore_errors=True)
     for table in ("src_rows", "stg_source_rows", "stg_events", "stg_loaded"):
         db.execute(con, f"drop table if exists {db.quote_ident(table)}")
-    report = FileReport(source=f.source.name, file=f.rel, read=read, loaded=loaded, quarantined=quarantined,
-                        duplicates=valid - loaded, skipped=False, new_columns=new_columns)
+    report = FileReport(
+        source=f.source.name,
+        file=f.rel,
+        read=read,
+        loaded=loaded,
+        quarantined=quarantined,
+        duplicates=valid - loaded,
+        skipped=False,
+        new_columns=new_columns,
+    )
     return report, dates
 
 
@@ -883,8 +927,9 @@ def schema_drift(
         if baseline and new:
             kept = src.attributes is None or all(c in src.attributes for c in new)
             where = "kept in attributes" if kept else "not kept: the source lists its attributes explicitly"
-            log.warning("schema drift: source %r, file %r: new column(s) %s not in the mapping; %s",
-                        src.name, f.rel, new, where)
+            log.warning(
+                "schema drift: source %r, file %r: new column(s) %s not in the mapping; %s", src.name, f.rel, new, where
+            )
             drift[f.ordinal] = new
         baseline.update(cols)
     return drift
@@ -930,8 +975,15 @@ def ingest_sources(settings: Settings, *, as_of: datetime, batch_id: str) -> Ing
                 report.files.append(FileReport(f.source.name, f.rel, 0, 0, 0, 0, skipped=True))
                 continue
             file_report, dates = ingest_file(
-                con, settings, f, columns[f.ordinal], batch_id=batch_id, ingested_at=ingested_at,
-                min_at=min_at, max_at=max_at, new_columns=drift.get(f.ordinal, []),
+                con,
+                settings,
+                f,
+                columns[f.ordinal],
+                batch_id=batch_id,
+                ingested_at=ingested_at,
+                min_at=min_at,
+                max_at=max_at,
+                new_columns=drift.get(f.ordinal, []),
             )
             report.files.append(file_report)
             affected.update(dates)

@@ -344,8 +344,11 @@ def validate_landing(settings: Settings, *, batch_id: str, batch_rows: int = BAT
             )
 
     v = _Validator()
-    this_batch = [landing[k] for k in ((r["source"], r["file"], r["sha256"]) for r in manifest
-                                       if r["batch_id"] == batch_id) if k in landing]
+    this_batch = [
+        landing[k]
+        for k in ((r["source"], r["file"], r["sha256"]) for r in manifest if r["batch_id"] == batch_id)
+        if k in landing
+    ]
     import great_expectations.expectations as gxe
 
     # One suite run per source over all of this batch's files of it, in bounded row batches: a GX run has
@@ -358,8 +361,12 @@ def validate_landing(settings: Settings, *, batch_id: str, batch_rows: int = BAT
         expectations = [*_raw_expectations(src, limit), gxe.ExpectTableRowCountToBeBetween(min_value=1)]
         cols = [c for c in dict.fromkeys([src.event_id, src.occurred_at]) if c is not None]
         with ingest.ingest_connection(settings) as con:
-            db.execute(con, "create temp table raw_rows (__file varchar, __line bigint"
-                       + "".join(f", {db.quote_ident(c)} varchar" for c in cols) + ")")
+            db.execute(
+                con,
+                "create temp table raw_rows (__file varchar, __line bigint"
+                + "".join(f", {db.quote_ident(c)} varchar" for c in cols)
+                + ")",
+            )
             for f in files:
                 ingest.read_source_rows(con, f, ingest.check_sources(con, [f])[f.ordinal])
                 types = {r[0]: r[1] for r in db.fetch(con, "describe src_rows")}
