@@ -43,6 +43,7 @@ def print_summary(result: dict[str, Any], warehouse: str) -> None:
     print(
         f"rows: read={ing['read']} = loaded {ing['loaded']} + quarantined {ing['quarantined']}"
         f" + duplicates {ing['duplicates']}  ({ing['files']} files, {ing['files_skipped']} unchanged)"
+        + (f"; {ing['blank']} blank rows skipped" if ing.get("blank") else "")
     )
     idn = result["identity"]
     print(

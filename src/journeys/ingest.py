@@ -136,6 +136,8 @@ class FileReport:
     duplicates: int
     skipped: bool
     new_columns: list[str] = field(default_factory=list)
+    blank: int = 0
+    """Blank rows (only white space, delimiters or quotes): skipped, outside `read`."""
 
 
 @dataclass
@@ -161,6 +163,10 @@ class IngestReport:
     @property
     def duplicates(self) -> int:
         return sum(f.duplicates for f in self.files)
+
+    @property
+    def blank(self) -> int:
+        return sum(f.blank for f in self.files)
 
     def accounting_ok(self) -> bool:
         """True when every file's rows are accounted for: read = loaded + quarantined + duplicates."""
@@ -388,14 +394,18 @@ def _line_numbers(con: duckdb.DuckDBPyConnection, f: LandingFile, first_line: in
     rows take the remaining line numbers in order. Exact unless a quoted CSV field spans lines.
     """
     blank = ""
+    db.execute(con, "create or replace temp table src_blank (line bigint, t varchar)")
     if blank_lines:
+        # Only blankness matters here, so the scan must not fail on what the real read quarantines: any
+        # byte decodes as latin-1, and a NUL (this scan's delimiter) just splits off an ignored column.
         db.execute(
             con,
-            "create or replace temp table src_blank as select row_number() over () as line, __j_text as t "
-            f"from ({_jsonl_lines_sql(', store_rejects = false')})",
+            "insert into src_blank select row_number() over () as line, __j_text as t from read_csv($path, "
+            "auto_detect = false, columns = {'__j_text': 'VARCHAR'}, header = false, delim = $nul, quote = '', "
+            "escape = '', encoding = 'latin-1', strict_mode = false, compression = $compression)",
             _lines_params(f),
         )
-        blank = "union all select line from src_blank where t is null or trim(t) = ''"
+        blank = f"union all select line from src_blank where {_BLANK_TEXT.format('t')}"
     db.execute(
         con,
         f"""
@@ -437,10 +447,15 @@ def _drop_rejects(con: duckdb.DuckDBPyConnection) -> None:
 
 _REJECTS = ", store_rejects = true, rejects_table = 'journeys_reject_errors', rejects_scan = 'journeys_reject_scans'"
 
+# A blank row holds nothing but white space (and, in CSV, delimiters and quotes): spreadsheet exports
+# pad files with thousands of `,,,,` rows. They are counted, never quarantined.
+_BLANK_TEXT = "regexp_full_match(coalesce({}, ''), '\\s*')"
+
 
 def read_source_rows(con: duckdb.DuckDBPyConnection, f: LandingFile, columns: list[str]) -> None:
     """Table src_rows: the file's rows as read (file columns + __line, __reader_error/_column/_raw)."""
     fmt = f.source.format
+    db.execute(con, "create or replace temp table src_blank_rows (line bigint)")
     if f.empty:
         cols = "".join(f", null::varchar as {db.quote_ident(c)}" for c in columns)
         db.execute(
@@ -469,21 +484,43 @@ def read_source_rows(con: duckdb.DuckDBPyConnection, f: LandingFile, columns: li
         n_parsed, n_rejected = db.fetch(
             con, "select (select count(*) from src_parsed), (select count(*) from src_rejects)"
         )[0]
-        # Blank lines are skipped by the reader; only look for them when the counts say there are some.
+        # Empty lines are skipped by the reader; only look for them when the counts say there are some.
         _line_numbers(con, f, 2, blank_lines=f.lines != n_parsed + n_rejected + 1)
+        parsed_blank = _BLANK_TEXT.format("concat(" + ", ".join(db.quote_ident(c) for c in columns) + ")")
+        # A row too short or too long for the header is rejected by the reader; padding rows often are.
+        rejected_blank = _BLANK_TEXT.format("replace(replace(csv_line, $delim, ''), $quote, '')")
+        marks = {"delim": f.source.delimiter, "quote": f.source.quote}
         db.execute(
             con,
-            """
+            f"""
+            insert into src_blank_rows
+            select m.line
+            from (select rowid + 1 as __j_k, * from src_parsed) as p
+            left join src_line_map as m on m.k = p.__j_k
+            where {parsed_blank}
+            union all
+            select line from src_rejects where {rejected_blank}
+            union all
+            select line from src_blank where {_BLANK_TEXT.format("t")} and line not in (select line from src_rejects)
+            """,
+            marks,
+        )
+        db.execute(
+            con,
+            f"""
             create or replace temp table src_rows as
             select m.line as __line, null::varchar as __reader_error, null::varchar as __reader_column,
                    null::varchar as __reader_raw, p.* exclude (__j_k)
             from (select rowid + 1 as __j_k, * from src_parsed) as p
             left join src_line_map as m on m.k = p.__j_k
+            where not {parsed_blank}
             union all by name
             select line as __line, error as __reader_error, column_name as __reader_column,
                    journeys_redact(csv_line) as __reader_raw
             from src_rejects
+            where not {rejected_blank}
             """,
+            marks,
         )
         db.execute(con, "drop table src_parsed")
         return
@@ -495,6 +532,11 @@ def read_source_rows(con: duckdb.DuckDBPyConnection, f: LandingFile, columns: li
     )
     _load_rejects(con)
     _line_numbers(con, f, 1, blank_lines=False)
+    db.execute(
+        con,
+        "insert into src_blank_rows select m.line from (select rowid + 1 as __j_k, __j_text from src_parsed) as p "
+        f"left join src_line_map as m on m.k = p.__j_k where {_BLANK_TEXT.format('p.__j_text')}",
+    )
     params: dict[str, Any] = {}
     extracts = []
     for i, col in enumerate(columns):
@@ -509,7 +551,7 @@ def read_source_rows(con: duckdb.DuckDBPyConnection, f: LandingFile, columns: li
             select m.line as __line, p.__j_text
             from (select rowid + 1 as __j_k, __j_text from src_parsed) as p
             left join src_line_map as m on m.k = p.__j_k
-            where p.__j_text is not null and trim(p.__j_text) <> ''
+            where not {_BLANK_TEXT.format("p.__j_text")}
         ),
         docs as (
             select
@@ -766,7 +808,7 @@ def _load_manifest(con: duckdb.DuckDBPyConnection, settings: Settings) -> None:
         create or replace temp table ingest_manifest (
             source varchar, file varchar, size bigint, sha256 varchar, batch_id varchar,
             ingested_at timestamp, "read" bigint, loaded bigint, quarantined bigint, duplicates bigint,
-            columns varchar[], new_columns varchar[]
+            columns varchar[], new_columns varchar[], blank bigint
         )
         """,
     )
@@ -860,6 +902,7 @@ def ingest_file(
         "count(*) filter (where reject_reason is null) from stg_events",
     )[0]
     loaded = db.fetch(con, "select count(*) from stg_loaded")[0][0]
+    blank = db.fetch(con, "select count(*) from src_blank_rows")[0][0]
 
     tmp = settings.lake_dir / "_tmp" / f"{batch_id}-{f.ordinal}"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -871,7 +914,8 @@ def ingest_file(
         db.execute(
             con,
             "insert into ingest_manifest values ($source, $file, $size, $sha, $batch_id, $ingested_at, "
-            "$read, $loaded, $quarantined, $duplicates, cast($columns as varchar[]), cast($new_columns as varchar[]))",
+            "$read, $loaded, $quarantined, $duplicates, cast($columns as varchar[]), cast($new_columns as varchar[]), "
+            "$blank)",
             {
                 "source": f.source.name,
                 "file": f.rel,
@@ -885,13 +929,14 @@ def ingest_file(
                 "duplicates": valid - loaded,
                 "columns": columns,
                 "new_columns": new_columns,
+                "blank": blank,
             },
         )
         # Only now, with data in place, is the file marked done: a crash before this re-ingests it.
         write_manifest(con, settings, tmp)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    for table in ("src_rows", "stg_source_rows", "stg_events", "stg_loaded"):
+    for table in ("src_rows", "src_blank_rows", "stg_source_rows", "stg_events", "stg_loaded"):
         db.execute(con, f"drop table if exists {db.quote_ident(table)}")
     report = FileReport(
         source=f.source.name,
@@ -902,6 +947,7 @@ def ingest_file(
         duplicates=valid - loaded,
         skipped=False,
         new_columns=new_columns,
+        blank=blank,
     )
     return report, dates
 

@@ -73,6 +73,7 @@ class Case:
     loaded: int = 0
     quarantined: int = 0
     duplicates: int = 0
+    blank: int = 0  # rows of nothing but white space / delimiters: counted, not read
     # (file, line, field, column, regex on the reason) of every quarantined row
     reasons: list[tuple[str, int, str, str | None, str]] = field(default_factory=list)
     error: str | None = None  # regex the SourceError message must match (then nothing is written)
@@ -128,7 +129,13 @@ CASES = [
          {W: HEADER + 'h1,2026-01-15 10:00:00,desktop,pageview,,,c1,,"line one\nline two"\n' + row("h2")}, 2, 0),
     Case("wrong_delimiter", {W: HEADER.replace(",", ";") + row().replace(",", ";")},
          error=r"source 'web', file '.*a\.csv': column 'hit_id' not found"),
-    Case("blank_and_whitespace_lines", {W: HEADER + "\n" + row("h1") + "\n\n" + row("h2")}, 2, 0),
+    Case("blank_and_whitespace_lines", {W: HEADER + "\n" + row("h1") + "\n \t\n" + row("h2")}, 2, 0, blank=3),
+    Case("rows_of_bare_delimiters", {W: HEADER + row("h1") + ",,,,,,,,\n" * 3 + ",,\n" + ",,,,,,,,,,,,\n"
+                                     + '"","",,,,,,,\n' + row("h2", when="bad")}, 1, 1, blank=6,
+         reasons=[(W, 9, "occurred_at", "hit_time", TS + "'bad'")]),
+    Case("jsonl_blank_lines", {E: '{"id": "e1", "ts": "2026-01-10T10:00:00Z", "event": "open"}\n  \n\t\n'
+                               '{"id": "e2", "ts": "bad", "event": "open"}\n\n'}, 1, 1, blank=3,
+         reasons=[(E, 4, "occurred_at", "ts", "expected timestamp 'ISO 8601', got 'bad'")]),
     Case("crlf_line_endings", {W: (HEADER + row("h1") + row("h2")).replace("\n", "\r\n")}, 2, 0),
     # --- encodings
     Case("latin1_bytes_in_utf8_source", {W: corpus("latin1_in_utf8.csv")}, 1, 1,
@@ -223,6 +230,7 @@ def test_bad_input(case: Case, tmp_path: Path, caplog: pytest.LogCaptureFixture)
     assert report.accounting_ok()
     assert report.read == report.loaded + report.quarantined + report.duplicates
     assert (report.loaded, report.quarantined, report.duplicates) == (case.loaded, case.quarantined, case.duplicates)
+    assert report.blank == case.blank
     if case.loaded:
         assert len(lake_rows(events_glob(settings), "event_id")) == case.loaded
     quarantined = lake_rows(quarantine_glob(settings), "source_file, line") if case.quarantined else []

@@ -150,3 +150,25 @@ def test_empty_gzip_file_is_an_empty_file(tmp_path):
     report = ingest(settings(tmp_path))
     assert (report.read, report.loaded) == (0, 0)
     assert not manifest_path(settings(tmp_path)).exists() or report.files
+
+
+# --- blank rows ----------------------------------------------------------------------------------------
+
+
+def test_padding_rows_are_blank_not_quarantined_and_do_not_fail_the_quarantine_share(tmp_path):
+    from journeys.quality import validate_landing
+
+    good = "".join(f"h{i},2026-01-15 10:{i % 60:02d}:00,desktop,pageview,,,c{i},,/p\n" for i in range(60))
+    bad = "x1,not a time,desktop,pageview,,,c1,,/p\nx2,,desktop,pageview,,,c1,,/p\n"  # lines 62, 63
+    padding = ",,,,,,,,\n" * 480 + ",,,\n" * 10 + "\n" * 10  # a spreadsheet's trailing rows
+    land(tmp_path, "web/a.csv", HEADER + good + bad + padding)
+    s = settings(tmp_path, WEB)
+    report = ingest(s)
+    assert (report.read, report.loaded, report.quarantined, report.blank) == (62, 60, 2, 500)
+    assert rows(quarantine_glob(s), "line, field", "line") == [(62, "occurred_at"), (63, "occurred_at")]
+    [(blank, read)] = rows(str(manifest_path(s)), "blank, read", "file")
+    assert (blank, read) == (500, 62)
+    # 2 of 62 rows is under the 5% limit; 502 of 562 (blank rows counted as bad) would not be.
+    quality = validate_landing(s, batch_id="b1")
+    assert [f.share for f in quality.files] == [pytest.approx(2 / 62)]
+    assert quality.success, quality.summary()
