@@ -319,9 +319,11 @@ def _lines_params(f: LandingFile) -> dict[str, Any]:
 
 def _jsonl_lines_sql(options: str = "") -> str:
     # Each physical line as one text value (NUL never occurs in JSON text), blank lines kept as rows
-    # so that row order gives the line number.
+    # so that row order gives the line number. No sniffing: it takes leading empty lines for a preamble
+    # and skips them, shifting every line number after.
     return (
-        "select * from read_csv($path, columns = {'__j_text': 'VARCHAR'}, header = false, delim = $nul, "
+        "select * from read_csv($path, auto_detect = false, columns = {'__j_text': 'VARCHAR'}, header = false, "
+        "delim = $nul, "
         f"quote = '', escape = '', encoding = 'utf-8', compression = $compression{options})"
     )
 

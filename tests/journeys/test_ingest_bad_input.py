@@ -136,6 +136,9 @@ CASES = [
     Case("jsonl_blank_lines", {E: '{"id": "e1", "ts": "2026-01-10T10:00:00Z", "event": "open"}\n  \n\t\n'
                                '{"id": "e2", "ts": "bad", "event": "open"}\n\n'}, 1, 1, blank=3,
          reasons=[(E, 4, "occurred_at", "ts", "expected timestamp 'ISO 8601', got 'bad'")]),
+    Case("jsonl_leading_empty_lines", {E: '\n\n{"id": "e1", "ts": "2026-01-10T10:00:00Z", "event": "open"}\n'
+                                       '{"id": "e2", "ts": "bad", "event": "open"}\n'}, 1, 1, blank=2,
+         reasons=[(E, 4, "occurred_at", "ts", "expected timestamp 'ISO 8601', got 'bad'")]),
     Case("crlf_line_endings", {W: (HEADER + row("h1") + row("h2")).replace("\n", "\r\n")}, 2, 0),
     # --- encodings
     Case("latin1_bytes_in_utf8_source", {W: corpus("latin1_in_utf8.csv")}, 1, 1,
