@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 import duckdb
+import phonenumbers
 import pyarrow as pa
 
 from journeys import db
@@ -389,6 +390,11 @@ def check_sources(con: duckdb.DuckDBPyConnection, files: list[LandingFile]) -> d
     return columns
 
 
+def _json_path(key: str) -> str:
+    """JSON path of one top-level key, quoted so that any key text is taken literally."""
+    return '$."' + key.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
 def _line_numbers(con: duckdb.DuckDBPyConnection, f: LandingFile, first_line: int, blank_lines: bool) -> None:
     """Table src_line_map(k, line): the k-th parsed row sits on physical line `line`.
 
@@ -542,7 +548,7 @@ def read_source_rows(con: duckdb.DuckDBPyConnection, f: LandingFile, columns: li
     params: dict[str, Any] = {}
     extracts = []
     for i, col in enumerate(columns):
-        params[f"k{i}"] = '$."' + col.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        params[f"k{i}"] = _json_path(col)
         extracts.append(f"json_extract(__j_doc, $k{i}) as {db.quote_ident(col)}")
     extract_sql = "".join(f", {e}" for e in extracts)
     db.execute(
@@ -860,7 +866,7 @@ def _model_params(
         "sentiment_column": src.sentiment,
         "sentiment_scale": src.sentiment_scale,
         "pii_salt": settings.pii_salt.get_secret_value(),
-        "phone_region": settings.default_phone_region.lstrip("+"),
+        "phone_region": str(phonenumbers.country_code_for_region(settings.default_phone_region)),
         "min_occurred_at": min_at,
         "max_occurred_at": max_at,
     }

@@ -10,6 +10,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from pydantic import ValidationError
 
 from journeys.config import MappedField, Settings, SourceConfig
 from journeys.ingest import IngestReport, SourceError, events_glob, ingest_sources, quarantine_glob
@@ -378,8 +379,6 @@ def test_bad_sentiment_is_quarantined(tmp_path, raw, why):
     assert q["field"] == "sentiment" and why in q["reason"]
 
 
-def test_unknown_time_zone_is_a_source_error(tmp_path):
-    write(tmp_path, "web/a.csv", WEB_HEADER)
-    s = make_settings(tmp_path, web_source(timezone="Mars/Olympus"))
-    with pytest.raises(SourceError, match="Mars/Olympus"):
-        ingest_sources(s, as_of=AS_OF, batch_id="b1")
+def test_unknown_time_zone_is_rejected_with_the_config(tmp_path):
+    with pytest.raises(ValidationError, match=r"expected an IANA time zone .* got 'Mars/Olympus'"):
+        web_source(timezone="Mars/Olympus")
