@@ -72,6 +72,11 @@ Duration = Annotated[str, AfterValidator(_duration)]
 PositiveDuration = Annotated[str, AfterValidator(_positive_duration)]
 
 
+def snake(value: str) -> str:
+    """Lower snake case exactly as ingest's journeys_snake macro makes it (how unmapped raw values are stored)."""
+    return re.sub(r"[^a-z0-9]+", "_", value.strip().lower()).strip("_")
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -266,7 +271,11 @@ class Settings(BaseSettings):
     breakdown_attribute: str | None = Field(
         None, description="Attribute (JSON key of the journey's first event) used as an extra breakdown."
     )
-    channels: list[str] = Field(default_factory=lambda: list(DEFAULT_CHANNELS), description="Known channels.")
+    channels: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_CHANNELS),
+        description="Known channels. Every channel a source maps to must be one of them: constants and map values"
+        " are checked when the config is loaded, values read from a column before anything is written.",
+    )
     sources: list[SourceConfig] = Field(default_factory=list, description="Landing sources.")
     stage_models: list[StageModelRef] = Field(
         default_factory=lambda: [StageModelRef(path="generic_lifecycle")], description="Stage models to evaluate."
@@ -301,6 +310,23 @@ class Settings(BaseSettings):
         from journeys.phones import region_code
 
         return region_code(v)
+
+    @model_validator(mode="after")
+    def _known_channels(self) -> Settings:
+        # Caught here, not by the quality suite at the end of a run: a misspelt channel is a config error.
+        known = set(self.channels)
+        for i, src in enumerate(self.sources):
+            ch = src.channel
+            produced = set(ch.map.values())
+            if ch.value is not None:
+                produced.add(ch.map.get(ch.value.strip()) or ch.map.get(snake(ch.value)) or snake(ch.value))
+            unknown = sorted(produced - known)
+            if unknown:
+                raise ValueError(
+                    f"channels: sources[{i}] ({src.name!r}) maps channel to {unknown}, not in `channels`;"
+                    f" add {'it' if len(unknown) == 1 else 'them'} to `channels` or map to one of {sorted(known)}"
+                )
+        return self
 
     @property
     def root(self) -> Path:

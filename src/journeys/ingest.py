@@ -395,6 +395,63 @@ def _json_path(key: str) -> str:
     return '$."' + key.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+def _distinct_values_sql(f: LandingFile, columns: list[str], col: str) -> tuple[str, dict[str, Any]]:
+    """SQL for the distinct text values of one column of a landing file (rows the reader rejects left out)."""
+    q = db.quote_ident(col)
+    if f.source.format == "csv":
+        return f"select distinct {q} as v from read_csv($path, {_CSV_OPTIONS}, ignore_errors = true)", _csv_params(
+            f, columns
+        )
+    if f.source.format == "jsonl":
+        lines = _jsonl_lines_sql(", ignore_errors = true")
+        sql = (
+            f"select distinct json_extract_string(__j_text, $key) as v from ({lines})"
+            " where json_valid(__j_text) and json_type(__j_text) = 'OBJECT'"
+        )
+        return sql, {**_lines_params(f), "key": _json_path(col)}
+    return f"select distinct cast({q} as varchar) as v from read_parquet($path)", {"path": str(f.path)}
+
+
+def check_channels(
+    con: duckdb.DuckDBPyConnection, settings: Settings, files: list[LandingFile], columns: dict[int, list[str]]
+) -> None:
+    """Raise SourceError when a channel column holds a value that maps to a channel outside `channels`."""
+    # The config check covers constants and map values; what a column holds is only known from its files.
+    index = {src.name: i for i, src in enumerate(settings.sources)}
+    for f in files:
+        src, col = f.source, f.source.channel.column
+        if col is None or f.empty or col not in columns[f.ordinal]:
+            continue
+        sql, params = _distinct_values_sql(f, columns[f.ordinal], col)
+        params.update(keys=list(src.channel.map), values=list(src.channel.map.values()), known=list(settings.channels))
+        # Same mapping as stg_events.sql: the map by trimmed or snake-cased raw value, else the snake-cased value.
+        unknown = db.fetch(
+            con,
+            f"""
+            with raw as ({sql}),
+            map as (select cast($keys as varchar[]) as ks, cast($values as varchar[]) as vs),
+            mapped as (
+                select coalesce(
+                    list_extract(vs, list_position(ks, trim(v))),
+                    list_extract(vs, list_position(ks, journeys_snake(v))),
+                    nullif(journeys_snake(v), '')
+                ) as channel
+                from raw, map
+            )
+            select distinct channel from mapped
+            where channel is not null and not list_contains(cast($known as varchar[]), channel)
+            order by channel limit 11
+            """,
+            params,
+        )
+        if unknown:
+            names = [r[0] for r in unknown[:10]] + (["..."] if len(unknown) > 10 else [])
+            raise SourceError(
+                f"source {src.name!r}, file {str(f.path)!r}: column {col!r} gives channel(s) {names} that are not"
+                f" in `channels`; add them to `channels` or map them in sources[{index[src.name]}].channel.map"
+            )
+
+
 def _line_numbers(con: duckdb.DuckDBPyConnection, f: LandingFile, first_line: int, blank_lines: bool) -> None:
     """Table src_line_map(k, line): the k-th parsed row sits on physical line `line`.
 
@@ -1007,6 +1064,7 @@ def ingest_sources(settings: Settings, *, as_of: datetime, batch_id: str) -> Ing
     # Every file is checked before anything is written: a wrong mapping must not leave half a batch.
     with _connect(settings, spill=False) as con:
         columns = check_sources(con, todo)
+        check_channels(con, settings, todo, columns)
     drift = schema_drift(todo, columns, known)
 
     as_of_utc = _utc_naive(as_of)

@@ -175,6 +175,27 @@ def test_environment_value_error_names_the_variable(tmp_path, monkeypatch):
     )
 
 
+@pytest.mark.parametrize(
+    ("channel", "unknown"),
+    [
+        ("{value: callcentre}", "callcentre"),
+        ("{value: Call-Centre}", None),  # snake-cased like ingest does: call_centre
+        ("{column: kind, map: {phone: call_centre, sms: text_message}}", "text_message"),
+    ],
+)
+def test_channel_outside_channels_is_rejected_at_load_naming_channels(tmp_path, channel, unknown):
+    p = write_config(tmp_path, SOURCE, timezone="UTC", channel=channel)
+    if unknown is None:
+        load_settings(p)
+        return
+    msg = config_error(p)
+    assert msg.startswith(f"{p}: channels: sources[0] ('calls') maps channel to ['{unknown}'], not in `channels`;")
+    assert "add it to `channels`" in msg
+    # Extending `channels` is the fix the message names.
+    p.write_text(p.read_text() + f"channels: [call_centre, {unknown}]\n")
+    assert load_settings(p).channels == ["call_centre", unknown]
+
+
 @pytest.mark.parametrize(("given", "region"), [("1", "US"), ("+44", "GB"), ("GB", "GB"), ("de", "DE")])
 def test_default_phone_region_accepts_region_or_calling_code(given, region):
     assert Settings(default_phone_region=given).default_phone_region == region

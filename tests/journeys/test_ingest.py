@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 from pydantic import ValidationError
 
-from journeys.config import MappedField, Settings, SourceConfig
+from journeys.config import DEFAULT_CHANNELS, MappedField, Settings, SourceConfig
 from journeys.ingest import IngestReport, SourceError, events_glob, ingest_sources, quarantine_glob
 
 AS_OF = datetime(2026, 3, 1)
@@ -87,7 +87,7 @@ def test_csv_naive_berlin_times_become_utc_and_fields_are_mapped(tmp_path):
           + "h1,2026-01-15 10:00:00,desktop,pageview,,,c1,,/home\n"   # winter: UTC+1
           + "h2,2026-02-20 23:30:00,ios,order,,,c1,19.99,/cart\n"     # winter, late evening
           + "h3,2025-07-01 01:30:00,Mobile Web,Add To Cart,,,c2,,\n")  # summer: UTC+2, previous UTC day
-    s = make_settings(tmp_path, web_source())
+    s = make_settings(tmp_path, web_source(), channels=[*DEFAULT_CHANNELS, "mobile_web"])
     report = ingest(s)
     assert (report.read, report.loaded, report.quarantined) == (3, 3, 0)
     rows = {r["event_id"]: r for r in events(s)}

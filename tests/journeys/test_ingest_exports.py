@@ -172,3 +172,30 @@ def test_padding_rows_are_blank_not_quarantined_and_do_not_fail_the_quarantine_s
     quality = validate_landing(s, batch_id="b1")
     assert [f.share for f in quality.files] == [pytest.approx(2 / 62)]
     assert quality.success, quality.summary()
+
+
+# --- channels read from a column -----------------------------------------------------------------------
+
+
+def test_unknown_channel_in_a_column_stops_the_batch_before_any_write(tmp_path):
+    land(tmp_path, "web/a.csv", HEADER + "h1,2026-01-15 10:00:00,desktop,pageview,,,c1,,/\n")
+    bad = land(tmp_path, "web/b.csv", HEADER + "h2,2026-01-15 10:00:00,Smart TV,pageview,,,c1,,/\n")
+    cdp = EMAIL.model_copy(update={"name": "cdp", "path": "cdp/*", "channel": MappedField(column="channel")})
+    land(tmp_path, "cdp/a.jsonl", '{"id": "1", "ts": "2026-01-10T10:00:00Z", "event": "open", "channel": "Chat"}\n')
+    s = settings(tmp_path, WEB, cdp)
+    msg = (
+        rf"source 'web', file '{bad}': column 'platform' gives channel\(s\) \['smart_tv'\] that are not in"
+        r" `channels`; add them to `channels` or map them in sources\[0\].channel.map"
+    )
+    with pytest.raises(SourceError, match=msg):
+        ingest_sources(s, as_of=AS_OF, batch_id="b1")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["landing"]  # not even web/a.csv was written
+
+    land(tmp_path, "cdp/b.jsonl", '{"id": "2", "ts": "2026-01-10T10:00:00Z", "event": "open", "channel": "fax"}\n')
+    s = settings(tmp_path, WEB, cdp, channels=["web", "chat", "smart_tv"])
+    with pytest.raises(SourceError, match=r"source 'cdp', file '.*b\.jsonl': column 'channel' gives .*\['fax'\]"):
+        ingest_sources(s, as_of=AS_OF, batch_id="b1")
+    (tmp_path / "landing" / "cdp" / "b.jsonl").unlink()
+    report = ingest(s)
+    assert report.loaded == 3
+    assert rows(events_glob(s), "channel", "channel") == [("chat",), ("smart_tv",), ("web",)]
