@@ -12,6 +12,26 @@ from typing import Any
 DEFAULT_CONFIG = "journeys.yaml"
 
 
+class UsageError(Exception):
+    """A command line that cannot be carried out as given (exit status 2, one line, no traceback)."""
+
+
+def _settings(args: argparse.Namespace, *, must_exist: bool = True) -> Any:
+    """The config of a command (file, env, --data-root), with a data root that exists."""
+    from journeys.config import load_settings
+
+    data_root = getattr(args, "data_root", None)
+    if data_root is not None and not Path(data_root).is_dir():
+        raise UsageError(f"--data-root {data_root}: no such folder")
+    settings = load_settings(args.config, data_root=data_root)
+    if must_exist and not settings.root.is_dir():
+        raise UsageError(
+            f"{args.config}: data_root: {settings.root} does not exist; put the landing files under"
+            f" {settings.landing_dir}/ or point data_root (or --data-root) at the folder that holds them"
+        )
+    return settings
+
+
 def _as_of(text: str | None) -> datetime | None:
     if text is None:
         return None
@@ -112,11 +132,12 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from journeys.config import load_settings
+    # Config and data root are checked here, before Prefect (and its server) starts.
+    settings = _settings(args)
+    as_of = _as_of(args.as_of)
     from pipelines.nightly import nightly
 
-    result = nightly(config_path=args.config, as_of=_as_of(args.as_of), data_root=args.data_root)
-    settings = load_settings(args.config, data_root=args.data_root)
+    result = nightly(config_path=args.config, as_of=as_of, data_root=args.data_root)
     print_summary(result, str(settings.warehouse_path))
     return 0
 
@@ -143,9 +164,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_query(args: argparse.Namespace) -> int:
     from journeys import db
-    from journeys.config import load_settings
 
-    path = args.warehouse or str(load_settings(args.config).warehouse_path)
+    path = args.warehouse or str(_settings(args).warehouse_path)
     with db.connect(path, read_only=True) as con:
         rel = con.sql(args.sql)
         if rel is not None:
@@ -154,10 +174,9 @@ def cmd_query(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate_identity(args: argparse.Namespace) -> int:
-    from journeys.config import load_settings
     from journeys.evaluate import evaluate_identity
 
-    settings = load_settings(args.config, data_root=args.data_root)
+    settings = _settings(args)
     truth = Path(args.truth) if args.truth else settings.root / "truth"
     scores = evaluate_identity(settings, truth)
     keys = ["precision", "recall", "f1", "persons_fused", "persons_split", "n_customers", "n_persons", "passes"]
@@ -173,6 +192,10 @@ def build_parser() -> argparse.ArgumentParser:
     """The CLI's argument parser."""
     p = argparse.ArgumentParser(prog="journeys", description=__doc__)
     p.add_argument("--config", default=DEFAULT_CONFIG, help="project config file (default: journeys.yaml)")
+    # --config is accepted after the subcommand too (`journeys run --config x.yaml`, as the README writes
+    # it); SUPPRESS keeps a value given before the subcommand when it is not repeated after it.
+    config = argparse.ArgumentParser(add_help=False)
+    config.add_argument("--config", default=argparse.SUPPRESS, help="project config file (default: journeys.yaml)")
     sub = p.add_subparsers(dest="command", required=True)
 
     d = sub.add_parser("demo", help="generate a realistic sample, run the nightly flow, print the funnel")
@@ -180,7 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--seed", type=int, default=42)
     d.set_defaults(func=cmd_demo)
 
-    r = sub.add_parser("run", help="run the nightly flow on the configured data root")
+    r = sub.add_parser("run", parents=[config], help="run the nightly flow on the configured data root")
     r.add_argument("--as-of", help="ISO time the run is as of (default: now, UTC)")
     r.add_argument("--data-root", help="override the config's data root")
     r.set_defaults(func=cmd_run)
@@ -191,12 +214,14 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--data-root", required=True)
     g.set_defaults(func=cmd_generate)
 
-    e = sub.add_parser("evaluate-identity", help="score identity resolution on the lake against ground truth")
+    e = sub.add_parser(
+        "evaluate-identity", parents=[config], help="score identity resolution on the lake against ground truth"
+    )
     e.add_argument("--data-root", help="override the config's data root")
     e.add_argument("--truth", help="folder with the generator's events.parquet (default: <data root>/truth)")
     e.set_defaults(func=cmd_evaluate_identity)
 
-    q = sub.add_parser("query", help="run SQL against the warehouse (read-only)")
+    q = sub.add_parser("query", parents=[config], help="run SQL against the warehouse (read-only)")
     q.add_argument("sql")
     q.add_argument("--warehouse", help="path of journeys.duckdb (default: from the config)")
     q.add_argument("--max-rows", type=int, default=40)
@@ -206,8 +231,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `journeys` command."""
+    from journeys.config import ConfigError
+
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except (ConfigError, UsageError) as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    except Exception as exc:
+        from journeys.ingest import NothingToPublishError, SourceError
+        from journeys.quality import QualityError
+
+        # Known ways a run stops: the message says what and where; a traceback would only bury it.
+        if isinstance(exc, SourceError | NothingToPublishError | QualityError):
+            print(f"journeys {args.command}: {exc}", file=sys.stderr)
+            return 1
+        raise
 
 
 if __name__ == "__main__":

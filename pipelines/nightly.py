@@ -46,10 +46,11 @@ def _on_working(settings: Settings, working: str, work: Callable[[duckdb.DuckDBP
 @task(name="ingest")
 def ingest_task(config_path: str | None, data_root: str | None, as_of: datetime, batch_id: str) -> dict[str, Any]:
     """Landing files -> canonical event Parquet + quarantine, with row accounting."""
-    from journeys.ingest import ingest_sources
+    from journeys.ingest import ingest_sources, require_events
 
     settings = load_settings(config_path, data_root=data_root)
     report = ingest_sources(settings, as_of=as_of, batch_id=batch_id)
+    require_events(settings, report)
     log = get_run_logger()
     log.info(
         "ingest: read=%d loaded=%d quarantined=%d duplicates=%d files=%d",

@@ -178,6 +178,10 @@ class SourceError(ValueError):
     """A source mapping that does not fit its files (missing column, bad time zone); raised before any write."""
 
 
+class NothingToPublishError(RuntimeError):
+    """The lake holds no event at all after ingest: empty marts would pass for a green run."""
+
+
 @dataclass(frozen=True)
 class LandingFile:
     """One landing file found for a source, with its content fingerprint."""
@@ -1051,6 +1055,8 @@ def ingest_sources(settings: Settings, *, as_of: datetime, batch_id: str) -> Ing
     if not _BATCH_RE.match(batch_id):
         raise ValueError(f"batch_id must match {_BATCH_RE.pattern}, got {batch_id!r}")
     files = landing_files(settings)
+    if not files:
+        log.warning("no landing file under %s matches any source's path glob", settings.landing_dir)
     done: set[tuple[str, str, str]] = set()
     known: dict[str, set[str]] = {}
     if manifest_path(settings).exists():
@@ -1103,3 +1109,19 @@ def ingest_sources(settings: Settings, *, as_of: datetime, batch_id: str) -> Ing
         (settings.lake_dir / "_tmp").rmdir()  # only when empty
     report.affected_dates = sorted(affected)
     return report
+
+
+def require_events(settings: Settings, report: IngestReport) -> None:
+    """Raise NothingToPublishError when the lake holds no event after ingest, saying what each source matched."""
+    if any(settings.events_dir.glob("event_date=*/*.parquet")):
+        return
+    matched = {src.name: 0 for src in settings.sources}
+    for f in report.files:
+        matched[f.source] = matched.get(f.source, 0) + 1
+    per_source = "; ".join(f"{s.name} {s.path!r}: {matched[s.name]} file(s)" for s in settings.sources)
+    raise NothingToPublishError(
+        f"nothing to publish: the lake of data root {settings.root} holds no events after this run"
+        f" (rows read {report.read}: quarantined {report.quarantined}, duplicates {report.duplicates};"
+        f" blank {report.blank}). Landing files matched under {settings.landing_dir}:"
+        f" {per_source or 'no sources configured'}. Check data_root and each source's path glob."
+    )
