@@ -10,6 +10,12 @@ from pathlib import Path
 from typing import Any
 
 DEFAULT_CONFIG = "journeys.yaml"
+DEMO_FOLDER = "data/demo"
+DEMO_MARKER = ".journeys-demo"
+"""File that marks a folder as the demo's own: the only kind of folder `journeys demo` ever deletes."""
+
+DEMO_CONFIG = Path(__file__).resolve().parents[1] / "journeys.yaml"
+"""The demo's config (its sources match what `journeys generate` writes), beside the `pipelines` package."""
 
 
 class UsageError(Exception):
@@ -142,22 +148,67 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _configured_root(config: str) -> Path | None:
+    """The data root of the user's config (file and env) if it loads; None for none or the demo's own."""
+    from journeys.config import ConfigError, load_settings
+
+    if not Path(config).is_file() or Path(config).resolve() == DEMO_CONFIG:
+        return None
+    try:
+        return load_settings(config).root
+    except ConfigError:
+        return None
+
+
+def demo_folder(path: str | Path, configured_root: Path | None = None) -> Path:
+    """The demo's folder, emptied for a new demo: created here, or one an earlier demo marked as its own."""
+    folder = Path(path).resolve()
+    if configured_root is not None:
+        root = configured_root.resolve()
+        overlaps = folder == root or root in folder.parents or folder in root.parents
+        if overlaps and not (folder == root and (folder / DEMO_MARKER).is_file()):
+            raise UsageError(
+                f"--folder {path}: {folder} overlaps the data root {root} of the config; the demo never writes"
+                " into a configured data root: pass another --folder"
+            )
+    if folder.exists():
+        if not (folder / DEMO_MARKER).is_file():
+            if not folder.is_dir() or any(folder.iterdir()):
+                raise UsageError(
+                    f"--folder {path}: {folder} exists and was not made by `journeys demo` (no {DEMO_MARKER});"
+                    " the demo never deletes or writes into it: pass another --folder (or delete it yourself if"
+                    " it is the output of an older demo)"
+                )
+        else:
+            shutil.rmtree(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / DEMO_MARKER).write_text(
+        "Made by `journeys demo`: the next demo deletes and rebuilds this folder. Remove this file to keep it.\n",
+        encoding="utf-8",
+    )
+    return folder
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from journeys.config import load_settings
     from journeys.generate import GenerateSpec, generate_sample
-    from pipelines.nightly import nightly
 
-    settings = load_settings(args.config)
-    root = settings.root
-    if root.exists():
-        shutil.rmtree(root)
+    # The demo runs the shipped demo config on its own folder: never a config or data root of the user's.
+    if not DEMO_CONFIG.is_file():
+        raise UsageError(f"the demo config {DEMO_CONFIG} is missing: run the demo from a checkout of journeys")
+    config = str(DEMO_CONFIG)
+    load_settings(config)
+    root = demo_folder(args.folder, _configured_root(args.config))
+    settings = load_settings(config, data_root=root)
     spec = GenerateSpec(events=args.events, seed=args.seed)
     res = generate_sample(spec, root)
     print(
         f"generated {res.n_true_events} events of {res.n_persons} persons across "
         f"{len({p.parent.name for p in res.files})} sources under {res.landing_dir}"
     )
-    result = nightly(config_path=args.config, as_of=spec.as_of)
+    from pipelines.nightly import nightly
+
+    result = nightly(config_path=config, as_of=spec.as_of, data_root=str(root))
     print_summary(result, str(settings.warehouse_path))
     return 0
 
@@ -198,9 +249,14 @@ def build_parser() -> argparse.ArgumentParser:
     config.add_argument("--config", default=argparse.SUPPRESS, help="project config file (default: journeys.yaml)")
     sub = p.add_subparsers(dest="command", required=True)
 
-    d = sub.add_parser("demo", help="generate a realistic sample, run the nightly flow, print the funnel")
+    d = sub.add_parser("demo", help="generate a realistic sample in its own folder, run the nightly flow")
     d.add_argument("--events", type=int, default=50_000)
     d.add_argument("--seed", type=int, default=42)
+    d.add_argument(
+        "--folder",
+        default=DEMO_FOLDER,
+        help=f"the demo's own folder (default: {DEMO_FOLDER}); deleted and rebuilt only if it holds {DEMO_MARKER}",
+    )
     d.set_defaults(func=cmd_demo)
 
     r = sub.add_parser("run", parents=[config], help="run the nightly flow on the configured data root")

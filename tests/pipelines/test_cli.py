@@ -39,6 +39,22 @@ def no_flow(monkeypatch):
     monkeypatch.setattr(pipelines.nightly, "nightly", refuse)
 
 
+def tree_digest(root: Path) -> dict[str, str]:
+    return {
+        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir"
+        for p in sorted(root.rglob("*"))
+    }
+
+
+def user_project(tmp_path: Path) -> Path:
+    (tmp_path / "journeys.yaml").write_text(USER_CONFIG)
+    landing = tmp_path / "data" / "landing" / "web"
+    landing.mkdir(parents=True)
+    (landing / "a.csv").write_text("id,t\nw1,2026-01-01 10:00:00\n")
+    (tmp_path / "data" / "notes.txt").write_text("the user's own file\n")
+    return tmp_path / "data"
+
+
 @pytest.mark.parametrize(
     ("argv", "config"),
     [
@@ -84,3 +100,42 @@ def test_run_that_loads_nothing_fails_instead_of_publishing_empty_marts(tmp_path
     assert f"journeys run: nothing to publish: the lake of data root {root} holds no events" in err
     assert "web 'web/*.csv': 0 file(s)" in err
     assert not (root / "marts").exists() and not (root / "warehouse" / "journeys.duckdb").exists()
+
+
+def test_demo_folder_is_created_marked_and_only_marked_folders_are_rebuilt(tmp_path):
+    folder = cli.demo_folder(tmp_path / "demo")
+    assert (folder / cli.DEMO_MARKER).is_file()
+    (folder / "lake").mkdir()
+    assert sorted(p.name for p in cli.demo_folder(folder).iterdir()) == [cli.DEMO_MARKER]  # emptied
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "keep.csv").write_text("x\n")
+    with pytest.raises(cli.UsageError, match="was not made by `journeys demo`"):
+        cli.demo_folder(foreign)
+    assert (foreign / "keep.csv").read_text() == "x\n"
+    (tmp_path / "empty").mkdir()
+    assert (cli.demo_folder(tmp_path / "empty") / cli.DEMO_MARKER).is_file()
+
+
+@pytest.mark.parametrize("folder", ["data", "data/demo", "."])
+def test_demo_refuses_a_folder_overlapping_the_configured_data_root(tmp_path, monkeypatch, capsys, no_flow, folder):
+    root = user_project(tmp_path)
+    before = tree_digest(root)
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["demo", "--events", "500", "--folder", folder]) == 2
+    assert "overlaps the data root" in capsys.readouterr().err
+    assert tree_digest(root) == before
+
+
+def test_demo_next_to_a_config_leaves_its_data_root_byte_identical(tmp_path, monkeypatch, capsys, harness):
+    root = user_project(tmp_path)
+    (root / "lake").mkdir()
+    (root / "lake" / "part.parquet").write_bytes(b"PAR1 not really")
+    before = tree_digest(root)
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["demo", "--events", "1500", "--folder", "demo-out"]) == 0
+    assert tree_digest(root) == before
+    out = tmp_path / "demo-out"
+    assert (out / cli.DEMO_MARKER).is_file()
+    assert (out / "marts" / "journeys" / "journeys.parquet").is_file()
+    assert "stage funnel" in capsys.readouterr().out
