@@ -121,6 +121,9 @@ validated as (
                 then {'field': 'sentiment', 'column': $sentiment_column,
                       'reason': format('sentiment: expected a {} score, got ''{}''',
                                        coalesce($sentiment_scale, 'unit'), sentiment_text)}
+            -- Set by journeys.ingest for a phone it could not read; the reason never repeats the value.
+            when identifier_reject is not null
+                then identifier_reject
         end as reject
     from mapped
 ),

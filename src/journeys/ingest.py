@@ -23,10 +23,9 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 import duckdb
-import phonenumbers
 import pyarrow as pa
 
-from journeys import db
+from journeys import db, phones
 from journeys.config import Settings, SourceConfig, parse_duration_us
 
 log = logging.getLogger(__name__)
@@ -42,31 +41,12 @@ _MACROS = r"""
 create or replace temp macro journeys_snake(v) as
     trim(regexp_replace(lower(trim(v)), '[^a-z0-9]+', '_', 'g'), '_');
 
-create or replace temp macro journeys_phone_digits(v) as
-    regexp_replace(regexp_replace(v, '(?i)\s*(ext\.?|x|#)\s*\d+\s*$', ''), '[^0-9]', '', 'g');
-
--- E.164: an explicit '+' or '00' prefix carries the country code; otherwise the configured region's
--- code is prepended after dropping a national trunk '0' (NANP numbers may already start with 1).
-create or replace temp macro journeys_e164(v, region) as
-    -- The one-element list binds the digit string once (regexes dominate ingest time).
-    list_transform(
-        [{'plus': starts_with(ltrim(v), '+'), 'd': journeys_phone_digits(v)}],
-        lambda p: list_transform(
-            [case
-                when p.d = '' then null
-                when p.plus then '+' || p.d
-                when starts_with(p.d, '00') then '+' || substr(p.d, 3)
-                when region = '1' and length(p.d) = 11 and starts_with(p.d, '1') then '+' || p.d
-                else '+' || region || ltrim(p.d, '0')
-            end],
-            lambda e: case when length(e) between 8 and 16 then e end
-        )[1]
-    )[1];
-
+-- A phone arrives here already in E.164 (journeys.phones, once per distinct raw value), so `region`
+-- is no longer used; it stays in the signature that stg_events.sql calls.
 create or replace temp macro journeys_identifier(id_type, v, salt, region) as
     case id_type
         when 'email' then sha256(salt || nullif(lower(trim(v)), ''))
-        when 'phone' then sha256(salt || journeys_e164(v, region))
+        when 'phone' then sha256(salt || nullif(v, ''))
         else nullif(trim(v), '')
     end;
 
@@ -687,6 +667,58 @@ def _mapped_value_expr(mf: Any, name: str, types: dict[str, str], params: dict[s
     return _text_expr(mf.column, types[mf.column])
 
 
+_IDENTIFIER_REJECT = 'struct(field varchar, "column" varchar, reason varchar)'
+
+
+def normalise_phones(con: duckdb.DuckDBPyConnection, settings: Settings, src: SourceConfig) -> int:
+    """Table src_phones: each distinct raw phone of src_rows with its E.164 form or why it has none; returns count.
+
+    Set-based: DuckDB collects the distinct values of all phone columns, libphonenumber reads each once,
+    and map_source_rows joins the result back, so a number on a million rows is parsed once.
+    """
+    db.execute(
+        con,
+        "create or replace temp table src_phones (__ph_raw varchar primary key, __ph_e164 varchar, __ph_error varchar)",
+    )
+    types = _column_types(con)
+    cols = [c for c, t in src.identifiers.items() if t == "phone" and c in types]
+    if not cols:
+        return 0
+    values = " union ".join(f"select {_text_expr(c, types[c])} as v from src_rows" for c in cols)
+    ident = settings.identity
+    patterns = "|".join(f"(?:{p})" for p in ident.blocked_patterns)
+    # Placeholders such as 'n/a' or '0000' are no number at all: absent, as the identity graph treats
+    # blocked values, not a reason to quarantine the row.
+    rows = db.fetch(
+        con,
+        f"""
+        select v, list_contains(cast($blocked as varchar[]), lower(trim(v)))
+                  or ($has_patterns and regexp_matches(lower(trim(v)), $patterns))
+        from (select distinct v from ({values})) where v is not null and trim(v) <> ''
+        """,
+        {
+            "blocked": sorted({b.strip().lower() for b in ident.blocked_values}),
+            "has_patterns": bool(patterns),
+            "patterns": patterns or "^$",
+        },
+    )
+    result = phones.normalise_all((v for v, blocked in rows if not blocked), settings.default_phone_region)
+    table = pa.table(
+        {
+            "__ph_raw": [v for v, _ in rows],
+            "__ph_e164": [None if b else result[v].e164 for v, b in rows],
+            "__ph_error": [None if b else result[v].error for v, b in rows],
+        },
+        schema=pa.schema([("__ph_raw", pa.string()), ("__ph_e164", pa.string()), ("__ph_error", pa.string())]),
+    )
+    con.register("__phones_in", table)
+    try:
+        db.execute(con, "insert into src_phones select * from __phones_in")
+    finally:
+        con.unregister("__phones_in")
+    return len(rows)
+
+
 def map_source_rows(con: duckdb.DuckDBPyConnection, src: SourceConfig, params: dict[str, Any]) -> None:
     """Table stg_source_rows: src_rows mapped onto the fixed raw columns stg_events.sql reads."""
     types = _column_types(con)
@@ -701,11 +733,25 @@ def map_source_rows(con: duckdb.DuckDBPyConnection, src: SourceConfig, params: d
     else:
         row_hash = "null::varchar"
 
-    id_items = []
+    id_items, joins, rejects = [], [], []
+    phones_ready = bool(db.fetch(con, "select count(*) from duckdb_tables() where table_name = 'src_phones'")[0][0])
     for i, (col, id_type) in enumerate(src.identifiers.items()):
         params[f"idt{i}"] = id_type
-        id_items.append(f"{{'id_type': cast($idt{i} as varchar), 'id_value': {_text_expr(col, types[col])}}}")
+        value = _text_expr(col, types[col])
+        if id_type == "phone" and phones_ready:
+            # Each phone column joins the distinct-value table; the raw number goes no further than this.
+            joins.append(f"left join src_phones as ph{i} on ph{i}.__ph_raw = {value}")
+            value = f"ph{i}.__ph_e164"
+            params[f"idc{i}"] = col
+            rejects.append(
+                f"case when ph{i}.__ph_error is not null then {{'field': 'phone', 'column': cast($idc{i} as varchar),"
+                f" 'reason': format('phone: expected a phone number in column ''{{}}'', got {{}}', $idc{i},"
+                f" ph{i}.__ph_error)}} end"
+            )
+        id_items.append(f"{{'id_type': cast($idt{i} as varchar), 'id_value': {value}}}")
     identifiers = f"cast([{', '.join(id_items)}] as {_ID_LIST_TYPE})"
+    # The first failing identifier column (in config order) names the row's reason.
+    identifier_reject = f"coalesce({', '.join(rejects)})" if rejects else "null"
 
     mapped = set(src.mapped_columns())
     keep = src.attributes if src.attributes is not None else [c for c in file_cols if c not in mapped]
@@ -736,8 +782,10 @@ def map_source_rows(con: duckdb.DuckDBPyConnection, src: SourceConfig, params: d
             {opt(src.sentiment)} as src_sentiment,
             {opt(src.revenue)} as src_revenue,
             {identifiers} as src_identifiers,
+            cast({identifier_reject} as {_IDENTIFIER_REJECT}) as identifier_reject,
             {attributes} as attributes
         from src_rows
+        {" ".join(joins)}
     """
     db.execute(con, sql, params)
 
@@ -927,7 +975,7 @@ def _model_params(
         "sentiment_column": src.sentiment,
         "sentiment_scale": src.sentiment_scale,
         "pii_salt": settings.pii_salt.get_secret_value(),
-        "phone_region": str(phonenumbers.country_code_for_region(settings.default_phone_region)),
+        "phone_region": settings.default_phone_region,
         "min_occurred_at": min_at,
         "max_occurred_at": max_at,
     }
@@ -952,6 +1000,7 @@ def ingest_file(
     params = _model_params(
         settings, f, batch_id=batch_id, ingested_at=ingested_at, min_at=min_at, max_at=max_at, native_ts=native_ts
     )
+    normalise_phones(con, settings, f.source)
     map_source_rows(con, f.source, params)
     db.build_table(con, "staging", "stg_events", params)
     # First occurrence of an event id (by line) wins; ids already in the lake are duplicates too.
@@ -1005,7 +1054,7 @@ def ingest_file(
         write_manifest(con, settings, tmp)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    for table in ("src_rows", "src_blank_rows", "stg_source_rows", "stg_events", "stg_loaded"):
+    for table in ("src_rows", "src_blank_rows", "src_phones", "stg_source_rows", "stg_events", "stg_loaded"):
         db.execute(con, f"drop table if exists {db.quote_ident(table)}")
     report = FileReport(
         source=f.source.name,

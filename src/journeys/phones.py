@@ -20,7 +20,7 @@ _TEL_URI = re.compile(r"(?i)^\s*tel:")
 
 @dataclass(frozen=True)
 class Phone:
-    """The outcome for one raw value: an E.164 number, or why there is none (no value is echoed)."""
+    """The outcome for one raw value: an E.164 number, or why there is none (never echoing the value)."""
 
     e164: str | None
     error: str | None = None
@@ -43,20 +43,20 @@ def normalise(raw: str, region: str) -> Phone:
     """E.164 form of one raw phone number read in `region` (extension dropped), or the reason it has none."""
     main = _EXTENSION.sub("", _TEL_URI.sub("", raw)).strip()
     if _LETTER.search(main):
-        return Phone(None, "letters in the number (a vanity number like 1-800-FLOWERS is not a person's number)")
+        return Phone(None, "letters (a vanity number such as 1-800-FLOWERS names a business, not a person)")
     try:
         number = phonenumbers.parse(main, region)
     except phonenumbers.NumberParseException:
-        return Phone(None, "not a phone number")
+        return Phone(None, "text that is not a phone number")
     if not phonenumbers.is_valid_number(number) and main.startswith("00"):
         # "00" is the international prefix of most of the world, though not of the default region
         # (NANP dials 011): a number written that way still says its own country.
         try:
             number = phonenumbers.parse("+" + main[2:], region)
         except phonenumbers.NumberParseException:
-            return Phone(None, "not a phone number")
+            return Phone(None, "text that is not a phone number")
     if not phonenumbers.is_valid_number(number):
-        return Phone(None, f"not a valid number (read with default region {region})")
+        return Phone(None, f"a number that is not valid in its numbering plan (read with default region {region})")
     return Phone(phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164))
 
 

@@ -168,7 +168,7 @@ def test_parquet_native_timestamps(tmp_path):
 
 def test_no_raw_pii_anywhere_under_the_data_root(tmp_path):
     emails = ["Alice.Secret@Example.com", "bob.hidden@example.org", "carol.x@example.net"]
-    phones = ["+1 (555) 010-9999", "555-010-8888", "+44 7700 900123"]
+    phones = ["+1 (212) 555-0199", "212-555-0188", "+44 20 7946 0123"]
     write(tmp_path, "web/a.csv", WEB_HEADER
           + f"h1,2026-01-15 10:00:00,desktop,pageview,{emails[0]},{phones[0]},c1,,\n"
           + f"h2,2026-99-15 10:00:00,desktop,pageview,{emails[1]},{phones[1]},c1,,\n"    # bad time
@@ -179,7 +179,7 @@ def test_no_raw_pii_anywhere_under_the_data_root(tmp_path):
     report = ingest(s)
     assert report.quarantined == 3
     needles = [v.encode() for v in emails + phones]
-    needles += [v.lower().encode() for v in emails] + [b"5550109999", b"447700900123", b"5550108888"]
+    needles += [v.lower().encode() for v in emails] + [b"2125550199", b"442079460123", b"2125550188"]
     scanned = 0
     for p in s.root.rglob("*"):
         if p.is_file() and "landing" not in p.relative_to(s.root).parts:
@@ -191,31 +191,31 @@ def test_no_raw_pii_anywhere_under_the_data_root(tmp_path):
     rows = {r["event_id"]: r for r in events(s)}
     ids = {i["id_type"]: i["id_value"] for i in rows["web:h1"]["identifiers"]}
     assert ids["email"] == h("alice.secret@example.com")
-    assert ids["phone"] == h("+15550109999")
+    assert ids["phone"] == h("+12125550199")
 
 
 @pytest.mark.parametrize("raw", [
-    "+1 (555) 123-4567", "(555) 123-4567", "555.123.4567", "1-555-123-4567", "001 555 123 4567",
-    " +15551234567 ", "555-123-4567 ext. 12",
+    "+1 (212) 555-0123", "(212) 555-0123", "212.555.0123", "1-212-555-0123", "001 212 555 0123",
+    " +12125550123 ", "212-555-0123 ext. 12", "tel:+1-212-555-0123",
 ])
 def test_phone_formats_normalise_to_one_hash(tmp_path, raw):
     write(tmp_path, "web/a.csv", WEB_HEADER + f'h1,2026-01-15 10:00:00,desktop,pageview,,"{raw}",,,\n')
     s = make_settings(tmp_path, web_source())
     ingest(s)
     [row] = events(s)
-    assert row["identifiers"] == [{"id_type": "phone", "id_value": h("+15551234567")}]
+    assert row["identifiers"] == [{"id_type": "phone", "id_value": h("+12125550123")}]
 
 
 def test_phone_region_and_email_normalisation(tmp_path):
     write(tmp_path, "web/a.csv", WEB_HEADER
-          + "h1,2026-01-15 10:00:00,desktop,pageview,  Bob@Example.COM ,07700 900123,,,\n"
-          + "h2,2026-01-15 10:00:00,desktop,pageview,bob@example.com,+44 7700 900123,,,\n")
+          + "h1,2026-01-15 10:00:00,desktop,pageview,  Bob@Example.COM ,020 7946 0123,,,\n"
+          + "h2,2026-01-15 10:00:00,desktop,pageview,bob@example.com,+44 20 7946 0123,,,\n")
     s = make_settings(tmp_path, web_source(), default_phone_region="44")
     ingest(s)
     a, b = events(s)
     assert a["identifiers"] == b["identifiers"] == [
         {"id_type": "email", "id_value": h("bob@example.com")},
-        {"id_type": "phone", "id_value": h("+447700900123")},
+        {"id_type": "phone", "id_value": h("+442079460123")},
     ]
 
 

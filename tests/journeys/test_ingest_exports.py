@@ -199,3 +199,121 @@ def test_unknown_channel_in_a_column_stops_the_batch_before_any_write(tmp_path):
     report = ingest(s)
     assert report.loaded == 3
     assert rows(events_glob(s), "channel", "channel") == [("chat",), ("smart_tv",), ("web",)]
+
+
+# --- phones --------------------------------------------------------------------------------------------
+
+CALLS = SourceConfig(
+    name="calls",
+    path="calls/*.csv",
+    format="csv",
+    delimiter=";",
+    timezone="Europe/London",
+    event_id="call_id",
+    occurred_at="started",
+    channel=MappedField(value="call_centre"),
+    event_type=MappedField(value="call"),
+    identifiers={"caller": "phone", "callback": "phone", "cookie": "cookie_id"},
+)
+UK_FORMATS = [
+    "+44 (0)20 7946 0958",
+    "020 7946 0958",
+    "+44 20 7946 0958",
+    "0044 20 7946 0958",
+    "(020) 7946-0958",
+    "+442079460958",
+]
+
+
+def calls_file(root: Path, callers: list[str], callbacks: list[str] | None = None) -> None:
+    callbacks = callbacks or [""] * len(callers)
+    body = "".join(
+        f"k{i};2026-01-15 10:{i // 60:02d}:{i % 60:02d};{a};{b};cookie{i}\n"
+        for i, (a, b) in enumerate(zip(callers, callbacks, strict=True))
+    )
+    land(root, "calls/a.csv", "call_id;started;caller;callback;cookie\n" + body)
+
+
+def phone_ids(s: Settings) -> dict[str, list[str]]:
+    got = rows(events_glob(s), "event_id, identifiers", "event_id")
+    return {eid: [i["id_value"] for i in ids if i["id_type"] == "phone"] for eid, ids in got}
+
+
+def test_six_uk_formats_and_an_extension_give_one_e164_hash(tmp_path):
+    calls_file(tmp_path, [*UK_FORMATS, "020 7946 0958 ext. 12", "+44 20 7946 0958 x3"])
+    s = settings(tmp_path, CALLS, default_phone_region="GB")
+    report = ingest(s)
+    assert (report.loaded, report.quarantined) == (8, 0)
+    assert set(map(tuple, phone_ids(s).values())) == {(h("+442079460958"),)}
+
+
+def test_default_region_may_be_a_calling_code(tmp_path):
+    calls_file(tmp_path, ["020 7946 0958"])
+    s = settings(tmp_path, CALLS, default_phone_region="+44")
+    ingest(s)
+    assert phone_ids(s) == {"calls:k0": [h("+442079460958")]}
+
+
+def test_vanity_and_invalid_numbers_are_quarantined_naming_the_field_and_never_the_value(tmp_path):
+    calls_file(
+        tmp_path,
+        ["0800 CALL NOW", "020 7946", "020 7946 0958", "n/a", "0000", "not known"],
+        ["", "", "12345", "", "", ""],
+    )
+    s = settings(tmp_path, CALLS, default_phone_region="GB")
+    report = ingest(s)
+    assert (report.loaded, report.quarantined) == (2, 4)
+    # Placeholders are no number at all: the row loads without a phone identifier.
+    assert phone_ids(s) == {"calls:k3": [], "calls:k4": []}
+    got = rows(quarantine_glob(s), 'line, field, "column", reason, raw', "line")
+    assert [(line, field, col) for line, field, col, _, _ in got] == [
+        (2, "phone", "caller"),
+        (3, "phone", "caller"),
+        (4, "phone", "callback"),  # the caller is fine, the callback number is not
+        (7, "phone", "caller"),
+    ]
+    reasons = [r for _, _, _, r, _ in got]
+    assert reasons[0].startswith("phone: expected a phone number in column 'caller', got letters (a vanity number")
+    assert reasons[1] == (
+        "phone: expected a phone number in column 'caller', got a number that is not valid in its numbering plan"
+        " (read with default region GB)"
+    )
+    assert reasons[2].startswith("phone: expected a phone number in column 'callback', got a number that is not")
+    assert reasons[3].startswith("phone: expected a phone number in column 'caller', got letters")
+    for raw_value in ("CALL NOW", "7946", "12345", "not known"):
+        assert all(raw_value not in r and raw_value not in (w or "") for _, _, _, r, w in got), raw_value
+
+
+def test_phones_are_normalised_once_per_distinct_value(tmp_path, monkeypatch):
+    from journeys import phones
+
+    seen: list[str] = []
+    real = phones.normalise
+
+    def counting(raw: str, region: str) -> phones.Phone:
+        seen.append(raw)
+        return real(raw, region)
+
+    monkeypatch.setattr(phones, "normalise", counting)
+    callers = [UK_FORMATS[i % 3] for i in range(300)]
+    calls_file(tmp_path, callers, [UK_FORMATS[0]] * 300)
+    s = settings(tmp_path, CALLS, default_phone_region="GB")
+    assert ingest(s).loaded == 300
+    assert sorted(seen) == sorted(UK_FORMATS[:3])
+
+
+def test_one_person_phone_in_six_formats_resolves_to_one_customer(tmp_path):
+    from journeys import db
+    from journeys.identity import resolve_identities
+
+    # Six calls from six devices (own cookies): only the phone, written six ways, ties them together.
+    calls_file(tmp_path, UK_FORMATS)
+    land(tmp_path, "calls/b.csv", "call_id;started;caller;callback;cookie\nx1;2026-01-16 09:00:00;020 7946 0000;;z\n")
+    s = settings(tmp_path, CALLS, default_phone_region="GB")
+    assert ingest(s).loaded == 7
+    with db.connect() as con:
+        db.execute(con, "create table events as select * from read_parquet($g)", {"g": events_glob(s)})
+        resolve_identities(con, s, run_at=datetime(2026, 2, 1))
+        keys = dict(db.fetch(con, "select event_id, customer_key from event_customers"))
+    assert len({keys[f"calls:k{i}"] for i in range(6)}) == 1
+    assert keys["calls:x1"] != keys["calls:k0"]
