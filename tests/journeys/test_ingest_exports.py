@@ -317,3 +317,21 @@ def test_one_person_phone_in_six_formats_resolves_to_one_customer(tmp_path):
         keys = dict(db.fetch(con, "select event_id, customer_key from event_customers"))
     assert len({keys[f"calls:k{i}"] for i in range(6)}) == 1
     assert keys["calls:x1"] != keys["calls:k0"]
+
+
+@pytest.mark.parametrize(
+    ("rel", "text"),
+    [("web/a.csv", HEADER + ",,,,,,,,\n" * 40 + "\n\n"), ("email/a.jsonl", "\n  \n\n")],
+    ids=["csv", "jsonl"],
+)
+def test_a_file_of_nothing_but_blank_rows_passes_the_landing_checks(tmp_path, rel, text):
+    from journeys.quality import validate_landing
+
+    land(tmp_path, "web/ok.csv", HEADER + "h1,2026-01-15 10:00:00,desktop,pageview,,,c1,,/\n")
+    land(tmp_path, rel, text)
+    s = settings(tmp_path)
+    report = ingest(s)
+    assert (report.read, report.loaded, report.quarantined) == (1, 1, 0)
+    assert report.blank == text.count("\n") - (1 if rel.endswith(".csv") else 0)
+    quality = validate_landing(s, batch_id="b1")
+    assert quality.success, quality.summary()
