@@ -537,7 +537,12 @@ def read_source_rows(con: duckdb.DuckDBPyConnection, f: LandingFile, columns: li
         _line_numbers(con, f, 2, blank_lines=f.lines != n_parsed + n_rejected + 1)
         parsed_blank = _BLANK_TEXT.format("concat(" + ", ".join(db.quote_ident(c) for c in columns) + ")")
         # A row too short or too long for the header is rejected by the reader; padding rows often are.
-        rejected_blank = _BLANK_TEXT.format("replace(replace(csv_line, $delim, ''), $quote, '')")
+        # A reject whose line text DuckDB did not keep is never taken for blank: it is quarantined.
+        rejected_blank = (
+            "(csv_line is not null and "
+            + _BLANK_TEXT.format("replace(replace(csv_line, $delim, ''), $quote, '')")
+            + ")"
+        )
         marks = {"delim": f.source.delimiter, "quote": f.source.quote}
         db.execute(
             con,
