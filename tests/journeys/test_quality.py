@@ -114,13 +114,14 @@ def test_raw_suite_runs_in_bounded_batches(tmp_path):
     assert report.success and report.suites["raw_web"] == 3  # 2048 + 2048 + 904 rows
 
 
-def test_file_with_lines_but_no_rows_fails_the_row_count(tmp_path):
+def test_file_of_only_blank_lines_is_like_an_empty_file(tmp_path):
+    # Blank lines are counted as blank rows, not rows: such a file holds no rows, like an empty or
+    # header-only file, and there is nothing to expect of them.
     land(tmp_path, "email/a.jsonl", "\n\n  \n")
     s = settings(tmp_path)
-    ingest_sources(s, as_of=AS_OF, batch_id="b1")
+    assert ingest_sources(s, as_of=AS_OF, batch_id="b1").blank == 3
     report = validate_landing(s, batch_id="b1")
-    assert [(f.suite, f.expectation) for f in report.failures] == [
-        ("raw_email", "expect_table_row_count_to_be_between")]
+    assert report.success, report.summary()
 
 
 def test_schema_drift_is_a_warning_in_the_report(tmp_path):
