@@ -14,18 +14,35 @@ from journeys.quality import QualityReport, share_exceeded, validate_landing, wr
 AS_OF = datetime(2026, 3, 1)
 HEADER = "hit_id,hit_time,platform,action,page\n"
 WEB = SourceConfig(
-    name="web", path="web/*.csv", format="csv", timestamp_format="%Y-%m-%d %H:%M:%S", event_id="hit_id",
-    occurred_at="hit_time", channel=MappedField(column="platform"), event_type=MappedField(column="action"),
+    name="web",
+    path="web/*.csv",
+    format="csv",
+    timestamp_format="%Y-%m-%d %H:%M:%S",
+    event_id="hit_id",
+    occurred_at="hit_time",
+    channel=MappedField(column="platform"),
+    event_type=MappedField(column="action"),
 )
 EMAIL = SourceConfig(
-    name="email", path="email/*.jsonl", format="jsonl", event_id="id", occurred_at="ts",
-    channel=MappedField(value="email"), event_type=MappedField(column="event"),
+    name="email",
+    path="email/*.jsonl",
+    format="jsonl",
+    event_id="id",
+    occurred_at="ts",
+    channel=MappedField(value="email"),
+    event_type=MappedField(column="event"),
 )
 
 
 def settings(root: Path, max_share: float = 0.05) -> Settings:
-    return Settings(data_root=root, pii_salt="s", sources=[WEB, EMAIL], memory_limit="512MB", threads=2,
-                    quality=QualityConfig(max_quarantine_share=max_share))
+    return Settings(
+        data_root=root,
+        pii_salt="s",
+        sources=[WEB, EMAIL],
+        memory_limit="512MB",
+        threads=2,
+        quality=QualityConfig(max_quarantine_share=max_share),
+    )
 
 
 def land(root: Path, rel: str, text: str) -> None:
@@ -44,14 +61,17 @@ def rows(n: int, *, bad: int = 0, no_id: int = 0) -> str:
     return HEADER + "".join(out)
 
 
-@pytest.mark.parametrize(("read", "quarantined", "max_share", "exceeded"), [
-    (0, 0, 0.05, False),
-    (16, 1, 0.05, False),   # one bad row alone never fails a file
-    (10, 2, 0.05, True),
-    (100, 5, 0.05, False),  # exactly at the limit is within it
-    (100, 6, 0.05, True),
-    (100, 30, 0.5, False),
-])
+@pytest.mark.parametrize(
+    ("read", "quarantined", "max_share", "exceeded"),
+    [
+        (0, 0, 0.05, False),
+        (16, 1, 0.05, False),  # one bad row alone never fails a file
+        (10, 2, 0.05, True),
+        (100, 5, 0.05, False),  # exactly at the limit is within it
+        (100, 6, 0.05, True),
+        (100, 30, 0.5, False),
+    ],
+)
 def test_share_exceeded(read, quarantined, max_share, exceeded):
     assert share_exceeded(read, quarantined, max_share) is exceeded
 
@@ -66,7 +86,10 @@ def test_clean_batch_passes_and_reports_every_file(tmp_path):
     assert report.success, report.summary()
     assert report.suites == {"raw_web": 1, "raw_email": 1}  # the header-only file has no rows to expect of
     assert [(f.file, f.read, f.quarantined, f.ok) for f in report.files] == [
-        ("email/a.jsonl", 1, 0, True), ("web/a.csv", 20, 0, True), ("web/b.csv", 0, 0, True)]
+        ("email/a.jsonl", 1, 0, True),
+        ("web/a.csv", 20, 0, True),
+        ("web/b.csv", 0, 0, True),
+    ]
 
 
 def test_file_over_the_quarantine_share_fails_naming_file_and_share(tmp_path):
@@ -101,8 +124,9 @@ def test_raw_suite_flags_missing_ids_per_source_file(tmp_path):
     s = settings(tmp_path)
     ingest_sources(s, as_of=AS_OF, batch_id="b1")
     report = validate_landing(s, batch_id="b1")
-    raw = [(f.suite, f.batch, f.expectation, f.column, f.unexpected_count) for f in report.failures
-           if f.suite == "raw_web"]
+    raw = [
+        (f.suite, f.batch, f.expectation, f.column, f.unexpected_count) for f in report.failures if f.suite == "raw_web"
+    ]
     assert raw == [("raw_web", "web/a.csv#0", "expect_column_values_to_not_be_null", "hit_id", 4)]
 
 
