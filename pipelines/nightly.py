@@ -68,9 +68,10 @@ def scheduled_as_of() -> datetime:
 @task(name="ingest", retries=2, retry_delay_seconds=[10, 60], retry_condition_fn=_io_error, cache_policy=NO_CACHE)
 def ingest_task(context: RunContext) -> dict[str, Any]:
     """Landing files -> canonical event Parquet + quarantine, with row accounting."""
-    from journeys.ingest import ingest_sources
+    from journeys.ingest import ingest_sources, require_events
 
     report = ingest_sources(context.settings, as_of=context.as_of, batch_id=context.batch_id)
+    require_events(context.settings, report)
     log = get_run_logger()
     log.info(
         "ingest: read=%d loaded=%d quarantined=%d duplicates=%d files=%d",
@@ -87,6 +88,7 @@ def ingest_task(context: RunContext) -> dict[str, Any]:
         "loaded": report.loaded,
         "quarantined": report.quarantined,
         "duplicates": report.duplicates,
+        "blank": report.blank,
         "files": len(report.files),
         "files_skipped": sum(1 for f in report.files if f.skipped),
         "affected_dates": [str(d) for d in report.affected_dates],
