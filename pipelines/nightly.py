@@ -128,7 +128,7 @@ def publish_task(context: RunContext, working: str) -> dict[str, str]:
     settings = context.settings
 
     def publish_all(con: duckdb.DuckDBPyConnection) -> dict[str, str]:
-        paths = publish.publish_marts(con, settings, context.catalog.published())
+        paths = publish.publish_marts(con, settings, context.catalog.published(), context.batch_id)
         publish.write_identity_state(con, build.identity_state_path(settings))
         build.drop_intermediates(con, context)
         db.execute(con, "checkpoint")
