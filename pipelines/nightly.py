@@ -128,8 +128,9 @@ def publish_task(context: RunContext, working: str) -> dict[str, str]:
     settings = context.settings
 
     def publish_all(con: duckdb.DuckDBPyConnection) -> dict[str, str]:
+        # State first: a run killed after it still counts as resolved (its keys and audit rows are kept).
+        publish.write_identity_state(con, build.identity_state_path(settings), context.audit_history)
         paths = publish.publish_marts(con, settings, context.catalog.published(), context.batch_id)
-        publish.write_identity_state(con, build.identity_state_path(settings))
         build.drop_intermediates(con, context)
         db.execute(con, "checkpoint")
         return paths

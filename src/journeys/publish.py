@@ -12,7 +12,7 @@ import fcntl
 import os
 import shutil
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
 import duckdb
@@ -100,8 +100,10 @@ def _prune_runs(settings: Settings, keep: str) -> None:
             shutil.rmtree(old, ignore_errors=True)
 
 
-def write_identity_state(con: duckdb.DuckDBPyConnection, path: Path) -> Path:
-    """Keep this run's identity_map in state/ for the next run's stable keys (never read back from marts/)."""
+def write_identity_state(con: duckdb.DuckDBPyConnection, path: Path, audit: Mapping[str, Path] | None = None) -> Path:
+    """Keep this run's identity_map (stable keys) and the audit tables' rows in state/, never read from marts/."""
+    for table, history in (audit or {}).items():
+        _copy_parquet(con, table, (), history)
     return _copy_parquet(con, "identity_map", ("id_type", "id_value"), path)
 
 
