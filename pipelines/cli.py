@@ -1,4 +1,4 @@
-"""The `journeys` command: demo, run, generate, query, report, docs."""
+"""The `journeys` command: demo, run, generate, query, report, docs, serve, backfill."""
 
 from __future__ import annotations
 
@@ -9,11 +9,37 @@ import json
 import shutil
 import sys
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
 DEFAULT_CONFIG = "journeys.yaml"
+DEMO_FOLDER = "data/demo"
+DEMO_MARKER = ".journeys-demo"
+"""File that marks a folder as the demo's own: the only kind of folder `journeys demo` ever deletes."""
+
+DEMO_CONFIG = Path(__file__).resolve().parents[1] / "journeys.yaml"
+"""The demo's config (its sources match what `journeys generate` writes), beside the `pipelines` package."""
+
+
+class UsageError(Exception):
+    """A command line that cannot be carried out as given (exit status 2, one line, no traceback)."""
+
+
+def _settings(args: argparse.Namespace, *, must_exist: bool = True) -> Any:
+    """The config of a command (file, env, --data-root), with a data root that exists."""
+    from journeys.config import load_settings
+
+    data_root = getattr(args, "data_root", None)
+    if data_root is not None and not Path(data_root).is_dir():
+        raise UsageError(f"--data-root {data_root}: no such folder")
+    settings = load_settings(args.config, data_root=data_root)
+    if must_exist and not settings.root.is_dir():
+        raise UsageError(
+            f"{args.config}: data_root: {settings.root} does not exist; put the landing files under"
+            f" {settings.landing_dir}/ or point data_root (or --data-root) at the folder that holds them"
+        )
+    return settings
 
 
 def _as_of(text: str | None) -> datetime | None:
@@ -47,6 +73,7 @@ def print_summary(result: dict[str, Any], warehouse: str) -> None:
     print(
         f"rows: read={ing['read']} = loaded {ing['loaded']} + quarantined {ing['quarantined']}"
         f" + duplicates {ing['duplicates']}  ({ing['files']} files, {ing['files_skipped']} unchanged)"
+        + (f"; {ing['blank']} blank rows skipped" if ing.get("blank") else "")
     )
     idn = result["identity"]
     print(
@@ -116,43 +143,88 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from journeys.config import load_settings
+    # Config and data root are checked here, before Prefect (and its server) starts.
+    settings = _settings(args)
+    as_of = _as_of(args.as_of)
     from pipelines.nightly import nightly
 
-    result = nightly(config_path=args.config, as_of=_as_of(args.as_of), data_root=args.data_root)
-    settings = load_settings(args.config, data_root=args.data_root)
+    result = nightly(config_path=args.config, as_of=as_of, data_root=args.data_root)
     print_summary(result, str(settings.warehouse_path))
     return 0
+
+
+def _configured_root(config: str) -> Path | None:
+    """The data root of the user's config (file and env) if it loads; None for none or the demo's own."""
+    from journeys.config import ConfigError, load_settings
+
+    if not Path(config).is_file() or Path(config).resolve() == DEMO_CONFIG:
+        return None
+    try:
+        return load_settings(config).root
+    except ConfigError:
+        return None
+
+
+def demo_folder(path: str | Path, configured_root: Path | None = None) -> Path:
+    """The demo's folder, emptied for a new demo: created here, or one an earlier demo marked as its own."""
+    folder = Path(path).resolve()
+    if configured_root is not None:
+        root = configured_root.resolve()
+        overlaps = folder == root or root in folder.parents or folder in root.parents
+        if overlaps and not (folder == root and (folder / DEMO_MARKER).is_file()):
+            raise UsageError(
+                f"--folder {path}: {folder} overlaps the data root {root} of the config; the demo never writes"
+                " into a configured data root: pass another --folder"
+            )
+    if folder.exists():
+        if not (folder / DEMO_MARKER).is_file():
+            if not folder.is_dir() or any(folder.iterdir()):
+                raise UsageError(
+                    f"--folder {path}: {folder} exists and was not made by `journeys demo` (no {DEMO_MARKER});"
+                    " the demo never deletes or writes into it: pass another --folder (or delete it yourself if"
+                    " it is the output of an older demo)"
+                )
+        else:
+            shutil.rmtree(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / DEMO_MARKER).write_text(
+        "Made by `journeys demo`: the next demo deletes and rebuilds this folder. Remove this file to keep it.\n",
+        encoding="utf-8",
+    )
+    return folder
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from journeys.config import load_settings
     from journeys.generate import GenerateSpec, generate_sample
-    from pipelines.nightly import nightly
 
-    settings = load_settings(args.config)
-    root = settings.root
-    if root.exists():
-        shutil.rmtree(root)
+    # The demo runs the shipped demo config on its own folder: never a config or data root of the user's.
+    if not DEMO_CONFIG.is_file():
+        raise UsageError(f"the demo config {DEMO_CONFIG} is missing: run the demo from a checkout of journeys")
+    config = str(DEMO_CONFIG)
+    load_settings(config)
+    root = demo_folder(args.folder, _configured_root(args.config))
+    settings = load_settings(config, data_root=root)
     spec = GenerateSpec(events=args.events, seed=args.seed)
     res = generate_sample(spec, root)
     print(
         f"generated {res.n_true_events} events of {res.n_persons} persons across "
         f"{len({p.parent.name for p in res.files})} sources under {res.landing_dir}"
     )
-    result = nightly(config_path=args.config, as_of=spec.as_of)
+    from pipelines.nightly import nightly
+
+    result = nightly(config_path=config, as_of=spec.as_of, data_root=str(root))
     print_summary(result, str(settings.warehouse_path))
     return 0
 
 
 def cmd_query(args: argparse.Namespace) -> int:
     from journeys import db
-    from journeys.config import load_settings
 
     if args.format == "parquet" and not args.out:
         print("--format parquet needs --out FILE", file=sys.stderr)
         return 2
-    path = args.warehouse or str(load_settings(args.config).warehouse_path)
+    path = args.warehouse or str(_settings(args).warehouse_path)
     with db.connect(path, read_only=True) as con:
         rel = con.sql(args.sql)
         if rel is None:
@@ -190,10 +262,9 @@ def _write_rows(rel: Any, fmt: str, out: TextIO, batch: int = 10_000) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from journeys.config import load_settings
     from journeys.report import write_report
 
-    settings = load_settings(args.config, data_root=args.data_root)
+    settings = _settings(args)
     if not settings.warehouse_path.exists():
         print(f"no published warehouse at {settings.warehouse_path}: run `journeys run` first", file=sys.stderr)
         return 1
@@ -205,9 +276,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_docs(args: argparse.Namespace) -> int:
     from journeys import db, dictionary, models
-    from journeys.config import load_settings
 
-    settings = load_settings(args.config)
+    settings = _settings(args, must_exist=args.warehouse is None)
     path = args.warehouse or str(settings.warehouse_path)
     with db.connect(path, read_only=True) as con:
         text = dictionary.tables_markdown(con, models.load_catalog(settings.models_path))
@@ -219,10 +289,9 @@ def cmd_docs(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate_identity(args: argparse.Namespace) -> int:
-    from journeys.config import load_settings
     from journeys.evaluate import evaluate_identity
 
-    settings = load_settings(args.config, data_root=args.data_root)
+    settings = _settings(args)
     truth = Path(args.truth) if args.truth else settings.root / "truth"
     scores = evaluate_identity(settings, truth)
     keys = ["precision", "recall", "f1", "persons_fused", "persons_split", "n_customers", "n_persons", "passes"]
@@ -234,18 +303,54 @@ def cmd_evaluate_identity(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from pipelines.schedule import serve
+
+    serve(args.config, data_root=args.data_root)
+    return 0
+
+
+def cmd_backfill(args: argparse.Namespace) -> int:
+    from journeys.config import load_settings
+    from pipelines.schedule import scheduled_nights, timed_nightly
+
+    settings = load_settings(args.config, data_root=args.data_root)
+    nights = scheduled_nights(settings, date.fromisoformat(args.first), date.fromisoformat(args.last))
+    sched = settings.schedule
+    print(f"{len(nights)} scheduled night(s) of '{sched.cron}' ({sched.timezone}), oldest first")
+    flow = timed_nightly(settings)
+    for i, as_of in enumerate(nights, 1):
+        print(f"[{i}/{len(nights)}] as of {as_of.isoformat()}")
+        if args.dry_run:
+            continue
+        # A failed night stops the backfill: later nights must not be built on top of a gap.
+        result = flow(config_path=args.config, as_of=as_of, data_root=args.data_root)
+        ing = result["ingest"]
+        print(f"  loaded {ing['loaded']}, quarantined {ing['quarantined']}, duplicates {ing['duplicates']}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The CLI's argument parser."""
     p = argparse.ArgumentParser(prog="journeys", description=__doc__)
     p.add_argument("--config", default=DEFAULT_CONFIG, help="project config file (default: journeys.yaml)")
+    # --config is accepted after the subcommand too (`journeys run --config x.yaml`, as the README writes
+    # it); SUPPRESS keeps a value given before the subcommand when it is not repeated after it.
+    config = argparse.ArgumentParser(add_help=False)
+    config.add_argument("--config", default=argparse.SUPPRESS, help="project config file (default: journeys.yaml)")
     sub = p.add_subparsers(dest="command", required=True)
 
-    d = sub.add_parser("demo", help="generate a realistic sample, run the nightly flow, print the funnel")
+    d = sub.add_parser("demo", help="generate a realistic sample in its own folder, run the nightly flow")
     d.add_argument("--events", type=int, default=50_000)
     d.add_argument("--seed", type=int, default=42)
+    d.add_argument(
+        "--folder",
+        default=DEMO_FOLDER,
+        help=f"the demo's own folder (default: {DEMO_FOLDER}); deleted and rebuilt only if it holds {DEMO_MARKER}",
+    )
     d.set_defaults(func=cmd_demo)
 
-    r = sub.add_parser("run", help="run the nightly flow on the configured data root")
+    r = sub.add_parser("run", parents=[config], help="run the nightly flow on the configured data root")
     r.add_argument("--as-of", help="ISO time the run is as of (default: now, UTC)")
     r.add_argument("--data-root", help="override the config's data root")
     r.set_defaults(func=cmd_run)
@@ -256,13 +361,16 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--data-root", required=True)
     g.set_defaults(func=cmd_generate)
 
-    e = sub.add_parser("evaluate-identity", help="score identity resolution on the lake against ground truth")
+    e = sub.add_parser(
+        "evaluate-identity", parents=[config], help="score identity resolution on the lake against ground truth"
+    )
     e.add_argument("--data-root", help="override the config's data root")
     e.add_argument("--truth", help="folder with the generator's events.parquet (default: <data root>/truth)")
     e.set_defaults(func=cmd_evaluate_identity)
 
     rp = sub.add_parser(
         "report",
+        parents=[config],
         help="write the HTML report of the last published run to reports/journeys-<batch>.html and"
         " reports/journeys.html (e.g. `journeys report --data-root data/demo`)",
     )
@@ -271,6 +379,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     dc = sub.add_parser(
         "docs",
+        parents=[config],
         help="write the data dictionary (every kept table: grain, column, type, meaning) from the catalog and a"
         " published warehouse's types (e.g. `make demo` then `journeys docs`)",
     )
@@ -280,6 +389,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     q = sub.add_parser(
         "query",
+        parents=[config],
         help="run SQL against the warehouse (read-only), e.g. "
         "`journeys query \"select * from stage_funnel order by all\" --format csv --out funnel.csv`",
     )
@@ -295,13 +405,39 @@ def build_parser() -> argparse.ArgumentParser:
     )
     q.add_argument("--out", help="file to write the result to, e.g. --out funnel.parquet")
     q.set_defaults(func=cmd_query)
+
+    s = sub.add_parser("serve", help="register the scheduled deployment (config `schedule`) and run its flow runs")
+    s.add_argument("--data-root", help="override the config's data root")
+    s.set_defaults(func=cmd_serve)
+
+    b = sub.add_parser("backfill", help="run the flow once per scheduled night in a date range, oldest first")
+    b.add_argument("--from", dest="first", required=True, help="first day (YYYY-MM-DD, in the schedule's zone)")
+    b.add_argument("--to", dest="last", required=True, help="last day, inclusive")
+    b.add_argument("--data-root", help="override the config's data root")
+    b.add_argument("--dry-run", action="store_true", help="only list the nights")
+    b.set_defaults(func=cmd_backfill)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `journeys` command."""
+    from journeys.config import ConfigError
+
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except (ConfigError, UsageError) as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    except Exception as exc:
+        from journeys.ingest import NothingToPublishError, SourceError
+        from journeys.quality import QualityError
+
+        # Known ways a run stops: the message says what and where; a traceback would only bury it.
+        if isinstance(exc, SourceError | NothingToPublishError | QualityError):
+            print(f"journeys {args.command}: {exc}", file=sys.stderr)
+            return 1
+        raise
 
 
 if __name__ == "__main__":

@@ -7,8 +7,9 @@ checks are the catalog's steps (resolve-identity, stitch-journeys, stage-funnels
 model joins its layer's step without any change here.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations`: a served run unpickles the flow function by value with only the
+# globals its body uses, so string annotations such as "datetime | None" could not be resolved to validate
+# the run's parameters.
 import os
 import traceback
 import uuid
@@ -30,6 +31,7 @@ from journeys import report as html_report
 from journeys.build import RunContext
 from journeys.config import Settings, load_settings
 from journeys.models import Step
+from pipelines import artifacts
 
 T = TypeVar("T")
 
@@ -50,12 +52,27 @@ def _on_working(settings: Settings, working: str, work: Callable[[duckdb.DuckDBP
         del con
 
 
-@task(name="ingest", cache_policy=NO_CACHE)
+def _io_error(task: Any, task_run: Any, state: Any) -> bool:
+    """Retry condition: only an I/O error (a flaky share) is worth another try; a bad mapping is not."""
+    return isinstance(state.data, OSError | duckdb.IOException)
+
+
+def scheduled_as_of() -> datetime:
+    """The flow run's scheduled start (a late run keeps its night), or now outside a flow run."""
+    from prefect.runtime import flow_run
+
+    scheduled = flow_run.scheduled_start_time
+    return datetime.fromtimestamp(scheduled.timestamp(), UTC) if scheduled else datetime.now(UTC)
+
+
+# A retry reuses the batch id: files finished before the failure are in the manifest and are skipped.
+@task(name="ingest", retries=2, retry_delay_seconds=[10, 60], retry_condition_fn=_io_error, cache_policy=NO_CACHE)
 def ingest_task(context: RunContext) -> dict[str, Any]:
     """Landing files -> canonical event Parquet + quarantine, with row accounting."""
-    from journeys.ingest import ingest_sources
+    from journeys.ingest import ingest_sources, require_events
 
     report = ingest_sources(context.settings, as_of=context.as_of, batch_id=context.batch_id)
+    require_events(context.settings, report)
     log = get_run_logger()
     log.info(
         "ingest: read=%d loaded=%d quarantined=%d duplicates=%d files=%d",
@@ -72,6 +89,7 @@ def ingest_task(context: RunContext) -> dict[str, Any]:
         "loaded": report.loaded,
         "quarantined": report.quarantined,
         "duplicates": report.duplicates,
+        "blank": report.blank,
         "files": len(report.files),
         "files_skipped": sum(1 for f in report.files if f.skipped),
         "affected_dates": [str(d) for d in report.affected_dates],
@@ -84,7 +102,7 @@ def build_step_task(context: RunContext, working: str, step: Step) -> dict[str, 
     return _on_working(context.settings, working, lambda con: build.build_step(con, context, step))
 
 
-@task(name="check-quality", cache_policy=NO_CACHE)
+@task(name="check-quality", retries=0, cache_policy=NO_CACHE)
 def quality_task(context: RunContext, working: str, event_dates: list[str] | None) -> dict[str, Any]:
     """Great Expectations suites on every layer; a failure stops publication and keeps the last good marts."""
     settings = context.settings
@@ -111,8 +129,9 @@ def publish_task(context: RunContext, working: str, checks: dict[str, Any]) -> d
     settings = context.settings
 
     def publish_all(con: duckdb.DuckDBPyConnection) -> dict[str, str]:
-        paths = publish.publish_marts(con, settings, context.catalog.published())
-        publish.write_identity_state(con, build.identity_state_path(settings))
+        # State first: a run killed after it still counts as resolved (its keys and audit rows are kept).
+        publish.write_identity_state(con, build.identity_state_path(settings), context.audit_history)
+        paths = publish.publish_marts(con, settings, context.catalog.published(), context.batch_id)
         build.drop_intermediates(con, context)
         # The catalog's descriptions travel with the warehouse: SQL clients and BI tools show them.
         dictionary.comment_warehouse(con, context.catalog)
@@ -144,14 +163,14 @@ def report_task(context: RunContext) -> dict[str, Any]:
             "seconds": round(result.seconds, 2)}
 
 
-@flow(name="journeys-nightly", log_prints=True)
+@flow(name="journeys-nightly", log_prints=True, on_failure=[artifacts.record_failed_run])
 def nightly(
     config_path: str | None = "journeys.yaml",
     as_of: datetime | None = None,
     data_root: str | None = None,
 ) -> dict[str, Any]:
     """Run the whole nightly pipeline on one data root; returns accounting, counts and output paths."""
-    as_of = (as_of or datetime.now(UTC)).astimezone(UTC)
+    as_of = (as_of or scheduled_as_of()).astimezone(UTC)
     settings = load_settings(config_path, data_root=data_root)
     batch_id = f"{as_of:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
     # The config, stage models and SQL models are read here, once: an edit during the run changes nothing.
@@ -174,6 +193,7 @@ def nightly(
             raise
     identity = built.get("resolve-identity", {}).get("identity", {})
     marts = {k: v for k, v in built.get("build-marts", {}).items()}
+    artifacts.record_run(settings, batch_id=batch_id, as_of=as_of, ingest=ingest, identity=identity, quality=checks)
     return {
         "batch_id": batch_id,
         "as_of": as_of.isoformat(),

@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
+import zoneinfo
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 IdentifierType = str
@@ -34,6 +46,36 @@ DEFAULT_CHANNELS = (
     "survey",
     "partner",
 )
+
+
+class ConfigError(ValueError):
+    """An unusable config: one line per problem naming the file (or variable), the key and what was expected."""
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$", re.IGNORECASE)
+_DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3_600, "d": 86_400, "w": 604_800}
+
+
+def _duration(text: str) -> str:
+    parse_duration_us(text)
+    return text
+
+
+def _positive_duration(text: str) -> str:
+    if not parse_duration_us(text):
+        raise ValueError(f"expected a duration above zero, got {text!r}")
+    return text
+
+
+Duration = Annotated[str, AfterValidator(_duration)]
+"""A length of time as `30d`, `36h`, `90m`, `45s`, `2w` or a bare number of seconds; checked at load time."""
+
+PositiveDuration = Annotated[str, AfterValidator(_positive_duration)]
+
+
+def snake(value: str) -> str:
+    """Lower snake case exactly as ingest's journeys_snake macro makes it (how unmapped raw values are stored)."""
+    return re.sub(r"[^a-z0-9]+", "_", value.strip().lower()).strip("_")
 
 
 class _Strict(BaseModel):
@@ -95,6 +137,17 @@ class SourceConfig(_Strict):
     def _snake(cls, v: str) -> str:
         if not v.replace("_", "").isalnum() or v.lower() != v:
             raise ValueError(f"source name must be lower snake case, got {v!r}")
+        return v
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, v: str) -> str:
+        try:
+            zoneinfo.ZoneInfo(v)
+        except (KeyError, ValueError):  # ZoneInfoNotFoundError is a KeyError
+            raise ValueError(
+                f"expected an IANA time zone such as Europe/Berlin, America/New_York or UTC, got {v!r}"
+            ) from None
         return v
 
     def mapped_columns(self) -> list[str]:
@@ -165,7 +218,7 @@ class StageModelRef(_Strict):
         default_factory=_ordered_only,
         description="Funnel modes computed for this model; `open` lets a journey enter at its lowest stage.",
     )
-    conversion_window: str | None = Field(
+    conversion_window: PositiveDuration | None = Field(
         None, description="Conversion window, inclusive (`7d`, `36h`, `90m`); None is unbounded."
     )
     window_from: Literal["first_step", "prior_step"] = Field(
@@ -197,7 +250,40 @@ class QualityConfig(_Strict):
         0.05, description="A source file with a larger share of quarantined rows fails the run's checks."
     )
     min_occurred_at: str = Field("2000-01-01", description="Earliest plausible event time (UTC).")
-    max_future: str = Field("1d", description="How far past `as_of` an event time may be before it is rejected.")
+    max_future: Duration = Field("1d", description="How far past `as_of` an event time may be before it is rejected.")
+
+
+class ScheduleConfig(_Strict):
+    """When `journeys serve` runs the nightly flow, and how long one run may take."""
+
+    cron: str = Field("0 2 * * *", description="Cron expression (5 fields) of the scheduled runs, read in `timezone`.")
+    timezone: str = Field("UTC", description="IANA zone the cron is read in; runs follow its daylight-saving shifts.")
+    run_timeout: str = Field("6h", description="A run still going after this long fails (`6h`, `90m`).")
+    deployment: str = Field(
+        "nightly", description="Deployment name; trigger it with `prefect deployment run 'journeys-nightly/<name>'`."
+    )
+
+    @field_validator("cron")
+    @classmethod
+    def _five_fields(cls, v: str) -> str:
+        # Prefect checks the expression itself when the deployment is registered; this catches a missing field early.
+        if len(v.split()) != 5:
+            raise ValueError(f"cron must have 5 fields (minute hour day month weekday), got {v!r}")
+        return v
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, v: str) -> str:
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {v!r}") from exc
+        return v
+
+    @property
+    def run_timeout_s(self) -> float:
+        """The run timeout in seconds."""
+        return (parse_duration_us(self.run_timeout) or 0) / 1_000_000
 
 
 class Settings(BaseSettings):
@@ -209,18 +295,28 @@ class Settings(BaseSettings):
     pii_salt: SecretStr = Field(
         SecretStr("change-me"), description="Salt for hashing email and phone; set JOURNEYS_PII_SALT in production."
     )
-    default_phone_region: str = Field("1", description="Country calling code for phone numbers given without one.")
+    default_phone_region: str = Field(
+        "US",
+        description="Region whose numbering plan reads phone numbers written without a country code: an ISO"
+        " region (`US`, `GB`, `DE`) or a country calling code (`1`, `+44`), stored as the region (1 -> US).",
+    )
     memory_limit: str = Field("4GB", description="DuckDB memory_limit; DuckDB spills to disk beyond it.")
     threads: int = Field(2, description="DuckDB worker threads.")
     buckets: int = Field(16, description="Customer-hash buckets; per-customer work can be split along them.")
-    session_timeout: str = Field("30m", description="Gap that splits sessions.")
-    journey_timeout: str = Field("30d", description="Gap that splits journeys.")
-    dropout_timeout: str | None = Field(None, description="Inactivity that closes a journey; default journey_timeout.")
+    session_timeout: PositiveDuration = Field("30m", description="Gap that splits sessions.")
+    journey_timeout: PositiveDuration = Field("30d", description="Gap that splits journeys.")
+    dropout_timeout: PositiveDuration | None = Field(
+        None, description="Inactivity that closes a journey; default journey_timeout."
+    )
     cohort_period: Literal["day", "week", "month"] = Field("month", description="Cohort grain of stage_conversion.")
     breakdown_attribute: str | None = Field(
         None, description="Attribute (JSON key of the journey's first event) used as an extra breakdown."
     )
-    channels: list[str] = Field(default_factory=lambda: list(DEFAULT_CHANNELS), description="Known channels.")
+    channels: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_CHANNELS),
+        description="Known channels. Every channel a source maps to must be one of them: constants and map values"
+        " are checked when the config is loaded, values read from a column before anything is written.",
+    )
     sources: list[SourceConfig] = Field(default_factory=list, description="Landing sources.")
     stage_models: list[StageModelRef] = Field(
         default_factory=lambda: [StageModelRef(path="generic_lifecycle")], description="Stage models to evaluate."
@@ -232,6 +328,7 @@ class Settings(BaseSettings):
         description="Folder of SQL models (staging/, intermediate/, marts/) used instead of the shipped ones, e.g."
         " a copy of `journeys/sql` with one more mart; relative to the config file. None uses the shipped models.",
     )
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig, description="Schedule of `journeys serve`.")
     config_dir: Path = Field(Path("."), description="Directory of the config file; relative paths resolve here.")
 
     @classmethod
@@ -267,6 +364,30 @@ class Settings(BaseSettings):
             return None
         p = self.models_dir if self.models_dir.is_absolute() else self.config_dir / self.models_dir
         return str(p.resolve())
+
+    @field_validator("default_phone_region")
+    @classmethod
+    def _phone_region(cls, v: str) -> str:
+        from journeys.phones import region_code
+
+        return region_code(v)
+
+    @model_validator(mode="after")
+    def _known_channels(self) -> Settings:
+        # Caught here, not by the quality suite at the end of a run: a misspelt channel is a config error.
+        known = set(self.channels)
+        for i, src in enumerate(self.sources):
+            ch = src.channel
+            produced = set(ch.map.values())
+            if ch.value is not None:
+                produced.add(ch.map.get(ch.value.strip()) or ch.map.get(snake(ch.value)) or snake(ch.value))
+            unknown = sorted(produced - known)
+            if unknown:
+                raise ValueError(
+                    f"channels: sources[{i}] ({src.name!r}) maps channel to {unknown}, not in `channels`;"
+                    f" add {'it' if len(unknown) == 1 else 'them'} to `channels` or map to one of {sorted(known)}"
+                )
+        return self
 
     @property
     def root(self) -> Path:
@@ -317,13 +438,22 @@ def load_settings(
         overrides["data_root"] = Path(data_root).resolve()
     data: dict[str, Any] = {}
     config_dir = Path.cwd()
+    origin = "settings"
     if path is not None:
         p = Path(path)
+        origin = str(p)
         if not p.is_file():
-            raise FileNotFoundError(f"config file not found: {p}")
-        data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+            raise ConfigError(f"{p}: config file not found")
+        try:
+            data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+            raise ConfigError(f"{p}: not valid YAML{where}: {getattr(exc, 'problem', None) or exc}") from None
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{p}: not UTF-8 text: {exc.reason} at byte {exc.start}") from None
         if not isinstance(data, dict):
-            raise ValueError(f"{p}: expected a mapping at the top level")
+            raise ConfigError(f"{p}: expected a mapping of keys at the top level, got {type(data).__name__}")
         config_dir = p.resolve().parent
     data.setdefault("config_dir", config_dir)
     # Env overrides file values: drop file keys that the environment sets.
@@ -331,15 +461,54 @@ def load_settings(
     for k in env_keys:
         data.pop(k, None)
     data.update(overrides)
-    return Settings(**data)
+    try:
+        return Settings(**data)
+    except ValidationError as exc:
+        # `from None`: the pydantic report repeats every input and runs to dozens of lines.
+        raise ConfigError(_config_message(exc, origin, env_keys)) from None
+
+
+def _key_path(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif not str(part).startswith(("function-", "nullable[")):
+            out += ("." if out else "") + str(part)
+    return out
+
+
+def _config_message(exc: ValidationError, origin: str, env_keys: set[str], limit: int = 8) -> str:
+    """One line per validation error: `<file or variable>: <key>: <what was expected>`."""
+    lines = []
+    for err in exc.errors(include_url=False)[:limit]:
+        loc = tuple(err["loc"])
+        key = _key_path(loc)
+        where = f"JOURNEYS_{str(loc[0]).upper()} (environment)" if loc and loc[0] in env_keys else origin
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+            if len(loc) == 1:
+                close = difflib.get_close_matches(str(loc[0]), list(Settings.model_fields), n=1)
+                msg += f"; did you mean {close[0]!r}?" if close else ""
+        elif err["type"] == "missing":
+            msg = "required key missing"
+        value = err.get("input")
+        secret = bool(loc) and loc[0] == "pii_salt"
+        shown = err["type"] != "extra_forbidden" and not secret and isinstance(value, str | int | float)
+        if shown and repr(value) not in msg and len(repr(value)) <= 60:
+            msg += f", got {value!r}"
+        lines.append(f"{where}: {key}: {msg}" if key else f"{where}: {msg}")
+    if exc.error_count() > limit:
+        lines.append(f"{origin}: ... and {exc.error_count() - limit} more")
+    return "\n".join(lines)
 
 
 def parse_duration_us(text: str | None) -> int | None:
-    """Parse `30d`, `36h`, `90m`, `45s` (or a bare number of seconds) into microseconds."""
+    """Parse `30d`, `36h`, `90m`, `45s`, `2w` (or a bare number of seconds) into microseconds."""
     if text is None:
         return None
-    t = str(text).strip().lower()
-    units = {"d": 86_400, "h": 3_600, "m": 60, "s": 1, "w": 604_800}
-    if t and t[-1] in units:
-        return int(float(t[:-1]) * units[t[-1]] * 1_000_000)
-    return int(float(t) * 1_000_000)
+    m = _DURATION.match(str(text))
+    if m is None:
+        raise ValueError(f"expected a duration such as 30d, 36h, 90m, 45s or 2w, got {text!r}")
+    return int(float(m.group(1)) * _DURATION_UNITS[m.group(2).lower()] * 1_000_000)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -60,8 +61,15 @@ def _params_used(sql: str, params: Mapping[str, Any] | None) -> dict[str, Any] |
     """DuckDB rejects named parameters a statement does not use; pass only the used ones."""
     if not params:
         return None
-    used = {k: v for k, v in params.items() if re.search(r"\$" + re.escape(k) + r"\b", sql)}
+    used = {k: _bindable(v) for k, v in params.items() if re.search(r"\$" + re.escape(k) + r"\b", sql)}
     return used or None
+
+
+def _bindable(value: Any) -> Any:
+    """A tz-aware datetime as naive UTC: DuckDB would render it in the machine's time zone (no ICU here)."""
+    if isinstance(value, datetime) and value.tzinfo is not None:
+        return value.astimezone(UTC).replace(tzinfo=None)
+    return value
 
 
 def execute(con: duckdb.DuckDBPyConnection, sql: str, params: Mapping[str, Any] | None = None) -> None:

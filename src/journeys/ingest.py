@@ -11,18 +11,21 @@ from __future__ import annotations
 import contextlib
 import csv
 import hashlib
+import io
 import logging
 import os
 import re
 import shutil
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import duckdb
+import pyarrow as pa
 
-from journeys import db, models
+from journeys import db, models, phones
 from journeys.config import Settings, SourceConfig, parse_duration_us
 
 log = logging.getLogger(__name__)
@@ -38,31 +41,12 @@ _MACROS = r"""
 create or replace temp macro journeys_snake(v) as
     trim(regexp_replace(lower(trim(v)), '[^a-z0-9]+', '_', 'g'), '_');
 
-create or replace temp macro journeys_phone_digits(v) as
-    regexp_replace(regexp_replace(v, '(?i)\s*(ext\.?|x|#)\s*\d+\s*$', ''), '[^0-9]', '', 'g');
-
--- E.164: an explicit '+' or '00' prefix carries the country code; otherwise the configured region's
--- code is prepended after dropping a national trunk '0' (NANP numbers may already start with 1).
-create or replace temp macro journeys_e164(v, region) as
-    -- The one-element list binds the digit string once (regexes dominate ingest time).
-    list_transform(
-        [{'plus': starts_with(ltrim(v), '+'), 'd': journeys_phone_digits(v)}],
-        lambda p: list_transform(
-            [case
-                when p.d = '' then null
-                when p.plus then '+' || p.d
-                when starts_with(p.d, '00') then '+' || substr(p.d, 3)
-                when region = '1' and length(p.d) = 11 and starts_with(p.d, '1') then '+' || p.d
-                else '+' || region || ltrim(p.d, '0')
-            end],
-            lambda e: case when length(e) between 8 and 16 then e end
-        )[1]
-    )[1];
-
+-- A phone arrives here already in E.164 (journeys.phones, once per distinct raw value), so `region`
+-- is no longer used; it stays in the signature that stg_events.sql calls.
 create or replace temp macro journeys_identifier(id_type, v, salt, region) as
     case id_type
         when 'email' then sha256(salt || nullif(lower(trim(v)), ''))
-        when 'phone' then sha256(salt || journeys_e164(v, region))
+        when 'phone' then sha256(salt || nullif(v, ''))
         else nullif(trim(v), '')
     end;
 
@@ -133,6 +117,8 @@ class FileReport:
     duplicates: int
     skipped: bool
     new_columns: list[str] = field(default_factory=list)
+    blank: int = 0
+    """Blank rows (only white space, delimiters or quotes): skipped, outside `read`."""
 
 
 @dataclass
@@ -159,6 +145,10 @@ class IngestReport:
     def duplicates(self) -> int:
         return sum(f.duplicates for f in self.files)
 
+    @property
+    def blank(self) -> int:
+        return sum(f.blank for f in self.files)
+
     def accounting_ok(self) -> bool:
         """True when every file's rows are accounted for: read = loaded + quarantined + duplicates."""
         return all(f.read == f.loaded + f.quarantined + f.duplicates for f in self.files)
@@ -166,6 +156,10 @@ class IngestReport:
 
 class SourceError(ValueError):
     """A source mapping that does not fit its files (missing column, bad time zone); raised before any write."""
+
+
+class NothingToPublishError(RuntimeError):
+    """The lake holds no event at all after ingest: empty marts would pass for a green run."""
 
 
 @dataclass(frozen=True)
@@ -177,8 +171,24 @@ class LandingFile:
     rel: str
     size: int
     sha256: str
-    lines: int
     ordinal: int
+    compression: str = "none"
+    known_lines: int | None = None
+
+    @cached_property
+    def lines(self) -> int:
+        """Physical lines of the (decompressed) content."""
+        if self.known_lines is not None:
+            return self.known_lines
+        # Decompressing is the expensive part of a fingerprint, so it waits until a file is ingested:
+        # an unchanged compressed file is hashed each run but never inflated again.
+        with open_landing(self.path, self.compression) as fh:
+            return _count_lines(fh)
+
+    @property
+    def empty(self) -> bool:
+        """No content at all (for a compressed file: nothing once decompressed)."""
+        return self.size == 0 or self.lines == 0
 
 
 def events_glob(settings: Settings) -> str:
@@ -196,19 +206,39 @@ def manifest_path(settings: Settings) -> Path:
     return settings.state_dir / "ingest_manifest.parquet"
 
 
-def file_fingerprint(path: Path) -> tuple[str, int]:
-    """sha256 hex digest and physical line count of a file, read in chunks."""
-    digest = hashlib.sha256()
+# Compression is recognised by the first bytes, not the name: an export called `.csv` that is really
+# gzip is read all the same, and DuckDB is told the codec instead of guessing it from the suffix.
+_MAGIC = ((b"\x1f\x8b", "gzip"), (b"\x28\xb5\x2f\xfd", "zstd"))
+
+
+def open_landing(path: Path, compression: str = "none") -> BinaryIO:
+    """A landing file's content as a binary stream, decompressed when the file is gzip or zstd."""
+    if compression == "none":
+        return path.open("rb")
+    return io.BufferedReader(pa.CompressedInputStream(pa.OSFile(str(path)), compression))
+
+
+def _count_lines(fh: BinaryIO, digest: Any = None) -> int:
+    """Physical lines in a stream (a last line without a newline counts), optionally hashing the bytes."""
     lines = 0
     last = b""
-    with path.open("rb") as fh:
-        while chunk := fh.read(_HASH_CHUNK):
+    while chunk := fh.read(_HASH_CHUNK):
+        if digest is not None:
             digest.update(chunk)
-            lines += chunk.count(b"\n")
-            last = chunk[-1:]
-    if last and last != b"\n":
-        lines += 1
-    return digest.hexdigest(), lines
+        lines += chunk.count(b"\n")
+        last = chunk[-1:]
+    return lines + 1 if last and last != b"\n" else lines
+
+
+def file_fingerprint(path: Path) -> tuple[str, int | None, str]:
+    """sha256 of a file's bytes, its physical line count (None when compressed) and its compression."""
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        head = fh.read(4)
+        compression = next((name for magic, name in _MAGIC if head.startswith(magic)), "none")
+        fh.seek(0)
+        lines = _count_lines(fh, digest)
+    return digest.hexdigest(), (lines if compression == "none" else None), compression
 
 
 def landing_files(settings: Settings) -> list[LandingFile]:
@@ -216,7 +246,7 @@ def landing_files(settings: Settings) -> list[LandingFile]:
     found: list[LandingFile] = []
     for source in settings.sources:
         for path in sorted(p for p in settings.landing_dir.glob(source.path) if p.is_file()):
-            sha, lines = file_fingerprint(path)
+            sha, lines, compression = file_fingerprint(path)
             found.append(
                 LandingFile(
                     source=source,
@@ -224,8 +254,9 @@ def landing_files(settings: Settings) -> list[LandingFile]:
                     rel=path.relative_to(settings.landing_dir).as_posix(),
                     size=path.stat().st_size,
                     sha256=sha,
-                    lines=lines,
                     ordinal=len(found),
+                    compression=compression,
+                    known_lines=lines,
                 )
             )
     return found
@@ -237,7 +268,7 @@ def landing_files(settings: Settings) -> list[LandingFile]:
 # source config already says how the file is written. Quotes are escaped by doubling (RFC 4180).
 _CSV_OPTIONS = (
     "auto_detect = false, header = true, columns = $columns, delim = $delim, quote = $quote, "
-    "escape = $quote, encoding = $encoding"
+    "escape = $quote, encoding = $encoding, compression = $compression"
 )
 
 
@@ -245,7 +276,7 @@ def csv_header(f: LandingFile) -> list[str]:
     """Column names from a CSV file's header line (duplicates get a numeric suffix)."""
     # Only the header line is decoded here: a badly encoded byte in a data row is that row's problem
     # (the reader quarantines it), not a reason to reject the whole file.
-    with f.path.open("rb") as fh:
+    with open_landing(f.path, f.compression) as fh:
         line = fh.readline().decode(f.source.encoding)
     first = next(csv.reader([line], delimiter=f.source.delimiter, quotechar=f.source.quote), [])
     names: list[str] = []
@@ -257,16 +288,28 @@ def csv_header(f: LandingFile) -> list[str]:
 
 
 def _csv_params(f: LandingFile, columns: list[str]) -> dict[str, Any]:
-    return {"path": str(f.path), "delim": f.source.delimiter, "quote": f.source.quote,
-            "encoding": f.source.encoding, "columns": dict.fromkeys(columns, "VARCHAR")}
+    return {
+        "path": str(f.path),
+        "delim": f.source.delimiter,
+        "quote": f.source.quote,
+        "encoding": f.source.encoding,
+        "compression": f.compression,
+        "columns": dict.fromkeys(columns, "VARCHAR"),
+    }
+
+
+def _lines_params(f: LandingFile) -> dict[str, Any]:
+    return {"path": str(f.path), "nul": "\x00", "compression": f.compression}
 
 
 def _jsonl_lines_sql(options: str = "") -> str:
     # Each physical line as one text value (NUL never occurs in JSON text), blank lines kept as rows
-    # so that row order gives the line number.
+    # so that row order gives the line number. No sniffing: it takes leading empty lines for a preamble
+    # and skips them, shifting every line number after.
     return (
-        "select * from read_csv($path, columns = {'__j_text': 'VARCHAR'}, header = false, delim = $nul, "
-        f"quote = '', escape = '', encoding = 'utf-8'{options})"
+        "select * from read_csv($path, auto_detect = false, columns = {'__j_text': 'VARCHAR'}, header = false, "
+        "delim = $nul, "
+        f"quote = '', escape = '', encoding = 'utf-8', compression = $compression{options})"
     )
 
 
@@ -283,7 +326,7 @@ def file_columns(con: duckdb.DuckDBPyConnection, f: LandingFile) -> list[str]:
         keys as (select n, unnest(json_keys(j)) as k from objects)
         select k from keys group by k order by min(n), k
     """
-    return [r[0] for r in db.fetch(con, sql, {"path": str(f.path), "nul": "\x00"})]
+    return [r[0] for r in db.fetch(con, sql, _lines_params(f))]
 
 
 def check_sources(con: duckdb.DuckDBPyConnection, files: list[LandingFile]) -> dict[int, list[str]]:
@@ -298,7 +341,13 @@ def check_sources(con: duckdb.DuckDBPyConnection, files: list[LandingFile]) -> d
             except duckdb.Error as exc:
                 raise SourceError(f"source {src.name!r}: unknown time zone {src.timezone!r}") from exc
             checked_zones.add(src.timezone)
-        if f.size == 0:
+        try:
+            f.lines  # noqa: B018 - inflates a compressed file now: a broken stream fails before any write
+        except OSError as exc:
+            raise SourceError(
+                f"source {src.name!r}, file {str(f.path)!r}: cannot be decompressed ({f.compression}): {exc}"
+            ) from exc
+        if f.empty:
             # An empty file has no rows and no header: every column is null.
             columns[f.ordinal] = src.mapped_columns()
             continue
@@ -325,6 +374,68 @@ def check_sources(con: duckdb.DuckDBPyConnection, files: list[LandingFile]) -> d
     return columns
 
 
+def _json_path(key: str) -> str:
+    """JSON path of one top-level key, quoted so that any key text is taken literally."""
+    return '$."' + key.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _distinct_values_sql(f: LandingFile, columns: list[str], col: str) -> tuple[str, dict[str, Any]]:
+    """SQL for the distinct text values of one column of a landing file (rows the reader rejects left out)."""
+    q = db.quote_ident(col)
+    if f.source.format == "csv":
+        return f"select distinct {q} as v from read_csv($path, {_CSV_OPTIONS}, ignore_errors = true)", _csv_params(
+            f, columns
+        )
+    if f.source.format == "jsonl":
+        lines = _jsonl_lines_sql(", ignore_errors = true")
+        sql = (
+            f"select distinct json_extract_string(__j_text, $key) as v from ({lines})"
+            " where json_valid(__j_text) and json_type(__j_text) = 'OBJECT'"
+        )
+        return sql, {**_lines_params(f), "key": _json_path(col)}
+    return f"select distinct cast({q} as varchar) as v from read_parquet($path)", {"path": str(f.path)}
+
+
+def check_channels(
+    con: duckdb.DuckDBPyConnection, settings: Settings, files: list[LandingFile], columns: dict[int, list[str]]
+) -> None:
+    """Raise SourceError when a channel column holds a value that maps to a channel outside `channels`."""
+    # The config check covers constants and map values; what a column holds is only known from its files.
+    index = {src.name: i for i, src in enumerate(settings.sources)}
+    for f in files:
+        src, col = f.source, f.source.channel.column
+        if col is None or f.empty or col not in columns[f.ordinal]:
+            continue
+        sql, params = _distinct_values_sql(f, columns[f.ordinal], col)
+        params.update(keys=list(src.channel.map), values=list(src.channel.map.values()), known=list(settings.channels))
+        # Same mapping as stg_events.sql: the map by trimmed or snake-cased raw value, else the snake-cased value.
+        unknown = db.fetch(
+            con,
+            f"""
+            with raw as ({sql}),
+            map as (select cast($keys as varchar[]) as ks, cast($values as varchar[]) as vs),
+            mapped as (
+                select coalesce(
+                    list_extract(vs, list_position(ks, trim(v))),
+                    list_extract(vs, list_position(ks, journeys_snake(v))),
+                    nullif(journeys_snake(v), '')
+                ) as channel
+                from raw, map
+            )
+            select distinct channel from mapped
+            where channel is not null and not list_contains(cast($known as varchar[]), channel)
+            order by channel limit 11
+            """,
+            params,
+        )
+        if unknown:
+            names = [r[0] for r in unknown[:10]] + (["..."] if len(unknown) > 10 else [])
+            raise SourceError(
+                f"source {src.name!r}, file {str(f.path)!r}: column {col!r} gives channel(s) {names} that are not"
+                f" in `channels`; add them to `channels` or map them in sources[{index[src.name]}].channel.map"
+            )
+
+
 def _line_numbers(con: duckdb.DuckDBPyConnection, f: LandingFile, first_line: int, blank_lines: bool) -> None:
     """Table src_line_map(k, line): the k-th parsed row sits on physical line `line`.
 
@@ -332,14 +443,18 @@ def _line_numbers(con: duckdb.DuckDBPyConnection, f: LandingFile, first_line: in
     rows take the remaining line numbers in order. Exact unless a quoted CSV field spans lines.
     """
     blank = ""
+    db.execute(con, "create or replace temp table src_blank (line bigint, t varchar)")
     if blank_lines:
+        # Only blankness matters here, so the scan must not fail on what the real read quarantines: any
+        # byte decodes as latin-1, and a NUL (this scan's delimiter) just splits off an ignored column.
         db.execute(
             con,
-            "create or replace temp table src_blank as select row_number() over () as line, __j_text as t "
-            f"from ({_jsonl_lines_sql(', store_rejects = false')})",
-            {"path": str(f.path), "nul": "\x00"},
+            "insert into src_blank select row_number() over () as line, __j_text as t from read_csv($path, "
+            "auto_detect = false, columns = {'__j_text': 'VARCHAR'}, header = false, delim = $nul, quote = '', "
+            "escape = '', encoding = 'latin-1', strict_mode = false, compression = $compression)",
+            _lines_params(f),
         )
-        blank = "union all select line from src_blank where t is null or trim(t) = ''"
+        blank = f"union all select line from src_blank where {_BLANK_TEXT.format('t')}"
     db.execute(
         con,
         f"""
@@ -381,11 +496,16 @@ def _drop_rejects(con: duckdb.DuckDBPyConnection) -> None:
 
 _REJECTS = ", store_rejects = true, rejects_table = 'journeys_reject_errors', rejects_scan = 'journeys_reject_scans'"
 
+# A blank row holds nothing but white space (and, in CSV, delimiters and quotes): spreadsheet exports
+# pad files with thousands of `,,,,` rows. They are counted, never quarantined.
+_BLANK_TEXT = "regexp_full_match(coalesce({}, ''), '\\s*')"
+
 
 def read_source_rows(con: duckdb.DuckDBPyConnection, f: LandingFile, columns: list[str]) -> None:
     """Table src_rows: the file's rows as read (file columns + __line, __reader_error/_column/_raw)."""
     fmt = f.source.format
-    if f.size == 0:
+    db.execute(con, "create or replace temp table src_blank_rows (line bigint)")
+    if f.empty:
         cols = "".join(f", null::varchar as {db.quote_ident(c)}" for c in columns)
         db.execute(
             con,
@@ -413,21 +533,48 @@ def read_source_rows(con: duckdb.DuckDBPyConnection, f: LandingFile, columns: li
         n_parsed, n_rejected = db.fetch(
             con, "select (select count(*) from src_parsed), (select count(*) from src_rejects)"
         )[0]
-        # Blank lines are skipped by the reader; only look for them when the counts say there are some.
+        # Empty lines are skipped by the reader; only look for them when the counts say there are some.
         _line_numbers(con, f, 2, blank_lines=f.lines != n_parsed + n_rejected + 1)
+        parsed_blank = _BLANK_TEXT.format("concat(" + ", ".join(db.quote_ident(c) for c in columns) + ")")
+        # A row too short or too long for the header is rejected by the reader; padding rows often are.
+        # A reject whose line text DuckDB did not keep is never taken for blank: it is quarantined.
+        rejected_blank = (
+            "(csv_line is not null and "
+            + _BLANK_TEXT.format("replace(replace(csv_line, $delim, ''), $quote, '')")
+            + ")"
+        )
+        marks = {"delim": f.source.delimiter, "quote": f.source.quote}
         db.execute(
             con,
-            """
+            f"""
+            insert into src_blank_rows
+            select m.line
+            from (select rowid + 1 as __j_k, * from src_parsed) as p
+            left join src_line_map as m on m.k = p.__j_k
+            where {parsed_blank}
+            union all
+            select line from src_rejects where {rejected_blank}
+            union all
+            select line from src_blank where {_BLANK_TEXT.format("t")} and line not in (select line from src_rejects)
+            """,
+            marks,
+        )
+        db.execute(
+            con,
+            f"""
             create or replace temp table src_rows as
             select m.line as __line, null::varchar as __reader_error, null::varchar as __reader_column,
                    null::varchar as __reader_raw, p.* exclude (__j_k)
             from (select rowid + 1 as __j_k, * from src_parsed) as p
             left join src_line_map as m on m.k = p.__j_k
+            where not {parsed_blank}
             union all by name
             select line as __line, error as __reader_error, column_name as __reader_column,
                    journeys_redact(csv_line) as __reader_raw
             from src_rejects
+            where not {rejected_blank}
             """,
+            marks,
         )
         db.execute(con, "drop table src_parsed")
         return
@@ -435,14 +582,19 @@ def read_source_rows(con: duckdb.DuckDBPyConnection, f: LandingFile, columns: li
     db.execute(
         con,
         f"create or replace temp table src_parsed as {_jsonl_lines_sql(_REJECTS)}",
-        {"path": str(f.path), "nul": "\x00"},
+        _lines_params(f),
     )
     _load_rejects(con)
     _line_numbers(con, f, 1, blank_lines=False)
+    db.execute(
+        con,
+        "insert into src_blank_rows select m.line from (select rowid + 1 as __j_k, __j_text from src_parsed) as p "
+        f"left join src_line_map as m on m.k = p.__j_k where {_BLANK_TEXT.format('p.__j_text')}",
+    )
     params: dict[str, Any] = {}
     extracts = []
     for i, col in enumerate(columns):
-        params[f"k{i}"] = '$."' + col.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        params[f"k{i}"] = _json_path(col)
         extracts.append(f"json_extract(__j_doc, $k{i}) as {db.quote_ident(col)}")
     extract_sql = "".join(f", {e}" for e in extracts)
     db.execute(
@@ -453,7 +605,7 @@ def read_source_rows(con: duckdb.DuckDBPyConnection, f: LandingFile, columns: li
             select m.line as __line, p.__j_text
             from (select rowid + 1 as __j_k, __j_text from src_parsed) as p
             left join src_line_map as m on m.k = p.__j_k
-            where p.__j_text is not null and trim(p.__j_text) <> ''
+            where not {_BLANK_TEXT.format("p.__j_text")}
         ),
         docs as (
             select
@@ -520,9 +672,58 @@ def _mapped_value_expr(mf: Any, name: str, types: dict[str, str], params: dict[s
     return _text_expr(mf.column, types[mf.column])
 
 
-def map_source_rows(
-    con: duckdb.DuckDBPyConnection, src: SourceConfig, params: dict[str, Any]
-) -> None:
+_IDENTIFIER_REJECT = 'struct(field varchar, "column" varchar, reason varchar)'
+
+
+def normalise_phones(con: duckdb.DuckDBPyConnection, settings: Settings, src: SourceConfig) -> int:
+    """Table src_phones: each distinct raw phone of src_rows, its E.164 form or why it has none; returns count."""
+    # Set-based: DuckDB collects the distinct values of all phone columns, libphonenumber reads each once
+    # (about 55 us a number) and map_source_rows joins the result back: a number on a million rows is
+    # parsed once.
+    db.execute(
+        con,
+        "create or replace temp table src_phones (__ph_raw varchar primary key, __ph_e164 varchar, __ph_error varchar)",
+    )
+    types = _column_types(con)
+    cols = [c for c, t in src.identifiers.items() if t == "phone" and c in types]
+    if not cols:
+        return 0
+    values = " union ".join(f"select {_text_expr(c, types[c])} as v from src_rows" for c in cols)
+    ident = settings.identity
+    patterns = "|".join(f"(?:{p})" for p in ident.blocked_patterns)
+    # Placeholders such as 'n/a' or '0000' are no number at all: absent, as the identity graph treats
+    # blocked values, not a reason to quarantine the row.
+    rows = db.fetch(
+        con,
+        f"""
+        select v, list_contains(cast($blocked as varchar[]), lower(trim(v)))
+                  or ($has_patterns and regexp_matches(lower(trim(v)), $patterns))
+        from (select distinct v from ({values})) where v is not null and trim(v) <> ''
+        """,
+        {
+            "blocked": sorted({b.strip().lower() for b in ident.blocked_values}),
+            "has_patterns": bool(patterns),
+            "patterns": patterns or "^$",
+        },
+    )
+    result = phones.normalise_all((v for v, blocked in rows if not blocked), settings.default_phone_region)
+    table = pa.table(
+        {
+            "__ph_raw": [v for v, _ in rows],
+            "__ph_e164": [None if b else result[v].e164 for v, b in rows],
+            "__ph_error": [None if b else result[v].error for v, b in rows],
+        },
+        schema=pa.schema([("__ph_raw", pa.string()), ("__ph_e164", pa.string()), ("__ph_error", pa.string())]),
+    )
+    con.register("__phones_in", table)
+    try:
+        db.execute(con, "insert into src_phones select * from __phones_in")
+    finally:
+        con.unregister("__phones_in")
+    return len(rows)
+
+
+def map_source_rows(con: duckdb.DuckDBPyConnection, src: SourceConfig, params: dict[str, Any]) -> None:
     """Table stg_source_rows: src_rows mapped onto the fixed raw columns stg_events.sql reads."""
     types = _column_types(con)
     file_cols = [c for c in types if not c.startswith("__")]
@@ -536,11 +737,25 @@ def map_source_rows(
     else:
         row_hash = "null::varchar"
 
-    id_items = []
+    id_items, joins, rejects = [], [], []
+    phones_ready = bool(db.fetch(con, "select count(*) from duckdb_tables() where table_name = 'src_phones'")[0][0])
     for i, (col, id_type) in enumerate(src.identifiers.items()):
         params[f"idt{i}"] = id_type
-        id_items.append(f"{{'id_type': cast($idt{i} as varchar), 'id_value': {_text_expr(col, types[col])}}}")
+        value = _text_expr(col, types[col])
+        if id_type == "phone" and phones_ready:
+            # Each phone column joins the distinct-value table; the raw number goes no further than this.
+            joins.append(f"left join src_phones as ph{i} on ph{i}.__ph_raw = {value}")
+            value = f"ph{i}.__ph_e164"
+            params[f"idc{i}"] = col
+            rejects.append(
+                f"case when ph{i}.__ph_error is not null then {{'field': 'phone', 'column': cast($idc{i} as varchar),"
+                f" 'reason': format('phone: expected a phone number in column ''{{}}'', got {{}}', $idc{i},"
+                f" ph{i}.__ph_error)}} end"
+            )
+        id_items.append(f"{{'id_type': cast($idt{i} as varchar), 'id_value': {value}}}")
     identifiers = f"cast([{', '.join(id_items)}] as {_ID_LIST_TYPE})"
+    # The first failing identifier column (in config order) names the row's reason.
+    identifier_reject = f"coalesce({', '.join(rejects)})" if rejects else "null"
 
     mapped = set(src.mapped_columns())
     keep = src.attributes if src.attributes is not None else [c for c in file_cols if c not in mapped]
@@ -563,16 +778,18 @@ def map_source_rows(
             __reader_column as reader_column,
             {opt(src.event_id)} as src_event_id,
             {row_hash} as row_hash,
-            {_text_expr(src.occurred_at, types[src.occurred_at]) if src.occurred_at in types else 'null'}
+            {_text_expr(src.occurred_at, types[src.occurred_at]) if src.occurred_at in types else "null"}
                 as src_occurred_at,
-            {_mapped_value_expr(src.channel, 'channel', types, params)} as src_channel,
-            {_mapped_value_expr(src.event_type, 'event_type', types, params)} as src_event_type,
-            {_mapped_value_expr(src.touchpoint, 'touchpoint', types, params)} as src_touchpoint,
+            {_mapped_value_expr(src.channel, "channel", types, params)} as src_channel,
+            {_mapped_value_expr(src.event_type, "event_type", types, params)} as src_event_type,
+            {_mapped_value_expr(src.touchpoint, "touchpoint", types, params)} as src_touchpoint,
             {opt(src.sentiment)} as src_sentiment,
             {opt(src.revenue)} as src_revenue,
             {identifiers} as src_identifiers,
+            cast({identifier_reject} as {_IDENTIFIER_REJECT}) as identifier_reject,
             {attributes} as attributes
         from src_rows
+        {" ".join(joins)}
     """
     db.execute(con, sql, params)
 
@@ -669,8 +886,11 @@ def write_events(
 def write_manifest(con: duckdb.DuckDBPyConnection, settings: Settings, tmp: Path) -> None:
     """Rewrite the manifest from table ingest_manifest, atomically."""
     out = tmp / "manifest.parquet"
-    db.execute(con, "copy (select * from ingest_manifest order by ingested_at, source, file) to $out (format parquet)",
-               {"out": str(out)})
+    db.execute(
+        con,
+        "copy (select * from ingest_manifest order by ingested_at, source, file) to $out (format parquet)",
+        {"out": str(out)},
+    )
     _fsync_replace(out, manifest_path(settings))
 
 
@@ -709,14 +929,17 @@ def _load_manifest(con: duckdb.DuckDBPyConnection, settings: Settings) -> None:
         create or replace temp table ingest_manifest (
             source varchar, file varchar, size bigint, sha256 varchar, batch_id varchar,
             ingested_at timestamp, "read" bigint, loaded bigint, quarantined bigint, duplicates bigint,
-            columns varchar[], new_columns varchar[]
+            columns varchar[], new_columns varchar[], blank bigint
         )
         """,
     )
     if manifest_path(settings).exists():
         # By name: manifests written before the columns were recorded simply have them null.
-        db.execute(con, "insert into ingest_manifest by name select * from read_parquet($p)",
-                   {"p": str(manifest_path(settings))})
+        db.execute(
+            con,
+            "insert into ingest_manifest by name select * from read_parquet($p)",
+            {"p": str(manifest_path(settings))},
+        )
 
 
 def _load_state(con: duckdb.DuckDBPyConnection, settings: Settings) -> None:
@@ -732,8 +955,14 @@ def _load_state(con: duckdb.DuckDBPyConnection, settings: Settings) -> None:
 
 
 def _model_params(
-    settings: Settings, f: LandingFile, *, batch_id: str, ingested_at: datetime, max_at: datetime,
-    min_at: datetime, native_ts: bool,
+    settings: Settings,
+    f: LandingFile,
+    *,
+    batch_id: str,
+    ingested_at: datetime,
+    max_at: datetime,
+    min_at: datetime,
+    native_ts: bool,
 ) -> dict[str, Any]:
     src = f.source
     return {
@@ -750,22 +979,32 @@ def _model_params(
         "sentiment_column": src.sentiment,
         "sentiment_scale": src.sentiment_scale,
         "pii_salt": settings.pii_salt.get_secret_value(),
-        "phone_region": settings.default_phone_region.lstrip("+"),
+        "phone_region": settings.default_phone_region,
         "min_occurred_at": min_at,
         "max_occurred_at": max_at,
     }
 
 
 def ingest_file(
-    con: duckdb.DuckDBPyConnection, settings: Settings, f: LandingFile, columns: list[str], *,
-    batch_id: str, ingested_at: datetime, min_at: datetime, max_at: datetime, new_columns: list[str] | None = None,
+    con: duckdb.DuckDBPyConnection,
+    settings: Settings,
+    f: LandingFile,
+    columns: list[str],
+    *,
+    batch_id: str,
+    ingested_at: datetime,
+    min_at: datetime,
+    max_at: datetime,
+    new_columns: list[str] | None = None,
 ) -> tuple[FileReport, list[date]]:
     """Ingest one landing file: stage, validate, de-duplicate, write lake + quarantine, record in manifest."""
     read_source_rows(con, f, columns)
     types = _column_types(con)
     native_ts = types.get(f.source.occurred_at, "VARCHAR").startswith("TIMESTAMP")
-    params = _model_params(settings, f, batch_id=batch_id, ingested_at=ingested_at, min_at=min_at,
-                           max_at=max_at, native_ts=native_ts)
+    params = _model_params(
+        settings, f, batch_id=batch_id, ingested_at=ingested_at, min_at=min_at, max_at=max_at, native_ts=native_ts
+    )
+    normalise_phones(con, settings, f.source)
     map_source_rows(con, f.source, params)
     models.materialize(con, models.load_catalog(settings.models_path).models["stg_events"], params)
     # First occurrence of an event id (by line) wins; ids already in the lake are duplicates too.
@@ -785,6 +1024,7 @@ def ingest_file(
         "count(*) filter (where reject_reason is null) from stg_events",
     )[0]
     loaded = db.fetch(con, "select count(*) from stg_loaded")[0][0]
+    blank = db.fetch(con, "select count(*) from src_blank_rows")[0][0]
 
     tmp = settings.lake_dir / "_tmp" / f"{batch_id}-{f.ordinal}"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -796,19 +1036,41 @@ def ingest_file(
         db.execute(
             con,
             "insert into ingest_manifest values ($source, $file, $size, $sha, $batch_id, $ingested_at, "
-            "$read, $loaded, $quarantined, $duplicates, cast($columns as varchar[]), cast($new_columns as varchar[]))",
-            {"source": f.source.name, "file": f.rel, "size": f.size, "sha": f.sha256, "batch_id": batch_id,
-             "ingested_at": ingested_at, "read": read, "loaded": loaded, "quarantined": quarantined,
-             "duplicates": valid - loaded, "columns": columns, "new_columns": new_columns},
+            "$read, $loaded, $quarantined, $duplicates, cast($columns as varchar[]), cast($new_columns as varchar[]), "
+            "$blank)",
+            {
+                "source": f.source.name,
+                "file": f.rel,
+                "size": f.size,
+                "sha": f.sha256,
+                "batch_id": batch_id,
+                "ingested_at": ingested_at,
+                "read": read,
+                "loaded": loaded,
+                "quarantined": quarantined,
+                "duplicates": valid - loaded,
+                "columns": columns,
+                "new_columns": new_columns,
+                "blank": blank,
+            },
         )
         # Only now, with data in place, is the file marked done: a crash before this re-ingests it.
         write_manifest(con, settings, tmp)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    for table in ("src_rows", "stg_source_rows", "stg_events", "stg_loaded"):
+    for table in ("src_rows", "src_blank_rows", "src_phones", "stg_source_rows", "stg_events", "stg_loaded"):
         db.execute(con, f"drop table if exists {db.quote_ident(table)}")
-    report = FileReport(source=f.source.name, file=f.rel, read=read, loaded=loaded, quarantined=quarantined,
-                        duplicates=valid - loaded, skipped=False, new_columns=new_columns or [])
+    report = FileReport(
+        source=f.source.name,
+        file=f.rel,
+        read=read,
+        loaded=loaded,
+        quarantined=quarantined,
+        duplicates=valid - loaded,
+        skipped=False,
+        new_columns=new_columns or [],
+        blank=blank,
+    )
     return report, dates
 
 
@@ -825,7 +1087,7 @@ def schema_drift(
     drift: dict[int, list[str]] = {}
     for f in files:
         src, cols = f.source, columns.get(f.ordinal, [])
-        if f.size == 0:
+        if f.empty:
             continue  # no header: nothing to compare
         baseline = seen.setdefault(src.name, set())
         mapped = set(src.mapped_columns())
@@ -833,8 +1095,9 @@ def schema_drift(
         if baseline and new:
             kept = src.attributes is None or all(c in src.attributes for c in new)
             where = "kept in attributes" if kept else "not kept: the source lists its attributes explicitly"
-            log.warning("schema drift: source %r, file %r: new column(s) %s not in the mapping; %s",
-                        src.name, f.rel, new, where)
+            log.warning(
+                "schema drift: source %r, file %r: new column(s) %s not in the mapping; %s", src.name, f.rel, new, where
+            )
             drift[f.ordinal] = new
         baseline.update(cols)
     return drift
@@ -845,6 +1108,8 @@ def ingest_sources(settings: Settings, *, as_of: datetime, batch_id: str) -> Ing
     if not _BATCH_RE.match(batch_id):
         raise ValueError(f"batch_id must match {_BATCH_RE.pattern}, got {batch_id!r}")
     files = landing_files(settings)
+    if not files:
+        log.warning("no landing file under %s matches any source's path glob", settings.landing_dir)
     done: set[tuple[str, str, str]] = set()
     known: dict[str, set[str]] = {}
     if manifest_path(settings).exists():
@@ -858,6 +1123,7 @@ def ingest_sources(settings: Settings, *, as_of: datetime, batch_id: str) -> Ing
     # Every file is checked before anything is written: a wrong mapping must not leave half a batch.
     with _connect(settings, spill=False) as con:
         columns = check_sources(con, todo)
+        check_channels(con, settings, todo, columns)
     drift = schema_drift(todo, columns, known)
 
     as_of_utc = _utc_naive(as_of)
@@ -880,8 +1146,15 @@ def ingest_sources(settings: Settings, *, as_of: datetime, batch_id: str) -> Ing
                 report.files.append(FileReport(f.source.name, f.rel, 0, 0, 0, 0, skipped=True))
                 continue
             file_report, dates = ingest_file(
-                con, settings, f, columns[f.ordinal], batch_id=batch_id, ingested_at=ingested_at,
-                min_at=min_at, max_at=max_at, new_columns=drift.get(f.ordinal, []),
+                con,
+                settings,
+                f,
+                columns[f.ordinal],
+                batch_id=batch_id,
+                ingested_at=ingested_at,
+                min_at=min_at,
+                max_at=max_at,
+                new_columns=drift.get(f.ordinal, []),
             )
             report.files.append(file_report)
             affected.update(dates)
@@ -889,6 +1162,22 @@ def ingest_sources(settings: Settings, *, as_of: datetime, batch_id: str) -> Ing
         (settings.lake_dir / "_tmp").rmdir()  # only when empty
     report.affected_dates = sorted(affected)
     return report
+
+
+def require_events(settings: Settings, report: IngestReport) -> None:
+    """Raise NothingToPublishError when the lake holds no event after ingest, saying what each source matched."""
+    if any(settings.events_dir.glob("event_date=*/*.parquet")):
+        return
+    matched = {src.name: 0 for src in settings.sources}
+    for f in report.files:
+        matched[f.source] = matched.get(f.source, 0) + 1
+    per_source = "; ".join(f"{s.name} {s.path!r}: {matched[s.name]} file(s)" for s in settings.sources)
+    raise NothingToPublishError(
+        f"nothing to publish: the lake of data root {settings.root} holds no events after this run"
+        f" (rows read {report.read}: quarantined {report.quarantined}, duplicates {report.duplicates};"
+        f" blank {report.blank}). Landing files matched under {settings.landing_dir}:"
+        f" {per_source or 'no sources configured'}. Check data_root and each source's path glob."
+    )
 
 
 def _ingest_step(con: duckdb.DuckDBPyConnection, context: Any, params: Any) -> dict[str, Any]:

@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from journeys.config import MappedField, Settings, SourceConfig, load_settings, parse_duration_us
+from journeys.config import ConfigError, MappedField, Settings, SourceConfig, load_settings, parse_duration_us
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -26,8 +26,9 @@ def test_env_overrides_file_and_overrides_beat_env(monkeypatch, tmp_path):
 def test_unknown_key_is_rejected(tmp_path):
     p = tmp_path / "j.yaml"
     p.write_text("data_rot: x\n")
-    with pytest.raises(ValidationError, match="data_rot"):
+    with pytest.raises(ConfigError) as err:
         load_settings(p)
+    assert str(err.value) == f"{p}: data_rot: unknown key; did you mean 'data_root'?"
 
 
 def test_mapped_field_needs_exactly_one_of_column_or_value():
@@ -71,8 +72,157 @@ def test_mapped_columns_are_unique_and_ordered():
         ("36h", 36 * 3_600_000_000),
         ("90m", 5_400_000_000),
         ("45", 45_000_000),
+        ("1.5h", 5_400_000_000),
+        ("2w", 14 * 86_400_000_000),
         (None, None),
     ],
 )
 def test_parse_duration(text, us):
     assert parse_duration_us(text) == us
+
+
+def test_schedule_comes_from_the_config_and_has_a_default():
+    s = load_settings(REPO / "journeys.yaml")
+    assert (s.schedule.cron, s.schedule.timezone) == ("0 2 * * *", "Europe/Berlin")
+    assert s.schedule.run_timeout_s == 6 * 3600
+    assert Settings().schedule.cron == "0 2 * * *"
+
+
+@pytest.mark.parametrize(
+    ("schedule", "error"),
+    [
+        ("{cron: '0 2 * *'}", "schedule.cron: cron must have 5 fields"),
+        ("{timezone: Europe/Berlinn}", "schedule.timezone: unknown time zone 'Europe/Berlinn'"),
+        ("{cronn: x}", "schedule.cronn: unknown key"),
+    ],
+)
+def test_bad_schedule_is_rejected_naming_the_key(tmp_path, schedule, error):
+    p = tmp_path / "j.yaml"
+    p.write_text(f"schedule: {schedule}\n")
+    assert error in config_error(p)
+
+
+SOURCE = """
+sources:
+  - name: calls
+    path: calls/*.csv
+    format: csv
+    timezone: {timezone}
+    occurred_at: started
+    channel: {channel}
+    event_type: {{value: call}}
+"""
+
+
+def write_config(tmp_path, text: str, **fmt) -> Path:
+    p = tmp_path / "journeys.yaml"
+    p.write_text(text.format(**fmt) if fmt else text)
+    return p
+
+
+def config_error(path) -> str:
+    with pytest.raises(ConfigError) as err:
+        load_settings(path)
+    return str(err.value)
+
+
+def test_config_errors_are_one_line_each_naming_file_key_and_expectation(tmp_path):
+    p = write_config(tmp_path, SOURCE, timezone="Europe/Berln", channel="{value: call_centre}")
+    assert config_error(p) == (
+        f"{p}: sources[0].timezone: expected an IANA time zone such as Europe/Berlin, America/New_York or UTC,"
+        " got 'Europe/Berln'"
+    )
+    p = write_config(tmp_path, "sources:\n  - name: calls\n    format: xlsx\n")
+    lines = config_error(p).splitlines()
+    assert f"{p}: sources[0].format: Input should be 'csv', 'jsonl' or 'parquet', got 'xlsx'" in lines
+    assert f"{p}: sources[0].path: required key missing" in lines
+    assert all(line.startswith(f"{p}: sources[0].") for line in lines)
+
+
+def test_config_error_is_not_a_traceback_of_pydantic(tmp_path):
+    p = write_config(tmp_path, "session_timeout: 30 days\n")
+    with pytest.raises(ConfigError) as err:
+        load_settings(p)
+    assert err.value.__cause__ is None and err.value.__suppress_context__
+    assert "errors.pydantic.dev" not in str(err.value)
+
+
+def test_yaml_syntax_error_names_file_and_line(tmp_path):
+    p = write_config(tmp_path, "data_root: data\nsources: [\n")
+    assert config_error(p).startswith(f"{p}: not valid YAML (line 3")
+
+
+def test_missing_config_file_is_a_config_error(tmp_path):
+    assert config_error(tmp_path / "nope.yaml") == f"{tmp_path / 'nope.yaml'}: config file not found"
+
+
+@pytest.mark.parametrize(
+    ("key", "yaml_text"),
+    [
+        ("session_timeout", "session_timeout: 30 days\n"),
+        ("journey_timeout", "journey_timeout: -30d\n"),
+        ("dropout_timeout", "dropout_timeout: soon\n"),
+        ("quality.max_future", "quality: {max_future: 1 day}\n"),
+        ("stage_models[0].conversion_window", "stage_models: [{path: generic_lifecycle, conversion_window: 7 days}]\n"),
+    ],
+)
+def test_durations_are_validated_at_load_time_naming_the_key(tmp_path, key, yaml_text):
+    p = write_config(tmp_path, yaml_text)
+    msg = config_error(p)
+    assert msg.startswith(f"{p}: {key}: expected a duration such as 30d, 36h, 90m, 45s or 2w, got '"), msg
+
+
+def test_valid_durations_load(tmp_path):
+    p = write_config(
+        tmp_path,
+        "session_timeout: 30m\njourney_timeout: 30d\ndropout_timeout: 2w\n"
+        "quality: {max_future: 0s}\nstage_models: [{path: generic_lifecycle, conversion_window: 36h}]\n",
+    )
+    s = load_settings(p)
+    assert (s.session_timeout, s.journey_timeout, s.dropout_timeout) == ("30m", "30d", "2w")
+
+
+def test_zero_timeout_is_rejected(tmp_path):
+    assert "session_timeout: expected a duration above zero, got '0m'" in config_error(
+        write_config(tmp_path, "session_timeout: 0m\n")
+    )
+
+
+def test_environment_value_error_names_the_variable(tmp_path, monkeypatch):
+    monkeypatch.setenv("JOURNEYS_JOURNEY_TIMEOUT", "a month")
+    assert config_error(write_config(tmp_path, "data_root: data\n")) == (
+        "JOURNEYS_JOURNEY_TIMEOUT (environment): journey_timeout: expected a duration such as 30d, 36h, 90m, 45s"
+        " or 2w, got 'a month'"
+    )
+
+
+@pytest.mark.parametrize(
+    ("channel", "unknown"),
+    [
+        ("{value: callcentre}", "callcentre"),
+        ("{value: Call-Centre}", None),  # snake-cased like ingest does: call_centre
+        ("{column: kind, map: {phone: call_centre, sms: text_message}}", "text_message"),
+    ],
+)
+def test_channel_outside_channels_is_rejected_at_load_naming_channels(tmp_path, channel, unknown):
+    p = write_config(tmp_path, SOURCE, timezone="UTC", channel=channel)
+    if unknown is None:
+        load_settings(p)
+        return
+    msg = config_error(p)
+    assert msg.startswith(f"{p}: channels: sources[0] ('calls') maps channel to ['{unknown}'], not in `channels`;")
+    assert "add it to `channels`" in msg
+    # Extending `channels` is the fix the message names.
+    p.write_text(p.read_text() + f"channels: [call_centre, {unknown}]\n")
+    assert load_settings(p).channels == ["call_centre", unknown]
+
+
+@pytest.mark.parametrize(("given", "region"), [("1", "US"), ("+44", "GB"), ("GB", "GB"), ("de", "DE")])
+def test_default_phone_region_accepts_region_or_calling_code(given, region):
+    assert Settings(default_phone_region=given).default_phone_region == region
+
+
+def test_unknown_phone_region_is_rejected(tmp_path):
+    assert "default_phone_region: expected an ISO region such as US or GB, or a country calling code, got 'abc'" in (
+        config_error(write_config(tmp_path, "default_phone_region: abc\n"))
+    )

@@ -1,4 +1,5 @@
 import struct
+import time
 
 import pytest
 
@@ -30,3 +31,24 @@ def test_warehouse_file_is_readable_by_duckdb_1x(tmp_path):
     header = path.read_bytes()[8:20]
     assert header[:4] == b"DUCK"
     assert struct.unpack("<Q", header[4:12])[0] == 64
+
+
+@pytest.fixture
+def berlin_machine(monkeypatch):
+    """The process's local zone is Berlin for one test, and back afterwards."""
+    monkeypatch.setenv("TZ", "Europe/Berlin")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+def test_sessions_are_utc_whatever_the_machine_zone(berlin_machine):
+    con = db.connect()
+    from datetime import UTC, datetime
+
+    at = datetime(2026, 7, 1, 12, 0, tzinfo=UTC)
+    # DuckDB alone would give 14:00 (+02) here: the machine's zone must not shift a UTC instant.
+    assert db.fetch(con, "select $at::timestamp, cast($at as varchar)", {"at": at}) == [
+        (datetime(2026, 7, 1, 12, 0), "2026-07-01 12:00:00")
+    ]

@@ -45,20 +45,37 @@ def corpus(name: str) -> bytes:
 
 SOURCES = [
     SourceConfig(
-        name="web", path="web/*.csv", format="csv", timezone="Europe/Berlin",
-        timestamp_format="%Y-%m-%d %H:%M:%S", event_id="hit_id", occurred_at="hit_time",
+        name="web",
+        path="web/*.csv",
+        format="csv",
+        timezone="Europe/Berlin",
+        timestamp_format="%Y-%m-%d %H:%M:%S",
+        event_id="hit_id",
+        occurred_at="hit_time",
         channel=MappedField(column="platform", map={"desktop": "web"}),
         event_type=MappedField(column="action", map={"pageview": "page_view", "order": "purchase"}),
-        identifiers={"email": "email", "phone": "phone", "client_id": "cookie_id"}, revenue="order_value",
+        identifiers={"email": "email", "phone": "phone", "client_id": "cookie_id"},
+        revenue="order_value",
     ),
     SourceConfig(
-        name="email", path="email/*.jsonl", format="jsonl", event_id="id", occurred_at="ts",
-        channel=MappedField(value="email"), event_type=MappedField(column="event", map={"open": "email_open"}),
+        name="email",
+        path="email/*.jsonl",
+        format="jsonl",
+        event_id="id",
+        occurred_at="ts",
+        channel=MappedField(value="email"),
+        event_type=MappedField(column="event", map={"open": "email_open"}),
         identifiers={"email": "email"},
     ),
     SourceConfig(
-        name="pos", path="pos/*.parquet", format="parquet", event_id="receipt_id", occurred_at="sold_at",
-        channel=MappedField(value="store"), event_type=MappedField(value="purchase"), revenue="amount",
+        name="pos",
+        path="pos/*.parquet",
+        format="parquet",
+        event_id="receipt_id",
+        occurred_at="sold_at",
+        channel=MappedField(value="store"),
+        event_type=MappedField(value="purchase"),
+        revenue="amount",
         identifiers={"card": "loyalty_id"},
     ),
 ]
@@ -73,6 +90,7 @@ class Case:
     loaded: int = 0
     quarantined: int = 0
     duplicates: int = 0
+    blank: int = 0  # rows of nothing but white space / delimiters: counted, not read
     # (file, line, field, column, regex on the reason) of every quarantined row
     reasons: list[tuple[str, int, str, str | None, str]] = field(default_factory=list)
     error: str | None = None  # regex the SourceError message must match (then nothing is written)
@@ -86,53 +104,196 @@ TS = r"occurred_at: expected timestamp '%Y-%m-%d %H:%M:%S', got "
 
 CASES = [
     # --- timestamps
-    Case("bad_timestamp", {W: HEADER + row(when="2026-13-45 25:61:00") + row("h2")}, 1, 1,
-         reasons=[(W, 2, "occurred_at", "hit_time", TS + "'2026-13-45 25:61:00'")]),
-    Case("impossible_date_feb_30", {W: HEADER + row(when="2026-02-30 10:00:00")}, 0, 1,
-         reasons=[(W, 2, "occurred_at", "hit_time", TS + "'2026-02-30 10:00:00'")]),
-    Case("timestamp_in_other_format", {W: HEADER + row(when="15/01/2026 10:00")}, 0, 1,
-         reasons=[(W, 2, "occurred_at", "hit_time", TS + "'15/01/2026 10:00'")]),
-    Case("empty_timestamp", {W: HEADER + row(when="")}, 0, 1,
-         reasons=[(W, 2, "occurred_at", "hit_time", "expected a timestamp in column 'hit_time', got an empty value")]),
-    Case("future_date", {W: HEADER + row(when="2030-01-01 00:00:00") + row("h2")}, 1, 1,
-         reasons=[(W, 2, "occurred_at", "hit_time", "2029-12-31 23:00:00 UTC is in the future")]),
-    Case("implausibly_old_date", {W: HEADER + row(when="1970-01-01 00:00:00")}, 0, 1,
-         reasons=[(W, 2, "occurred_at", "hit_time", "before the earliest plausible time 2000-01-01")]),
-    Case("jsonl_timestamp_as_number", {E: '{"id": "e1", "ts": 1767225600, "event": "open"}\n'}, 0, 1,
-         reasons=[(E, 1, "occurred_at", "ts", "expected timestamp 'ISO 8601', got '1767225600'")]),
-    Case("jsonl_offset_out_of_range", {E: '{"id": "e1", "ts": "2026-01-10T10:00:00+25:00", "event": "open"}\n'},
-         0, 1, reasons=[(E, 1, "occurred_at", "ts", "expected timestamp 'ISO 8601'")]),
+    Case(
+        "bad_timestamp",
+        {W: HEADER + row(when="2026-13-45 25:61:00") + row("h2")},
+        1,
+        1,
+        reasons=[(W, 2, "occurred_at", "hit_time", TS + "'2026-13-45 25:61:00'")],
+    ),
+    Case(
+        "impossible_date_feb_30",
+        {W: HEADER + row(when="2026-02-30 10:00:00")},
+        0,
+        1,
+        reasons=[(W, 2, "occurred_at", "hit_time", TS + "'2026-02-30 10:00:00'")],
+    ),
+    Case(
+        "timestamp_in_other_format",
+        {W: HEADER + row(when="15/01/2026 10:00")},
+        0,
+        1,
+        reasons=[(W, 2, "occurred_at", "hit_time", TS + "'15/01/2026 10:00'")],
+    ),
+    Case(
+        "empty_timestamp",
+        {W: HEADER + row(when="")},
+        0,
+        1,
+        reasons=[(W, 2, "occurred_at", "hit_time", "expected a timestamp in column 'hit_time', got an empty value")],
+    ),
+    Case(
+        "future_date",
+        {W: HEADER + row(when="2030-01-01 00:00:00") + row("h2")},
+        1,
+        1,
+        reasons=[(W, 2, "occurred_at", "hit_time", "2029-12-31 23:00:00 UTC is in the future")],
+    ),
+    Case(
+        "implausibly_old_date",
+        {W: HEADER + row(when="1970-01-01 00:00:00")},
+        0,
+        1,
+        reasons=[(W, 2, "occurred_at", "hit_time", "before the earliest plausible time 2000-01-01")],
+    ),
+    Case(
+        "jsonl_timestamp_as_number",
+        {E: '{"id": "e1", "ts": 1767225600, "event": "open"}\n'},
+        0,
+        1,
+        reasons=[(E, 1, "occurred_at", "ts", "expected timestamp 'ISO 8601', got '1767225600'")],
+    ),
+    Case(
+        "jsonl_offset_out_of_range",
+        {E: '{"id": "e1", "ts": "2026-01-10T10:00:00+25:00", "event": "open"}\n'},
+        0,
+        1,
+        reasons=[(E, 1, "occurred_at", "ts", "expected timestamp 'ISO 8601'")],
+    ),
     # --- wrong types
-    Case("revenue_not_a_number", {W: HEADER + row(rest="desktop,order,,,c1,12.x,")}, 0, 1,
-         reasons=[(W, 2, "revenue", "order_value", r"expected a decimal number \(18,2\), got '12.x'")]),
-    Case("revenue_overflows_decimal", {W: HEADER + row(rest="desktop,order,,,c1,1e30,")}, 0, 1,
-         reasons=[(W, 2, "revenue", "order_value", "got '1e30'")]),
-    Case("parquet_wrong_types", {P: parquet(
-        receipt_id=[1, 2], sold_at=[1767225600, 1767225601], amount=["abc", "1.5"], card=[True, False],
-    )}, 0, 2, reasons=[(P, 1, "occurred_at", "sold_at", "got '1767225600'"),
-                       (P, 2, "occurred_at", "sold_at", "got '1767225601'")]),
-    Case("parquet_revenue_as_text", {P: parquet(
-        receipt_id=["r1", "r2"], sold_at=pa.array([datetime(2026, 1, 5), datetime(2026, 1, 6)], pa.timestamp("us")),
-        amount=["abc", "1.5"], card=["L1", None],
-    )}, 1, 1, reasons=[(P, 1, "revenue", "amount", "got 'abc'")]),
-    Case("jsonl_object_where_text_expected", {E: '{"id": "e1", "ts": {"at": "2026-01-10"}, "event": "open"}\n'},
-         0, 1, reasons=[(E, 1, "occurred_at", "ts", "expected timestamp 'ISO 8601'")]),
+    Case(
+        "revenue_not_a_number",
+        {W: HEADER + row(rest="desktop,order,,,c1,12.x,")},
+        0,
+        1,
+        reasons=[(W, 2, "revenue", "order_value", r"expected a decimal number \(18,2\), got '12.x'")],
+    ),
+    Case(
+        "revenue_overflows_decimal",
+        {W: HEADER + row(rest="desktop,order,,,c1,1e30,")},
+        0,
+        1,
+        reasons=[(W, 2, "revenue", "order_value", "got '1e30'")],
+    ),
+    Case(
+        "parquet_wrong_types",
+        {
+            P: parquet(
+                receipt_id=[1, 2],
+                sold_at=[1767225600, 1767225601],
+                amount=["abc", "1.5"],
+                card=[True, False],
+            )
+        },
+        0,
+        2,
+        reasons=[
+            (P, 1, "occurred_at", "sold_at", "got '1767225600'"),
+            (P, 2, "occurred_at", "sold_at", "got '1767225601'"),
+        ],
+    ),
+    Case(
+        "parquet_revenue_as_text",
+        {
+            P: parquet(
+                receipt_id=["r1", "r2"],
+                sold_at=pa.array([datetime(2026, 1, 5), datetime(2026, 1, 6)], pa.timestamp("us")),
+                amount=["abc", "1.5"],
+                card=["L1", None],
+            )
+        },
+        1,
+        1,
+        reasons=[(P, 1, "revenue", "amount", "got 'abc'")],
+    ),
+    Case(
+        "jsonl_object_where_text_expected",
+        {E: '{"id": "e1", "ts": {"at": "2026-01-10"}, "event": "open"}\n'},
+        0,
+        1,
+        reasons=[(E, 1, "occurred_at", "ts", "expected timestamp 'ISO 8601'")],
+    ),
     # --- ragged rows, quoting, delimiters
-    Case("ragged_short_row", {W: HEADER + "h1,2026-01-15 10:00:00,desktop\n" + row("h2")}, 1, 1,
-         reasons=[(W, 2, "row", "action", "missing columns: Expected Number of Columns: 9 Found: 3")]),
-    Case("ragged_long_row", {W: HEADER + row(rest="desktop,pageview,,,c1,,/home,extra,more") + row("h2")}, 1, 1,
-         reasons=[(W, 2, "row", None, "too many columns")]),
-    Case("unterminated_quote", {W: HEADER + row("h2") + 'h1,2026-01-15 10:00:00,desktop,pageview,,,c1,,"/home\n'},
-         1, 1, reasons=[(W, 3, "row", "page", "unterminated quote")]),
-    Case("embedded_newline_in_quoted_field",
-         {W: HEADER + 'h1,2026-01-15 10:00:00,desktop,pageview,,,c1,,"line one\nline two"\n' + row("h2")}, 2, 0),
-    Case("wrong_delimiter", {W: HEADER.replace(",", ";") + row().replace(",", ";")},
-         error=r"source 'web', file '.*a\.csv': column 'hit_id' not found"),
-    Case("blank_and_whitespace_lines", {W: HEADER + "\n" + row("h1") + "\n\n" + row("h2")}, 2, 0),
+    Case(
+        "ragged_short_row",
+        {W: HEADER + "h1,2026-01-15 10:00:00,desktop\n" + row("h2")},
+        1,
+        1,
+        reasons=[(W, 2, "row", "action", "missing columns: Expected Number of Columns: 9 Found: 3")],
+    ),
+    Case(
+        "ragged_long_row",
+        {W: HEADER + row(rest="desktop,pageview,,,c1,,/home,extra,more") + row("h2")},
+        1,
+        1,
+        reasons=[(W, 2, "row", None, "too many columns")],
+    ),
+    Case(
+        "unterminated_quote",
+        {W: HEADER + row("h2") + 'h1,2026-01-15 10:00:00,desktop,pageview,,,c1,,"/home\n'},
+        1,
+        1,
+        reasons=[(W, 3, "row", "page", "unterminated quote")],
+    ),
+    Case(
+        "embedded_newline_in_quoted_field",
+        {W: HEADER + 'h1,2026-01-15 10:00:00,desktop,pageview,,,c1,,"line one\nline two"\n' + row("h2")},
+        2,
+        0,
+    ),
+    Case(
+        "wrong_delimiter",
+        {W: HEADER.replace(",", ";") + row().replace(",", ";")},
+        error=r"source 'web', file '.*a\.csv': column 'hit_id' not found",
+    ),
+    Case("blank_and_whitespace_lines", {W: HEADER + "\n" + row("h1") + "\n \t\n" + row("h2")}, 2, 0, blank=3),
+    Case(
+        "rows_of_bare_delimiters",
+        {
+            W: HEADER
+            + row("h1")
+            + ",,,,,,,,\n" * 3
+            + ",,\n"
+            + ",,,,,,,,,,,,\n"
+            + '"","",,,,,,,\n'
+            + row("h2", when="bad")
+        },
+        1,
+        1,
+        blank=6,
+        reasons=[(W, 9, "occurred_at", "hit_time", TS + "'bad'")],
+    ),
+    Case(
+        "jsonl_blank_lines",
+        {
+            E: '{"id": "e1", "ts": "2026-01-10T10:00:00Z", "event": "open"}\n  \n\t\n'
+            '{"id": "e2", "ts": "bad", "event": "open"}\n\n'
+        },
+        1,
+        1,
+        blank=3,
+        reasons=[(E, 4, "occurred_at", "ts", "expected timestamp 'ISO 8601', got 'bad'")],
+    ),
+    Case(
+        "jsonl_leading_empty_lines",
+        {
+            E: '\n\n{"id": "e1", "ts": "2026-01-10T10:00:00Z", "event": "open"}\n'
+            '{"id": "e2", "ts": "bad", "event": "open"}\n'
+        },
+        1,
+        1,
+        blank=2,
+        reasons=[(E, 4, "occurred_at", "ts", "expected timestamp 'ISO 8601', got 'bad'")],
+    ),
     Case("crlf_line_endings", {W: (HEADER + row("h1") + row("h2")).replace("\n", "\r\n")}, 2, 0),
     # --- encodings
-    Case("latin1_bytes_in_utf8_source", {W: corpus("latin1_in_utf8.csv")}, 1, 1,
-         reasons=[(W, 2, "row", "page", "invalid encoding: Invalid unicode")]),
+    Case(
+        "latin1_bytes_in_utf8_source",
+        {W: corpus("latin1_in_utf8.csv")},
+        1,
+        1,
+        reasons=[(W, 2, "row", "page", "invalid encoding: Invalid unicode")],
+    ),
     Case("utf8_bom_csv", {W: corpus("utf8_bom.csv")}, 1, 0),
     Case("utf8_bom_jsonl", {E: corpus("utf8_bom.jsonl")}, 2, 0),
     Case("nul_byte_in_field", {W: HEADER + row(rest="desktop,pageview,,,c1,,/a\x00b") + row("h2")}, 2, 0),
@@ -140,55 +301,136 @@ CASES = [
     Case("empty_csv_file", {W: ""}),
     Case("empty_jsonl_file", {E: ""}),
     Case("header_only_csv", {W: HEADER}),
-    Case("not_csv_at_all_png", {W: corpus("not_csv.png.csv")},
-         error=r"source 'web', file '.*a\.csv': cannot be read as csv: 'utf-8' codec can't decode byte 0x89"),
-    Case("not_parquet_at_all", {P: b"receipt_id,sold_at\nr1,2026-01-05\n"},
-         error=r"source 'pos', file '.*a\.parquet': cannot be read as parquet"),
-    Case("truncated_parquet", {P: parquet(receipt_id=["r1"], sold_at=["2026-01-05"])[:-20]},
-         error=r"source 'pos', file '.*a\.parquet': cannot be read as parquet"),
+    Case(
+        "not_csv_at_all_png",
+        {W: corpus("not_csv.png.csv")},
+        error=r"source 'web', file '.*a\.csv': cannot be read as csv: 'utf-8' codec can't decode byte 0x89",
+    ),
+    Case(
+        "not_parquet_at_all",
+        {P: b"receipt_id,sold_at\nr1,2026-01-05\n"},
+        error=r"source 'pos', file '.*a\.parquet': cannot be read as parquet",
+    ),
+    Case(
+        "truncated_parquet",
+        {P: parquet(receipt_id=["r1"], sold_at=["2026-01-05"])[:-20]},
+        error=r"source 'pos', file '.*a\.parquet': cannot be read as parquet",
+    ),
     Case("huge_field_1mb", {W: HEADER + row(rest="desktop,pageview,,,c1,,/" + "x" * 1_000_000) + row("h2")}, 2, 0),
-    Case("huge_field_3mb_over_line_limit",
-         {W: HEADER + row(rest="desktop,pageview,,,c1,,/" + "x" * 3_000_000) + row("h2")}, 1, 1,
-         reasons=[(W, 2, "row", None, "line size")]),
+    Case(
+        "huge_field_3mb_over_line_limit",
+        {W: HEADER + row(rest="desktop,pageview,,,c1,,/" + "x" * 3_000_000) + row("h2")},
+        1,
+        1,
+        reasons=[(W, 2, "row", None, "line size")],
+    ),
     # --- JSON shapes
-    Case("broken_json", {E: '{"id": "e1", "ts": "2026-01-10T10:00:00Z", "event": "open"}\n{"id": "e2", "ts": \n'},
-         1, 1, reasons=[(E, 2, "row", None, "broken JSON line: expected a JSON object, got text that is not valid")]),
-    Case("json_array_instead_of_lines",
-         {E: '[{"id": "e1", "ts": "2026-01-10T10:00:00Z", "event": "open"}, {"id": "e2"}]\n'}, 0, 1,
-         reasons=[(E, 1, "row", None, "expected a JSON object, got another JSON value")]),
-    Case("pretty_printed_json_array",
-         {E: '[\n  {"id": "e1", "ts": "2026-01-10T10:00:00Z", "event": "open"}\n]\n'}, 1, 2,
-         reasons=[(E, 1, "row", None, "got text that is not valid JSON"),
-                  (E, 3, "row", None, "got text that is not valid JSON")]),
-    Case("jsonl_scalar_lines", {E: '"just a string"\n42\nnull\n'}, 0, 3,
-         reasons=[(E, n, "row", None, "another JSON value") for n in (1, 2, 3)]),
+    Case(
+        "broken_json",
+        {E: '{"id": "e1", "ts": "2026-01-10T10:00:00Z", "event": "open"}\n{"id": "e2", "ts": \n'},
+        1,
+        1,
+        reasons=[(E, 2, "row", None, "broken JSON line: expected a JSON object, got text that is not valid")],
+    ),
+    Case(
+        "json_array_instead_of_lines",
+        {E: '[{"id": "e1", "ts": "2026-01-10T10:00:00Z", "event": "open"}, {"id": "e2"}]\n'},
+        0,
+        1,
+        reasons=[(E, 1, "row", None, "expected a JSON object, got another JSON value")],
+    ),
+    Case(
+        "pretty_printed_json_array",
+        {E: '[\n  {"id": "e1", "ts": "2026-01-10T10:00:00Z", "event": "open"}\n]\n'},
+        1,
+        2,
+        reasons=[
+            (E, 1, "row", None, "got text that is not valid JSON"),
+            (E, 3, "row", None, "got text that is not valid JSON"),
+        ],
+    ),
+    Case(
+        "jsonl_scalar_lines",
+        {E: '"just a string"\n42\nnull\n'},
+        0,
+        3,
+        reasons=[(E, n, "row", None, "another JSON value") for n in (1, 2, 3)],
+    ),
     # --- identifiers and ids
-    Case("null_event_id", {W: HEADER + row(hit_id="") + row("h2")}, 1, 1,
-         reasons=[(W, 2, "event_id", "hit_id", "expected a value in column 'hit_id', got an empty value")]),
-    Case("jsonl_null_in_every_identifier", {E: '{"id": null, "ts": null, "event": null, "email": null}\n'}, 0, 1,
-         reasons=[(E, 1, "event_id", "id", "got an empty value")]),
+    Case(
+        "null_event_id",
+        {W: HEADER + row(hit_id="") + row("h2")},
+        1,
+        1,
+        reasons=[(W, 2, "event_id", "hit_id", "expected a value in column 'hit_id', got an empty value")],
+    ),
+    Case(
+        "jsonl_null_in_every_identifier",
+        {E: '{"id": null, "ts": null, "event": null, "email": null}\n'},
+        0,
+        1,
+        reasons=[(E, 1, "event_id", "id", "got an empty value")],
+    ),
     Case("null_in_every_identifier_column", {W: HEADER + row(rest="desktop,pageview,,,,,")}, 1, 0),
-    Case("empty_channel_and_type", {W: HEADER + row(rest=",,,,c1,,")}, 0, 1,
-         reasons=[(W, 2, "channel", None, "channel: expected a value, got an empty value")]),
-    Case("duplicate_ids_within_file", {W: HEADER + row("h1") + row("h1", rest="desktop,pageview,,,c1,,/again")},
-         1, 0, 1),
+    Case(
+        "empty_channel_and_type",
+        {W: HEADER + row(rest=",,,,c1,,")},
+        0,
+        1,
+        reasons=[(W, 2, "channel", None, "channel: expected a value, got an empty value")],
+    ),
+    Case(
+        "duplicate_ids_within_file", {W: HEADER + row("h1") + row("h1", rest="desktop,pageview,,,c1,,/again")}, 1, 0, 1
+    ),
     Case("duplicate_ids_across_files", {W: HEADER + row("h1"), "web/b.csv": HEADER + row("h1") + row("h2")}, 2, 0, 1),
-    Case("duplicate_ids_across_formats", {P: parquet(
-        receipt_id=["r1", "r1"], sold_at=pa.array([datetime(2026, 1, 5)] * 2, pa.timestamp("us", tz="UTC")),
-        amount=[1.0, 1.0], card=["L1", "L1"])}, 1, 0, 1),
+    Case(
+        "duplicate_ids_across_formats",
+        {
+            P: parquet(
+                receipt_id=["r1", "r1"],
+                sold_at=pa.array([datetime(2026, 1, 5)] * 2, pa.timestamp("us", tz="UTC")),
+                amount=[1.0, 1.0],
+                card=["L1", "L1"],
+            )
+        },
+        1,
+        0,
+        1,
+    ),
     # --- schema drift
-    Case("missing_required_column", {W: "hit_id,hit_time,platform,action,email,phone,order_value\n" + row()},
-         error=r"source 'web', file '.*a\.csv': column 'client_id' not found"),
-    Case("missing_required_jsonl_key", {E: '{"id": "e1", "when": "2026-01-10T10:00:00Z", "event": "open"}\n'},
-         error=r"source 'email', file '.*a\.jsonl': column 'ts' not found"),
-    Case("parquet_missing_column", {P: parquet(receipt_id=["r1"], amount=[1.0], card=["L1"])},
-         error=r"source 'pos', file '.*a\.parquet': column 'sold_at' not found"),
+    Case(
+        "missing_required_column",
+        {W: "hit_id,hit_time,platform,action,email,phone,order_value\n" + row()},
+        error=r"source 'web', file '.*a\.csv': column 'client_id' not found",
+    ),
+    Case(
+        "missing_required_jsonl_key",
+        {E: '{"id": "e1", "when": "2026-01-10T10:00:00Z", "event": "open"}\n'},
+        error=r"source 'email', file '.*a\.jsonl': column 'ts' not found",
+    ),
+    Case(
+        "parquet_missing_column",
+        {P: parquet(receipt_id=["r1"], amount=[1.0], card=["L1"])},
+        error=r"source 'pos', file '.*a\.parquet': column 'sold_at' not found",
+    ),
     # The first file of a source is its baseline; a later file with an unknown column is drift.
-    Case("extra_unknown_column", {W: HEADER + row("h1"), "web/b.csv": HEADER.replace("\n", ",utm_source\n")
-                                  + row("h2", rest="desktop,pageview,,,c1,,/home,newsletter")}, 2, 0,
-         warning=r"source 'web', file 'web/b.csv': new column\(s\) \['utm_source'\] not in the mapping; kept in"),
-    Case("duplicate_header_names", {W: HEADER.replace("page", "page,page") + row(rest="desktop,pageview,,,c1,,/a,/b")},
-         1, 0),
+    Case(
+        "extra_unknown_column",
+        {
+            W: HEADER + row("h1"),
+            "web/b.csv": HEADER.replace("\n", ",utm_source\n")
+            + row("h2", rest="desktop,pageview,,,c1,,/home,newsletter"),
+        },
+        2,
+        0,
+        warning=r"source 'web', file 'web/b.csv': new column\(s\) \['utm_source'\] not in the mapping; kept in",
+    ),
+    Case(
+        "duplicate_header_names",
+        {W: HEADER.replace("page", "page,page") + row(rest="desktop,pageview,,,c1,,/a,/b")},
+        1,
+        0,
+    ),
 ]
 
 
@@ -223,6 +465,7 @@ def test_bad_input(case: Case, tmp_path: Path, caplog: pytest.LogCaptureFixture)
     assert report.accounting_ok()
     assert report.read == report.loaded + report.quarantined + report.duplicates
     assert (report.loaded, report.quarantined, report.duplicates) == (case.loaded, case.quarantined, case.duplicates)
+    assert report.blank == case.blank
     if case.loaded:
         assert len(lake_rows(events_glob(settings), "event_id")) == case.loaded
     quarantined = lake_rows(quarantine_glob(settings), "source_file, line") if case.quarantined else []

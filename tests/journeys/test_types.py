@@ -19,7 +19,7 @@ def test_counts_are_bigint_in_the_warehouse_and_int64_in_parquet(published):
         types = db.fetch(
             con, "select table_name, column_name, data_type from duckdb_columns() where schema_name = 'main'"
         )
-        marts = publish.publish_marts(con, settings, catalog.published())
+        marts = publish.publish_marts(con, settings, catalog.published(), published.context.batch_id)
     kept = {m.name for m in catalog.kept()}
     warehouse = {(t, c): ty for t, c, ty in types if t in kept}
     assert not [k for k, ty in warehouse.items() if ty in ("HUGEINT", "UHUGEINT")]

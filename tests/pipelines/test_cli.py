@@ -1,52 +1,141 @@
-"""`journeys query` prints or writes every row as a table, CSV, JSON lines or Parquet."""
+"""The `journeys` command: where --config goes, clear errors before Prefect starts, a demo that never deletes."""
 
 from __future__ import annotations
 
-import csv
-import io
-import json
+import hashlib
+from pathlib import Path
 
-import duckdb
-import pyarrow.parquet as pq
 import pytest
+from prefect.testing.utilities import prefect_test_harness
 
-from pipelines.cli import main
+import pipelines.nightly
+from pipelines import cli
 
-SQL = "select * from t order by n"
+USER_CONFIG = """
+data_root: data
+pii_salt: s
+sources:
+  - name: web
+    path: web/*.csv
+    format: csv
+    event_id: id
+    occurred_at: t
+    channel: {value: web}
+    event_type: {value: page_view}
+"""
+
+
+@pytest.fixture(scope="module")
+def harness():
+    with prefect_test_harness(server_startup_timeout=180):
+        yield
 
 
 @pytest.fixture
-def warehouse(tmp_path):
-    path = tmp_path / "w.duckdb"
-    with duckdb.connect(str(path)) as con:
-        con.execute(
-            "create table t as select range::bigint as n, 'row ' || range as label, date '2026-11-01' + range::int"
-            " as day, (range / 4)::decimal(18, 2) as revenue from range(25000)"
-        )
-        con.execute("update t set label = null where n = 1")
-    return str(path)
+def no_flow(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("the flow must not start")
+
+    monkeypatch.setattr(pipelines.nightly, "nightly", refuse)
 
 
-def test_csv_to_stdout_has_every_row(warehouse, capsys):
-    assert main(["query", SQL, "--warehouse", warehouse, "--format", "csv"]) == 0
-    rows = list(csv.reader(io.StringIO(capsys.readouterr().out)))
-    assert rows[0] == ["n", "label", "day", "revenue"]
-    assert len(rows) == 25_001  # beyond one fetch batch and far beyond --max-rows
-    assert rows[1] == ["0", "row 0", "2026-11-01", "0.00"] and rows[2][1] == ""
+def tree_digest(root: Path) -> dict[str, str]:
+    return {
+        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir"
+        for p in sorted(root.rglob("*"))
+    }
 
 
-def test_json_lines_keep_numbers_and_nulls(warehouse, capsys):
-    assert main(["query", SQL + " limit 3", "--warehouse", warehouse, "--format", "json"]) == 0
-    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    assert rows[1] == {"n": 1, "label": None, "day": "2026-11-02", "revenue": "0.25"}
+def user_project(tmp_path: Path) -> Path:
+    (tmp_path / "journeys.yaml").write_text(USER_CONFIG)
+    landing = tmp_path / "data" / "landing" / "web"
+    landing.mkdir(parents=True)
+    (landing / "a.csv").write_text("id,t\nw1,2026-01-01 10:00:00\n")
+    (tmp_path / "data" / "notes.txt").write_text("the user's own file\n")
+    return tmp_path / "data"
 
 
-def test_parquet_and_csv_to_a_file(warehouse, tmp_path):
-    out = tmp_path / "t.parquet"
-    assert main(["query", SQL, "--warehouse", warehouse, "--format", "parquet", "--out", str(out)]) == 0
-    table = pq.read_table(out)
-    assert table.num_rows == 25_000 and str(table.schema.field("n").type) == "int64"
-    assert main(["query", SQL, "--warehouse", warehouse, "--format", "parquet"]) == 2
-    out_csv = tmp_path / "t.csv"
-    assert main(["query", SQL, "--warehouse", warehouse, "--format", "csv", "--out", str(out_csv)]) == 0
-    assert out_csv.read_text().splitlines()[0] == "n,label,day,revenue"
+@pytest.mark.parametrize(
+    ("argv", "config"),
+    [
+        (["run", "--config", "x.yaml"], "x.yaml"),
+        (["--config", "x.yaml", "run"], "x.yaml"),
+        (["--config", "a.yaml", "run", "--config", "b.yaml"], "b.yaml"),
+        (["run"], "journeys.yaml"),
+        (["query", "select 1", "--config", "x.yaml"], "x.yaml"),
+        (["evaluate-identity", "--config", "x.yaml"], "x.yaml"),
+    ],
+)
+def test_config_is_accepted_before_and_after_the_subcommand(argv, config):
+    assert cli.build_parser().parse_args(argv).config == config
+
+
+def test_config_error_exits_2_with_one_line_per_problem_before_prefect(tmp_path, capsys, no_flow):
+    bad = tmp_path / "journeys.yaml"
+    bad.write_text("session_timeout: 30 days\nsources: [{name: web, path: w/*, format: xlsx}]\n")
+    assert cli.main(["run", "--config", str(bad)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert f"{bad}: session_timeout: expected a duration such as 30d, 36h, 90m, 45s or 2w, got '30 days'" in err
+    assert f"{bad}: sources[0].format: Input should be 'csv', 'jsonl' or 'parquet', got 'xlsx'" in err
+    assert all(line.startswith(f"{bad}: ") for line in err)
+
+
+def test_missing_data_root_fails_clearly(tmp_path, capsys, no_flow):
+    (tmp_path / "journeys.yaml").write_text(USER_CONFIG)
+    config = str(tmp_path / "journeys.yaml")
+    assert cli.main(["run", "--config", config]) == 2
+    assert f"data_root: {tmp_path / 'data'} does not exist" in capsys.readouterr().err
+    assert cli.main(["run", "--config", config, "--data-root", str(tmp_path / "nope")]) == 2
+    assert capsys.readouterr().err.strip() == f"--data-root {tmp_path / 'nope'}: no such folder"
+    assert not (tmp_path / "data").exists() and not (tmp_path / "nope").exists()
+
+
+def test_run_that_loads_nothing_fails_instead_of_publishing_empty_marts(tmp_path, capsys, harness):
+    root = tmp_path / "data"
+    (root / "landing" / "web").mkdir(parents=True)
+    (root / "landing" / "web" / "a.txt").write_text("not matched by web/*.csv\n")
+    (tmp_path / "journeys.yaml").write_text(USER_CONFIG)
+    assert cli.main(["run", "--config", str(tmp_path / "journeys.yaml"), "--as-of", "2026-02-01T00:00:00"]) == 1
+    err = capsys.readouterr().err
+    assert f"journeys run: nothing to publish: the lake of data root {root} holds no events" in err
+    assert "web 'web/*.csv': 0 file(s)" in err
+    assert not (root / "marts").exists() and not (root / "warehouse" / "journeys.duckdb").exists()
+
+
+def test_demo_folder_is_created_marked_and_only_marked_folders_are_rebuilt(tmp_path):
+    folder = cli.demo_folder(tmp_path / "demo")
+    assert (folder / cli.DEMO_MARKER).is_file()
+    (folder / "lake").mkdir()
+    assert sorted(p.name for p in cli.demo_folder(folder).iterdir()) == [cli.DEMO_MARKER]  # emptied
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "keep.csv").write_text("x\n")
+    with pytest.raises(cli.UsageError, match="was not made by `journeys demo`"):
+        cli.demo_folder(foreign)
+    assert (foreign / "keep.csv").read_text() == "x\n"
+    (tmp_path / "empty").mkdir()
+    assert (cli.demo_folder(tmp_path / "empty") / cli.DEMO_MARKER).is_file()
+
+
+@pytest.mark.parametrize("folder", ["data", "data/demo", "."])
+def test_demo_refuses_a_folder_overlapping_the_configured_data_root(tmp_path, monkeypatch, capsys, no_flow, folder):
+    root = user_project(tmp_path)
+    before = tree_digest(root)
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["demo", "--events", "500", "--folder", folder]) == 2
+    assert "overlaps the data root" in capsys.readouterr().err
+    assert tree_digest(root) == before
+
+
+def test_demo_next_to_a_config_leaves_its_data_root_byte_identical(tmp_path, monkeypatch, capsys, harness):
+    root = user_project(tmp_path)
+    (root / "lake").mkdir()
+    (root / "lake" / "part.parquet").write_bytes(b"PAR1 not really")
+    before = tree_digest(root)
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["demo", "--events", "1500", "--folder", "demo-out"]) == 0
+    assert tree_digest(root) == before
+    out = tmp_path / "demo-out"
+    assert (out / cli.DEMO_MARKER).is_file()
+    assert (out / "marts" / "journeys" / "journeys.parquet").is_file()
+    assert "stage funnel" in capsys.readouterr().out

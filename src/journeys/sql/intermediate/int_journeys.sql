@@ -26,9 +26,9 @@ journey_facts as (
         arg_min(je.touchpoint, je.event_seq) as first_touchpoint,
         arg_max(je.touchpoint, je.event_seq) as last_touchpoint,
         arg_max(je.event_id, je.event_seq) as last_event_id,
-        arg_max(je.sentiment, je.event_seq) as last_sentiment,
+        arg_max_null(je.sentiment, je.event_seq) as last_sentiment,
         arg_max(je.sentiment, je.event_seq) filter (where je.sentiment is not null) as last_known_sentiment,
-        arg_min(json_extract_string(je.attributes, $breakdown_path), je.event_seq) as breakdown_attribute,
+        arg_min_null(json_extract_string(je.attributes, $breakdown_path), je.event_seq) as breakdown_attribute,
         sum(je.revenue) as revenue
     from journey_events as je
     group by je.journey_id

@@ -179,6 +179,9 @@ validated as (
                         'sentiment: expected a {} score, got ''{}''', coalesce($sentiment_scale, 'unit'), sentiment_text
                     )
                 }
+            -- Set by journeys.ingest for a phone it could not read; the reason never repeats the value.
+            when identifier_reject is not null
+                then identifier_reject
         end as reject
     from mapped
 ),

@@ -1,0 +1,223 @@
+"""Prefect artifacts of a nightly run, so the run history in the Prefect UI tells what each night did.
+
+A finished run gets a markdown summary (row accounting, identity, quality, the primary stage funnel, the
+top dropout points) and a table of that funnel; a failed run gets a markdown note of what failed and how
+to rerun the night. Keys are fixed, so the UI's Artifacts page shows each as one series across nights.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.actions import ArtifactCreate
+
+from journeys import db
+from journeys.config import Settings
+
+SUMMARY_KEY = "journeys-nightly-summary"
+FUNNEL_KEY = "journeys-nightly-funnel"
+FAILURE_KEY = "journeys-nightly-failure"
+
+_FUNNEL_COLUMNS = (
+    "stage_index",
+    "stage_name",
+    "journeys_entered",
+    "journeys_converted",
+    "conversion_rate",
+    "conversion_from_start",
+    "journeys_dropped",
+    "journeys_in_progress",
+    "median_time_to_next_s",
+)
+
+
+def primary_funnel(warehouse: str) -> tuple[str | None, str | None, list[dict[str, Any]], list[dict[str, Any]]]:
+    """The primary stage model and mode, its all-cohort funnel rows and its top dropout points."""
+    with db.connect(warehouse, read_only=True) as con:
+        first = db.fetch(con, "select stage_model, mode from journeys limit 1")
+        model, mode = first[0] if first else (None, None)
+        funnel = db.fetch(
+            con,
+            "select stage_index, stage_name, journeys_entered, journeys_converted, conversion_rate,"
+            " conversion_from_start, journeys_dropped, journeys_in_progress, median_time_to_next_s"
+            " from stage_conversion where stage_model = $m and mode = $mode and cohort = 'all'"
+            " and breakdown = 'none' order by stage_index",
+            {"m": model, "mode": mode},
+        )
+        dropout = db.fetch(
+            con,
+            "select stage_name, last_touchpoint, last_channel, journeys_dropped, share_of_stage_dropouts, owner"
+            " from stage_dropout where stage_model = $m and mode = $mode"
+            " order by journeys_dropped desc, stage_index, last_touchpoint limit 5",
+            {"m": model, "mode": mode},
+        )
+    drop_cols = (
+        "stage_name",
+        "last_touchpoint",
+        "last_channel",
+        "journeys_dropped",
+        "share_of_stage_dropouts",
+        "owner",
+    )
+    return (
+        model,
+        mode,
+        [dict(zip(_FUNNEL_COLUMNS, r, strict=True)) for r in funnel],
+        [dict(zip(drop_cols, r, strict=True)) for r in dropout],
+    )
+
+
+def _cell(v: Any) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        return f"{v:.3f}"
+    return str(v).replace("|", "\\|")
+
+
+def _markdown_table(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return "_no rows_"
+    cols = list(rows[0])
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(_cell(r[c]) for c in cols) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def run_summary_markdown(
+    *,
+    batch_id: str,
+    as_of: datetime,
+    ingest: dict[str, Any],
+    identity: dict[str, Any],
+    quality: dict[str, Any],
+    model: str | None,
+    mode: str | None,
+    funnel: list[dict[str, Any]],
+    dropout: list[dict[str, Any]],
+    warehouse: str,
+) -> str:
+    """The markdown summary of one finished run."""
+    accounted = ingest["read"] == ingest["loaded"] + ingest["quarantined"] + ingest["duplicates"]
+    return "\n".join(
+        [
+            f"# journeys-nightly as of {as_of.isoformat()}",
+            "",
+            f"batch `{batch_id}`, published {datetime.now(UTC).isoformat(timespec='seconds')}",
+            "",
+            "## Rows",
+            "",
+            f"read {ingest['read']} = loaded {ingest['loaded']} + quarantined {ingest['quarantined']}"
+            f" + duplicates {ingest['duplicates']} ({'balanced' if accounted else 'NOT balanced'});"
+            f" {ingest['files']} landing files, {ingest['files_skipped']} of them unchanged since an earlier run.",
+            "",
+            f"identity: {identity.get('n_customers')} customers from {identity.get('n_identifiers')} identifiers,"
+            f" {identity.get('n_merges')} merges, {identity.get('n_splits')} splits,"
+            f" {identity.get('n_shared_identifiers')} shared identifiers held back.",
+            "",
+            "## Quality",
+            "",
+            f"passed: {quality['expectations']} expectations; report `{quality['report']}`",
+            "",
+            f"## Stage funnel: {model} ({mode}), all cohorts",
+            "",
+            _markdown_table(funnel),
+            "",
+            "## Top dropout points (closed journeys)",
+            "",
+            _markdown_table(dropout),
+            "",
+            f"warehouse: `{warehouse}`",
+        ]
+    )
+
+
+def record_run(
+    settings: Settings,
+    *,
+    batch_id: str,
+    as_of: datetime,
+    ingest: dict[str, Any],
+    identity: dict[str, Any],
+    quality: dict[str, Any],
+) -> None:
+    """Create the markdown summary and the funnel table artifacts of a finished run."""
+    warehouse = str(settings.warehouse_path)
+    model, mode, funnel, dropout = primary_funnel(warehouse)
+    create_markdown_artifact(
+        run_summary_markdown(
+            batch_id=batch_id,
+            as_of=as_of,
+            ingest=ingest,
+            identity=identity,
+            quality=quality,
+            model=model,
+            mode=mode,
+            funnel=funnel,
+            dropout=dropout,
+            warehouse=warehouse,
+        ),
+        key=SUMMARY_KEY,
+        description=f"journeys-nightly as of {as_of.isoformat()}: rows, identity, quality, funnel",
+    )
+    create_table_artifact(
+        funnel, key=FUNNEL_KEY, description=f"stage funnel {model} ({mode}), all cohorts, as of {as_of.isoformat()}"
+    )
+
+
+def failed_run_markdown(
+    *, as_of: str, message: str, deployment: str | None, timeout_s: float | None, ran_s: float | None
+) -> str:
+    """The markdown note of one failed run: what failed, what is still published, how to rerun the night."""
+    lines = [f"# journeys-nightly as of {as_of}: FAILED", "", "```", message, "```", ""]
+    if timeout_s and ran_s is not None and ran_s >= timeout_s:
+        # Prefect's timeout interrupts DuckDB mid-query, and DuckDB reports only "Query interrupted".
+        lines += [
+            f"The run was stopped by its timeout: it ran {ran_s:.0f} s, `schedule.run_timeout` allows"
+            f" {timeout_s:.0f} s. Raise it, or find the slow step in the run's task timings.",
+            "",
+        ]
+    lines += [
+        "Nothing of this run was published unless it failed during `publish` itself: the warehouse is swapped"
+        " in only after every quality suite passed, so BI tools still read the last good night.",
+        "",
+        "Fix the cause (replace or remove the landing file the quality report names, or fix the config),"
+        " then rerun this night:",
+        "",
+    ]
+    if deployment:
+        lines += [f"    prefect deployment run '{deployment}' --param as_of={as_of}", "", "or", ""]
+    lines += [f"    journeys run --as-of {as_of}"]
+    return "\n".join(lines)
+
+
+def record_failed_run(flow: Any, flow_run: Any, state: Any) -> None:
+    """Flow on_failure hook: a markdown note of what failed and how to rerun that night."""
+    as_of = flow_run.parameters.get("as_of") or flow_run.expected_start_time
+    as_of_text = as_of if isinstance(as_of, str) else as_of.astimezone(UTC).isoformat()
+    # A hook runs after the run's context is gone: read the run's start from the API, name the run itself.
+    with get_client(sync_client=True) as client:
+        run = client.read_flow_run(flow_run.id)
+        ran_s = (datetime.now(UTC) - run.start_time).total_seconds() if run.start_time else None
+        deployment = None
+        if run.deployment_id is not None:
+            deployment = f"{flow.name}/{client.read_deployment(run.deployment_id).name}"
+        markdown = failed_run_markdown(
+            as_of=as_of_text,
+            message=str(state.message or state.name),
+            deployment=deployment,
+            timeout_s=flow.timeout_seconds,
+            ran_s=ran_s,
+        )
+        client.create_artifact(
+            ArtifactCreate(
+                type="markdown",
+                key=FAILURE_KEY,
+                description=f"failed run as of {as_of_text}",
+                flow_run_id=flow_run.id,
+                data=markdown,
+            )
+        )

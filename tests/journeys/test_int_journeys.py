@@ -1,0 +1,44 @@
+"""int_journeys on inline rows: the last event's sentiment and the first event's attribute, nulls included."""
+
+from datetime import datetime
+
+from journeys import build, db
+from journeys.config import Settings, StageModelRef
+
+AS_OF = datetime(2026, 11, 1)
+
+
+def test_last_sentiment_is_the_last_events_even_when_null_and_breakdown_the_first_events(make_settings):
+    con = db.connect()
+    db.execute(
+        con,
+        """create table events as
+           select * from (values
+               ('e1', timestamp '2026-10-01 10:00', 'web', 'page_view', 0.5, '{"plan": "basic"}'),
+               ('e2', timestamp '2026-10-01 11:00', 'web', 'page_view', null, '{}'),
+               ('f1', timestamp '2026-10-02 10:00', 'web', 'page_view', null, '{}'),
+               ('f2', timestamp '2026-10-02 11:00', 'call_centre', 'call', -0.5, '{"plan": "pro"}')
+           ) as v(event_id, occurred_at, channel, event_type, sentiment, attributes)""",
+    )
+    db.execute(
+        con,
+        """create or replace table events as
+           select event_id, occurred_at, occurred_at::date as event_date, 'test' as source, channel, event_type,
+                  channel || ':' || event_type as touchpoint,
+                  []::struct(id_type varchar, id_value varchar)[] as identifiers, sentiment::double as sentiment,
+                  null::decimal(18, 2) as revenue, attributes::json as attributes,
+                  case when event_id like 'e%' then 'E' else 'F' end as customer_key
+           from events""",
+    )
+    db.execute(con, "create table int_event_customers as select event_id, customer_key from events")
+    db.execute(con, "create table customers as select distinct customer_key, 0 as bucket from events")
+    settings = make_settings(stage_models=[StageModelRef(path="generic_lifecycle")], breakdown_attribute="plan")
+    assert isinstance(settings, Settings)
+    build.build_models(con, build.run_context(settings, AS_OF), ["int_journey_events", "int_journeys"])
+    rows = db.fetch(
+        con,
+        "select customer_key, last_sentiment, last_known_sentiment, breakdown_attribute from int_journeys order by 1",
+    )
+    # E's last event has no sentiment: last_sentiment is null, the last known one is 0.5.
+    # F's first event has no plan: its breakdown value is null, not the later event's 'pro'.
+    assert rows == [("E", None, 0.5, "basic"), ("F", -0.5, -0.5, None)]
