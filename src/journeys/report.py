@@ -401,12 +401,21 @@ def _accounting_section(con: duckdb.DuckDBPyConnection, settings: Settings, batc
         ("quarantined", "quarantined", ""),
         ("duplicates", "duplicates", ""),
         ("balanced", "read = sum", ""),
+        ("blank", "blank rows (not read)", ""),
     ]
     if manifest.exists():
+        has_blank = any(
+            r[0] == "blank"
+            for r in db.fetch(
+                con, "select column_name from (describe select * from read_parquet($m))", {"m": str(manifest)}
+            )
+        )
+        # Manifests written before blank rows were counted have no such column.
+        blank = "sum(blank)::bigint" if has_blank else "null::bigint"
         sql = (
             "select coalesce(source, 'all sources') as source, count(*) as files, sum(read)::bigint as read,"
             " sum(loaded)::bigint as loaded, sum(quarantined)::bigint as quarantined,"
-            " sum(duplicates)::bigint as duplicates,"
+            f" sum(duplicates)::bigint as duplicates, {blank} as blank,"
             " case when sum(read) = sum(loaded) + sum(quarantined) + sum(duplicates) then 'yes' else 'NO' end"
             " as balanced"
             " from read_parquet($manifest) where $batch::varchar is null or batch_id = $batch"
