@@ -24,8 +24,8 @@ CHROMIUM := /usr/bin/chromium
 browser:
 	@if [ -x $(CHROMIUM) ]; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get > /dev/null; then \
-		(apt-get install -y --no-install-recommends chromium || \
-		 (apt-get update && apt-get install -y --no-install-recommends chromium)) > /dev/null; \
+		(DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium || \
+		 (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium)) > /dev/null; \
 	else echo "no $(CHROMIUM) and not root: the report's browser test will skip"; fi
 
 demo: $(STAMP)
