@@ -21,7 +21,13 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+)
 
 IdentifierType = str
 """An identifier type name, e.g. customer_id, email, phone, device_id, cookie_id, loyalty_id."""
@@ -78,6 +84,10 @@ def snake(value: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", value.strip().lower()).strip("_")
 
 
+UNSET_PII_SALT = "change-me"
+"""The placeholder salt of an unconfigured project; ingest refuses to hash with it."""
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -131,6 +141,14 @@ class SourceConfig(_Strict):
     attributes: list[str] | None = Field(
         None, description="Columns kept in `attributes`; None keeps every column not mapped above."
     )
+
+    @field_validator("path")
+    @classmethod
+    def _inside_landing(cls, v: str) -> str:
+        # A glob must stay inside landing/: `..` would ingest (and later fail on) someone else's files.
+        if Path(v).is_absolute() or ".." in Path(v).parts:
+            raise ValueError(f"expected a glob relative to <data_root>/landing/ without '..', got {v!r}")
+        return v
 
     @field_validator("name")
     @classmethod
@@ -293,7 +311,9 @@ class Settings(BaseSettings):
 
     data_root: Path = Field(Path("data"), description="Root of landing/, lake/, warehouse/ and marts/.")
     pii_salt: SecretStr = Field(
-        SecretStr("change-me"), description="Salt for hashing email and phone; set JOURNEYS_PII_SALT in production."
+        SecretStr(UNSET_PII_SALT),
+        description="Salt for hashing email and phone; set JOURNEYS_PII_SALT. Ingest refuses the default and an"
+        " empty salt: anyone could rebuild the hashes of known e-mails.",
     )
     default_phone_region: str = Field(
         "US",
@@ -389,6 +409,16 @@ class Settings(BaseSettings):
                 )
         return self
 
+    def require_pii_salt(self) -> None:
+        """Raise ConfigError unless a real salt is set (never the placeholder, never empty)."""
+        salt = self.pii_salt.get_secret_value()
+        if not salt.strip() or salt == UNSET_PII_SALT:
+            raise ConfigError(
+                "pii_salt: expected a secret salt (set JOURNEYS_PII_SALT or pii_salt in the config);"
+                f" {'an empty one' if not salt.strip() else 'the placeholder ' + repr(UNSET_PII_SALT)} would let"
+                " anyone rebuild the hashes of known e-mails and phones"
+            )
+
     @property
     def root(self) -> Path:
         """Absolute data root."""
@@ -456,16 +486,30 @@ def load_settings(
             raise ConfigError(f"{p}: expected a mapping of keys at the top level, got {type(data).__name__}")
         config_dir = p.resolve().parent
     data.setdefault("config_dir", config_dir)
-    # Env overrides file values: drop file keys that the environment sets.
     env_keys = {k[len("JOURNEYS_") :].split("__")[0].lower() for k in os.environ if k.startswith("JOURNEYS_")}
-    for k in env_keys:
-        data.pop(k, None)
+    try:
+        env = EnvSettingsSource(Settings)()
+    except (SettingsError, ValueError) as exc:
+        raise ConfigError(f"JOURNEYS_* (environment): {exc}") from None
+    # Env overrides the file field by field: JOURNEYS_IDENTITY__PRIORITY replaces identity.priority only.
+    data = _deep_merge(data, env)
     data.update(overrides)
     try:
         return Settings(**data)
     except ValidationError as exc:
         # `from None`: the pydantic report repeats every input and runs to dozens of lines.
         raise ConfigError(_config_message(exc, origin, env_keys)) from None
+
+
+def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """`base` with `over` laid on top, mapping by mapping (a list or a value replaces)."""
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
 
 
 def _key_path(loc: tuple[Any, ...]) -> str:

@@ -1105,6 +1105,7 @@ def schema_drift(
 
 def ingest_sources(settings: Settings, *, as_of: datetime, batch_id: str) -> IngestReport:
     """Ingest every new or changed landing file of every configured source into the lake."""
+    settings.require_pii_salt()
     if not _BATCH_RE.match(batch_id):
         raise ValueError(f"batch_id must match {_BATCH_RE.pattern}, got {batch_id!r}")
     files = landing_files(settings)

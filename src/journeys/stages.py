@@ -45,7 +45,7 @@ class Stage(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str
-    rules: list[StageRule]
+    rules: list[StageRule] = Field(min_length=1)
     owner: str | None = None
     touchpoint_owners: dict[str, str] = Field(default_factory=dict)
     designed_channels: list[str] = Field(default_factory=list)
