@@ -160,6 +160,29 @@ def test_jsonl_offset_aware_times_are_converted(tmp_path):
     assert rows["email:e2"]["event_type"] == "click"
 
 
+def test_time_zone_names_are_read_not_dropped(tmp_path):
+    write(
+        tmp_path,
+        "email/a.jsonl",
+        '{"id": "e1", "ts": "2026-01-15 10:00:00 America/New_York", "event": "open"}\n'
+        '{"id": "e2", "ts": "2026-01-15 10:00:00 Europe/Paris", "event": "open"}\n'
+        '{"id": "e3", "ts": "2026-01-15 10:00:00 EST", "event": "open"}\n'
+        '{"id": "e4", "ts": "2026-01-15 10:00:00 Mars/Olympus_Mons", "event": "open"}\n',
+    )
+    s = make_settings(tmp_path, email_source(timezone="Asia/Tokyo"))
+    ingest(s)
+    rows = {r["event_id"]: r["occurred_at"] for r in events(s)}
+    # The name in the value wins over the source's zone (Tokyo would give 01:00 the same day).
+    assert rows == {
+        "email:e1": datetime(2026, 1, 15, 15, 0),
+        "email:e2": datetime(2026, 1, 15, 9, 0),
+        "email:e3": datetime(2026, 1, 15, 15, 0),
+    }
+    (bad,) = quarantine(s)
+    assert (bad["line"], bad["field"]) == (4, "occurred_at")
+    assert "got '2026-01-15 10:00:00 Mars/Olympus_Mons'" in bad["reason"]
+
+
 def test_jsonl_naive_times_use_source_zone(tmp_path):
     write(tmp_path, "email/a.jsonl", '{"id": "e1", "ts": "2026-01-10T10:00:00", "event": "open"}\n')
     s = make_settings(tmp_path, email_source(timezone="America/New_York"))
