@@ -1,0 +1,82 @@
+"""The journey-map marts against the hand-worked golden case in tests/golden/journey_map (see its README)."""
+
+from datetime import datetime
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from journeys import build, db
+from journeys.config import Settings, StageModelRef
+
+GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "journey_map"
+AS_OF = datetime(2026, 10, 31)
+COSTS = {"call_centre": 6.5, "chat": 2.0, "store": 4.0}
+
+
+def build_map(**overrides) -> object:
+    """A connection holding every model built from the golden events with generic_lifecycle (ordered)."""
+    con = db.connect()
+    db.execute(
+        con,
+        "create table golden as select * from read_csv($path, header = true, all_varchar = true)",
+        {"path": str(GOLDEN / "events.csv")},
+    )
+    db.execute(
+        con,
+        """create table events as select event_id, occurred_at::timestamp as occurred_at,
+            occurred_at::date as event_date, 'golden' as source, channel, event_type, touchpoint,
+            []::struct(id_type varchar, id_value varchar)[] as identifiers, sentiment::double as sentiment,
+            revenue::decimal(18, 2) as revenue, attributes::json as attributes from golden""",
+    )
+    db.execute(con, "create table int_event_customers as select event_id, customer_key from golden")
+    db.execute(con, "create table customers as select distinct customer_key, 0 as bucket from golden")
+    settings = Settings(stage_models=[StageModelRef(path="generic_lifecycle")], costs=COSTS, **overrides)
+    build.build_after_identity(con, build.run_context(settings, AS_OF))
+    return con
+
+
+@pytest.fixture(scope="module")
+def built():
+    return build_map()
+
+
+def _expected(name: str) -> list[dict]:
+    return pl.read_csv(GOLDEN / name).to_dicts()
+
+
+def _close(got: list[dict], want: list[dict]) -> None:
+    assert len(got) == len(want)
+    for g, w in zip(got, want, strict=True):
+        assert set(g) == set(w)
+        for k, v in w.items():
+            assert g[k] == (pytest.approx(v) if isinstance(v, float) else v), (w, k)
+
+
+def test_stage_channel_matrix_flow_and_money_match_the_hand_computation(built):
+    want = _expected("expected_stage_channel_matrix.csv")
+    cols = ", ".join(want[0])
+    got = built.sql(
+        f"select {cols} from stage_channel_matrix where stage_model = 'generic_lifecycle' order by stage_index, channel"
+    ).pl()
+    _close(got.to_dicts(), want)
+
+
+def test_configured_customer_value_replaces_the_mean():
+    con = build_map(customer_value=10.0)
+    rows = db.fetch(
+        con,
+        "select avg_customer_value, monetised_value from stage_channel_matrix"
+        " where stage_index = 2 and channel = 'chat'",
+    )
+    # 2 customers x P = 1/2 x 10 - 2 contacts x 2.0
+    assert rows == [(10.0, 6.0)]
+
+
+def test_channel_transitions_match_hand_counted_transitions(built):
+    want = _expected("expected_channel_transitions.csv")
+    got = built.sql(
+        "select stage_index, from_channel, to_channel, journeys, median_delay_s from channel_transitions"
+        " where stage_model = 'generic_lifecycle' order by all"
+    ).pl()
+    _close(got.to_dicts(), want)
