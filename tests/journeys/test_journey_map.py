@@ -80,3 +80,22 @@ def test_channel_transitions_match_hand_counted_transitions(built):
         " where stage_model = 'generic_lifecycle' order by all"
     ).pl()
     _close(got.to_dicts(), want)
+
+
+def test_touchpoint_performance_matches_the_hand_computation(built):
+    want = _expected("expected_touchpoint_performance.csv")
+    cols = ", ".join(want[0])
+    got = built.sql(
+        f"select {cols} from touchpoint_performance where stage_model = 'generic_lifecycle'"
+        " order by stage_index, touchpoint"
+    ).pl()
+    _close(got.to_dicts(), want)
+
+
+def test_handoffs_match_the_hand_computation(built):
+    want = _expected("expected_handoffs.csv")
+    cols = ", ".join(want[0])
+    got = built.sql(
+        f"select {cols} from handoffs where stage_model = 'generic_lifecycle' order by from_owner, to_owner"
+    ).pl()
+    _close(got.to_dicts(), want)
