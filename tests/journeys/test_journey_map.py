@@ -99,3 +99,16 @@ def test_handoffs_match_the_hand_computation(built):
         f"select {cols} from handoffs where stage_model = 'generic_lifecycle' order by from_owner, to_owner"
     ).pl()
     _close(got.to_dicts(), want)
+
+
+def test_red_points_match_the_hand_computation():
+    # min_count 2 and z 0.5 make the tiny case judgeable; min_lift 1.6 leaves out chat at stage 2 (lift 1.5)
+    con = build_map(red_points={"min_count": 2, "z": 0.5, "min_lift": 1.6})
+    want = _expected("expected_red_points.csv")
+    cols = ", ".join(want[0])
+    got = con.sql(f"select {cols} from red_points where stage_model = 'generic_lifecycle' order by red_rank").pl()
+    _close(got.to_dicts(), want)
+
+
+def test_red_points_at_the_default_thresholds_flag_nothing_in_a_tiny_case(built):
+    assert db.fetch(built, "select count(*) from red_points") == [(0,)]
