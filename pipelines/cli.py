@@ -100,7 +100,7 @@ def print_summary(result: dict[str, Any], warehouse: str) -> None:
 def cmd_generate(args: argparse.Namespace) -> int:
     from journeys.generate import GenerateSpec, generate_sample
 
-    spec = GenerateSpec(events=args.events, seed=args.seed)
+    spec = GenerateSpec(events=args.events, seed=args.seed, plant_fault=args.plant_fault)
     res = generate_sample(spec, Path(args.data_root))
     print(
         f"generated {res.n_true_events} events of {res.n_persons} persons (+{res.n_duplicates} duplicates, "
@@ -129,7 +129,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     root = settings.root
     if root.exists():
         shutil.rmtree(root)
-    spec = GenerateSpec(events=args.events, seed=args.seed)
+    spec = GenerateSpec(events=args.events, seed=args.seed, plant_fault=args.plant_fault)
     res = generate_sample(spec, root)
     print(
         f"generated {res.n_true_events} events of {res.n_persons} persons across "
@@ -177,6 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="generate a realistic sample, run the nightly flow, print the funnel")
     d.add_argument("--events", type=int, default=50_000)
     d.add_argument("--seed", type=int, default=42)
+    d.add_argument("--plant-fault", action="store_true", help="generate the sample with a planted red point")
     d.set_defaults(func=cmd_demo)
 
     r = sub.add_parser("run", help="run the nightly flow on the configured data root")
@@ -188,6 +189,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--events", type=int, default=100_000)
     g.add_argument("--seed", type=int, default=42)
     g.add_argument("--data-root", required=True)
+    g.add_argument(
+        "--plant-fault",
+        action="store_true",
+        help="plant a red point: product-question calls at consideration lose most journeys, with low CSAT",
+    )
     g.set_defaults(func=cmd_generate)
 
     e = sub.add_parser("evaluate-identity", help="score identity resolution on the lake against ground truth")

@@ -119,7 +119,8 @@ flagged as (
         sc.share / nullif(sc.stage_share, 0) as lift,
         sc.k - sc.n * sc.stage_share as excess_over_norm
     from scored as sc
-    where sc.share_low > sc.stage_share
+    where sc.share > sc.stage_share
+        and sc.share_low > sc.stage_share
         and (sc.stage_share = 0 or sc.share / sc.stage_share >= $red_min_lift)
 ),
 
