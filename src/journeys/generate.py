@@ -374,29 +374,6 @@ class _Batch:
         if spec.plant_fault:
             self._plant_fault()
 
-    def _plant_fault(self) -> None:
-        """Cut the stage >= 3 events of most journeys that have a product-question call (see GenerateSpec)."""
-        # Its own stream: the draws of the population and the events stay those of the unplanted sample.
-        rng = np.random.default_rng([self.spec.seed, self.b, 0xFA17])
-        J = len(self.j_person)
-        has_call = np.zeros(J, bool)
-        has_call[self.j[self.kind == _K[_FAULT_KIND]]] = True
-        stop = has_call & (rng.random(J) < _FAULT_STOP)
-        drop = stop[self.j] & (self.stage >= 3)
-        keep = ~drop
-        for name in ("j", "cat", "ck", "person", "kind", "src", "stage", "t", "u", "email_variant", "phone_fmt"):
-            setattr(self, name, getattr(self, name)[keep])
-        self.n = int(keep.sum())
-        self.L = np.where(stop, np.minimum(self.L, 2), self.L)
-        # The cut may leave a gap longer than the journey timeout: close it up to _MAX_GAP, so the journey
-        # stays one journey (later journeys only move further away), then keep times out of DST folds again.
-        first = _first_in_group(self.j)
-        gap = np.diff(self.t, prepend=self.t[:1])
-        gap[first] = 0
-        shift = np.cumsum(np.maximum(gap - _MAX_GAP, 0) * stop[self.j])
-        self.t = self.t - (shift - shift[np.flatnonzero(first)[np.cumsum(first) - 1]])
-        self._avoid_folds()
-
     # ----------------------------------------------------------------- population
     def _persons(self) -> None:
         rng, P = self.rng, self.P
@@ -563,6 +540,29 @@ class _Batch:
         self.u = rng.random((n, 4))  # per-event draws shared by the source builders
         self.email_variant = _choice(rng, ([0, 1, 2, 3], [0.85, 0.05, 0.05, 0.05]), n)
         self.phone_fmt = rng.integers(0, 6, n)
+
+    def _plant_fault(self) -> None:
+        """Cut the stage >= 3 events of most journeys that have a product-question call (see GenerateSpec)."""
+        # Its own stream: the draws of the population and the events stay those of the unplanted sample.
+        rng = np.random.default_rng([self.spec.seed, self.b, 0xFA17])
+        J = len(self.j_person)
+        has_call = np.zeros(J, bool)
+        has_call[self.j[self.kind == _K[_FAULT_KIND]]] = True
+        stop = has_call & (rng.random(J) < _FAULT_STOP)
+        drop = stop[self.j] & (self.stage >= 3)
+        keep = ~drop
+        for name in ("j", "cat", "ck", "person", "kind", "src", "stage", "t", "u", "email_variant", "phone_fmt"):
+            setattr(self, name, getattr(self, name)[keep])
+        self.n = int(keep.sum())
+        self.L = np.where(stop, np.minimum(self.L, 2), self.L)
+        # The cut may leave a gap longer than the journey timeout: close it up to _MAX_GAP, so the journey
+        # stays one journey (later journeys only move further away), then keep times out of DST folds again.
+        first = _first_in_group(self.j)
+        gap = np.diff(self.t, prepend=self.t[:1])
+        gap[first] = 0
+        shift = np.cumsum(np.maximum(gap - _MAX_GAP, 0) * stop[self.j])
+        self.t = self.t - (shift - shift[np.flatnonzero(first)[np.cumsum(first) - 1]])
+        self._avoid_folds()
 
     # ----------------------------------------------------------------- per-person strings
     def _person_frame(self) -> pl.DataFrame:

@@ -72,7 +72,8 @@ cells as (
 candidates as (
     select
         t.stage_model, 'touchpoint' as unit_type, t.stage_index, t.touchpoint as unit, t.touchpoint,
-        t.main_channel as channel, t.owner, 'dropout' as metric, t.journeys_reached as n, t.journeys_dropped_at_stage as k
+        t.main_channel as channel, t.owner, 'dropout' as metric, t.journeys_reached as n,
+        t.journeys_dropped_at_stage as k
     from touchpoints as t
     union all
     select
@@ -133,7 +134,8 @@ final as (
         f.stage_model,
         row_number() over (
             partition by f.stage_model
-            order by f.excess_over_norm desc, f.unit_type = 'cell', f.metric, f.stage_index, f.unit
+            order by
+                f.excess_over_norm desc, f.unit_type = 'cell' asc, f.metric asc, f.stage_index asc, f.unit asc
         ) as red_rank,
         f.unit_type,
         f.stage_index,

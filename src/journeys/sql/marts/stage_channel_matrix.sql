@@ -61,7 +61,7 @@ cell_touchpoint_owners as (
         oc.stage_model,
         oc.stage_index,
         oc.channel,
-        first(oc.touchpoint_owner order by oc.n_events desc, oc.touchpoint_owner) as touchpoint_owner
+        first(oc.touchpoint_owner order by oc.n_events desc, oc.touchpoint_owner asc) as touchpoint_owner
     from owner_counts as oc
     group by oc.stage_model, oc.stage_index, oc.channel
 ),

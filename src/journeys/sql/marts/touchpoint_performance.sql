@@ -45,7 +45,7 @@ grouped as (
         e.stage_model,
         e.stage_index,
         e.touchpoint,
-        first(e.channel order by e.n_channel_events desc, e.channel) as main_channel,
+        first(e.channel order by e.n_channel_events desc, e.channel asc) as main_channel,
         any_value(e.owner) as owner,
         count(*) as n_events,
         count(distinct e.journey_id) as journeys_reached,
