@@ -90,11 +90,67 @@ def print_summary(result: dict[str, Any], warehouse: str) -> None:
                 red, ["stage", "last touchpoint", "channel", "journeys", "share of stage %", "owner", "last sentiment"]
             )
         )
+        print_journey_map(con, model)
     print("\noutputs")
     for name, path in sorted(result["outputs"].items()):
         print(f"  {name:22s} {path}")
     print(f"  {'quality report':22s} {result['quality']['report']}")
     print(f'\nquery it: journeys query "select * from stage_conversion limit 5" --warehouse {warehouse}')
+
+
+def print_journey_map(con: Any, model: str) -> None:
+    """Print the CxC matrix of `model` (channels x stages: customers and flow to the next stage) and its red points."""
+    from journeys import db
+
+    stages = db.fetch(
+        con,
+        "select stage_index, stage_name from stage_definitions where stage_model = $m order by stage_index",
+        {"m": model},
+    )
+    cells = db.fetch(
+        con,
+        "select channel, stage_index, customers_in_cell, flow_rate from stage_channel_matrix"
+        " where stage_model = $m order by channel, stage_index",
+        {"m": model},
+    )
+    by_channel: dict[str, dict[int, str]] = {}
+    for channel, stage_index, customers, flow in cells:
+        by_channel.setdefault(channel, {})[stage_index] = str(customers) + ("" if flow is None else f" ({flow:.0%})")
+    print(f"\nCxC matrix: {model}, customers per channel and stage (flow % to the next stage)")
+    print(
+        _table(
+            [(channel, *(row.get(i, "") for i, _ in stages)) for channel, row in sorted(by_channel.items())],
+            ["channel", *(name for _, name in stages)],
+        )
+    )
+    red = db.fetch(
+        con,
+        "select red_rank, stage_name, unit_type, unit, owner, metric, n, share, stage_share, round(lift, 2),"
+        " round(excess_over_norm, 1) from red_points where stage_model = $m order by red_rank limit 5",
+        {"m": model},
+    )
+    print("\nred points (significantly above their stage's dropout or negative-sentiment share)")
+    if red:
+        print(
+            _table(
+                red,
+                [
+                    "#",
+                    "stage",
+                    "unit",
+                    "touchpoint / channel",
+                    "owner",
+                    "metric",
+                    "n",
+                    "share %",
+                    "stage %",
+                    "lift",
+                    "above norm",
+                ],
+            )
+        )
+    else:
+        print("  none")
 
 
 def cmd_generate(args: argparse.Namespace) -> int:

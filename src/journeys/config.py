@@ -206,9 +206,7 @@ class RedPointsConfig(_Strict):
     min_count: int = Field(
         30, ge=1, description="Fewest journeys (dropout) or sentiment readings a touchpoint or cell needs to be judged."
     )
-    z: float = Field(
-        1.96, gt=0, description="z of the two-sided Wilson score interval; 1.96 is 95 %, 2.576 is 99 %."
-    )
+    z: float = Field(1.96, gt=0, description="z of the two-sided Wilson score interval; 1.96 is 95 %, 2.576 is 99 %.")
     min_lift: float = Field(
         1.5, ge=1.0, description="Least share / stage share for a red point, on top of the interval's lower bound."
     )

@@ -112,3 +112,16 @@ def test_red_points_match_the_hand_computation():
 
 def test_red_points_at_the_default_thresholds_flag_nothing_in_a_tiny_case(built):
     assert db.fetch(built, "select count(*) from red_points") == [(0,)]
+
+
+def test_demo_summary_prints_the_matrix_with_flow_and_the_red_points(built, capsys):
+    from pipelines.cli import print_journey_map
+
+    print_journey_map(built, "generic_lifecycle")
+    out = capsys.readouterr().out
+    header = next(line for line in out.splitlines() if line.startswith("channel"))
+    assert header.split() == ["channel", "awareness", "consideration", "purchase", "use_service", "renewal"]
+    web = next(line for line in out.splitlines() if line.startswith("web "))
+    # web: consideration 3 customers, 2 moved on; purchase 2, none moved on; renewal 1 (last stage: no flow)
+    assert web.split() == ["web", "3", "(67%)", "2", "(0%)", "1"]
+    assert out.rstrip().endswith("none")  # no red point at the default thresholds

@@ -57,7 +57,7 @@ def test_generated_journeys_stay_within_the_timeouts(tmp_path, plant_fault):
 
     generate_sample(GenerateSpec(events=3_000, seed=SEED, plant_fault=plant_fault), tmp_path)
     truth = pl.read_parquet(tmp_path / "truth" / "events.parquet").sort("person_id", "journey_no", "occurred_at")
-    gaps = truth.with_columns(
-        gap=pl.col("occurred_at").diff().over("person_id", "journey_no").dt.total_seconds()
-    )["gap"].drop_nulls()
+    gaps = truth.with_columns(gap=pl.col("occurred_at").diff().over("person_id", "journey_no").dt.total_seconds())[
+        "gap"
+    ].drop_nulls()
     assert gaps.max() <= 20 * 86_400
