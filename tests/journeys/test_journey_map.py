@@ -14,13 +14,13 @@ AS_OF = datetime(2026, 10, 31)
 COSTS = {"call_centre": 6.5, "chat": 2.0, "store": 4.0}
 
 
-def build_map(**overrides) -> object:
-    """A connection holding every model built from the golden events with generic_lifecycle (ordered)."""
+def build_map(events: str = "events.csv", **overrides) -> object:
+    """A connection holding every model built from golden events with generic_lifecycle (ordered)."""
     con = db.connect()
     db.execute(
         con,
         "create table golden as select * from read_csv($path, header = true, all_varchar = true)",
-        {"path": str(GOLDEN / "events.csv")},
+        {"path": str(GOLDEN / events)},
     )
     db.execute(
         con,
@@ -125,3 +125,30 @@ def test_demo_summary_prints_the_matrix_with_flow_and_the_red_points(built, caps
     # web: consideration 3 customers, 2 moved on; purchase 2, none moved on; renewal 1 (last stage: no flow)
     assert web.split() == ["web", "3", "(67%)", "2", "(0%)", "1"]
     assert out.rstrip().endswith("none")  # no red point at the default thresholds
+
+
+def test_journey_gaps_match_the_hand_computation(built):
+    want = _expected("expected_journey_gaps.csv")
+    cols = ", ".join(want[0])
+    got = built.sql(
+        f"select {cols} from journey_gaps where stage_model = 'generic_lifecycle' order by stage_index"
+    ).pl()
+    _close(got.to_dicts(), want)
+
+
+def test_conformance_score_is_the_share_of_steps_that_follow_the_design(built):
+    got = dict(db.fetch(built, "select journey_id, conformance_score from journey_stages order by 1"))
+    assert got == pytest.approx(
+        {"P/j0001": 1.0, "Q/j0001": 0.75, "R/j0001": 2 / 3, "S/j0001": 1.0, "T/j0001": 1.0, "U/j0001": 0.5}
+    )
+
+
+def test_a_journey_that_buys_before_considering_skips_and_goes_back():
+    con = build_map("events_back.csv")
+    rows = db.fetch(
+        con,
+        "select stage_index, journeys_skipped, journeys_went_back from journey_gaps where stage_index <= 2"
+        " order by stage_index",
+    )
+    assert rows == [(1, 0, 0), (2, 1, 1)]
+    assert db.fetch(con, "select conformance_score from journey_stages") == [(pytest.approx(1 / 3),)]

@@ -6,7 +6,9 @@
 -- One row per (stage model, event with a stage of that model), with what the journey map needs of it:
 -- its owner, whether the journey moved on to the next stage after it, whether the journey reached the
 -- purchase stage from it, and when the journey's next event came. "After" is (occurred_at, event_id)
--- order inside the journey (event_seq), so events at one instant are ordered too.
+-- order inside the journey (event_seq), so events at one instant are ordered too. follows_design: the event's
+-- channel is designed for its stage (or the stage designs none) and its stage is the previous staged
+-- event's stage or the next one (the journey's first staged event: stage 1).
 with
 
 journey_events as (
@@ -29,7 +31,7 @@ event_stages as (
 ),
 
 stages as (
-    select sd.stage_model, sd.stage_index, sd.n_stages, sd.purchase_stage_index, sd.owner
+    select sd.stage_model, sd.stage_index, sd.n_stages, sd.purchase_stage_index, sd.owner, sd.designed_channels
     from stage_definitions as sd
 ),
 
@@ -54,7 +56,8 @@ staged as (
         s.n_stages,
         s.purchase_stage_index,
         tpo.owner as touchpoint_owner,
-        coalesce(tpo.owner, s.owner) as owner
+        coalesce(tpo.owner, s.owner) as owner,
+        len(s.designed_channels) = 0 or list_contains(s.designed_channels, je.channel) as is_designed_channel
     from event_stages as es
     inner join journey_events as je on je.event_id = es.event_id
     inner join stages as s on s.stage_model = es.stage_model and s.stage_index = es.stage_index
@@ -99,7 +102,13 @@ final as (
             when st.stage_index > st.purchase_stage_index then pur.last_seq is not null
             else coalesce(pur.last_seq >= st.event_seq, false)
         end as reached_purchase,
-        st.event_seq = jl.last_staged_seq as is_last_staged
+        st.event_seq = jl.last_staged_seq as is_last_staged,
+        st.is_designed_channel,
+        st.is_designed_channel
+        and coalesce(
+            st.stage_index - lag(st.stage_index) over journey_order in (0, 1),
+            st.stage_index = 1
+        ) as follows_design
     from staged as st
     inner join journey_last as jl on jl.stage_model = st.stage_model and jl.journey_id = st.journey_id
     left join stage_last as nxt
@@ -110,6 +119,7 @@ final as (
         on pur.stage_model = st.stage_model
         and pur.journey_id = st.journey_id
         and pur.stage_index = st.purchase_stage_index
+    window journey_order as (partition by st.stage_model, st.journey_id order by st.event_seq)
 )
 
 select * from final
