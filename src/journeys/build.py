@@ -104,6 +104,7 @@ def model_params(settings: Settings, as_of: datetime, stage_models: Any = None) 
         # The journey-map marts read each stage model's funnel in its first configured mode (zipped lists).
         "map_models": [m.name for m, _ in loaded],
         "map_modes": [ref.modes[0] for _, ref in loaded],
+        "top_paths": settings.top_paths,
         "red_min_count": settings.red_points.min_count,
         "red_z": settings.red_points.z,
         "red_min_lift": settings.red_points.min_lift,

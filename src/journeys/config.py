@@ -247,6 +247,9 @@ class Settings(BaseSettings):
         description="Value of one purchasing customer in revenue units; None uses the run's mean revenue per"
         " customer who reached a stage model's purchase_stage.",
     )
+    top_paths: int = Field(
+        20, ge=1, description="Paths kept per stage model, path type and collapsing in `journey_paths` (most frequent)."
+    )
     red_points: RedPointsConfig = Field(
         default_factory=RedPointsConfig, description="Thresholds of the red_points mart."
     )

@@ -152,3 +152,36 @@ def test_a_journey_that_buys_before_considering_skips_and_goes_back():
     )
     assert rows == [(1, 0, 0), (2, 1, 1)]
     assert db.fetch(con, "select conformance_score from journey_stages") == [(pytest.approx(1 / 3),)]
+
+
+def test_journey_paths_match_the_hand_computation(built):
+    want = _expected("expected_journey_paths.csv")
+    cols = ", ".join(want[0])
+    got = built.sql(
+        f"select {cols} from journey_paths where stage_model = 'generic_lifecycle'"
+        " and not (path_type = 'touchpoint' and repeats_collapsed) order by path_type, repeats_collapsed, path_rank"
+    ).pl()
+    _close(got.to_dicts(), want)
+    # no touchpoint repeats back to back in the golden case: collapsing changes nothing
+    same = db.fetch(
+        built,
+        "select count(*) from (select step_path, journeys from journey_paths where path_type = 'touchpoint'"
+        " group by all having count(*) = 2)",
+    )
+    assert same == [(6,)]
+
+
+def test_journey_paths_keep_the_top_paths_only():
+    con = build_map(top_paths=2)
+    rows = db.fetch(con, "select path_type, repeats_collapsed, max(path_rank) from journey_paths group by all")
+    assert {r[2] for r in rows} == {2}
+
+
+def test_stage_neighbours_match_the_hand_computation(built):
+    want = _expected("expected_stage_neighbours.csv")
+    cols = ", ".join(want[0])
+    got = built.sql(
+        f"select {cols} from stage_neighbours where stage_model = 'generic_lifecycle' and stage_index in (2, 3)"
+        " order by stage_index, direction, neighbour_rank"
+    ).pl()
+    _close(got.to_dicts(), want)
