@@ -15,6 +15,7 @@ journey_events as (
     select
         je.event_id,
         je.journey_id,
+        je.journey_key,
         je.customer_key,
         je.event_seq,
         je.occurred_at,
@@ -22,7 +23,8 @@ journey_events as (
         je.touchpoint,
         je.sentiment,
         je.revenue,
-        lead(je.occurred_at) over (partition by je.journey_id order by je.event_seq) as next_event_at
+        -- journey_key: the integer twin of journey_id partitions and joins faster
+        lead(je.occurred_at) over (partition by je.journey_key order by je.event_seq) as next_event_at
     from int_journey_events as je
 ),
 
@@ -44,6 +46,7 @@ staged as (
         es.stage_model,
         je.event_id,
         je.journey_id,
+        je.journey_key,
         je.customer_key,
         je.event_seq,
         je.occurred_at,
@@ -66,15 +69,15 @@ staged as (
 
 -- Per (stage model, journey, stage): the last position of an event of that stage.
 stage_last as (
-    select st.stage_model, st.journey_id, st.stage_index, max(st.event_seq) as last_seq
+    select st.stage_model, st.journey_key, st.stage_index, max(st.event_seq) as last_seq
     from staged as st
-    group by st.stage_model, st.journey_id, st.stage_index
+    group by st.stage_model, st.journey_key, st.stage_index
 ),
 
 journey_last as (
-    select st.stage_model, st.journey_id, max(st.event_seq) as last_staged_seq
+    select st.stage_model, st.journey_key, max(st.event_seq) as last_staged_seq
     from staged as st
-    group by st.stage_model, st.journey_id
+    group by st.stage_model, st.journey_key
 ),
 
 final as (
@@ -82,6 +85,7 @@ final as (
         st.stage_model,
         st.event_id,
         st.journey_id,
+        st.journey_key,
         st.customer_key,
         st.event_seq,
         st.occurred_at,
@@ -110,16 +114,16 @@ final as (
             st.stage_index = 1
         ) as follows_design
     from staged as st
-    inner join journey_last as jl on jl.stage_model = st.stage_model and jl.journey_id = st.journey_id
+    inner join journey_last as jl on jl.stage_model = st.stage_model and jl.journey_key = st.journey_key
     left join stage_last as nxt
         on nxt.stage_model = st.stage_model
-        and nxt.journey_id = st.journey_id
+        and nxt.journey_key = st.journey_key
         and nxt.stage_index = st.stage_index + 1
     left join stage_last as pur
         on pur.stage_model = st.stage_model
-        and pur.journey_id = st.journey_id
+        and pur.journey_key = st.journey_key
         and pur.stage_index = st.purchase_stage_index
-    window journey_order as (partition by st.stage_model, st.journey_id order by st.event_seq)
+    window journey_order as (partition by st.stage_model, st.journey_key order by st.event_seq)
 )
 
 select * from final
