@@ -304,6 +304,18 @@ class ScheduleConfig(_Strict):
         return (parse_duration_us(self.run_timeout) or 0) / 1_000_000
 
 
+class RedPointsConfig(_Strict):
+    """When a touchpoint or a CxC matrix cell counts as a red point (see the `red_points` mart)."""
+
+    min_count: int = Field(
+        30, ge=1, description="Fewest journeys (dropout) or sentiment readings a touchpoint or cell needs to be judged."
+    )
+    z: float = Field(1.96, gt=0, description="z of the two-sided Wilson score interval; 1.96 is 95 %, 2.576 is 99 %.")
+    min_lift: float = Field(
+        1.5, ge=1.0, description="Least share / stage share for a red point, on top of the interval's lower bound."
+    )
+
+
 class Settings(BaseSettings):
     """Everything a run needs; one instance per run, passed by the flow."""
 
@@ -340,6 +352,22 @@ class Settings(BaseSettings):
     sources: list[SourceConfig] = Field(default_factory=list, description="Landing sources.")
     stage_models: list[StageModelRef] = Field(
         default_factory=lambda: [StageModelRef(path="generic_lifecycle")], description="Stage models to evaluate."
+    )
+    costs: dict[str, float] = Field(
+        default_factory=dict,
+        description="Cost to serve one contact (event) per channel, in revenue units, e.g. `{call_centre: 6.5,"
+        " chat: 2.0}`; channels not listed cost 0. Used by `stage_channel_matrix.monetised_value`.",
+    )
+    customer_value: float | None = Field(
+        None,
+        description="Value of one purchasing customer in revenue units; None uses the run's mean revenue per"
+        " customer who reached a stage model's purchase_stage.",
+    )
+    top_paths: int = Field(
+        20, ge=1, description="Paths kept per stage model, path type and collapsing in `journey_paths` (most frequent)."
+    )
+    red_points: RedPointsConfig = Field(
+        default_factory=RedPointsConfig, description="Thresholds of the red_points mart."
     )
     identity: IdentityConfig = Field(default_factory=IdentityConfig, description="Identity guardrails.")
     quality: QualityConfig = Field(default_factory=QualityConfig, description="Quality thresholds.")

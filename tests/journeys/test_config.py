@@ -255,3 +255,24 @@ def test_ingest_refuses_the_placeholder_or_an_empty_salt(tmp_path, make_settings
     with pytest.raises(ConfigError, match=r"^pii_salt: expected a secret salt \(set JOURNEYS_PII_SALT"):
         ingest_sources(make_settings(tmp_path, pii_salt=salt), as_of=datetime(2026, 11, 1), batch_id="b1")
     assert not (tmp_path / "lake").exists()
+
+
+def test_journey_map_settings_parse_and_reject_unknown_keys(tmp_path):
+    p = tmp_path / "j.yaml"
+    p.write_text("costs: {call_centre: 6.5, chat: 2}\ncustomer_value: 120\nred_points: {min_count: 50}\n")
+    s = load_settings(p)
+    assert s.costs == {"call_centre": 6.5, "chat": 2.0}
+    assert s.customer_value == 120.0
+    assert (s.red_points.min_count, s.red_points.z, s.red_points.min_lift) == (50, 1.96, 1.5)
+    p.write_text("red_points: {min_cnt: 50}\n")
+    assert "red_points.min_cnt: unknown key" in config_error(p)
+
+
+def test_purchase_stage_must_name_a_stage_and_the_shipped_models_have_one():
+    from journeys.stages import StageModel, load_stage_model, shipped_stage_models
+
+    for name in shipped_stage_models():
+        model = load_stage_model(name)
+        assert model.purchase_stage_index is not None, name
+    with pytest.raises(ValidationError, match="purchase_stage"):
+        StageModel(name="m", version=1, stages=[{"name": "a", "rules": [{"event_type": ["x"]}]}], purchase_stage="b")
