@@ -91,7 +91,8 @@ def ingest_task(context: RunContext) -> dict[str, Any]:
         "duplicates": report.duplicates,
         "blank": report.blank,
         "files": len(report.files),
-        "files_skipped": sum(1 for f in report.files if f.skipped),
+        "files_skipped": sum(1 for f in report.files if f.skipped and not f.not_ready),
+        "files_not_ready": {f.file: f.not_ready for f in report.files if f.not_ready},
         "affected_dates": [str(d) for d in report.affected_dates],
     }
 

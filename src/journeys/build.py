@@ -107,6 +107,17 @@ def model_params(settings: Settings, as_of: datetime, stage_models: Any = None) 
         # hold_constant attribute per stage model (zipped lists; the path is a value, never SQL text)
         "hold_models": [m.name for m, ref in loaded if ref.hold_constant],
         "hold_paths": [f'$."{ref.hold_constant}"' for _, ref in loaded if ref.hold_constant],
+        # Cost to serve one contact per channel (zipped lists; channels not listed cost 0).
+        "cost_channels": sorted(settings.costs),
+        "cost_per_contact": [float(settings.costs[c]) for c in sorted(settings.costs)],
+        "customer_value": settings.customer_value,
+        # The journey-map marts read each stage model's funnel in its first configured mode (zipped lists).
+        "map_models": [m.name for m, _ in loaded],
+        "map_modes": [ref.modes[0] for _, ref in loaded],
+        "top_paths": settings.top_paths,
+        "red_min_count": settings.red_points.min_count,
+        "red_z": settings.red_points.z,
+        "red_min_lift": settings.red_points.min_lift,
         # Every customer unless a run is restricted to one bucket or a set of customers.
         "bucket": None,
         "customer_keys": None,

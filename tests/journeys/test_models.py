@@ -45,6 +45,14 @@ def test_header_fields_are_read_and_dependencies_derived(tmp_path):
     assert m.description == "One row per k."
 
 
+def test_columns_can_be_described_in_the_file_itself(tmp_path):
+    path = write_model(tmp_path, "marts", "m", "-- One row per k.\n-- column k: The key.\nselect 1 as k\n")
+    m = models.parse_model_file(path, "marts")
+    assert (m.description, m.columns) == ("One row per k.", {"k": "The key."})
+    with pytest.raises(models.CatalogError, match=r"columns \['k'\] are described both in the file and in schema"):
+        models.parse_model_file(path, "marts", {"columns": {"k": "Again."}})
+
+
 def test_a_cte_named_like_a_table_reads_that_table():
     # `events as (select ... from events)`: inside its own body the name is still the table.
     reads, _ = models.sql_reads("with events as (select * from events), x as (select * from events) select * from x")
