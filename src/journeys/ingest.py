@@ -778,9 +778,11 @@ def map_source_rows(con: duckdb.DuckDBPyConnection, src: SourceConfig, params: d
     identifier_reject = f"coalesce({', '.join(rejects)})" if rejects else "null"
 
     mapped = set(src.mapped_columns())
-    keep = src.attributes if src.attributes is not None else [c for c in file_cols if c not in mapped]
-    # Identifier columns never reach attributes, even when listed: that is where raw PII would leak.
-    keep = [c for c in keep if c in types and c not in src.identifiers]
+    # Identifier columns are attributes too (hold_constant: order_id needs the order id), except e-mails and
+    # phones, even when listed: their raw values would leak there.
+    default = [c for c in file_cols if c not in mapped or c in src.identifiers]
+    keep = src.attributes if src.attributes is not None else default
+    keep = [c for c in keep if c in types and src.identifiers.get(c) not in PII_TYPES]
     if keep:
         entries = ", ".join(
             f"{{'k': cast($ak{i} as varchar), 'v': {_json_expr(c, types[c])}}}" for i, c in enumerate(keep)

@@ -119,7 +119,8 @@ def test_csv_naive_berlin_times_become_utc_and_fields_are_mapped(tmp_path):
     assert (rows["web:h3"]["channel"], rows["web:h3"]["event_type"]) == ("mobile_web", "add_to_cart")
     assert str(rows["web:h2"]["revenue"]) == "19.99"
     assert rows["web:h1"]["identifiers"] == [{"id_type": "cookie_id", "id_value": "c1"}]
-    assert rows["web:h1"]["attributes"] == '{"page":"/home"}'
+    # the cookie id is an identifier and an attribute; e-mail and phone never are
+    assert rows["web:h1"]["attributes"] == '{"client_id":"c1","page":"/home"}'
     assert rows["web:h1"]["source_line"] == 2 and rows["web:h3"]["source_line"] == 4
     assert report.affected_dates == [date(2025, 6, 30), date(2026, 1, 15), date(2026, 2, 20)]
     files = sorted(p.relative_to(s.events_dir).as_posix() for p in s.events_dir.rglob("*.parquet"))
@@ -416,7 +417,7 @@ def test_duplicates_within_and_across_files_and_batches(tmp_path):
     assert [(f.read, f.loaded, f.duplicates) for f in report.files] == [(3, 2, 1), (2, 1, 1)]
     rows = events(s)
     assert [r["event_id"] for r in rows] == ["web:h1", "web:h2", "web:h3"]
-    assert next(r for r in rows if r["event_id"] == "web:h1")["attributes"] == '{"page":"first"}'
+    assert next(r for r in rows if r["event_id"] == "web:h1")["attributes"] == '{"client_id":"c1","page":"first"}'
     # A changed file in a later batch: known ids are duplicates, new ones load.
     write(
         tmp_path,
