@@ -406,10 +406,8 @@ def _raw_expectations(src: Any, max_share: float) -> list[Any]:
 
     # Up to the tolerated quarantine share of a file may lack its id or time; those rows are quarantined.
     mostly = max(0.0, 1.0 - max_share)
-    out = [gxe.ExpectColumnValuesToNotBeNull(column=src.occurred_at, mostly=mostly)]
-    if src.event_id is not None:
-        out.insert(0, gxe.ExpectColumnValuesToNotBeNull(column=src.event_id, mostly=mostly))
-    return out
+    ids = [gxe.ExpectColumnValuesToNotBeNull(column=c, mostly=mostly) for c in src.event_id_columns]
+    return [*ids, gxe.ExpectColumnValuesToNotBeNull(column=src.occurred_at, mostly=mostly)]
 
 
 def _has_data_rows(f: Any) -> bool:
@@ -467,7 +465,7 @@ def validate_landing(settings: Settings, *, batch_id: str, batch_rows: int = BAT
             continue  # empty and header-only files: nothing to expect of their rows
         suite = f"raw_{src.name}"
         expectations = [*_raw_expectations(src, limit), gxe.ExpectTableRowCountToBeBetween(min_value=1)]
-        cols = [c for c in dict.fromkeys([src.event_id, src.occurred_at]) if c is not None]
+        cols = list(dict.fromkeys([*src.event_id_columns, src.occurred_at]))
         with ingest.ingest_connection(settings) as con:
             db.execute(
                 con,

@@ -443,6 +443,25 @@ def test_event_id_hash_when_source_has_no_id_column(tmp_path):
     assert all(i.startswith("web:") and len(i) == 4 + 64 for i in ids)
 
 
+def test_composite_event_ids_make_one_review_of_two_orders_two_events(tmp_path):
+    write(
+        tmp_path,
+        "web/a.csv",
+        "review_id,order_id,hit_time,platform,action\n"
+        "r1,o1,2026-01-15 10:00:00,desktop,pageview\n"
+        "r1,o2,2026-01-15 10:00:00,desktop,pageview\n"  # the same review of a second order: not a duplicate
+        "r1,o1,2026-01-15 10:00:00,desktop,pageview\n"  # a real duplicate
+        "r2,,2026-01-15 10:00:00,desktop,pageview\n",  # one part empty: no id
+    )
+    source = web_source(event_id=["review_id", "order_id"], identifiers={}, revenue=None)
+    s = make_settings(tmp_path, source)
+    report = ingest(s)
+    assert (report.loaded, report.duplicates, report.quarantined) == (2, 1, 1)
+    assert sorted(r["event_id"] for r in events(s)) == ['web:["r1","o1"]', 'web:["r1","o2"]']
+    (bad,) = quarantine(s)
+    assert (bad["line"], bad["field"], bad["column"]) == (5, "event_id", "review_id, order_id")
+
+
 def test_missing_mapped_column_raises_before_anything_is_written(tmp_path):
     write(tmp_path, "web/a.csv", WEB_HEADER + "h1,2026-01-15 10:00:00,desktop,pageview,,,c1,,\n")
     write(tmp_path, "email/a.jsonl", '{"id": "e1", "ts": "2026-01-10T10:00:00Z", "event": "open"}\n')
