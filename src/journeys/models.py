@@ -188,11 +188,11 @@ def parse_model_file(
         in_header = False
         if not line.startswith("--"):
             break
-        col = _COLUMN_RE.match(line)
-        if col:
-            if col.group(1) in header_columns:
-                raise CatalogError(f"{path}: column {col.group(1)!r} described twice")
-            header_columns[col.group(1)] = col.group(2)
+        described = _COLUMN_RE.match(line)
+        if described:
+            if described.group(1) in header_columns:
+                raise CatalogError(f"{path}: column {described.group(1)!r} described twice")
+            header_columns[described.group(1)] = described.group(2)
             continue
         description.append(line[2:].strip())
 
