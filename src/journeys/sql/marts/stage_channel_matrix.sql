@@ -75,7 +75,8 @@ purchasing_customers as (
 ),
 
 customer_revenue as (
-    select je.customer_key, coalesce(sum(je.revenue), 0)::double as revenue
+    -- Decimal sums and means are exact: a double mean would depend on how threads split the rows.
+    select je.customer_key, coalesce(sum(je.revenue), 0) as revenue
     from journey_events as je
     group by je.customer_key
 ),
@@ -83,7 +84,7 @@ customer_revenue as (
 customer_values as (
     select
         pc.stage_model,
-        coalesce($customer_value::double, avg(cr.revenue)) as avg_customer_value
+        coalesce($customer_value::double, avg(cr.revenue)::double) as avg_customer_value
     from purchasing_customers as pc
     inner join customer_revenue as cr on cr.customer_key = pc.customer_key
     group by pc.stage_model
