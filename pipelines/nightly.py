@@ -119,17 +119,52 @@ def quality_task(context: RunContext, working: str, event_dates: list[str] | Non
         publish.discard_working_warehouse(Path(working))
         raise quality.QualityError(f"{report.summary()}\nreport: {path}\nthe previous marts stay published")
     get_run_logger().info("quality: %s (report %s)", report.summary(), path)
-    return {"expectations": report.expectations_run, "report": str(path)}
+    return {
+        "expectations": report.expectations_run,
+        "report": str(path),
+        "suites": dict(report.suites),
+        "warnings": list(report.warnings),
+    }
+
+
+def flow_run_id() -> str | None:
+    """The Prefect flow run's id, or None outside a flow run."""
+    from prefect.runtime import flow_run
+
+    return str(flow_run.id) if flow_run.id else None
 
 
 @task(name="publish", cache_policy=NO_CACHE)
-def publish_task(context: RunContext, working: str) -> dict[str, str]:
-    """Marts to Parquet (atomic per table), identity state, then the working file becomes the warehouse."""
+def publish_task(context: RunContext, working: str, ingest: dict[str, Any], checks: dict[str, Any]) -> dict[str, str]:
+    """Marts to Parquet (atomic per table), identity state, run history, then the working file becomes the warehouse."""
     settings = context.settings
+    published_at = datetime.now(UTC)
 
     def publish_all(con: duckdb.DuckDBPyConnection) -> dict[str, str]:
-        paths = publish.publish_marts(con, settings, context.catalog.published())
+        metadata = publish.run_metadata(context.batch_id, context.as_of, published_at)
+        paths = publish.publish_marts(con, settings, context.catalog.published(), metadata)
         publish.write_identity_state(con, build.identity_state_path(settings))
+        run = {
+            "batch_id": context.batch_id,
+            "flow_run_id": flow_run_id(),
+            "as_of": context.as_of,
+            "published_at": published_at,
+            "landing_files": ingest["files"],
+            "files_ingested": ingest["files"] - ingest["files_skipped"],
+            "rows_read": ingest["read"],
+            "rows_loaded": ingest["loaded"],
+            "rows_quarantined": ingest["quarantined"],
+            "rows_duplicate": ingest["duplicates"],
+            "rows_blank": ingest["blank"],
+            "events_in_lake": db.fetch(con, "select count(*) from events")[0][0],
+            "expectations": checks["expectations"],
+            "quality": "warned" if checks["warnings"] else "passed",
+            "quality_warnings": checks["warnings"],
+            "quality_report": checks["report"],
+        }
+        # Kept in state/ before the swap: the next run's `runs` (and its quality scope) must count this run
+        # once its marts are out, even if the swap below never happens.
+        publish.record_run(con, build.runs_state_path(settings), run)
         build.drop_intermediates(con, context)
         db.execute(con, "checkpoint")
         return paths
@@ -161,7 +196,7 @@ def nightly(
                 counts = build_step_task.with_options(name=step.name)(context, working, step)
                 built.setdefault(step.name, {}).update(counts)
             checks = quality_task(context, working, None)
-            outputs = publish_task(context, working)
+            outputs = publish_task(context, working, ingest, checks)
         except BaseException:
             publish.discard_working_warehouse(Path(working))
             raise

@@ -6,8 +6,10 @@ import contextlib
 import fcntl
 import os
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import duckdb
 
@@ -21,24 +23,57 @@ def mart_path(settings: Settings, table: str) -> Path:
     return settings.marts_dir / table / f"{table}.parquet"
 
 
-def _copy_parquet(con: duckdb.DuckDBPyConnection, table: str, order: tuple[str, ...], final: Path) -> Path:
-    """Write `table` ordered by `order` to Parquet aside, then rename it over `final` in one step."""
+def _copy_parquet(
+    con: duckdb.DuckDBPyConnection,
+    table: str,
+    order: tuple[str, ...],
+    final: Path,
+    metadata: Mapping[str, str] | None = None,
+) -> Path:
+    """Write `table` ordered by `order` to Parquet aside (with key-value `metadata`), then rename it over `final`."""
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.with_name(f".{final.name}.{os.getpid()}.tmp")
     order_by = f" order by {', '.join(map(db.quote_ident, order))}" if order else ""
+    # The keys are ours and fixed; the values are bound.
+    meta = dict(metadata or {})
+    kv = ", ".join(f"{db.quote_literal(k)}: $kv{i}" for i, k in enumerate(meta))
+    kv_option = f", kv_metadata {{{kv}}}" if meta else ""
     # COPY cannot bind its target path; the path is ours, quoted by the one literal helper.
     db.execute(
         con,
         f"copy (select * from {db.quote_ident(table)}{order_by}) to {db.quote_literal(str(tmp))} "
-        "(format parquet, compression zstd)",
+        f"(format parquet, compression zstd{kv_option})",
+        {f"kv{i}": v for i, v in enumerate(meta.values())},
     )
     os.replace(tmp, final)
     return final
 
 
-def publish_marts(con: duckdb.DuckDBPyConnection, settings: Settings, marts: Iterable[Model]) -> dict[str, str]:
-    """Write each published model, ordered by its grain (same inputs, same bytes), as its Parquet mart."""
-    return {m.name: str(_copy_parquet(con, m.name, m.grain, mart_path(settings, m.name))) for m in marts}
+def run_metadata(batch_id: str, as_of: datetime, published_at: datetime) -> dict[str, str]:
+    """The Parquet key-value metadata that says which run a mart is from (times as ISO 8601 in UTC)."""
+    return {
+        "journeys.batch_id": batch_id,
+        "journeys.as_of": as_of.astimezone(UTC).isoformat(),
+        "journeys.published_at": published_at.astimezone(UTC).isoformat(),
+    }
+
+
+def publish_marts(
+    con: duckdb.DuckDBPyConnection,
+    settings: Settings,
+    marts: Iterable[Model],
+    metadata: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """Write each published model, ordered by its grain (same inputs, same rows in the same order), as its mart."""
+    return {m.name: str(_copy_parquet(con, m.name, m.grain, mart_path(settings, m.name), metadata)) for m in marts}
+
+
+def record_run(con: duckdb.DuckDBPyConnection, state: Path, run: Mapping[str, Any]) -> Path:
+    """Add this run's row to the working warehouse's `runs` table and keep the whole history in `state`."""
+    cols = ", ".join(map(db.quote_ident, run))
+    values = ", ".join(f"$c{i}" for i in range(len(run)))
+    db.execute(con, f"insert into runs ({cols}) values ({values})", {f"c{i}": v for i, v in enumerate(run.values())})
+    return _copy_parquet(con, "runs", ("published_at", "batch_id"), state)
 
 
 def write_identity_state(con: duckdb.DuckDBPyConnection, path: Path) -> Path:

@@ -9,10 +9,12 @@ from pathlib import Path
 
 import duckdb
 import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from prefect.testing.utilities import prefect_test_harness
 
-from journeys import models, stages
+from journeys import build, models, stages
 from journeys.config import DEFAULT_CHANNELS, load_settings
 from journeys.generate import GenerateSpec, generate_sample
 from pipelines import nightly as nightly_module
@@ -42,7 +44,20 @@ def run(harness, tmp_path_factory):
 
 
 def marts_digest(settings) -> dict[str, str]:
-    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(settings.marts_dir.glob("*/*.parquet"))}
+    """Each mart's rows in order and its schema, without the key-value metadata that names the run."""
+    out = {}
+    for p in sorted(settings.marts_dir.glob("*/*.parquet")):
+        table = pq.read_table(p).replace_schema_metadata(None)
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, table.schema) as writer:
+            writer.write_table(table)
+        out[p.name] = hashlib.sha256(sink.getvalue().to_pybytes()).hexdigest()
+    return out
+
+
+def runs(settings) -> list[dict]:
+    with duckdb.connect(str(settings.warehouse_path), read_only=True) as con:
+        return con.sql("select * from runs order by published_at").to_arrow_table().to_pylist()
 
 
 def truth_funnel(truth: pl.DataFrame, as_of, n_stages: int = 5, timeout=timedelta(days=30)) -> list[dict]:
@@ -166,6 +181,25 @@ def test_outputs_are_published(run):
     assert Path(result["quality"]["report"]).exists()
 
 
+def test_every_mart_and_the_runs_table_say_which_run_published_them(run):
+    _, _, result, settings = run
+    last = runs(settings)[-1]
+    assert last["batch_id"] == result["batch_id"]
+    assert last["as_of"] == SPEC.as_of.replace(tzinfo=None)
+    assert last["rows_loaded"] == result["ingest"]["loaded"] and last["quality"] == "passed"
+    assert last["flow_run_id"] and last["quality_report"] == result["quality"]["report"]
+    want = {
+        b"journeys.batch_id": result["batch_id"].encode(),
+        b"journeys.as_of": SPEC.as_of.isoformat().encode(),
+        b"journeys.published_at": (last["published_at"].isoformat() + "+00:00").encode(),
+    }
+    marts = sorted(settings.marts_dir.glob("*/*.parquet"))
+    assert {p.parent.name for p in marts} == {m.name for m in models.load_catalog().published()}
+    for path in marts:
+        meta = pq.read_metadata(path).metadata
+        assert {k: meta.get(k) for k in want} == want, path.name
+
+
 def test_no_raw_pii_reaches_lake_marts_or_warehouse(run):
     root, _, _, settings = run
     persons = pl.read_parquet(root / "truth" / "persons.parquet")
@@ -186,10 +220,14 @@ def test_no_raw_pii_reaches_lake_marts_or_warehouse(run):
 
 def test_rerun_changes_nothing(run):
     root, _, _, settings = run
-    before = marts_digest(settings)
+    before, history = marts_digest(settings), runs(settings)
     result = nightly(config_path=CONFIG, as_of=SPEC.as_of, data_root=str(root))
     assert result["ingest"]["loaded"] == 0
     assert marts_digest(settings) == before
+    # The history is carried into the new warehouse file and grows by this run.
+    assert runs(settings)[:-1] == history
+    assert runs(settings)[-1]["batch_id"] == result["batch_id"]
+    assert runs(settings)[-1]["rows_loaded"] == 0
 
 
 def test_identity_state_lives_in_state_not_in_the_published_marts(run, tmp_path):
@@ -209,7 +247,7 @@ def test_identity_state_lives_in_state_not_in_the_published_marts(run, tmp_path)
 
 def test_failing_quality_suite_keeps_previous_marts(run, tmp_path):
     root, _, _, settings = run
-    before = marts_digest(settings)
+    before, history = marts_digest(settings), runs(settings)
     warehouse_before = settings.warehouse_path.stat().st_mtime_ns
     strict = tmp_path / "strict.yaml"
     # 'ads' only comes from the cdp source's channel column, so the config itself still loads; the lake
@@ -222,6 +260,8 @@ def test_failing_quality_suite_keeps_previous_marts(run, tmp_path):
     assert marts_digest(settings) == before
     assert settings.warehouse_path.stat().st_mtime_ns == warehouse_before
     assert not list(settings.warehouse_path.parent.glob(".build-*"))
+    assert runs(settings) == history
+    assert pq.read_table(build.runs_state_path(settings)).num_rows == len(history)
 
 
 NEW_MART = """-- model: channel_days
