@@ -102,16 +102,26 @@ def build_step_task(context: RunContext, working: str, step: Step) -> dict[str, 
 
 
 @task(name="check-quality", retries=0, cache_policy=NO_CACHE)
-def quality_task(context: RunContext, working: str, event_dates: list[str] | None) -> dict[str, Any]:
+def quality_task(context: RunContext, working: str) -> dict[str, Any]:
     """Great Expectations suites on every layer; a failure stops publication and keeps the last good marts."""
     settings = context.settings
-    report = _on_working(
-        settings,
-        working,
-        lambda con: quality.validate_warehouse(
-            con, settings, as_of=context.as_of, event_dates=event_dates, catalog=context.catalog
-        ),
-    )
+
+    def check(con: duckdb.DuckDBPyConnection) -> quality.QualityReport:
+        # Lake events are checked once, by the run that publishes them: the rows of batches no published run
+        # has recorded (this run's, and a failed run's). ingest's affected dates alone would miss the files of
+        # an earlier ingest attempt of this run and the rows of a run that failed its checks.
+        published = quality.published_batches(con)
+        files = [str(p) for p in quality.unchecked_event_files(settings, published)]
+        return quality.validate_warehouse(
+            con,
+            settings,
+            as_of=context.as_of,
+            event_files=files,
+            published_batches=published,
+            catalog=context.catalog,
+        )
+
+    report = _on_working(settings, working, check)
     # Raw landing rows of this batch and the per-file quarantine-share limit gate publication too.
     report = quality.validate_landing(settings, batch_id=context.batch_id).merged(report)
     path = quality.write_quality_report(report, settings.root / "reports" / f"quality-{context.batch_id}.md")
@@ -124,6 +134,9 @@ def quality_task(context: RunContext, working: str, event_dates: list[str] | Non
         "report": str(path),
         "suites": dict(report.suites),
         "warnings": list(report.warnings),
+        "events_checked": report.events_checked,
+        "event_dates": report.event_dates,
+        "event_batches": report.event_batches,
     }
 
 
@@ -158,6 +171,8 @@ def publish_task(context: RunContext, working: str, ingest: dict[str, Any], chec
             "rows_blank": ingest["blank"],
             "events_in_lake": db.fetch(con, "select count(*) from events")[0][0],
             "expectations": checks["expectations"],
+            "events_checked": checks["events_checked"],
+            "event_batches": checks["event_batches"],
             "quality": "warned" if checks["warnings"] else "passed",
             "quality_warnings": checks["warnings"],
             "quality_report": checks["report"],
@@ -195,7 +210,7 @@ def nightly(
             for step in context.catalog.steps():
                 counts = build_step_task.with_options(name=step.name)(context, working, step)
                 built.setdefault(step.name, {}).update(counts)
-            checks = quality_task(context, working, None)
+            checks = quality_task(context, working)
             outputs = publish_task(context, working, ingest, checks)
         except BaseException:
             publish.discard_working_warehouse(Path(working))

@@ -73,6 +73,8 @@ RUNS_SCHEMA = {
     "rows_blank": "bigint",
     "events_in_lake": "bigint",
     "expectations": "bigint",
+    "events_checked": "bigint",
+    "event_batches": "varchar[]",
     "quality": "varchar",
     "quality_warnings": "varchar[]",
     "quality_report": "varchar",
@@ -276,6 +278,10 @@ models.register(
                     "rows_blank": "Blank rows skipped (not part of rows_read).",
                     "events_in_lake": "Events in the lake after the run: what its tables were built from.",
                     "expectations": "Great Expectations expectations evaluated by the run's quality step.",
+                    "events_checked": "Lake events the canonical-events suite checked in this run: those of the"
+                    " batches no earlier published run had checked.",
+                    "event_batches": "Ingest batches (`events`.`batch_id`) whose events this run checked and"
+                    " published: its own, and those of runs that loaded rows but failed before publishing.",
                     "quality": "'passed', or 'warned' when a check configured to warn (freshness, volume) or"
                     " schema drift left a warning.",
                     "quality_warnings": "The warnings of the quality step, one text each; empty when none.",

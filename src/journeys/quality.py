@@ -57,6 +57,9 @@ class QualityReport:
     failures: list[Failure] = field(default_factory=list)
     files: list[FileShare] = field(default_factory=list)  # landing files checked for their quarantine share
     warnings: list[str] = field(default_factory=list)  # not failures: schema drift and the like
+    events_checked: int = 0  # canonical event rows validated (only rows no published run has checked)
+    event_dates: list[str] = field(default_factory=list)  # their event dates
+    event_batches: list[str] = field(default_factory=list)  # their ingest batches
 
     @property
     def success(self) -> bool:
@@ -73,6 +76,9 @@ class QualityReport:
             failures=self.failures + other.failures,
             files=self.files + other.files,
             warnings=self.warnings + other.warnings,
+            events_checked=self.events_checked + other.events_checked,
+            event_dates=sorted({*self.event_dates, *other.event_dates}),
+            event_batches=sorted({*self.event_batches, *other.event_batches}),
         )
 
     def summary(self) -> str:
@@ -191,29 +197,62 @@ def _frames(con: duckdb.DuckDBPyConnection, sql: str, batch_rows: int, params: d
             yield batch.to_pandas()
 
 
+def published_batches(con: duckdb.DuckDBPyConnection) -> list[str]:
+    """Ingest batches whose events a published run has checked (from `runs` of the working warehouse)."""
+    rows = db.fetch(
+        con, "select batch_id from runs union select unnest(event_batches) from runs where event_batches is not null"
+    )
+    return sorted(r[0] for r in rows if r[0] is not None)
+
+
+def unchecked_event_files(settings: Settings, published_batches: list[str]) -> list[Path]:
+    """Lake event files of batches no published run has recorded: this run's new rows, and those of a run that
+    failed before publishing (its rows are in the lake but were never accepted)."""
+    done = set(published_batches)
+    out = []
+    for path in sorted(settings.events_dir.glob("event_date=*/*.parquet")):
+        # Ingest names a file `<batch_id>-<ordinal>[-<k>].parquet`, and a batch id may hold '-' itself.
+        prefixes = {path.stem[:i] for i, ch in enumerate(path.stem) if ch == "-"}
+        if not prefixes & done:
+            out.append(path)
+    return out
+
+
 def validate_warehouse(
     con: duckdb.DuckDBPyConnection,
     settings: Settings,
     *,
     as_of: datetime,
-    event_dates: list[Any] | None = None,
+    event_files: list[str] | None = None,
+    published_batches: list[str] | None = None,
     batch_rows: int = BATCH_ROWS,
     catalog: models.Catalog | None = None,
 ) -> QualityReport:
-    """Run every suite: lake events (in row batches, only `event_dates` if given), identity, journeys, marts,
-    and the grain (unique, not null) of every table the catalog publishes."""
+    """Run every suite: lake events (in row batches; only `event_files`, less rows of `published_batches`, if
+    given), identity, journeys, marts, and the grain (unique, not null) of every table the catalog publishes."""
     v = _Validator()
     catalog = catalog or models.load_catalog(settings.models_path)
     validate_grains(con, v, catalog)
-    dates = None if event_dates is None else [str(d) for d in event_dates]
     ev = _event_expectations(settings, as_of)
-    # Batches of up to `batch_rows` rows: a GX run has a fixed cost, so one per day is slow.
-    sql = (
-        "select event_id, occurred_at, channel, event_type, sentiment from events "
-        "where $event_dates::date[] is null or event_date = any($event_dates::date[])"
-    )
-    for i, frame in enumerate(_frames(con, sql, batch_rows, {"event_dates": dates})):
-        v.validate("canonical_events", f"events#{i}", frame, ev)
+    cols = "event_id, occurred_at, channel, event_type, sentiment, event_date, batch_id"
+    if event_files is None:
+        sql, params = f"select {cols} from events", {}
+    else:
+        sql = (
+            f"select {cols} from read_parquet($files::varchar[], hive_partitioning = true,"
+            " union_by_name = true) where not list_contains($published::varchar[], batch_id)"
+        )
+        params = {"files": event_files, "published": list(published_batches or [])}
+    if event_files != []:
+        dates: set[str] = set()
+        batches: set[str] = set()
+        # Batches of up to `batch_rows` rows: a GX run has a fixed cost, so one per day is slow.
+        for i, frame in enumerate(_frames(con, sql, batch_rows, params)):
+            dates.update(str(d)[:10] for d in frame.pop("event_date").unique())
+            batches.update(str(b) for b in frame.pop("batch_id").unique())
+            v.report.events_checked += len(frame)
+            v.validate("canonical_events", f"events#{i}", frame, ev)
+        v.report.event_dates, v.report.event_batches = sorted(dates), sorted(batches)
     n_stages = db.fetch(con, "select coalesce(max(n_stages), 0) from stage_definitions")[0][0]
     kept = {m.name for m in catalog.kept()}
     for model, expectations in model_expectations(n_stages).items():
@@ -283,6 +322,9 @@ def write_quality_report(report: QualityReport, path: Path) -> Path:
     lines = ["# Data quality", "", f"Result: {'PASSED' if report.success else 'FAILED'}", ""]
     lines += [f"- suite `{s}`: {n} batch(es)" for s, n in sorted(report.suites.items())]
     lines += ["", f"Expectations evaluated: {report.expectations_run}", ""]
+    days = report.event_dates
+    span = f" on {len(days)} day(s), {days[0]} .. {days[-1]}" if days else ""
+    lines += [f"Canonical events checked: {report.events_checked} new row(s){span}", ""]
     if report.failures:
         lines += ["## Failures", ""]
         lines += ["| suite | batch | expectation | column | unexpected | sample |", "|---|---|---|---|---|---|"]

@@ -15,7 +15,7 @@ import pytest
 from prefect.testing.utilities import prefect_test_harness
 
 from journeys import build, models, stages
-from journeys.config import DEFAULT_CHANNELS, load_settings
+from journeys.config import load_settings
 from journeys.generate import GenerateSpec, generate_sample
 from pipelines import nightly as nightly_module
 from pipelines.nightly import nightly
@@ -100,6 +100,9 @@ def test_every_row_is_accounted_for(run):
     _, gen, result, _ = run
     ing = result["ingest"]
     assert ing["read"] == ing["loaded"] + ing["quarantined"] + ing["duplicates"]
+    # The first run's quality step checks exactly the rows it loaded, on the dates ingest touched.
+    assert result["quality"]["events_checked"] == ing["loaded"]
+    assert result["quality"]["event_dates"] == ing["affected_dates"]
     assert ing["loaded"] == gen.n_true_events
     assert ing["duplicates"] == gen.n_duplicates
     assert ing["quarantined"] == gen.n_malformed
@@ -228,6 +231,9 @@ def test_rerun_changes_nothing(run):
     assert runs(settings)[:-1] == history
     assert runs(settings)[-1]["batch_id"] == result["batch_id"]
     assert runs(settings)[-1]["rows_loaded"] == 0
+    # Nothing new arrived: no event batch is validated (the lake's rows were checked when they arrived).
+    assert result["quality"]["events_checked"] == 0
+    assert "canonical_events" not in result["quality"]["suites"]
 
 
 def test_identity_state_lives_in_state_not_in_the_published_marts(run, tmp_path):
@@ -249,19 +255,65 @@ def test_failing_quality_suite_keeps_previous_marts(run, tmp_path):
     root, _, _, settings = run
     before, history = marts_digest(settings), runs(settings)
     warehouse_before = settings.warehouse_path.stat().st_mtime_ns
+    # A stricter quarantine limit, below the largest quarantined share of a landing file, fails the run: the
+    # per-file limit holds every file still in landing, not only new ones. (Lake events are not checked again
+    # after a config change: each row is checked once, by the run that publishes it.)
+    with duckdb.connect() as con:
+        worst = con.sql(
+            "select max(quarantined / \"read\") from read_parquet($p) where quarantined > 1",
+            params={"p": str(settings.state_dir / "ingest_manifest.parquet")},
+        ).fetchall()[0][0]
+    assert worst
     strict = tmp_path / "strict.yaml"
-    # 'ads' only comes from the cdp source's channel column, so the config itself still loads; the lake
-    # already holds ads events (nothing new is ingested, so the per-file channel check has nothing to read).
-    known = [c for c in DEFAULT_CHANNELS if c != "ads"]
-    text = Path(CONFIG).read_text() + f"\nchannels: [{', '.join(known)}]\n"
-    strict.write_text(text)
-    with pytest.raises(Exception, match="expect_column_values_to_be_in_set"):
+    strict.write_text(Path(CONFIG).read_text() + f"\nquality: {{max_quarantine_share: {worst / 2}}}\n")
+    with pytest.raises(Exception, match="max_quarantine_share"):
         nightly(config_path=str(strict), as_of=SPEC.as_of, data_root=str(root))
     assert marts_digest(settings) == before
     assert settings.warehouse_path.stat().st_mtime_ns == warehouse_before
     assert not list(settings.warehouse_path.parent.glob(".build-*"))
     assert runs(settings) == history
     assert pq.read_table(build.runs_state_path(settings)).num_rows == len(history)
+
+
+WEB_HEADER = (
+    "hit_id,hit_time,platform,action,page_type,page_url,client_id,device_id,login_email,customer_no,order_value\n"
+)
+
+
+def web_rows(prefix: str, times: list[str]) -> str:
+    """Web landing rows (Berlin time) of one new cookie, one per time; 'bad' gives an unparseable time."""
+    return "".join(
+        f"{prefix}{i},{'2026-13-45 25:61:00' if t == 'bad' else t},desktop,pageview,home,/,ck-{prefix},,,,\n"
+        for i, t in enumerate(times)
+    )
+
+
+def test_lake_events_are_checked_once_by_the_run_that_publishes_them(run):
+    root, _, _, settings = run
+    web = root / "landing" / "web"
+    history = runs(settings)
+
+    # A file with half its rows quarantined fails the run, but its good rows are in the lake already.
+    bad = web / "web_ops_bad.csv"
+    bad.write_text(WEB_HEADER + web_rows("hx", ["2026-10-10 12:00:00", "2026-10-12 12:00:00", "bad", "bad"]))
+    with pytest.raises(Exception, match="max_quarantine_share"):
+        nightly(config_path=CONFIG, as_of=SPEC.as_of, data_root=str(root))
+    assert runs(settings) == history
+
+    # Removing the file is the recovery; the next run, with nothing new, checks the failed run's rows.
+    bad.unlink()
+    result = nightly(config_path=CONFIG, as_of=SPEC.as_of, data_root=str(root))
+    assert result["ingest"]["loaded"] == 0
+    assert result["quality"]["events_checked"] == 2
+    assert result["quality"]["event_dates"] == ["2026-10-10", "2026-10-12"]
+
+    # One new file: only its rows, on its dates.
+    (web / "web_ops_new.csv").write_text(WEB_HEADER + web_rows("hy", ["2026-10-20 09:00:00", "2026-10-20 10:00:00"]))
+    result = nightly(config_path=CONFIG, as_of=SPEC.as_of, data_root=str(root))
+    assert result["ingest"]["loaded"] == 2
+    assert result["quality"]["events_checked"] == 2
+    assert result["quality"]["event_dates"] == result["ingest"]["affected_dates"] == ["2026-10-20"]
+    assert len(runs(settings)) == len(history) + 2
 
 
 NEW_MART = """-- model: channel_days
