@@ -112,7 +112,7 @@ def quality_task(context: RunContext, working: str) -> dict[str, Any]:
         # an earlier ingest attempt of this run and the rows of a run that failed its checks.
         published = quality.published_batches(con)
         files = [str(p) for p in quality.unchecked_event_files(settings, published)]
-        return quality.validate_warehouse(
+        suites = quality.validate_warehouse(
             con,
             settings,
             as_of=context.as_of,
@@ -120,6 +120,8 @@ def quality_task(context: RunContext, working: str) -> dict[str, Any]:
             published_batches=published,
             catalog=context.catalog,
         )
+        ops = quality.check_freshness_and_volume(con, settings, as_of=context.as_of)
+        return suites.merged(ops)
 
     report = _on_working(settings, working, check)
     # Raw landing rows of this batch and the per-file quarantine-share limit gate publication too.
@@ -137,6 +139,7 @@ def quality_task(context: RunContext, working: str) -> dict[str, Any]:
         "events_checked": report.events_checked,
         "event_dates": report.event_dates,
         "event_batches": report.event_batches,
+        "checks": report.checks,
     }
 
 

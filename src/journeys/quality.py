@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +60,7 @@ class QualityReport:
     events_checked: int = 0  # canonical event rows validated (only rows no published run has checked)
     event_dates: list[str] = field(default_factory=list)  # their event dates
     event_batches: list[str] = field(default_factory=list)  # their ingest batches
+    checks: list[str] = field(default_factory=list)  # outcome of the freshness and volume checks, one line each
 
     @property
     def success(self) -> bool:
@@ -79,6 +80,7 @@ class QualityReport:
             events_checked=self.events_checked + other.events_checked,
             event_dates=sorted({*self.event_dates, *other.event_dates}),
             event_batches=sorted({*self.event_batches, *other.event_batches}),
+            checks=self.checks + other.checks,
         )
 
     def summary(self) -> str:
@@ -90,6 +92,10 @@ class QualityReport:
             )
         lines = [f"{len(self.failures)} expectation(s) failed:"]
         for f in self.failures:
+            if f.unexpected_count is None and f.sample:
+                # A run-level check (freshness, volume): its one sample is the whole story.
+                lines.append(f"  [{f.suite}] {f.sample[0]}")
+                continue
             lines.append(
                 f"  [{f.suite} / {f.batch}] {f.expectation}"
                 f"{'(' + f.column + ')' if f.column else ''}: {f.unexpected_count} unexpected, e.g. {f.sample[:5]}"
@@ -264,6 +270,71 @@ def validate_warehouse(
     return v.report
 
 
+def _days(us: float) -> str:
+    return f"{us / 86_400_000_000:.1f} days"
+
+
+def _outcome(report: QualityReport, name: str, setting: str, on_fail: str, ok: bool, detail: str) -> None:
+    """Record one freshness/volume outcome: a line always, and a failure or a warning when it did not hold."""
+    if ok:
+        report.checks.append(f"{name}: ok, {detail}")
+        return
+    text = f"{name}: {detail}; {setting}"
+    report.checks.append(f"{name}: {'FAILED' if on_fail == 'fail' else 'warning'}, {detail}; {setting}")
+    if on_fail == "fail":
+        report.failures.append(Failure(name, "run", setting.split(" ")[0], None, None, [text]))
+    else:
+        report.warnings.append(text)
+
+
+def check_freshness_and_volume(
+    con: duckdb.DuckDBPyConnection, settings: Settings, *, as_of: datetime
+) -> QualityReport:
+    """The configured freshness and volume checks of this run, from the ingest manifest and the run history
+    (`runs` of the working warehouse): new events are those no published run has taken in."""
+    from journeys import ingest
+
+    report = QualityReport()
+    fresh, volume = settings.quality.freshness, settings.quality.volume
+    if fresh.max_staleness is None and volume.min_ratio is None:
+        return report
+    last_load, loaded = None, 0
+    if ingest.manifest_path(settings).exists():
+        # New is what no published run has taken in: this run's ingest (every attempt of it) and that of a run
+        # that failed its checks, whose rows this run will publish; so a failed low-volume run fails again.
+        last_load, loaded = db.fetch(
+            con,
+            "select max(ingested_at) filter (where loaded > 0),"
+            " coalesce(sum(loaded) filter (where not list_contains($published::varchar[], batch_id)), 0)"
+            " from read_parquet($p)",
+            {"p": str(ingest.manifest_path(settings)), "published": published_batches(con)},
+        )[0]
+    if fresh.max_staleness is not None:
+        limit_us = parse_duration_us(fresh.max_staleness) or 0
+        setting = f"quality.freshness.max_staleness is {fresh.max_staleness}"
+        if loaded:
+            _outcome(report, "freshness", setting, fresh.on_fail, True, f"{loaded} new events to publish")
+        elif last_load is None:
+            _outcome(report, "freshness", setting, fresh.on_fail, False, "no ingest has ever loaded an event")
+        else:
+            age_us = (as_of.astimezone(UTC).replace(tzinfo=None) - last_load) / timedelta(microseconds=1)
+            detail = f"nothing new for {_days(age_us)} (last rows loaded at {last_load:%Y-%m-%d %H:%M} UTC)"
+            _outcome(report, "freshness", setting, fresh.on_fail, age_us <= limit_us, detail)
+    if volume.min_ratio is not None and loaded:
+        setting = f"quality.volume.min_ratio is {volume.min_ratio}"
+        previous = db.fetch(
+            con, "select batch_id, rows_loaded from runs where rows_loaded > 0 order by published_at desc limit 1"
+        )
+        if not previous:
+            report.checks.append(f"volume: skipped, no earlier published run loaded events ({loaded} new now)")
+        else:
+            prev_batch, prev_loaded = previous[0]
+            ratio = loaded / prev_loaded
+            detail = f"{loaded} new events, {ratio:.0%} of the {prev_loaded} loaded by run {prev_batch}"
+            _outcome(report, "volume", setting, volume.on_fail, ratio >= volume.min_ratio, detail)
+    return report
+
+
 def grain_summary(con: duckdb.DuckDBPyConnection, catalog: models.Catalog) -> list[dict[str, Any]]:
     """Per kept table with a grain: rows, rows with a null grain column, grain keys that occur twice or more."""
     present = {r[0] for r in db.fetch(con, "select table_name from duckdb_tables()")}
@@ -334,6 +405,8 @@ def write_quality_report(report: QualityReport, path: Path) -> Path:
                 f"| {_md(', '.join(f.sample[:5]))} |"
             )
         lines.append("")
+    if report.checks:
+        lines += ["## Freshness and volume", ""] + [f"- {_md(c)}" for c in report.checks] + [""]
     if report.warnings:
         lines += ["## Warnings", ""] + [f"- {_md(w)}" for w in report.warnings] + [""]
     if report.files:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import shutil
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import duckdb
@@ -17,6 +17,7 @@ from prefect.testing.utilities import prefect_test_harness
 from journeys import build, models, stages
 from journeys.config import load_settings
 from journeys.generate import GenerateSpec, generate_sample
+from pipelines import artifacts
 from pipelines import nightly as nightly_module
 from pipelines.nightly import nightly
 
@@ -314,6 +315,57 @@ def test_lake_events_are_checked_once_by_the_run_that_publishes_them(run):
     assert result["quality"]["events_checked"] == 2
     assert result["quality"]["event_dates"] == result["ingest"]["affected_dates"] == ["2026-10-20"]
     assert len(runs(settings)) == len(history) + 2
+
+
+def ops_config(tmp_path: Path, freshness: str, volume: str) -> str:
+    path = tmp_path / f"ops-{freshness}-{volume}.yaml"
+    checks = [
+        "quality:",
+        "  freshness: {max_staleness: 2d, on_fail: " + freshness + "}",
+        "  volume: {min_ratio: 0.9, on_fail: " + volume + "}",
+    ]
+    path.write_text(Path(CONFIG).read_text() + "\n" + "\n".join(checks) + "\n")
+    return str(path)
+
+
+def test_volume_and_freshness_checks_fail_or_warn_as_configured(run, tmp_path):
+    root, _, _, settings = run
+    history = runs(settings)
+    previous = [r for r in history if r["rows_loaded"]][-1]["rows_loaded"]
+    assert previous >= 2  # so that one new event is below 0.9 of it
+
+    # Volume: one new event against the last delivery fails the run, naming the numbers and the setting.
+    (root / "landing" / "web" / "web_ops_small.csv").write_text(WEB_HEADER + web_rows("hz", ["2026-10-21 09:00:00"]))
+    with pytest.raises(Exception, match=r"\[volume\] volume: 1 new events, .* quality.volume.min_ratio is 0.9"):
+        nightly(config_path=ops_config(tmp_path, "fail", "fail"), as_of=SPEC.as_of, data_root=str(root))
+    assert runs(settings) == history
+    report = sorted((root / "reports").glob("quality-*.md"), key=lambda p: p.stat().st_mtime)[-1].read_text()
+    assert "## Freshness and volume" in report and "volume: FAILED, 1 new events" in report
+
+    # With on_fail: warn the next run publishes that event (it is still new: no published run took it in).
+    result = nightly(config_path=ops_config(tmp_path, "fail", "warn"), as_of=SPEC.as_of, data_root=str(root))
+    assert result["ingest"]["loaded"] == 0
+    assert [w.split(",")[0] for w in result["quality"]["warnings"]] == ["volume: 1 new events"]
+    assert "freshness: ok, 1 new events to publish" in result["quality"]["checks"]
+    last = runs(settings)[-1]
+    assert (last["batch_id"], last["quality"]) == (result["batch_id"], "warned")
+    assert last["quality_warnings"] == result["quality"]["warnings"]
+    summary = artifacts.run_summary_markdown(
+        batch_id=result["batch_id"], as_of=SPEC.as_of, ingest=result["ingest"], identity=result["identity"],
+        quality=result["quality"], model=None, mode=None, funnel=[], dropout=[], warehouse="w",
+    )
+    assert "passed with warnings" in summary and "- **warning**: volume: 1 new events" in summary
+
+    # Freshness: nothing new, and the newest load is ~3 days before the run's as_of.
+    later = datetime.now(UTC) + timedelta(days=3)
+    with pytest.raises(Exception, match=r"\[freshness\] freshness: nothing new for 3\.0 days"):
+        nightly(config_path=ops_config(tmp_path, "fail", "fail"), as_of=later, data_root=str(root))
+    result = nightly(config_path=ops_config(tmp_path, "warn", "fail"), as_of=later, data_root=str(root))
+    assert [w.split(" (")[0] for w in result["quality"]["warnings"]] == ["freshness: nothing new for 3.0 days"]
+    assert runs(settings)[-1]["quality"] == "warned"
+    # Within the limit the check passes and says so.
+    result = nightly(config_path=ops_config(tmp_path, "fail", "fail"), as_of=datetime.now(UTC), data_root=str(root))
+    assert result["quality"]["warnings"] == [] and result["quality"]["checks"][0].startswith("freshness: ok")
 
 
 NEW_MART = """-- model: channel_days
