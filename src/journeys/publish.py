@@ -81,6 +81,32 @@ def write_identity_state(con: duckdb.DuckDBPyConnection, path: Path) -> Path:
     return _copy_parquet(con, "identity_map", ("id_type", "id_value"), path)
 
 
+WAREHOUSE_ALIAS = "warehouse"
+"""Name under which an analysts' database attaches the published warehouse (`warehouse.journeys`)."""
+
+
+def analyst_db_path(settings: Settings) -> Path:
+    """Default analysts' database: beside the published outputs, never replaced by a run."""
+    return settings.root / "analysts" / "analysts.duckdb"
+
+
+def open_analyst_db(path: Path, warehouse: Path, **connect: Any) -> duckdb.DuckDBPyConnection:
+    """Open (or create) an analysts' DuckDB file with the published warehouse attached read-only as `warehouse`.
+
+    The analysts' views and tables live in their own file, which no run touches; a view reading
+    `warehouse.<table>` resolves by name when queried, so after the nightly swap it reads the new warehouse
+    as soon as it is attached again (a session attached before the swap keeps reading the old file).
+    """
+    con = db.connect(path, **connect)
+    try:
+        # ATTACH binds its path; the alias is an identifier.
+        db.execute(con, f"attach $p as {db.quote_ident(WAREHOUSE_ALIAS)} (read_only)", {"p": str(warehouse)})
+    except BaseException:
+        con.close()
+        raise
+    return con
+
+
 def working_warehouse_path(settings: Settings, batch_id: str) -> Path:
     """The file a run builds in; it becomes the warehouse only after the checks pass."""
     return settings.warehouse_path.with_name(f".build-{batch_id}.duckdb")

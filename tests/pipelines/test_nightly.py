@@ -14,10 +14,10 @@ import pyarrow.parquet as pq
 import pytest
 from prefect.testing.utilities import prefect_test_harness
 
-from journeys import build, models, stages
+from journeys import build, models, publish, stages
 from journeys.config import load_settings
 from journeys.generate import GenerateSpec, generate_sample
-from pipelines import artifacts
+from pipelines import artifacts, cli
 from pipelines import nightly as nightly_module
 from pipelines.nightly import nightly
 
@@ -315,6 +315,27 @@ def test_lake_events_are_checked_once_by_the_run_that_publishes_them(run):
     assert result["quality"]["events_checked"] == 2
     assert result["quality"]["event_dates"] == result["ingest"]["affected_dates"] == ["2026-10-20"]
     assert len(runs(settings)) == len(history) + 2
+
+
+def test_analysts_views_and_tables_survive_the_nightly_publication(run, tmp_path, capfd):
+    root, _, _, settings = run
+    analysts = tmp_path / "analysts.duckdb"
+    base = ["--config", CONFIG, "analyst-db", "--data-root", str(root), "--path", str(analysts)]
+    assert cli.main([*base]) == 0
+    assert f"ATTACH '{settings.warehouse_path}' AS warehouse (READ_ONLY);" in capfd.readouterr().out
+    view = "create view my_runs as select count(*) as n, arg_max(batch_id, published_at) as last from warehouse.runs"
+    assert cli.main([*base, "--sql", view, "--sql", "create table my_notes as select 'keep me' as note"]) == 0
+    with publish.open_analyst_db(analysts, settings.warehouse_path) as con:
+        before = con.sql("select n from my_runs").fetchall()[0][0]
+        with pytest.raises(duckdb.Error, match="read-only"):
+            con.execute("create table warehouse.mine (a int)")
+
+    # The next night replaces the warehouse file; the analysts' file is not touched and its view reads the new one.
+    result = nightly(config_path=CONFIG, as_of=SPEC.as_of, data_root=str(root))
+    assert cli.main([*base, "--sql", "select note from my_notes"]) == 0
+    assert "keep me" in capfd.readouterr().out
+    with publish.open_analyst_db(analysts, settings.warehouse_path) as con:
+        assert con.sql("select n, last from my_runs").fetchall() == [(before + 1, result["batch_id"])]
 
 
 def ops_config(tmp_path: Path, freshness: str, volume: str) -> str:
