@@ -91,12 +91,10 @@ def analyst_db_path(settings: Settings) -> Path:
 
 
 def open_analyst_db(path: Path, warehouse: Path, **connect: Any) -> duckdb.DuckDBPyConnection:
-    """Open (or create) an analysts' DuckDB file with the published warehouse attached read-only as `warehouse`.
-
-    The analysts' views and tables live in their own file, which no run touches; a view reading
-    `warehouse.<table>` resolves by name when queried, so after the nightly swap it reads the new warehouse
-    as soon as it is attached again (a session attached before the swap keeps reading the old file).
-    """
+    """Open (or create) an analysts' DuckDB file with the published warehouse attached read-only as `warehouse`."""
+    # The analysts' objects live in a file no run touches; a view over `warehouse.<table>` is resolved when
+    # queried, so it reads the new warehouse once attached again after the nightly swap (a session attached
+    # before the swap keeps reading the old file).
     con = db.connect(path, **connect)
     try:
         # ATTACH binds its path; the alias is an identifier.

@@ -212,8 +212,8 @@ def published_batches(con: duckdb.DuckDBPyConnection) -> list[str]:
 
 
 def unchecked_event_files(settings: Settings, published_batches: list[str]) -> list[Path]:
-    """Lake event files of batches no published run has recorded: this run's new rows, and those of a run that
-    failed before publishing (its rows are in the lake but were never accepted)."""
+    """Lake event files of ingest batches that no published run has checked."""
+    # This run's new rows, and those of a run that failed before publishing: in the lake, never accepted.
     done = set(published_batches)
     out = []
     for path in sorted(settings.events_dir.glob("event_date=*/*.parquet")):
@@ -287,13 +287,12 @@ def _outcome(report: QualityReport, name: str, setting: str, on_fail: str, ok: b
         report.warnings.append(text)
 
 
-def check_freshness_and_volume(
-    con: duckdb.DuckDBPyConnection, settings: Settings, *, as_of: datetime
-) -> QualityReport:
-    """The configured freshness and volume checks of this run, from the ingest manifest and the run history
-    (`runs` of the working warehouse): new events are those no published run has taken in."""
+def check_freshness_and_volume(con: duckdb.DuckDBPyConnection, settings: Settings, *, as_of: datetime) -> QualityReport:
+    """The configured freshness and volume checks of this run (off unless configured)."""
     from journeys import ingest
 
+    # From the ingest manifest and the run history (`runs` of the working warehouse): new events are those
+    # no published run has taken in.
     report = QualityReport()
     fresh, volume = settings.quality.freshness, settings.quality.volume
     if fresh.max_staleness is None and volume.min_ratio is None:
