@@ -117,6 +117,7 @@ def print_summary(result: dict[str, Any], warehouse: str) -> None:
                 red, ["stage", "last touchpoint", "channel", "journeys", "share of stage %", "owner", "last sentiment"]
             )
         )
+        print_journey_map(con, model)
     print("\noutputs")
     for name, path in sorted(result["outputs"].items()):
         print(f"  {name:22s} {path}")
@@ -124,10 +125,65 @@ def print_summary(result: dict[str, Any], warehouse: str) -> None:
     print(f'\nquery it: journeys query "select * from stage_conversion limit 5" --warehouse {warehouse}')
 
 
+def print_journey_map(con: Any, model: str) -> None:
+    """Print the CxC matrix of `model` (channels x stages: customers and flow to the next stage) and its red points."""
+    from journeys import db
+
+    stages = db.fetch(
+        con,
+        "select stage_index, stage_name from stage_definitions where stage_model = $m order by stage_index",
+        {"m": model},
+    )
+    cells = db.fetch(
+        con,
+        "select channel, stage_index, customers_in_cell, flow_rate from stage_channel_matrix"
+        " where stage_model = $m order by channel, stage_index",
+        {"m": model},
+    )
+    by_channel: dict[str, dict[int, str]] = {}
+    for channel, stage_index, customers, flow in cells:
+        by_channel.setdefault(channel, {})[stage_index] = str(customers) + ("" if flow is None else f" ({flow:.0%})")
+    print(f"\nCxC matrix: {model}, customers per channel and stage (flow % to the next stage)")
+    print(
+        _table(
+            [(channel, *(row.get(i, "") for i, _ in stages)) for channel, row in sorted(by_channel.items())],
+            ["channel", *(name for _, name in stages)],
+        )
+    )
+    red = db.fetch(
+        con,
+        "select red_rank, stage_name, unit_type, unit, owner, metric, n, share, stage_share, round(lift, 2),"
+        " round(excess_over_norm, 1) from red_points where stage_model = $m order by red_rank limit 5",
+        {"m": model},
+    )
+    print("\nred points (significantly above their stage's dropout or negative-sentiment share)")
+    if red:
+        print(
+            _table(
+                red,
+                [
+                    "#",
+                    "stage",
+                    "unit",
+                    "touchpoint / channel",
+                    "owner",
+                    "metric",
+                    "n",
+                    "share %",
+                    "stage %",
+                    "lift",
+                    "above norm",
+                ],
+            )
+        )
+    else:
+        print("  none")
+
+
 def cmd_generate(args: argparse.Namespace) -> int:
     from journeys.generate import GenerateSpec, generate_sample
 
-    spec = GenerateSpec(events=args.events, seed=args.seed)
+    spec = GenerateSpec(events=args.events, seed=args.seed, plant_fault=args.plant_fault)
     res = generate_sample(spec, Path(args.data_root))
     print(
         f"generated {res.n_true_events} events of {res.n_persons} persons (+{res.n_duplicates} duplicates, "
@@ -200,7 +256,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     load_settings(config)
     root = demo_folder(args.folder, _configured_root(args.config))
     settings = load_settings(config, data_root=root)
-    spec = GenerateSpec(events=args.events, seed=args.seed)
+    spec = GenerateSpec(events=args.events, seed=args.seed, plant_fault=args.plant_fault)
     res = generate_sample(spec, root)
     print(
         f"generated {res.n_true_events} events of {res.n_persons} persons across "
@@ -309,6 +365,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEMO_FOLDER,
         help=f"the demo's own folder (default: {DEMO_FOLDER}); deleted and rebuilt only if it holds {DEMO_MARKER}",
     )
+    d.add_argument("--plant-fault", action="store_true", help="generate the sample with a planted red point")
     d.set_defaults(func=cmd_demo)
 
     r = sub.add_parser("run", parents=[config], help="run the nightly flow on the configured data root")
@@ -320,6 +377,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--events", type=int, default=100_000)
     g.add_argument("--seed", type=int, default=42)
     g.add_argument("--data-root", required=True)
+    g.add_argument(
+        "--plant-fault",
+        action="store_true",
+        help="plant a red point: product-question calls at consideration lose most journeys, with low CSAT",
+    )
     g.set_defaults(func=cmd_generate)
 
     e = sub.add_parser(

@@ -90,7 +90,8 @@ def ingest_task(context: RunContext) -> dict[str, Any]:
         "duplicates": report.duplicates,
         "blank": report.blank,
         "files": len(report.files),
-        "files_skipped": sum(1 for f in report.files if f.skipped),
+        "files_skipped": sum(1 for f in report.files if f.skipped and not f.not_ready),
+        "files_not_ready": {f.file: f.not_ready for f in report.files if f.not_ready},
         "affected_dates": [str(d) for d in report.affected_dates],
     }
 
@@ -157,9 +158,10 @@ def publish_task(context: RunContext, working: str, ingest: dict[str, Any], chec
     published_at = datetime.now(UTC)
 
     def publish_all(con: duckdb.DuckDBPyConnection) -> dict[str, str]:
+        # State first: a run killed after it still counts as resolved (its keys and audit rows are kept).
+        publish.write_identity_state(con, build.identity_state_path(settings), context.audit_history)
         metadata = publish.run_metadata(context.batch_id, context.as_of, published_at)
-        paths = publish.publish_marts(con, settings, context.catalog.published(), metadata)
-        publish.write_identity_state(con, build.identity_state_path(settings))
+        paths = publish.publish_marts(con, settings, context.catalog.published(), context.batch_id, metadata)
         run = {
             "batch_id": context.batch_id,
             "flow_run_id": flow_run_id(),
@@ -180,8 +182,8 @@ def publish_task(context: RunContext, working: str, ingest: dict[str, Any], chec
             "quality_warnings": checks["warnings"],
             "quality_report": checks["report"],
         }
-        # Kept in state/ before the swap: the next run's `runs` (and its quality scope) must count this run
-        # once its marts are out, even if the swap below never happens.
+        # After the marts switched, before the swap: the next run's `runs` (and its quality scope) must count
+        # this run once its marts are out, even if the swap below never happens.
         publish.record_run(con, build.runs_state_path(settings), run)
         build.drop_intermediates(con, context)
         db.execute(con, "checkpoint")

@@ -39,6 +39,11 @@ class RunContext:
 
 
     @property
+    def audit_history(self) -> dict[str, Path]:
+        """Where the rows of earlier runs of each audit table are kept."""
+        return {t: self.settings.state_dir / f"{t}.parquet" for t in AUDIT_TABLES}
+
+    @property
     def previous_identity_map(self) -> Path | None:
         """The identity state the previous run left, if any (keys stay stable across runs)."""
         state = identity_state_path(self.settings)
@@ -47,6 +52,10 @@ class RunContext:
         # Data roots published before the state moved to state/ carry it only as the mart.
         legacy = self.settings.marts_dir / "identity_map" / "identity_map.parquet"
         return legacy if legacy.exists() else None
+
+
+AUDIT_TABLES = ("identity_merges", "identity_splits")
+"""Tables whose rows accumulate over runs; their history is kept in state/."""
 
 
 def identity_state_path(settings: Settings) -> Path:
@@ -115,6 +124,7 @@ def model_params(settings: Settings, as_of: datetime, stage_models: Any = None) 
         "attribute_paths": [f'$."{k}"' for k in keys] or ['$."__no_attribute__"'],
         "as_of": as_of.replace(tzinfo=None),
         "run_at": as_of,
+        "batch_id": "adhoc",
         "buckets": settings.buckets,
         "cohort_period": settings.cohort_period,
         "breakdown_attribute": settings.breakdown_attribute,
@@ -124,6 +134,17 @@ def model_params(settings: Settings, as_of: datetime, stage_models: Any = None) 
         # hold_constant attribute per stage model (zipped lists; the path is a value, never SQL text)
         "hold_models": [m.name for m, ref in loaded if ref.hold_constant],
         "hold_paths": [f'$."{ref.hold_constant}"' for _, ref in loaded if ref.hold_constant],
+        # Cost to serve one contact per channel (zipped lists; channels not listed cost 0).
+        "cost_channels": sorted(settings.costs),
+        "cost_per_contact": [float(settings.costs[c]) for c in sorted(settings.costs)],
+        "customer_value": settings.customer_value,
+        # The journey-map marts read each stage model's funnel in its first configured mode (zipped lists).
+        "map_models": [m.name for m, _ in loaded],
+        "map_modes": [ref.modes[0] for _, ref in loaded],
+        "top_paths": settings.top_paths,
+        "red_min_count": settings.red_points.min_count,
+        "red_z": settings.red_points.z,
+        "red_min_lift": settings.red_points.min_lift,
         # Every customer unless a run is restricted to one bucket or a set of customers.
         "bucket": None,
         "customer_keys": None,
@@ -142,7 +163,7 @@ def run_context(
         stage_models=tuple(loaded),
         funnel_specs=tuple(funnel_specs(loaded)),
         catalog=models.load_catalog(settings.models_path),
-        params=MappingProxyType(model_params(settings, as_of, loaded)),
+        params=MappingProxyType({**model_params(settings, as_of, loaded), "batch_id": batch_id}),
         keep_scratch=keep_scratch,
     )
 

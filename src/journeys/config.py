@@ -21,7 +21,13 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+)
 
 IdentifierType = str
 """An identifier type name, e.g. customer_id, email, phone, device_id, cookie_id, loyalty_id."""
@@ -78,6 +84,10 @@ def snake(value: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", value.strip().lower()).strip("_")
 
 
+UNSET_PII_SALT = "change-me"
+"""The placeholder salt of an unconfigured project; ingest refuses to hash with it."""
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -131,6 +141,14 @@ class SourceConfig(_Strict):
     attributes: list[str] | None = Field(
         None, description="Columns kept in `attributes`; None keeps every column not mapped above."
     )
+
+    @field_validator("path")
+    @classmethod
+    def _inside_landing(cls, v: str) -> str:
+        # A glob must stay inside landing/: `..` would ingest (and later fail on) someone else's files.
+        if Path(v).is_absolute() or ".." in Path(v).parts:
+            raise ValueError(f"expected a glob relative to <data_root>/landing/ without '..', got {v!r}")
+        return v
 
     @field_validator("name")
     @classmethod
@@ -316,6 +334,18 @@ class ScheduleConfig(_Strict):
         return (parse_duration_us(self.run_timeout) or 0) / 1_000_000
 
 
+class RedPointsConfig(_Strict):
+    """When a touchpoint or a CxC matrix cell counts as a red point (see the `red_points` mart)."""
+
+    min_count: int = Field(
+        30, ge=1, description="Fewest journeys (dropout) or sentiment readings a touchpoint or cell needs to be judged."
+    )
+    z: float = Field(1.96, gt=0, description="z of the two-sided Wilson score interval; 1.96 is 95 %, 2.576 is 99 %.")
+    min_lift: float = Field(
+        1.5, ge=1.0, description="Least share / stage share for a red point, on top of the interval's lower bound."
+    )
+
+
 class Settings(BaseSettings):
     """Everything a run needs; one instance per run, passed by the flow."""
 
@@ -323,7 +353,9 @@ class Settings(BaseSettings):
 
     data_root: Path = Field(Path("data"), description="Root of landing/, lake/, warehouse/ and marts/.")
     pii_salt: SecretStr = Field(
-        SecretStr("change-me"), description="Salt for hashing email and phone; set JOURNEYS_PII_SALT in production."
+        SecretStr(UNSET_PII_SALT),
+        description="Salt for hashing email and phone; set JOURNEYS_PII_SALT. Ingest refuses the default and an"
+        " empty salt: anyone could rebuild the hashes of known e-mails.",
     )
     default_phone_region: str = Field(
         "US",
@@ -350,6 +382,22 @@ class Settings(BaseSettings):
     sources: list[SourceConfig] = Field(default_factory=list, description="Landing sources.")
     stage_models: list[StageModelRef] = Field(
         default_factory=lambda: [StageModelRef(path="generic_lifecycle")], description="Stage models to evaluate."
+    )
+    costs: dict[str, float] = Field(
+        default_factory=dict,
+        description="Cost to serve one contact (event) per channel, in revenue units, e.g. `{call_centre: 6.5,"
+        " chat: 2.0}`; channels not listed cost 0. Used by `stage_channel_matrix.monetised_value`.",
+    )
+    customer_value: float | None = Field(
+        None,
+        description="Value of one purchasing customer in revenue units; None uses the run's mean revenue per"
+        " customer who reached a stage model's purchase_stage.",
+    )
+    top_paths: int = Field(
+        20, ge=1, description="Paths kept per stage model, path type and collapsing in `journey_paths` (most frequent)."
+    )
+    red_points: RedPointsConfig = Field(
+        default_factory=RedPointsConfig, description="Thresholds of the red_points mart."
     )
     identity: IdentityConfig = Field(default_factory=IdentityConfig, description="Identity guardrails.")
     quality: QualityConfig = Field(default_factory=QualityConfig, description="Quality thresholds.")
@@ -419,6 +467,16 @@ class Settings(BaseSettings):
                 )
         return self
 
+    def require_pii_salt(self) -> None:
+        """Raise ConfigError unless a real salt is set (never the placeholder, never empty)."""
+        salt = self.pii_salt.get_secret_value()
+        if not salt.strip() or salt == UNSET_PII_SALT:
+            raise ConfigError(
+                "pii_salt: expected a secret salt (set JOURNEYS_PII_SALT or pii_salt in the config);"
+                f" {'an empty one' if not salt.strip() else 'the placeholder ' + repr(UNSET_PII_SALT)} would let"
+                " anyone rebuild the hashes of known e-mails and phones"
+            )
+
     @property
     def root(self) -> Path:
         """Absolute data root."""
@@ -486,16 +544,30 @@ def load_settings(
             raise ConfigError(f"{p}: expected a mapping of keys at the top level, got {type(data).__name__}")
         config_dir = p.resolve().parent
     data.setdefault("config_dir", config_dir)
-    # Env overrides file values: drop file keys that the environment sets.
     env_keys = {k[len("JOURNEYS_") :].split("__")[0].lower() for k in os.environ if k.startswith("JOURNEYS_")}
-    for k in env_keys:
-        data.pop(k, None)
+    try:
+        env = EnvSettingsSource(Settings)()
+    except (SettingsError, ValueError) as exc:
+        raise ConfigError(f"JOURNEYS_* (environment): {exc}") from None
+    # Env overrides the file field by field: JOURNEYS_IDENTITY__PRIORITY replaces identity.priority only.
+    data = _deep_merge(data, env)
     data.update(overrides)
     try:
         return Settings(**data)
     except ValidationError as exc:
         # `from None`: the pydantic report repeats every input and runs to dozens of lines.
         raise ConfigError(_config_message(exc, origin, env_keys)) from None
+
+
+def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """`base` with `over` laid on top, mapping by mapping (a list or a value replaces)."""
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
 
 
 def _key_path(loc: tuple[Any, ...]) -> str:

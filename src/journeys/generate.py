@@ -50,6 +50,8 @@ _IN_PROGRESS = 0.3
 _MAX_GAP = 20 * _DAY
 _JOURNEY_GAP = (41 * _DAY, 60 * _DAY)
 _SPAN = 165 * _DAY  # whole history of a person fits in the 180-day window with room to place it
+_FAULT_KIND = "call_product"  # the planted red point: call_centre:call at consideration
+_FAULT_STOP = 0.85  # share of journeys with such a call that stop at consideration when a fault is planted
 
 # name, source, stage (0 = none), raw event/action/kind/record_type, page_type|reason|cdp channel,
 # canonical event_type, need (0 none, 1 email, 2 phone+customer_id, 3 store identifiers)
@@ -150,6 +152,9 @@ class GenerateSpec:
     malformed_rate: float = 0.005
     late_rate: float = 0.02
     chunk_events: int = 500_000
+    plant_fault: bool = False
+    """Plant a red point: call-centre calls at consideration (touchpoint `call_centre:call`, generic_lifecycle
+    stage 2) end most journeys that have one (no purchase or later stage events follow) and get CSAT 1-2 mostly."""
 
 
 @dataclass(frozen=True)
@@ -366,6 +371,8 @@ class _Batch:
         self._kinds()
         self._times()
         self._identifiers()
+        if spec.plant_fault:
+            self._plant_fault()
 
     # ----------------------------------------------------------------- population
     def _persons(self) -> None:
@@ -511,8 +518,12 @@ class _Batch:
             10 * _DAY + rng.random(P) * np.maximum(170 * _DAY - T, 0),
         ).astype(np.int64)
         start = self.as_of_s - back - T
-        t = start[self.person] + j_off[self.j] + within
+        self.t = start[self.person] + j_off[self.j] + within
+        self._avoid_folds()
+
+    def _avoid_folds(self) -> None:
         # Naive local times inside a DST fold map back to two instants; move such events out of it.
+        t = self.t
         for src, tz in _LOCAL_TZ.items():
             idx = np.flatnonzero(self.src == SOURCES.index(src))
             for _ in range(3):
@@ -520,7 +531,6 @@ class _Batch:
                 if not amb.any():
                     break
                 t[idx[amb]] -= 7200
-        self.t = t
 
     def _identifiers(self) -> None:
         rng, n, p = self.rng, self.n, self.person
@@ -530,6 +540,29 @@ class _Batch:
         self.u = rng.random((n, 4))  # per-event draws shared by the source builders
         self.email_variant = _choice(rng, ([0, 1, 2, 3], [0.85, 0.05, 0.05, 0.05]), n)
         self.phone_fmt = rng.integers(0, 6, n)
+
+    def _plant_fault(self) -> None:
+        """Cut the stage >= 3 events of most journeys that have a product-question call (see GenerateSpec)."""
+        # Its own stream: the draws of the population and the events stay those of the unplanted sample.
+        rng = np.random.default_rng([self.spec.seed, self.b, 0xFA17])
+        J = len(self.j_person)
+        has_call = np.zeros(J, bool)
+        has_call[self.j[self.kind == _K[_FAULT_KIND]]] = True
+        stop = has_call & (rng.random(J) < _FAULT_STOP)
+        drop = stop[self.j] & (self.stage >= 3)
+        keep = ~drop
+        for name in ("j", "cat", "ck", "person", "kind", "src", "stage", "t", "u", "email_variant", "phone_fmt"):
+            setattr(self, name, getattr(self, name)[keep])
+        self.n = int(keep.sum())
+        self.L = np.where(stop, np.minimum(self.L, 2), self.L)
+        # The cut may leave a gap longer than the journey timeout: close it up to _MAX_GAP, so the journey
+        # stays one journey (later journeys only move further away), then keep times out of DST folds again.
+        first = _first_in_group(self.j)
+        gap = np.diff(self.t, prepend=self.t[:1])
+        gap[first] = 0
+        shift = np.cumsum(np.maximum(gap - _MAX_GAP, 0) * stop[self.j])
+        self.t = self.t - (shift - shift[np.flatnonzero(first)[np.cumsum(first) - 1]])
+        self._avoid_folds()
 
     # ----------------------------------------------------------------- per-person strings
     def _person_frame(self) -> pl.DataFrame:
@@ -693,6 +726,8 @@ class _Batch:
         # The first call of a person links the phone to the account; later callers often skip the IVR.
         account = _first_in_group(p) | (u[:, 0] < 0.5)
         complaint = k == _K["call_complaint"]
+        if self.spec.plant_fault:
+            complaint = complaint | (k == _K[_FAULT_KIND])  # the planted fault: unhappy product calls
         csat = np.where(
             complaint, rng.choice(5, n, p=[0.35, 0.3, 0.2, 0.1, 0.05]), rng.choice(5, n, p=[0.05, 0.1, 0.2, 0.35, 0.3])
         ) + 1

@@ -15,6 +15,7 @@ Components come from label propagation with hooking and pointer jumping, a few p
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -153,6 +154,8 @@ def resolve_identities(
     guardrails: bool = True,
     keep_intermediate: bool = False,
     catalog: models.Catalog | None = None,
+    batch_id: str = "adhoc",
+    audit_history: Mapping[str, Path] | None = None,
 ) -> IdentityReport:
     """Resolve `events` into int_event_customers, identity_map, identity_merges, identity_splits, shared_identifiers
     and customers.
@@ -162,6 +165,9 @@ def resolve_identities(
     previous key whose identifiers now lie in several components splits (identity_splits: one row per
     component that left it), e.g. after a newly blocked value or a lower limit removed the link that held
     them together. identity_splits is always created, empty without a previous map.
+
+    `audit_history` maps identity_merges / identity_splits to the Parquet file of earlier runs' rows, which
+    are kept beside this run's (the audit must survive a rerun that merges nothing).
     """
     cat = catalog or models.load_catalog(settings.models_path)
     ident = settings.identity
@@ -200,7 +206,7 @@ def resolve_identities(
             "create or replace temp table int_identity_previous "
             "(id_type varchar, id_value varchar, customer_key varchar, first_seen_at timestamp)",
         )
-    final_params = {"run_at": run_at, "buckets": settings.buckets}
+    final_params = {"run_at": run_at, "buckets": settings.buckets, "batch_id": batch_id}
     _build(con, cat, "int_identity_key_claims")
     n_customers = _build_counted(con, cat, "int_identity_keys", final_params)
     _build(con, cat, "int_identity_linked_events")
@@ -209,6 +215,13 @@ def resolve_identities(
     _build(con, cat, "identity_map")
     n_merges = _build_counted(con, cat, "identity_merges", final_params)
     n_splits = _build_counted(con, cat, "identity_splits", final_params)
+    for table, history in (audit_history or {}).items():
+        if Path(history).exists():
+            db.execute(
+                con,
+                f"insert into {db.quote_ident(table)} by name select * from read_parquet($history)",
+                {"history": str(history)},
+            )
     n_shared = _build_counted(con, cat, "shared_identifiers")
     _build(con, cat, "customers", final_params)
 
@@ -319,6 +332,8 @@ def _resolve_step(con: duckdb.DuckDBPyConnection, context: Any, params: Any) -> 
         previous_identity_map=str(previous) if previous else None,
         catalog=context.catalog,
         keep_intermediate=context.keep_scratch,
+        batch_id=context.batch_id,
+        audit_history=context.audit_history,
     )
     return dict(vars(report))
 

@@ -12,6 +12,7 @@ import contextlib
 import csv
 import hashlib
 import io
+import json
 import logging
 import os
 import re
@@ -119,6 +120,8 @@ class FileReport:
     new_columns: list[str] = field(default_factory=list)
     blank: int = 0
     """Blank rows (only white space, delimiters or quotes): skipped, outside `read`."""
+    not_ready: str | None = None
+    """Why the file was left for a later run (still being written); nothing of it was loaded."""
 
 
 @dataclass
@@ -160,6 +163,10 @@ class SourceError(ValueError):
 
 class NothingToPublishError(RuntimeError):
     """The lake holds no event at all after ingest: empty marts would pass for a green run."""
+
+
+class FileNotReady(Exception):
+    """A landing file still being written: it is left for a later run, nothing of it is loaded."""
 
 
 @dataclass(frozen=True)
@@ -239,6 +246,19 @@ def file_fingerprint(path: Path) -> tuple[str, int | None, str]:
         fh.seek(0)
         lines = _count_lines(fh, digest)
     return digest.hexdigest(), (lines if compression == "none" else None), compression
+
+
+def _ends_mid_line(f: LandingFile) -> bool:
+    """A text file whose last byte is not a line break may be cut inside its last row."""
+    if f.source.format == "parquet" or f.compression != "none" or f.size == 0:
+        return False
+    with f.path.open("rb") as fh:
+        fh.seek(-1, os.SEEK_END)
+        return fh.read(1) not in (b"\n", b"\r")
+
+
+def _pending_path(settings: Settings) -> Path:
+    return settings.state_dir / "landing_pending.json"
 
 
 def landing_files(settings: Settings) -> list[LandingFile]:
@@ -999,6 +1019,10 @@ def ingest_file(
 ) -> tuple[FileReport, list[date]]:
     """Ingest one landing file: stage, validate, de-duplicate, write lake + quarantine, record in manifest."""
     read_source_rows(con, f, columns)
+    # The rows must be the bytes that were fingerprinted: an exporter rewriting the file meanwhile would
+    # otherwise leave a partial version recorded under the full file's hash, skipped by every later run.
+    if file_fingerprint(f.path)[0] != f.sha256:
+        raise FileNotReady("its content changed while it was read")
     types = _column_types(con)
     native_ts = types.get(f.source.occurred_at, "VARCHAR").startswith("TIMESTAMP")
     params = _model_params(
@@ -1105,6 +1129,7 @@ def schema_drift(
 
 def ingest_sources(settings: Settings, *, as_of: datetime, batch_id: str) -> IngestReport:
     """Ingest every new or changed landing file of every configured source into the lake."""
+    settings.require_pii_salt()
     if not _BATCH_RE.match(batch_id):
         raise ValueError(f"batch_id must match {_BATCH_RE.pattern}, got {batch_id!r}")
     files = landing_files(settings)
@@ -1139,25 +1164,44 @@ def ingest_sources(settings: Settings, *, as_of: datetime, batch_id: str) -> Ing
     report = IngestReport(batch_id=batch_id)
     affected: set[date] = set()
     todo_ordinals = {f.ordinal for f in todo}
+    # A text file that ends inside a line is held once: unchanged at the next run, it was complete.
+    pending_file = _pending_path(settings)
+    pending = json.loads(pending_file.read_text(encoding="utf-8")) if pending_file.exists() else {}
+    still_pending: dict[str, str] = {}
     with _connect(settings, spill=True) as con:
         _load_state(con, settings)
         for f in files:
             if f.ordinal not in todo_ordinals:
                 report.files.append(FileReport(f.source.name, f.rel, 0, 0, 0, 0, skipped=True))
                 continue
-            file_report, dates = ingest_file(
-                con,
-                settings,
-                f,
-                columns[f.ordinal],
-                batch_id=batch_id,
-                ingested_at=ingested_at,
-                min_at=min_at,
-                max_at=max_at,
-                new_columns=drift.get(f.ordinal, []),
-            )
+            try:
+                if _ends_mid_line(f) and pending.get(f.rel) != f.sha256:
+                    still_pending[f.rel] = f.sha256
+                    raise FileNotReady("it ends inside a line (still being written?); read if unchanged next run")
+                file_report, dates = ingest_file(
+                    con,
+                    settings,
+                    f,
+                    columns[f.ordinal],
+                    batch_id=batch_id,
+                    ingested_at=ingested_at,
+                    min_at=min_at,
+                    max_at=max_at,
+                    new_columns=drift.get(f.ordinal, []),
+                )
+            except FileNotReady as why:
+                log.warning("landing file %s is not ready: %s", f.rel, why)
+                for table in ("src_rows", "src_blank_rows", "src_phones", "stg_source_rows"):
+                    db.execute(con, f"drop table if exists {db.quote_ident(table)}")
+                report.files.append(FileReport(f.source.name, f.rel, 0, 0, 0, 0, skipped=True, not_ready=str(why)))
+                continue
             report.files.append(file_report)
             affected.update(dates)
+    if still_pending or pending_file.exists():
+        pending_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = pending_file.with_name(f".{pending_file.name}.tmp")
+        tmp.write_text(json.dumps(still_pending, sort_keys=True), encoding="utf-8")
+        os.replace(tmp, pending_file)
     with contextlib.suppress(OSError):
         (settings.lake_dir / "_tmp").rmdir()  # only when empty
     report.affected_dates = sorted(affected)

@@ -1,10 +1,16 @@
-"""Atomic publication: marts as Parquet (one file per table, swapped in by rename) and the warehouse file."""
+"""Atomic publication: the marts of a run as one set of Parquet files, and the warehouse file.
+
+A run writes its marts into `marts/.runs/<batch>/` and then turns one symlink, `marts/.current`, to that
+folder; `marts/<table>/<table>.parquet` is a symlink through `.current`. Readers therefore see the marts
+of one run or of the next, never a mix, whatever moment a run is killed at.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
 import os
+import shutil
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from datetime import UTC, datetime
@@ -17,10 +23,17 @@ from journeys import db
 from journeys.config import Settings
 from journeys.models import Model
 
+KEEP_RUNS = 2
+"""Published mart sets kept: the current one and the one before (a reader may still hold its files)."""
+
 
 def mart_path(settings: Settings, table: str) -> Path:
-    """Where a published mart lives: `marts/<table>/<table>.parquet`."""
+    """Where a published mart is read: `marts/<table>/<table>.parquet` (a link into the current run's set)."""
     return settings.marts_dir / table / f"{table}.parquet"
+
+
+def _runs_dir(settings: Settings) -> Path:
+    return settings.marts_dir / ".runs"
 
 
 def _copy_parquet(
@@ -49,6 +62,15 @@ def _copy_parquet(
     return final
 
 
+def _replace_symlink(link: Path, target: str) -> None:
+    """Point `link` at `target` in one rename (a reader never finds it missing)."""
+    tmp = link.with_name(f".{link.name}.{os.getpid()}.tmp")
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()
+    tmp.symlink_to(target)
+    os.replace(tmp, link)
+
+
 def run_metadata(batch_id: str, as_of: datetime, published_at: datetime) -> dict[str, str]:
     """The Parquet key-value metadata that says which run a mart is from (times as ISO 8601 in UTC)."""
     return {
@@ -62,10 +84,53 @@ def publish_marts(
     con: duckdb.DuckDBPyConnection,
     settings: Settings,
     marts: Iterable[Model],
+    batch_id: str,
     metadata: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
-    """Write each published model, ordered by its grain (same inputs, same rows in the same order), as its mart."""
-    return {m.name: str(_copy_parquet(con, m.name, m.grain, mart_path(settings, m.name), metadata)) for m in marts}
+    """Write every published model (ordered by its grain: same inputs, same rows) as one set, then switch."""
+    runs = _runs_dir(settings)
+    staging = runs / f".{batch_id}.tmp"
+    shutil.rmtree(staging, ignore_errors=True)
+    tables = list(marts)
+    for m in tables:
+        _copy_parquet(con, m.name, m.grain, staging / f"{m.name}.parquet", metadata)
+    final = runs / batch_id
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(staging, final)
+    current = settings.marts_dir / ".current"
+    if current.is_dir() and not current.is_symlink():
+        # A data root copied without its links (cp -rL, shutil.copytree): keep that set with the others.
+        os.replace(current, runs / f"copied-{time.time_ns()}")
+    # The one step that publishes the whole set.
+    _replace_symlink(current, f".runs/{batch_id}")
+    out = {}
+    for m in tables:
+        link = mart_path(settings, m.name)
+        link.parent.mkdir(parents=True, exist_ok=True)
+        # Once per table: a new table, or a file of the layout before sets (replaced by its link).
+        if not link.is_symlink():
+            _replace_symlink(link, f"../.current/{m.name}.parquet")
+        out[m.name] = str(link)
+    _prune_runs(settings, keep=batch_id)
+    return out
+
+
+def _prune_runs(settings: Settings, keep: str) -> None:
+    """Remove published sets beyond the newest KEEP_RUNS (all of them were written by publish_marts)."""
+    runs = sorted(
+        (p for p in _runs_dir(settings).iterdir() if p.is_dir() and not p.name.startswith(".")),
+        key=lambda p: p.stat().st_mtime_ns,
+    )
+    for old in runs[:-KEEP_RUNS]:
+        if old.name != keep:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def write_identity_state(con: duckdb.DuckDBPyConnection, path: Path, audit: Mapping[str, Path] | None = None) -> Path:
+    """Keep this run's identity_map (stable keys) and the audit tables' rows in state/, never read from marts/."""
+    for table, history in (audit or {}).items():
+        _copy_parquet(con, table, (), history)
+    return _copy_parquet(con, "identity_map", ("id_type", "id_value"), path)
 
 
 def record_run(con: duckdb.DuckDBPyConnection, state: Path, run: Mapping[str, Any]) -> Path:
@@ -74,11 +139,6 @@ def record_run(con: duckdb.DuckDBPyConnection, state: Path, run: Mapping[str, An
     values = ", ".join(f"$c{i}" for i in range(len(run)))
     db.execute(con, f"insert into runs ({cols}) values ({values})", {f"c{i}": v for i, v in enumerate(run.values())})
     return _copy_parquet(con, "runs", ("published_at", "batch_id"), state)
-
-
-def write_identity_state(con: duckdb.DuckDBPyConnection, path: Path) -> Path:
-    """Keep this run's identity_map in state/ for the next run's stable keys (never read back from marts/)."""
-    return _copy_parquet(con, "identity_map", ("id_type", "id_value"), path)
 
 
 WAREHOUSE_ALIAS = "warehouse"
@@ -111,7 +171,16 @@ def working_warehouse_path(settings: Settings, batch_id: str) -> Path:
 
 
 def swap_in_warehouse(settings: Settings, working: Path) -> Path:
-    """Replace the analysts' warehouse file with the finished working file in one rename."""
+    """Replace the analysts' warehouse file with the finished working file in one rename.
+
+    A WAL beside the old file (an analyst's read-write session that did not checkpoint) belongs to the old
+    file: left there, DuckDB would replay it onto the new warehouse. It is moved to state/ first.
+    """
+    foreign_wal = settings.warehouse_path.with_name(settings.warehouse_path.name + ".wal")
+    if foreign_wal.exists():
+        aside = settings.state_dir / "replaced-wal" / f"{settings.warehouse_path.name}.{time.time_ns()}.wal"
+        aside.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(foreign_wal, aside)
     os.replace(working, settings.warehouse_path)
     wal = working.with_name(working.name + ".wal")
     if wal.exists():
@@ -130,12 +199,17 @@ def clear_stale_run_files(settings: Settings) -> list[Path]:
     """Remove working files of runs that died (never read by anyone); call only while holding the run lock."""
     stale = [
         *settings.warehouse_path.parent.glob(".build-*.duckdb*"),
+        # marts/<table>/ files of the layout before sets, and marts/.runs/ sets that never switched in
         *settings.marts_dir.glob("*/.*.tmp"),
+        *settings.marts_dir.glob(".*.tmp"),
         *settings.state_dir.glob(".*.tmp"),
     ]
     for p in stale:
-        with contextlib.suppress(FileNotFoundError):
-            p.unlink()
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                p.unlink()
     return stale
 
 

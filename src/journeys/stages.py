@@ -45,7 +45,7 @@ class Stage(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str
-    rules: list[StageRule]
+    rules: list[StageRule] = Field(min_length=1)
     owner: str | None = None
     touchpoint_owners: dict[str, str] = Field(default_factory=dict)
     designed_channels: list[str] = Field(default_factory=list)
@@ -62,6 +62,11 @@ class StageModel(BaseModel):
     description: str = ""
     stages: list[Stage]
     journey_start_events: list[str] = Field(default_factory=list)
+    purchase_stage: str | None = Field(
+        None,
+        description="Name of the stage at which a customer has bought (the CxC matrix's P(purchase) and monetised"
+        " value); None leaves those columns null.",
+    )
 
     @model_validator(mode="after")
     def _unique_stage_names(self) -> StageModel:
@@ -70,7 +75,15 @@ class StageModel(BaseModel):
             raise ValueError(f"stage model {self.name!r}: duplicate stage names")
         if not self.stages:
             raise ValueError(f"stage model {self.name!r}: no stages")
+        if self.purchase_stage is not None and self.purchase_stage not in names:
+            raise ValueError(f"stage model {self.name!r}: purchase_stage {self.purchase_stage!r} is not one of {names}")
         return self
+
+    @property
+    def purchase_stage_index(self) -> int | None:
+        """1-based position of the purchase stage, or None."""
+        names = [s.name for s in self.stages]
+        return names.index(self.purchase_stage) + 1 if self.purchase_stage is not None else None
 
 
 def shipped_stage_models() -> list[str]:
@@ -122,6 +135,7 @@ def stage_definitions_table(models: list[tuple[StageModel, StageModelRef]]) -> p
                     "owner": st.owner,
                     "designed_channels": st.designed_channels,
                     "time_budget_us": parse_duration_us(st.time_budget),
+                    "purchase_stage_index": model.purchase_stage_index,
                 }
             )
     schema = pa.schema(
@@ -135,6 +149,7 @@ def stage_definitions_table(models: list[tuple[StageModel, StageModelRef]]) -> p
             ("owner", pa.string()),
             ("designed_channels", pa.list_(pa.string())),
             ("time_budget_us", pa.int64()),
+            ("purchase_stage_index", pa.int32()),
         ]
     )
     return pa.Table.from_pylist(rows, schema=schema)
@@ -223,6 +238,8 @@ _STAGE_TABLES = {
             "designed_channels": "Channels the experience is designed for at this stage; empty list when none.",
             "time_budget_us": "Stage's time_budget in microseconds: the intended time from reaching it to reaching the"
             " next; null when none.",
+            "purchase_stage_index": "Position of the model's purchase_stage (the stage at which a customer has"
+            " bought); null when the model names none.",
         },
     ),
     "stage_rule_conditions": (

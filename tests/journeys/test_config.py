@@ -242,3 +242,53 @@ def test_unknown_phone_region_is_rejected(tmp_path):
     assert "default_phone_region: expected an ISO region such as US or GB, or a country calling code, got 'abc'" in (
         config_error(write_config(tmp_path, "default_phone_region: abc\n"))
     )
+
+
+def test_one_nested_field_from_the_environment_keeps_the_rest_of_its_section(monkeypatch):
+    monkeypatch.setenv("JOURNEYS_IDENTITY__PRIORITY", '["email", "customer_id"]')
+    monkeypatch.setenv("JOURNEYS_SCHEDULE__CRON", "* * * * *")
+    s = load_settings(REPO / "journeys.yaml")
+    assert s.identity.priority == ["email", "customer_id"]
+    assert s.identity.max_values_per_type["customer_id"] == 1  # the file's other identity fields stay
+    assert (s.schedule.cron, s.schedule.timezone) == ("* * * * *", "Europe/Berlin")
+
+
+@pytest.mark.parametrize("glob", ["../../etc/*.csv", "web/../../*.csv", "/tmp/*.csv"])
+def test_a_source_glob_outside_landing_is_rejected_naming_the_key(tmp_path, glob):
+    p = write_config(tmp_path, SOURCE, timezone="UTC", channel="{value: call_centre}")
+    p.write_text(p.read_text().replace("path: calls/*.csv", f"path: {glob!r}"))
+    assert f"sources[0].path: expected a glob relative to <data_root>/landing/ without '..', got {glob!r}" in (
+        config_error(p)
+    )
+
+
+@pytest.mark.parametrize("salt", ["change-me", "", "   "])
+def test_ingest_refuses_the_placeholder_or_an_empty_salt(tmp_path, make_settings, salt):
+    from datetime import datetime
+
+    from journeys.ingest import ingest_sources
+
+    with pytest.raises(ConfigError, match=r"^pii_salt: expected a secret salt \(set JOURNEYS_PII_SALT"):
+        ingest_sources(make_settings(tmp_path, pii_salt=salt), as_of=datetime(2026, 11, 1), batch_id="b1")
+    assert not (tmp_path / "lake").exists()
+
+
+def test_journey_map_settings_parse_and_reject_unknown_keys(tmp_path):
+    p = tmp_path / "j.yaml"
+    p.write_text("costs: {call_centre: 6.5, chat: 2}\ncustomer_value: 120\nred_points: {min_count: 50}\n")
+    s = load_settings(p)
+    assert s.costs == {"call_centre": 6.5, "chat": 2.0}
+    assert s.customer_value == 120.0
+    assert (s.red_points.min_count, s.red_points.z, s.red_points.min_lift) == (50, 1.96, 1.5)
+    p.write_text("red_points: {min_cnt: 50}\n")
+    assert "red_points.min_cnt: unknown key" in config_error(p)
+
+
+def test_purchase_stage_must_name_a_stage_and_the_shipped_models_have_one():
+    from journeys.stages import StageModel, load_stage_model, shipped_stage_models
+
+    for name in shipped_stage_models():
+        model = load_stage_model(name)
+        assert model.purchase_stage_index is not None, name
+    with pytest.raises(ValidationError, match="purchase_stage"):
+        StageModel(name="m", version=1, stages=[{"name": "a", "rules": [{"event_type": ["x"]}]}], purchase_stage="b")

@@ -306,6 +306,27 @@ def test_bridging_event_merges_previous_customers(tmp_path: Path) -> None:
     assert keys(con3) == k2
 
 
+def test_merge_history_survives_a_rerun_that_merges_nothing(tmp_path: Path) -> None:
+    first = [("x1", 0, [("email", "x@x"), ("device_id", "dx")]), ("y1", 60, [("email", "y@x")])]
+    con1, _ = run(first)
+    second = [*first, ("bridge", 120, [("email", "y@x"), ("device_id", "dx")])]
+    history = {"identity_merges": tmp_path / "merges.parquet", "identity_splits": tmp_path / "splits.parquet"}
+    con2, report2 = run(
+        second, previous_identity_map=write_map(con1, tmp_path / "map1.parquet"), batch_id="night-2",
+        audit_history=history,
+    )
+    assert report2.n_merges == 1
+    for table, path in history.items():
+        db.execute(con2, f"copy {table} to '{path}' (format parquet)")
+    # The next night finds nothing new to merge; the audit still shows night 2's merge, and only once.
+    con3, report3 = run(
+        second, previous_identity_map=write_map(con2, tmp_path / "map2.parquet"), batch_id="night-3",
+        audit_history=history,
+    )
+    assert report3.n_merges == 0
+    assert db.fetch(con3, "select batch_id, merged_key from identity_merges") == [("night-2", keys(con1)["y1"])]
+
+
 def test_customer_split_by_a_new_shared_device_keeps_one_owner_of_the_key(tmp_path: Path) -> None:
     first = [
         ("a", 0, [("customer_id", "A"), ("device_id", "d")]),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from datetime import date, datetime
+from decimal import Decimal
 from pathlib import Path
 
 import duckdb
@@ -158,6 +159,29 @@ def test_jsonl_offset_aware_times_are_converted(tmp_path):
     assert rows["email:e1"]["touchpoint"] == "email:email_open"
     assert rows["email:e1"]["attributes"] == '{"campaign":"Spring","n":3}'
     assert rows["email:e2"]["event_type"] == "click"
+
+
+def test_time_zone_names_are_read_not_dropped(tmp_path):
+    write(
+        tmp_path,
+        "email/a.jsonl",
+        '{"id": "e1", "ts": "2026-01-15 10:00:00 America/New_York", "event": "open"}\n'
+        '{"id": "e2", "ts": "2026-01-15 10:00:00 Europe/Paris", "event": "open"}\n'
+        '{"id": "e3", "ts": "2026-01-15 10:00:00 EST", "event": "open"}\n'
+        '{"id": "e4", "ts": "2026-01-15 10:00:00 Mars/Olympus_Mons", "event": "open"}\n',
+    )
+    s = make_settings(tmp_path, email_source(timezone="Asia/Tokyo"))
+    ingest(s)
+    rows = {r["event_id"]: r["occurred_at"] for r in events(s)}
+    # The name in the value wins over the source's zone (Tokyo would give 01:00 the same day).
+    assert rows == {
+        "email:e1": datetime(2026, 1, 15, 15, 0),
+        "email:e2": datetime(2026, 1, 15, 9, 0),
+        "email:e3": datetime(2026, 1, 15, 15, 0),
+    }
+    (bad,) = quarantine(s)
+    assert (bad["line"], bad["field"]) == (4, "occurred_at")
+    assert "got '2026-01-15 10:00:00 Mars/Olympus_Mons'" in bad["reason"]
 
 
 def test_jsonl_naive_times_use_source_zone(tmp_path):
@@ -499,3 +523,48 @@ def test_bad_sentiment_is_quarantined(tmp_path, raw, why):
 def test_unknown_time_zone_is_rejected_with_the_config(tmp_path):
     with pytest.raises(ValidationError, match=r"expected an IANA time zone .* got 'Mars/Olympus'"):
         web_source(timezone="Mars/Olympus")
+
+
+def test_a_file_cut_inside_its_last_row_waits_and_the_complete_file_loads_once(tmp_path):
+    s = make_settings(tmp_path, web_source())
+    full = WEB_HEADER + "h1,2026-01-10 10:00:00,desktop,order,,,c1,123.45,/buy\n"
+    path = write(tmp_path, "web/a.csv", full[: full.index("123.45") + 2])  # the exporter is at "12"
+    first = ingest(s)
+    assert [f.not_ready for f in first.files] == [
+        "it ends inside a line (still being written?); read if unchanged next run"
+    ]
+    assert not any(s.lake_dir.rglob("*.parquet"))
+    path.write_text(full, encoding="utf-8")
+    ingest(s, "b2")
+    (row,) = events(s)
+    assert row["revenue"] == Decimal("123.45")
+    assert not (s.lake_dir / "quarantine").exists()
+
+
+def test_a_file_without_a_final_newline_loads_when_it_has_not_changed_by_the_next_run(tmp_path):
+    s = make_settings(tmp_path, web_source())
+    write(tmp_path, "web/a.csv", WEB_HEADER + "h1,2026-01-10 10:00:00,desktop,pageview,,,c1,,/")
+    assert ingest(s).loaded == 0
+    assert ingest(s, "b2").loaded == 1
+    assert ingest(s, "b3").loaded == 0  # and only once
+
+
+def test_a_file_rewritten_while_it_is_read_is_left_for_the_next_run(tmp_path, monkeypatch):
+    from journeys import ingest as ingest_module
+
+    s = make_settings(tmp_path, web_source())
+    path = write(tmp_path, "web/a.csv", WEB_HEADER + "h1,2026-01-10 10:00:00,desktop,pageview,,,c1,,/\n")
+    real_read = ingest_module.read_source_rows
+
+    def exporter_appends_meanwhile(con, f, columns):
+        real_read(con, f, columns)
+        with path.open("a", encoding="utf-8") as fh:
+            fh.write("h2,2026-01-10 11:00:00,desktop,pageview,,,c2,,/x\n")
+
+    monkeypatch.setattr(ingest_module, "read_source_rows", exporter_appends_meanwhile)
+    report = ingest(s)
+    assert report.files[0].not_ready == "its content changed while it was read"
+    assert not any(s.lake_dir.rglob("*.parquet"))
+    monkeypatch.undo()
+    ingest(s, "b2")
+    assert sorted(r["event_id"] for r in events(s)) == ["web:h1", "web:h2"]

@@ -314,7 +314,7 @@ def test_one_person_phone_in_six_formats_resolves_to_one_customer(tmp_path):
     with db.connect() as con:
         db.execute(con, "create table events as select * from read_parquet($g)", {"g": events_glob(s)})
         resolve_identities(con, s, run_at=datetime(2026, 2, 1))
-        keys = dict(db.fetch(con, "select event_id, customer_key from event_customers"))
+        keys = dict(db.fetch(con, "select event_id, customer_key from int_event_customers"))
     assert len({keys[f"calls:k{i}"] for i in range(6)}) == 1
     assert keys["calls:x1"] != keys["calls:k0"]
 

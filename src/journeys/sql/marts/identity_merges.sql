@@ -3,8 +3,9 @@
 -- materialized: table
 -- partition: none
 -- publish: true
--- params: run_at
+-- params: batch_id, run_at
 -- procedure: identity
+-- An audit table: rows of earlier runs are kept (state/), each with the batch_id of the run that found it.
 -- One row per previous customer_key merged into another (survivor) in this run
 -- via_* = the highest-priority identifier of the component that shares an event with one of the merged
 -- customer's previous identifiers without being one of them: the link that bridged the two.
@@ -81,6 +82,7 @@ bridging as (
 final as (
     select
         cast($run_at as timestamp) as merged_at,
+        cast($batch_id as varchar) as batch_id,
         sv.survivor_key,
         mg.merged_key,
         nd.id_type as via_id_type,

@@ -3,8 +3,9 @@
 -- materialized: table
 -- partition: none
 -- publish: true
--- params: run_at
+-- params: batch_id, run_at
 -- procedure: identity
+-- An audit table: rows of earlier runs are kept (state/), each with the batch_id of the run that found it.
 -- One row per (previous customer_key, component of this run that took some of its identifiers
 -- but does not own the key): a previous customer split in this run
 -- A split happens when identifiers a previous run linked to one customer now land in two or more
@@ -63,6 +64,7 @@ moved as (
 final as (
     select
         cast($run_at as timestamp) as split_at,
+        cast($batch_id as varchar) as batch_id,
         mv.previous_key,
         kk.customer_key as kept_key,
         nk.customer_key as new_key,

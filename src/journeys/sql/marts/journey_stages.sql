@@ -6,7 +6,8 @@
 -- params: as_of, dropout_timeout_us
 -- One row per (stage model, funnel mode, journey): how far the journey got and whether it is over.
 -- entry_stage is 1 except in open mode (the journey's lowest stage); stages_over_budget lists the stages
--- i whose time from reaching i to reaching i + 1 exceeded stage i's time_budget.
+-- i whose time from reaching i to reaching i + 1 exceeded stage i's time_budget; conformance_score is the
+-- share of the journey's staged events that follow the designed journey (int_map_events.follows_design).
 with
 
 journeys as (
@@ -54,6 +55,15 @@ over_budget as (
     group by r1.stage_model, r1.mode, r1.journey_id
 ),
 
+conformance as (
+    select
+        me.stage_model,
+        me.journey_id,
+        avg(me.follows_design::integer) as conformance_score
+    from int_map_events as me
+    group by me.stage_model, me.journey_id
+),
+
 journey_modes as (
     select
         mm.stage_model,
@@ -77,13 +87,16 @@ journey_modes as (
         coalesce(r.furthest_stage, 0) as furthest_stage,
         r.entered_at,
         r.furthest_reached_at,
-        coalesce(ob.stages_over_budget, []::integer[]) as stages_over_budget
+        coalesce(ob.stages_over_budget, []::integer[]) as stages_over_budget,
+        cf.conformance_score
     from journeys as j
     cross join model_modes as mm
     left join reached as r
         on r.journey_id = j.journey_id and r.stage_model = mm.stage_model and r.mode = mm.mode
     left join over_budget as ob
         on ob.journey_id = j.journey_id and ob.stage_model = mm.stage_model and ob.mode = mm.mode
+    left join conformance as cf
+        on cf.journey_id = j.journey_id and cf.stage_model = mm.stage_model
 ),
 
 status as (
@@ -119,6 +132,7 @@ final as (
         s.is_closed,
         s.is_converted,
         s.stages_over_budget,
+        s.conformance_score,
         case when s.is_closed and not s.is_converted and s.furthest_stage >= 1 then s.furthest_stage end
             as dropout_stage,
         s.started_at,

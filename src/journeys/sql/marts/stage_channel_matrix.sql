@@ -3,56 +3,135 @@
 -- materialized: table
 -- partition: none
 -- publish: true
--- One row per (stage model, stage, channel): where each stage actually happens,
--- against the channels designed for it.
+-- params: cost_channels, cost_per_contact, customer_value
+-- One row per (stage model, stage, channel): where each stage actually happens, against the channels
+-- designed for it, how many customers move on from there, how likely a journey in the cell is to buy and
+-- what the cell is worth: customers x P(purchase) x average customer value - contacts x cost per contact.
 with
 
-event_stages as (
-    select * from int_event_stages
+map_events as (
+    select * from int_map_events
 ),
 
 journey_events as (
-    select je.event_id, je.journey_id, je.customer_key, je.channel, je.sentiment, je.revenue
-    from int_journey_events as je
+    select je.customer_key, je.revenue from int_journey_events as je
 ),
 
 stages as (
-    select sd.stage_model, sd.stage_index, sd.stage_name, sd.designed_channels from stage_definitions as sd
+    select sd.stage_model, sd.stage_index, sd.stage_name, sd.designed_channels, sd.owner, sd.purchase_stage_index
+    from stage_definitions as sd
+),
+
+costs as (
+    select
+        unnest(cast($cost_channels as varchar[])) as channel,
+        unnest(cast($cost_per_contact as double[])) as cost_per_contact
 ),
 
 cells as (
     select
-        es.stage_model,
-        es.stage_index,
-        je.channel,
+        me.stage_model,
+        me.stage_index,
+        me.channel,
         count(*) as events_in_cell,
-        count(distinct je.journey_id) as journeys_in_cell,
-        count(distinct je.customer_key) as customers_in_cell,
+        count(distinct me.journey_id) as journeys_in_cell,
+        count(distinct me.customer_key) as customers_in_cell,
         -- Decimal sums are exact, so the mean does not depend on how threads split the rows.
-        avg(je.sentiment::decimal(18, 6))::double as mean_sentiment,
-        sum(je.revenue) as revenue
-    from event_stages as es
-    inner join journey_events as je on je.event_id = es.event_id
-    group by all
+        avg(me.sentiment::decimal(18, 6))::double as mean_sentiment,
+        sum(me.revenue) as revenue,
+        count(distinct me.customer_key) filter (where me.moved_on) as customers_moved_on,
+        count(distinct me.journey_id) filter (where me.moved_on) as journeys_moved_on,
+        count(distinct me.journey_id) filter (where me.reached_purchase) as journeys_purchased,
+        bool_or(me.moved_on is not null) as has_next_stage,
+        bool_or(me.reached_purchase is not null) as has_purchase_stage
+    from map_events as me
+    group by me.stage_model, me.stage_index, me.channel
+),
+
+owner_counts as (
+    select me.stage_model, me.stage_index, me.channel, me.touchpoint_owner, count(*) as n_events
+    from map_events as me
+    where me.touchpoint_owner is not null
+    group by me.stage_model, me.stage_index, me.channel, me.touchpoint_owner
+),
+
+-- Most frequent touchpoint owner of a cell's events (tie: the first by name).
+cell_touchpoint_owners as (
+    select
+        oc.stage_model,
+        oc.stage_index,
+        oc.channel,
+        first(oc.touchpoint_owner order by oc.n_events desc, oc.touchpoint_owner asc) as touchpoint_owner
+    from owner_counts as oc
+    group by oc.stage_model, oc.stage_index, oc.channel
+),
+
+-- Customers who reached a model's purchase stage, and the revenue of all their events.
+purchasing_customers as (
+    select distinct me.stage_model, me.customer_key
+    from map_events as me
+    inner join stages as s on s.stage_model = me.stage_model and s.stage_index = me.stage_index
+    where me.stage_index = s.purchase_stage_index
+),
+
+customer_revenue as (
+    select je.customer_key, coalesce(sum(je.revenue), 0)::double as revenue
+    from journey_events as je
+    group by je.customer_key
+),
+
+customer_values as (
+    select
+        pc.stage_model,
+        coalesce($customer_value::double, avg(cr.revenue)) as avg_customer_value
+    from purchasing_customers as pc
+    inner join customer_revenue as cr on cr.customer_key = pc.customer_key
+    group by pc.stage_model
+),
+
+priced as (
+    select
+        c.*,
+        case when c.has_next_stage then c.customers_moved_on end as customers_moved_on_or_null,
+        case when c.has_purchase_stage then c.journeys_purchased / c.journeys_in_cell end as p_purchase,
+        coalesce(co.cost_per_contact, 0) as cost_per_contact
+    from cells as c
+    left join costs as co on co.channel = c.channel
 ),
 
 final as (
     select
-        c.stage_model,
-        c.stage_index,
+        p.stage_model,
+        p.stage_index,
         s.stage_name,
-        c.channel,
-        c.events_in_cell,
-        c.events_in_cell / sum(c.events_in_cell) over (
-            partition by c.stage_model, c.stage_index
+        p.channel,
+        p.events_in_cell,
+        p.events_in_cell / sum(p.events_in_cell) over (
+            partition by p.stage_model, p.stage_index
         ) as share_of_stage_events,
-        c.journeys_in_cell,
-        c.customers_in_cell,
-        list_contains(s.designed_channels, c.channel) as is_designed_channel,
-        c.mean_sentiment,
-        c.revenue
-    from cells as c
-    inner join stages as s on s.stage_model = c.stage_model and s.stage_index = c.stage_index
+        p.journeys_in_cell,
+        p.customers_in_cell,
+        list_contains(s.designed_channels, p.channel) as is_designed_channel,
+        p.mean_sentiment,
+        p.revenue,
+        p.customers_moved_on_or_null as customers_moved_on,
+        p.customers_moved_on_or_null / p.customers_in_cell as flow_rate,
+        case when p.has_next_stage then p.journeys_moved_on end as journeys_moved_on,
+        case when p.has_purchase_stage then p.journeys_purchased end as journeys_purchased,
+        p.p_purchase,
+        case
+            when p.has_purchase_stage then coalesce($customer_value::double, cv.avg_customer_value, 0)
+        end as avg_customer_value,
+        p.cost_per_contact,
+        p.events_in_cell * p.cost_per_contact as cost_to_serve,
+        p.customers_in_cell * p.p_purchase * coalesce($customer_value::double, cv.avg_customer_value, 0)
+        - p.events_in_cell * p.cost_per_contact as monetised_value,
+        coalesce(s.owner, cto.touchpoint_owner) as owner
+    from priced as p
+    inner join stages as s on s.stage_model = p.stage_model and s.stage_index = p.stage_index
+    left join customer_values as cv on cv.stage_model = p.stage_model
+    left join cell_touchpoint_owners as cto
+        on cto.stage_model = p.stage_model and cto.stage_index = p.stage_index and cto.channel = p.channel
 )
 
 select * from final

@@ -44,7 +44,13 @@ converted as (
                     occurred_iso, '\d:\d{2}(:\d{2}(\.\d+)?)?\s*[+-]((1[5-9]|[2-9]\d)(:?\d{2})?|\d{2}:?[6-9]\d)$'
                 )
                 then null
-            when regexp_matches(occurred_iso, '\d:\d{2}(:\d{2}(\.\d+)?)?\s*([zZ]|UTC|[+-]\d{2}(:?\d{2})?)$')
+            -- An offset, or a zone name (America/New_York, EST): a plain timestamp cast would drop the
+            -- name and read the time in the source's zone; an unknown name gives null (quarantined).
+            when regexp_matches(
+                    occurred_iso,
+                    '\d:\d{2}(:\d{2}(\.\d+)?)?\s*([zZ]|UTC|[+-]\d{2}(:?\d{2})?'
+                    || '|\s[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+)*)$'
+                )
                 then timezone('UTC', try_cast(occurred_iso as timestamptz))
             -- Naive times are wall-clock times in the source's zone.
             else timezone('UTC', timezone($timezone, try_cast(occurred_iso as timestamp)))

@@ -1,0 +1,106 @@
+-- model: touchpoint_performance
+-- grain: stage_model, stage_index, touchpoint
+-- materialized: table
+-- partition: none
+-- publish: true
+-- params: map_models, map_modes
+-- One row per (stage model, stage, touchpoint) over the events of that touchpoint mapped to that stage:
+-- reach, owner, sentiment, how often journeys ended or dropped right after it, dropped at its stage,
+-- reached the next stage after it, and the time to the journey's next event. Dropout and closure come
+-- from each stage model's first configured funnel mode.
+with
+
+map_events as (
+    select * from int_map_events
+),
+
+map_modes as (
+    select
+        unnest(cast($map_models as varchar[])) as stage_model,
+        unnest(cast($map_modes as varchar[])) as mode
+),
+
+journey_status as (
+    select js.stage_model, js.journey_id, js.is_closed, js.dropout_stage, js.last_event_id
+    from journey_stages as js
+    inner join map_modes as mm on mm.stage_model = js.stage_model and mm.mode = js.mode
+),
+
+stages as (
+    select sd.stage_model, sd.stage_index, sd.stage_name from stage_definitions as sd
+),
+
+events as (
+    select
+        me.*,
+        js.is_closed,
+        js.dropout_stage,
+        me.event_id = js.last_event_id as is_last_event
+    from map_events as me
+    inner join journey_status as js on js.stage_model = me.stage_model and js.journey_id = me.journey_id
+),
+
+grouped as (
+    select
+        e.stage_model,
+        e.stage_index,
+        e.touchpoint,
+        first(e.channel order by e.n_channel_events desc, e.channel asc) as main_channel,
+        any_value(e.owner) as owner,
+        count(*) as n_events,
+        count(distinct e.journey_id) as journeys_reached,
+        count(distinct e.customer_key) as customers_reached,
+        count(e.sentiment) as n_sentiment,
+        -- Decimal sums are exact, so the mean does not depend on how threads split the rows.
+        avg(e.sentiment::decimal(18, 6))::double as mean_sentiment,
+        count(*) filter (where e.sentiment < 0) as n_negative,
+        count(*) filter (where e.sentiment = 0) as n_neutral,
+        count(*) filter (where e.sentiment > 0) as n_positive,
+        count(distinct e.journey_id) filter (where e.is_last_event and e.is_closed) as journeys_ended_after,
+        count(distinct e.journey_id) filter (
+            where e.is_last_event and e.dropout_stage is not null
+        ) as journeys_dropped_after,
+        count(distinct e.journey_id) filter (where e.dropout_stage = e.stage_index) as journeys_dropped_at_stage,
+        count(distinct e.journey_id) filter (where e.moved_on) as journeys_reached_next,
+        bool_or(e.moved_on is not null) as has_next_stage,
+        median(epoch_us(e.next_event_at) - epoch_us(e.occurred_at)) / 1e6 as median_time_to_next_event_s
+    from (
+        select
+            ev.*,
+            count(*) over (partition by ev.stage_model, ev.stage_index, ev.touchpoint, ev.channel) as n_channel_events
+        from events as ev
+    ) as e
+    group by e.stage_model, e.stage_index, e.touchpoint
+),
+
+final as (
+    select
+        g.stage_model,
+        g.stage_index,
+        s.stage_name,
+        g.touchpoint,
+        g.main_channel,
+        g.owner,
+        g.n_events,
+        g.journeys_reached,
+        g.customers_reached,
+        g.n_sentiment,
+        g.mean_sentiment,
+        g.n_negative,
+        g.n_neutral,
+        g.n_positive,
+        g.n_negative / nullif(g.n_sentiment, 0) as share_negative,
+        g.journeys_ended_after,
+        g.journeys_ended_after / g.journeys_reached as share_ended_after,
+        g.journeys_dropped_after,
+        g.journeys_dropped_after / g.journeys_reached as share_dropped_after,
+        g.journeys_dropped_at_stage,
+        g.journeys_dropped_at_stage / g.journeys_reached as share_dropped_at_stage,
+        case when g.has_next_stage then g.journeys_reached_next end as journeys_reached_next,
+        case when g.has_next_stage then g.journeys_reached_next / g.journeys_reached end as share_reached_next,
+        g.median_time_to_next_event_s
+    from grouped as g
+    inner join stages as s on s.stage_model = g.stage_model and s.stage_index = g.stage_index
+)
+
+select * from final
