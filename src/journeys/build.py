@@ -116,6 +116,8 @@ def model_params(settings: Settings, as_of: datetime, stage_models: Any = None) 
     primary, primary_ref = loaded[0]
     return {
         "journey_timeout_us": journey_timeout,
+        # Journeys are shared by every stage model: any configured model's start events start one.
+        "journey_start_events": sorted({e for m, _ in loaded for e in m.journey_start_events}),
         "session_timeout_us": parse_duration_us(settings.session_timeout),
         "dropout_timeout_us": journey_timeout
         if settings.dropout_timeout is None

@@ -125,8 +125,11 @@ class SourceConfig(_Strict):
     timestamp_format: str | None = Field(
         None, description="strptime format of `occurred_at`; None accepts ISO 8601 (with or without offset)."
     )
-    event_id: str | None = Field(
-        None, description="Column with the source's event id; None derives a hash of source + raw row."
+    event_id: str | list[str] | None = Field(
+        None,
+        description="Column with the source's event id, or a list of columns that identify an event together"
+        " (`[review_id, order_id]`: one review of two orders is two events); None derives a hash of source + raw"
+        " row.",
     )
     occurred_at: str = Field(description="Column with the event time.")
     channel: MappedField = Field(description="Canonical channel: constant or column (+ map).")
@@ -168,9 +171,23 @@ class SourceConfig(_Strict):
             ) from None
         return v
 
+    @field_validator("event_id")
+    @classmethod
+    def _id_columns(cls, v: str | list[str] | None) -> str | list[str] | None:
+        if isinstance(v, list) and (not v or len(set(v)) != len(v) or not all(v)):
+            raise ValueError(f"expected one column or a list of distinct columns, got {v!r}")
+        return v
+
+    @property
+    def event_id_columns(self) -> list[str]:
+        """The column(s) whose values identify an event (empty: a hash of the row)."""
+        if self.event_id is None:
+            return []
+        return [self.event_id] if isinstance(self.event_id, str) else list(self.event_id)
+
     def mapped_columns(self) -> list[str]:
         """Source columns this mapping reads, in a stable order (used to check files before loading)."""
-        cols = [self.event_id, self.occurred_at, self.sentiment, self.revenue]
+        cols = [*self.event_id_columns, self.occurred_at, self.sentiment, self.revenue]
         cols += [f.column for f in (self.channel, self.event_type, self.touchpoint) if f is not None]
         cols += list(self.identifiers)
         return [c for c in dict.fromkeys(cols) if c is not None]

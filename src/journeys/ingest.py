@@ -381,7 +381,7 @@ def check_sources(con: duckdb.DuckDBPyConnection, files: list[LandingFile]) -> d
         if src.format == "jsonl":
             # JSON objects simply omit keys they have no value for: only the keys every event needs
             # are required; optional ones (identifiers, revenue, ...) are read as null when absent.
-            needed = [src.event_id, src.occurred_at, src.channel.column, src.event_type.column]
+            needed = [*src.event_id_columns, src.occurred_at, src.channel.column, src.event_type.column]
             required = [c for c in required if c in needed] if cols else []
         for col in required:
             if col not in cols:
@@ -756,6 +756,13 @@ def map_source_rows(con: duckdb.DuckDBPyConnection, src: SourceConfig, params: d
         row_hash = f"sha256($source || ':' || cast(json_object({row_pairs}) as varchar))" if file_cols else "null"
     else:
         row_hash = "null::varchar"
+    parts = [f"nullif(trim({opt(c)}), '')" for c in src.event_id_columns]
+    if len(parts) > 1:
+        # A JSON list keeps the parts apart whatever they contain; one empty part leaves the id empty.
+        any_empty = " or ".join(f"{x} is null" for x in parts)
+        event_id = f"case when {any_empty} then null else to_json([{', '.join(parts)}])::varchar end"
+    else:
+        event_id = opt(src.event_id_columns[0] if parts else None)
 
     id_items, joins, rejects = [], [], []
     phones_ready = bool(db.fetch(con, "select count(*) from duckdb_tables() where table_name = 'src_phones'")[0][0])
@@ -778,9 +785,11 @@ def map_source_rows(con: duckdb.DuckDBPyConnection, src: SourceConfig, params: d
     identifier_reject = f"coalesce({', '.join(rejects)})" if rejects else "null"
 
     mapped = set(src.mapped_columns())
-    keep = src.attributes if src.attributes is not None else [c for c in file_cols if c not in mapped]
-    # Identifier columns never reach attributes, even when listed: that is where raw PII would leak.
-    keep = [c for c in keep if c in types and c not in src.identifiers]
+    # Identifier columns are attributes too (hold_constant: order_id needs the order id), except e-mails and
+    # phones, even when listed: their raw values would leak there.
+    default = [c for c in file_cols if c not in mapped or c in src.identifiers]
+    keep = src.attributes if src.attributes is not None else default
+    keep = [c for c in keep if c in types and src.identifiers.get(c) not in PII_TYPES]
     if keep:
         entries = ", ".join(
             f"{{'k': cast($ak{i} as varchar), 'v': {_json_expr(c, types[c])}}}" for i, c in enumerate(keep)
@@ -796,7 +805,7 @@ def map_source_rows(con: duckdb.DuckDBPyConnection, src: SourceConfig, params: d
             __line as source_line,
             __reader_error as reader_error,
             __reader_column as reader_column,
-            {opt(src.event_id)} as src_event_id,
+            {event_id} as src_event_id,
             {row_hash} as row_hash,
             {_text_expr(src.occurred_at, types[src.occurred_at]) if src.occurred_at in types else "null"}
                 as src_occurred_at,
@@ -993,7 +1002,7 @@ def _model_params(
         "timezone": src.timezone,
         # A native Parquet timestamp needs no format; the format describes text.
         "timestamp_format": None if native_ts else src.timestamp_format,
-        "event_id_column": src.event_id,
+        "event_id_column": ", ".join(src.event_id_columns) or None,
         "occurred_at_column": src.occurred_at,
         "revenue_column": src.revenue,
         "sentiment_column": src.sentiment,

@@ -11,6 +11,8 @@ lines before any other line:
     -- params: journey_timeout_us         the bound parameters ($name) the SQL uses
     -- procedure: identity                (optional) built by that Python procedure, not by the runner alone
 
+then description lines, and optionally `-- column <name>: <meaning>` lines (or the layer's schema.yml).
+
 What a model reads is derived from its SQL with DuckDB's own parser (`json_serialize_sql`), never written
 by hand; the build order is a topological sort of those dependencies. Steps that must stay procedural
 (identity's passes, the funnel's per-level passes, tables made from the stage YAML) register as
@@ -51,6 +53,7 @@ LAYER_TASKS = {"staging": "ingest", "intermediate": "stitch-journeys", "marts": 
 
 _HEADER_RE = re.compile(r"^--\s*(model|grain|materialized|partition|publish|params|procedure)\s*:\s*(.*?)\s*$")
 _NAME_RE = re.compile(r"^[a-z_][a-z0-9_]*$")
+_COLUMN_RE = re.compile(r"^--\s*column\s+([a-z_][a-z0-9_]*)\s*:\s*(.+?)\s*$")
 
 
 class CatalogError(ValueError):
@@ -173,6 +176,7 @@ def parse_model_file(
     text = path.read_text(encoding="utf-8")
     fields: dict[str, str] = {}
     description: list[str] = []
+    header_columns: dict[str, str] = {}
     in_header = True
     for line in text.splitlines():
         m = _HEADER_RE.match(line) if in_header else None
@@ -184,6 +188,12 @@ def parse_model_file(
         in_header = False
         if not line.startswith("--"):
             break
+        described = _COLUMN_RE.match(line)
+        if described:
+            if described.group(1) in header_columns:
+                raise CatalogError(f"{path}: column {described.group(1)!r} described twice")
+            header_columns[described.group(1)] = described.group(2)
+            continue
         description.append(line[2:].strip())
 
     def bad(key: str, expected: str) -> CatalogError:
@@ -215,6 +225,9 @@ def parse_model_file(
         if not _NAME_RE.match(col):
             raise bad("grain", "comma-separated column names")
     doc = dict(columns or {})
+    both = sorted(set(header_columns) & set(doc.get("columns") or {}))
+    if both:
+        raise CatalogError(f"{path}: columns {both} are described both in the file and in schema.yml")
     return Model(
         name=name,
         layer=layer,
@@ -228,7 +241,7 @@ def parse_model_file(
         sql=text,
         path=str(path),
         description=" ".join(d for d in description if d) or str(doc.get("description", "")),
-        columns=dict(doc.get("columns") or {}),
+        columns={**dict(doc.get("columns") or {}), **header_columns},
     )
 
 

@@ -259,6 +259,7 @@ def validate_warehouse(
             v.report.events_checked += len(frame)
             v.validate("canonical_events", f"events#{i}", frame, ev)
         v.report.event_dates, v.report.event_batches = sorted(dates), sorted(batches)
+    v.report.warnings += identity_limit_warnings(con, settings)
     n_stages = db.fetch(con, "select coalesce(max(n_stages), 0) from stage_definitions")[0][0]
     kept = {m.name for m in catalog.kept()}
     for model, expectations in model_expectations(n_stages).items():
@@ -332,6 +333,63 @@ def check_freshness_and_volume(con: duckdb.DuckDBPyConnection, settings: Setting
             detail = f"{loaded} new events, {ratio:.0%} of the {prev_loaded} loaded by run {prev_batch}"
             _outcome(report, "volume", setting, volume.on_fail, ratio >= volume.min_ratio, detail)
     return report
+
+
+LIMIT_TRAP_MIN = 10
+"""Held-back values of a one-per-customer type from which the run warns: one is a guardrail, many a mapping."""
+
+
+def identity_limit_warnings(con: duckdb.DuckDBPyConnection, settings: Settings) -> list[str]:
+    """Warn when many held-back e-mails or phones each join customers holding one value of a once-per-customer type.
+
+    That is the pattern of an order-level id mapped as customer_id: every repeat buyer's e-mail would give
+    one customer two customer ids, so the e-mail is held back and the buyer silently stays split.
+    """
+    single = sorted(t for t, n in settings.identity.max_values_per_type.items() if n == 1)
+    if not single:
+        return []
+    rows = db.fetch(
+        con,
+        """
+        with shared as (
+            -- personal identifiers only: a device or cookie shared by a household is the guardrail at work
+            select sh.id_type, sh.id_value
+            from shared_identifiers as sh
+            where sh.n_customers >= 2 and list_contains($personal, sh.id_type)
+        ),
+        event_identifiers as (
+            select ec.customer_key, unnest(ev.identifiers) as idf
+            from events as ev
+            inner join int_event_customers as ec on ec.event_id = ev.event_id
+            where ec.customer_key is not null
+        ),
+        holders as (
+            select distinct im.id_type, im.customer_key
+            from identity_map as im
+            where list_contains($types, im.id_type) and not im.is_shared
+        ),
+        split as (
+            select sh.id_type as via_type, sh.id_value, ho.id_type as limited_type,
+                count(distinct ei.customer_key) as n_customers
+            from shared as sh
+            inner join event_identifiers as ei on ei.idf.id_type = sh.id_type and ei.idf.id_value = sh.id_value
+            inner join holders as ho on ho.customer_key = ei.customer_key
+            group by all
+            having count(distinct ei.customer_key) >= 2
+        )
+        select sp.limited_type, count(*), sum(sp.n_customers), min(sp.via_type)
+        from split as sp group by sp.limited_type order by 1
+        """,
+        {"types": single, "personal": ["email", "phone"]},
+    )
+    return [
+        f"identity: {held} held-back identifiers (e.g. {via}) each join customers that hold one {limited} each;"
+        f" identity.max_values_per_type.{limited} = 1 keeps those {customers} customers apart. If one person"
+        f" legitimately has several {limited} values (an order-level id), map that column to a per-order"
+        " identifier type or raise the limit"
+        for limited, held, customers, via in rows
+        if held >= LIMIT_TRAP_MIN
+    ]
 
 
 def grain_summary(con: duckdb.DuckDBPyConnection, catalog: models.Catalog) -> list[dict[str, Any]]:
@@ -462,10 +520,8 @@ def _raw_expectations(src: Any, max_share: float) -> list[Any]:
 
     # Up to the tolerated quarantine share of a file may lack its id or time; those rows are quarantined.
     mostly = max(0.0, 1.0 - max_share)
-    out = [gxe.ExpectColumnValuesToNotBeNull(column=src.occurred_at, mostly=mostly)]
-    if src.event_id is not None:
-        out.insert(0, gxe.ExpectColumnValuesToNotBeNull(column=src.event_id, mostly=mostly))
-    return out
+    ids = [gxe.ExpectColumnValuesToNotBeNull(column=c, mostly=mostly) for c in src.event_id_columns]
+    return [*ids, gxe.ExpectColumnValuesToNotBeNull(column=src.occurred_at, mostly=mostly)]
 
 
 def _has_data_rows(f: Any) -> bool:
@@ -523,7 +579,7 @@ def validate_landing(settings: Settings, *, batch_id: str, batch_rows: int = BAT
             continue  # empty and header-only files: nothing to expect of their rows
         suite = f"raw_{src.name}"
         expectations = [*_raw_expectations(src, limit), gxe.ExpectTableRowCountToBeBetween(min_value=1)]
-        cols = [c for c in dict.fromkeys([src.event_id, src.occurred_at]) if c is not None]
+        cols = list(dict.fromkeys([*src.event_id_columns, src.occurred_at]))
         with ingest.ingest_connection(settings) as con:
             db.execute(
                 con,

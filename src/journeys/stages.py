@@ -61,7 +61,11 @@ class StageModel(BaseModel):
     version: int
     description: str = ""
     stages: list[Stage]
-    journey_start_events: list[str] = Field(default_factory=list)
+    journey_start_events: list[str] = Field(
+        default_factory=list,
+        description="Event types that start a new journey whatever the gap before them (e.g. a new trip's first"
+        " search); journeys are shared by all stage models, so the union over the configured models applies.",
+    )
     purchase_stage: str | None = Field(
         None,
         description="Name of the stage at which a customer has bought (the CxC matrix's P(purchase) and monetised"

@@ -504,3 +504,29 @@ def test_score_identity_on_hand_made_truth(tmp_path: Path) -> None:
     assert s["precision"] == pytest.approx(0.5) and s["recall"] == pytest.approx(0.5)
     assert s["persons_fused"] == 2  # p and q share customer A
     assert s["persons_split"] == 1  # q spans A and B
+
+
+def test_many_held_back_values_of_a_once_per_customer_type_warn_with_the_fix() -> None:
+    from journeys.quality import LIMIT_TRAP_MIN, identity_limit_warnings
+
+    # Repeat buyers whose order-level id was mapped as customer_id: each person "has" two customer ids.
+    def buyers(n: int) -> list[Event]:
+        return [
+            ev
+            for p in range(n)
+            for ev in (
+                (f"o{p}a", p * 10, [("email", f"p{p}@x"), ("customer_id", f"order-{p}-a")]),
+                (f"o{p}b", p * 10 + 1, [("email", f"p{p}@x"), ("customer_id", f"order-{p}-b")]),
+            )
+        ]
+
+    settings = Settings()
+    con, _ = run(buyers(LIMIT_TRAP_MIN), settings)
+    assert identity_limit_warnings(con, settings) == [
+        f"identity: {LIMIT_TRAP_MIN} held-back identifiers (e.g. email) each join customers that hold one"
+        f" customer_id each; identity.max_values_per_type.customer_id = 1 keeps those {2 * LIMIT_TRAP_MIN} customers"
+        " apart. If one person legitimately has several customer_id values (an order-level id), map that column"
+        " to a per-order identifier type or raise the limit"
+    ]
+    con, _ = run(buyers(LIMIT_TRAP_MIN - 1), settings)
+    assert identity_limit_warnings(con, settings) == []  # a few held back: the guardrail at work, no alarm

@@ -119,7 +119,8 @@ def test_csv_naive_berlin_times_become_utc_and_fields_are_mapped(tmp_path):
     assert (rows["web:h3"]["channel"], rows["web:h3"]["event_type"]) == ("mobile_web", "add_to_cart")
     assert str(rows["web:h2"]["revenue"]) == "19.99"
     assert rows["web:h1"]["identifiers"] == [{"id_type": "cookie_id", "id_value": "c1"}]
-    assert rows["web:h1"]["attributes"] == '{"page":"/home"}'
+    # the cookie id is an identifier and an attribute; e-mail and phone never are
+    assert rows["web:h1"]["attributes"] == '{"client_id":"c1","page":"/home"}'
     assert rows["web:h1"]["source_line"] == 2 and rows["web:h3"]["source_line"] == 4
     assert report.affected_dates == [date(2025, 6, 30), date(2026, 1, 15), date(2026, 2, 20)]
     files = sorted(p.relative_to(s.events_dir).as_posix() for p in s.events_dir.rglob("*.parquet"))
@@ -416,7 +417,7 @@ def test_duplicates_within_and_across_files_and_batches(tmp_path):
     assert [(f.read, f.loaded, f.duplicates) for f in report.files] == [(3, 2, 1), (2, 1, 1)]
     rows = events(s)
     assert [r["event_id"] for r in rows] == ["web:h1", "web:h2", "web:h3"]
-    assert next(r for r in rows if r["event_id"] == "web:h1")["attributes"] == '{"page":"first"}'
+    assert next(r for r in rows if r["event_id"] == "web:h1")["attributes"] == '{"client_id":"c1","page":"first"}'
     # A changed file in a later batch: known ids are duplicates, new ones load.
     write(
         tmp_path,
@@ -440,6 +441,25 @@ def test_event_id_hash_when_source_has_no_id_column(tmp_path):
     assert (report.loaded, report.duplicates) == (2, 1)  # identical rows are one event
     ids = [r["event_id"] for r in events(s)]
     assert all(i.startswith("web:") and len(i) == 4 + 64 for i in ids)
+
+
+def test_composite_event_ids_make_one_review_of_two_orders_two_events(tmp_path):
+    write(
+        tmp_path,
+        "web/a.csv",
+        "review_id,order_id,hit_time,platform,action\n"
+        "r1,o1,2026-01-15 10:00:00,desktop,pageview\n"
+        "r1,o2,2026-01-15 10:00:00,desktop,pageview\n"  # the same review of a second order: not a duplicate
+        "r1,o1,2026-01-15 10:00:00,desktop,pageview\n"  # a real duplicate
+        "r2,,2026-01-15 10:00:00,desktop,pageview\n",  # one part empty: no id
+    )
+    source = web_source(event_id=["review_id", "order_id"], identifiers={}, revenue=None)
+    s = make_settings(tmp_path, source)
+    report = ingest(s)
+    assert (report.loaded, report.duplicates, report.quarantined) == (2, 1, 1)
+    assert sorted(r["event_id"] for r in events(s)) == ['web:["r1","o1"]', 'web:["r1","o2"]']
+    (bad,) = quarantine(s)
+    assert (bad["line"], bad["field"], bad["column"]) == (5, "event_id", "review_id, order_id")
 
 
 def test_missing_mapped_column_raises_before_anything_is_written(tmp_path):

@@ -42,3 +42,30 @@ def test_last_sentiment_is_the_last_events_even_when_null_and_breakdown_the_firs
     # E's last event has no sentiment: last_sentiment is null, the last known one is 0.5.
     # F's first event has no plan: its breakdown value is null, not the later event's 'pro'.
     assert rows == [("E", None, 0.5, "basic"), ("F", -0.5, -0.5, None)]
+
+
+def test_a_journey_start_event_opens_a_new_journey_whatever_the_gap(make_settings, tmp_path):
+    con = db.connect()
+    db.execute(
+        con,
+        """create table events as
+           select event_id, occurred_at, occurred_at::date as event_date, 'test' as source, 'web' as channel,
+                  event_type, 'web:' || event_type as touchpoint,
+                  []::struct(id_type varchar, id_value varchar)[] as identifiers, null::double as sentiment,
+                  null::decimal(18, 2) as revenue, '{}'::json as attributes, 'T' as customer_key
+           from (values
+               ('t1', timestamp '2026-10-01 10:00', 'destination_search'),
+               ('t2', timestamp '2026-10-01 11:00', 'page_view'),
+               ('t3', timestamp '2026-10-01 12:00', 'destination_search'),
+               ('t4', timestamp '2026-10-01 12:30', 'page_view')
+           ) as v(event_id, occurred_at, event_type)""",
+    )
+    db.execute(con, "create table int_event_customers as select event_id, customer_key from events")
+    db.execute(con, "create table customers as select distinct customer_key, 0 as bucket from events")
+    for models_, want in (
+        (["generic_lifecycle"], ["T/j0001"] * 4),  # no start events: one journey (gaps of an hour)
+        (["generic_lifecycle", "travel"], ["T/j0001", "T/j0001", "T/j0002", "T/j0002"]),
+    ):
+        settings = make_settings(stage_models=[StageModelRef(path=m) for m in models_])
+        build.build_models(con, build.run_context(settings, AS_OF), ["int_journey_events"])
+        assert [r[0] for r in db.fetch(con, "select journey_id from int_journey_events order by event_id")] == want

@@ -8,11 +8,9 @@ from typing import Any
 
 import duckdb
 import pytest
+from samples import ingested_sample
 
 from journeys import build, db, models, publish
-from journeys.config import load_settings
-from journeys.generate import GenerateSpec, generate_sample
-from journeys.ingest import ingest_sources
 
 REPO = Path(__file__).resolve().parents[2]
 HEADER = "-- model: {name}\n-- grain: k\n-- materialized: table\n-- publish: true\n"
@@ -43,6 +41,14 @@ def test_header_fields_are_read_and_dependencies_derived(tmp_path):
     assert m.params == ("n",)
     assert m.depends_on == {"t1", "t2", "t3"}
     assert m.description == "One row per k."
+
+
+def test_columns_can_be_described_in_the_file_itself(tmp_path):
+    path = write_model(tmp_path, "marts", "m", "-- One row per k.\n-- column k: The key.\nselect 1 as k\n")
+    m = models.parse_model_file(path, "marts")
+    assert (m.description, m.columns) == ("One row per k.", {"k": "The key."})
+    with pytest.raises(models.CatalogError, match=r"columns \['k'\] are described both in the file and in schema"):
+        models.parse_model_file(path, "marts", {"columns": {"k": "Again."}})
 
 
 def test_a_cte_named_like_a_table_reads_that_table():
@@ -160,11 +166,8 @@ def test_partitioned_models_are_the_journey_models(catalog):
 @pytest.fixture(scope="module")
 def full_build(tmp_path_factory):
     """Every catalog table of a small generated run (scratch tables kept), the context and each model's params."""
-    root = tmp_path_factory.mktemp("catalog-run")
-    spec = GenerateSpec(events=3000, seed=7)
-    generate_sample(spec, root)
-    settings = load_settings(REPO / "journeys.yaml", data_root=root)
-    ingest_sources(settings, as_of=spec.as_of, batch_id="20261101T000000-catalog1")
+    context = ingested_sample(tmp_path_factory.mktemp("catalog-run"), keep_scratch=True)
+    settings = context.settings
     seen: dict[str, dict[str, Any]] = {}
     real_materialize, real_insert = models.materialize, models.insert_into
 
@@ -178,7 +181,6 @@ def full_build(tmp_path_factory):
     models.materialize, models.insert_into = record(real_materialize), record(real_insert)
     try:
         con = db.connect()
-        context = build.run_context(settings, spec.as_of, "catalog", keep_scratch=True)
         build.build_models(con, context)
         # A second resolution reads the first one's map as its previous state (int_identity_previous).
         publish.write_identity_state(con, build.identity_state_path(settings))

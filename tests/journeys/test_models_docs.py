@@ -6,11 +6,9 @@ import re
 from pathlib import Path
 
 import pytest
+from samples import ingested_sample
 
 from journeys import build, db
-from journeys.config import load_settings
-from journeys.generate import GenerateSpec, generate_sample
-from journeys.ingest import ingest_sources
 
 REPO = Path(__file__).resolve().parents[2]
 # Backticks in a description mark a table or column name: `name` or `table`.`column`.
@@ -29,12 +27,7 @@ def _columns(con) -> dict[str, list[str]]:
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     """What the nightly flow's build tasks make from a generated sample: every table, then the kept ones."""
-    root = tmp_path_factory.mktemp("docs")
-    spec = GenerateSpec(events=3_000, seed=11)
-    generate_sample(spec, root)
-    settings = load_settings(REPO / "journeys.yaml", data_root=root)
-    context = build.run_context(settings, spec.as_of, "docs")
-    ingest_sources(settings, as_of=spec.as_of, batch_id="docs")
+    context = ingested_sample(tmp_path_factory.mktemp("docs"), seed=11)
     con = db.connect()
     for step in context.catalog.steps():
         build.build_step(con, context, step)

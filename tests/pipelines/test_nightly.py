@@ -395,6 +395,9 @@ NEW_MART = """-- model: channel_days
 -- partition: none
 -- publish: true
 -- One row per (channel, day) with the events of resolved customers on it.
+-- column channel: Canonical channel of the events.
+-- column event_date: UTC day of the events.
+-- column events_on_day: Events of resolved customers in that channel on that day.
 with
 
 journey_events as (
@@ -460,3 +463,6 @@ def test_a_new_mart_is_one_sql_file(harness, tmp_path, monkeypatch):
         total = con.sql("select count(*) from journey_events").fetchall()[0][0]
     assert parquet.equals(warehouse)
     assert parquet["events_on_day"].sum() == total
+    # Its data dictionary came in the same file.
+    described = models.load_catalog(str(sql)).models["channel_days"].columns
+    assert sorted(described) == sorted(parquet.columns)

@@ -3,7 +3,7 @@
 -- materialized: table
 -- partition: customer
 -- publish: false
--- params: bucket, customer_keys, journey_timeout_us, session_timeout_us
+-- params: bucket, customer_keys, journey_start_events, journey_timeout_us, session_timeout_us
 -- One row per event whose customer is known, with its journey and session.
 -- The root of the customer partition: $bucket or $customer_keys (null = every customer) select whose
 -- journeys a run builds, and every `partition: customer` model downstream follows.
@@ -59,7 +59,9 @@ gaps as (
 breaks as (
     select
         g.*,
-        coalesce(g.gap_us > $journey_timeout_us, true) as starts_journey,
+        -- A journey-start event (a stage model's journey_start_events) opens a new journey whatever the gap.
+        coalesce(g.gap_us > $journey_timeout_us, true)
+        or list_contains(cast($journey_start_events as varchar[]), g.event_type) as starts_journey,
         coalesce(g.gap_us > $session_timeout_us, true) as starts_session
     from gaps as g
 ),
