@@ -1,8 +1,9 @@
 """Prefect artifacts of a nightly run, so the run history in the Prefect UI tells what each night did.
 
-A finished run gets a markdown summary (row accounting, identity, quality, the primary stage funnel, the
-top dropout points) and a table of that funnel; a failed run gets a markdown note of what failed and how
-to rerun the night. Keys are fixed, so the UI's Artifacts page shows each as one series across nights.
+A finished run gets a markdown summary (row accounting, identity, quality with the freshness and volume
+checks and any warning, the primary stage funnel, the top dropout points) and a table of that funnel; a
+failed run gets a markdown note of what failed (a failed freshness or volume check among them) and how to
+rerun the night. Keys are fixed, so the UI's Artifacts page shows each as one series across nights.
 """
 
 from __future__ import annotations
@@ -120,7 +121,11 @@ def run_summary_markdown(
             "",
             "## Quality",
             "",
-            f"passed: {quality['expectations']} expectations; report `{quality['report']}`",
+            f"{'passed with warnings' if quality.get('warnings') else 'passed'}: {quality['expectations']}"
+            f" expectations, {quality.get('events_checked', 0)} new lake events checked; report `{quality['report']}`",
+            "",
+            *[f"- {c}" for c in quality.get("checks", [])],
+            *[f"- **warning**: {w}" for w in quality.get("warnings", [])],
             "",
             f"## Stage funnel: {model} ({mode}), all cohorts",
             "",
@@ -161,7 +166,8 @@ def record_run(
             warehouse=warehouse,
         ),
         key=SUMMARY_KEY,
-        description=f"journeys-nightly as of {as_of.isoformat()}: rows, identity, quality, funnel",
+        description=f"journeys-nightly as of {as_of.isoformat()}: rows, identity, quality, funnel"
+        + (f" ({len(quality['warnings'])} quality warning(s))" if quality.get("warnings") else ""),
     )
     create_table_artifact(
         funnel, key=FUNNEL_KEY, description=f"stage funnel {model} ({mode}), all cohorts, as of {as_of.isoformat()}"

@@ -1,4 +1,4 @@
-"""The `journeys` command: demo, run, generate, query, report, docs, serve, backfill."""
+"""The `journeys` command: demo, run, generate, query, report, docs, analyst-db, serve, backfill."""
 
 from __future__ import annotations
 
@@ -344,6 +344,31 @@ def cmd_docs(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_analyst_db(args: argparse.Namespace) -> int:
+    from journeys import db, publish
+
+    settings = _settings(args)
+    warehouse = settings.warehouse_path
+    if not warehouse.is_file():
+        raise UsageError(f"no published warehouse at {warehouse} yet: run the nightly flow first")
+    path = Path(args.path).resolve() if args.path else publish.analyst_db_path(settings)
+    if path == warehouse.resolve() or path.parent == warehouse.parent:
+        raise UsageError(f"--path {args.path}: keep the analysts' database out of {warehouse.parent}")
+    with publish.open_analyst_db(
+        path, warehouse, memory_limit=settings.memory_limit, threads=settings.threads, temp_directory=settings.tmp_dir
+    ) as con:
+        for sql in args.sql or []:
+            rel = con.sql(sql)
+            if rel is not None:
+                rel.show(max_rows=args.max_rows)
+    if not args.sql:
+        attach = f"ATTACH {db.quote_literal(str(warehouse))} AS {publish.WAREHOUSE_ALIAS} (READ_ONLY);"
+        print(f"analysts' database: {path} (your views and tables; no run writes to it)")
+        print(f"published warehouse, attached read-only as `{publish.WAREHOUSE_ALIAS}`: {warehouse}")
+        print(f"in any DuckDB client, open {path} and run first: {attach}")
+    return 0
+
+
 def cmd_evaluate_identity(args: argparse.Namespace) -> int:
     from journeys.evaluate import evaluate_identity
 
@@ -467,6 +492,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     q.add_argument("--out", help="file to write the result to, e.g. --out funnel.parquet")
     q.set_defaults(func=cmd_query)
+
+    a = sub.add_parser(
+        "analyst-db",
+        parents=[config],
+        help="create or open the analysts' DuckDB file (their own views and tables) with the warehouse attached",
+    )
+    a.add_argument("--path", help="the analysts' database (default: <data root>/analysts/analysts.duckdb)")
+    a.add_argument("--data-root", help="override the config's data root")
+    a.add_argument("--sql", action="append", help="a statement to run in it (repeatable); without: how to open it")
+    a.add_argument("--max-rows", type=int, default=40)
+    a.set_defaults(func=cmd_analyst_db)
 
     s = sub.add_parser("serve", help="register the scheduled deployment (config `schedule`) and run its flow runs")
     s.add_argument("--data-root", help="override the config's data root")

@@ -104,16 +104,28 @@ def build_step_task(context: RunContext, working: str, step: Step) -> dict[str, 
 
 
 @task(name="check-quality", retries=0, cache_policy=NO_CACHE)
-def quality_task(context: RunContext, working: str, event_dates: list[str] | None) -> dict[str, Any]:
+def quality_task(context: RunContext, working: str) -> dict[str, Any]:
     """Great Expectations suites on every layer; a failure stops publication and keeps the last good marts."""
     settings = context.settings
-    report = _on_working(
-        settings,
-        working,
-        lambda con: quality.validate_warehouse(
-            con, settings, as_of=context.as_of, event_dates=event_dates, catalog=context.catalog
-        ),
-    )
+
+    def check(con: duckdb.DuckDBPyConnection) -> quality.QualityReport:
+        # Lake events are checked once, by the run that publishes them: the rows of batches no published run
+        # has recorded (this run's, and a failed run's). ingest's affected dates alone would miss the files of
+        # an earlier ingest attempt of this run and the rows of a run that failed its checks.
+        published = quality.published_batches(con)
+        files = [str(p) for p in quality.unchecked_event_files(settings, published)]
+        suites = quality.validate_warehouse(
+            con,
+            settings,
+            as_of=context.as_of,
+            event_files=files,
+            published_batches=published,
+            catalog=context.catalog,
+        )
+        ops = quality.check_freshness_and_volume(con, settings, as_of=context.as_of)
+        return suites.merged(ops)
+
+    report = _on_working(settings, working, check)
     # Raw landing rows of this batch and the per-file quarantine-share limit gate publication too.
     report = quality.validate_landing(settings, batch_id=context.batch_id).merged(report)
     path = quality.write_quality_report(report, settings.root / "reports" / f"quality-{context.batch_id}.md")
@@ -121,18 +133,62 @@ def quality_task(context: RunContext, working: str, event_dates: list[str] | Non
         publish.discard_working_warehouse(Path(working))
         raise quality.QualityError(f"{report.summary()}\nreport: {path}\nthe previous marts stay published")
     get_run_logger().info("quality: %s (report %s)", report.summary(), path)
-    return {"expectations": report.expectations_run, "report": str(path), "outcome": report.outcome()}
+    return {
+        "expectations": report.expectations_run,
+        "report": str(path),
+        "suites": dict(report.suites),
+        "warnings": list(report.warnings),
+        "events_checked": report.events_checked,
+        "event_dates": report.event_dates,
+        "event_batches": report.event_batches,
+        "checks": report.checks,
+        "outcome": report.outcome(),
+    }
+
+
+def flow_run_id() -> str | None:
+    """The Prefect flow run's id, or None outside a flow run."""
+    from prefect.runtime import flow_run
+
+    return str(flow_run.id) if flow_run.id else None
 
 
 @task(name="publish", cache_policy=NO_CACHE)
-def publish_task(context: RunContext, working: str, checks: dict[str, Any]) -> dict[str, str]:
-    """Marts to Parquet (atomic per table), identity state, then the working file becomes the warehouse."""
+def publish_task(
+    context: RunContext, working: str, ingest: dict[str, Any], checks: dict[str, Any]
+) -> dict[str, str]:
+    """Identity state, the marts as one set, the run history, then the working file becomes the warehouse."""
     settings = context.settings
+    published_at = datetime.now(UTC)
 
     def publish_all(con: duckdb.DuckDBPyConnection) -> dict[str, str]:
         # State first: a run killed after it still counts as resolved (its keys and audit rows are kept).
         publish.write_identity_state(con, build.identity_state_path(settings), context.audit_history)
-        paths = publish.publish_marts(con, settings, context.catalog.published(), context.batch_id)
+        metadata = publish.run_metadata(context.batch_id, context.as_of, published_at)
+        paths = publish.publish_marts(con, settings, context.catalog.published(), context.batch_id, metadata)
+        run = {
+            "batch_id": context.batch_id,
+            "flow_run_id": flow_run_id(),
+            "as_of": context.as_of,
+            "published_at": published_at,
+            "landing_files": ingest["files"],
+            "files_ingested": ingest["files"] - ingest["files_skipped"],
+            "rows_read": ingest["read"],
+            "rows_loaded": ingest["loaded"],
+            "rows_quarantined": ingest["quarantined"],
+            "rows_duplicate": ingest["duplicates"],
+            "rows_blank": ingest["blank"],
+            "events_in_lake": db.fetch(con, "select count(*) from events")[0][0],
+            "expectations": checks["expectations"],
+            "events_checked": checks["events_checked"],
+            "event_batches": checks["event_batches"],
+            "quality": "warned" if checks["warnings"] else "passed",
+            "quality_warnings": checks["warnings"],
+            "quality_report": checks["report"],
+        }
+        # After the marts switched, before the swap: the next run's `runs` (and its quality scope) must count
+        # this run once its marts are out, even if the swap below never happens.
+        publish.record_run(con, build.runs_state_path(settings), run)
         build.drop_intermediates(con, context)
         # The catalog's descriptions travel with the warehouse: SQL clients and BI tools show them.
         dictionary.comment_warehouse(con, context.catalog)
@@ -185,8 +241,8 @@ def nightly(
             for step in context.catalog.steps():
                 counts = build_step_task.with_options(name=step.name)(context, working, step)
                 built.setdefault(step.name, {}).update(counts)
-            checks = quality_task(context, working, None)
-            outputs = publish_task(context, working, checks)
+            checks = quality_task(context, working)
+            outputs = publish_task(context, working, ingest, checks)
             # Under the lock, so the report and the run record describe the warehouse it read.
             written = report_task(context)
         except BaseException:

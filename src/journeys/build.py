@@ -63,6 +63,33 @@ def identity_state_path(settings: Settings) -> Path:
     return settings.state_dir / "identity_map.parquet"
 
 
+def runs_state_path(settings: Settings) -> Path:
+    """Where the history of published runs is kept; each run rebuilds its `runs` table from it."""
+    return settings.state_dir / "runs.parquet"
+
+
+RUNS_SCHEMA = {
+    "batch_id": "varchar",
+    "flow_run_id": "varchar",
+    "as_of": "timestamp",
+    "published_at": "timestamp",
+    "landing_files": "bigint",
+    "files_ingested": "bigint",
+    "rows_read": "bigint",
+    "rows_loaded": "bigint",
+    "rows_quarantined": "bigint",
+    "rows_duplicate": "bigint",
+    "rows_blank": "bigint",
+    "events_in_lake": "bigint",
+    "expectations": "bigint",
+    "events_checked": "bigint",
+    "event_batches": "varchar[]",
+    "quality": "varchar",
+    "quality_warnings": "varchar[]",
+    "quality_report": "varchar",
+}
+
+
 def funnel_specs(stage_models: list[tuple[StageModel, Any]] | tuple[tuple[StageModel, Any], ...]) -> list[FunnelSpec]:
     """FunnelSpec per configured stage model, for journeys.funnel."""
     return [
@@ -225,6 +252,63 @@ models.register(
                     " the unparsed text with anything like an email address or phone number masked.",
                     "batch_id": "Id of the run that quarantined the row.",
                     "quarantined_at": "Wall-clock time (UTC) at which that run's ingest batch started.",
+                },
+            ),
+        ),
+    )
+)
+
+
+def _run_history(con: duckdb.DuckDBPyConnection, context: RunContext, params: Mapping[str, Any]) -> dict[str, int]:
+    cols = ", ".join(f"{db.quote_ident(c)} {t}" for c, t in RUNS_SCHEMA.items())
+    db.execute(con, f"create or replace table runs ({cols})")
+    state = runs_state_path(context.settings)
+    if state.exists():
+        # By name: a history written before a column was added simply has it null.
+        db.execute(con, "insert into runs by name select * from read_parquet($p)", {"p": str(state)})
+    return {"runs": db.fetch(con, "select count(*) from runs")[0][0]}
+
+
+models.register(
+    models.Procedure(
+        name="run_history",
+        task="resolve-identity",
+        layer="staging",
+        run=_run_history,
+        outputs=(
+            models.Model(
+                name="runs",
+                layer="staging",
+                materialized="table",
+                grain=("batch_id",),
+                publish="warehouse",
+                procedure="run_history",
+                description="One row per published run, oldest first: what it is as of, when it was published,"
+                " its row accounting and its quality result (history kept in state/runs.parquet).",
+                columns={
+                    "batch_id": "Id of the run (as_of as YYYYMMDDTHHMMSS, '-', 8 hex digits); the `batch_id` of the"
+                    " events it loaded and the 'journeys.batch_id' of the Parquet marts it wrote.",
+                    "flow_run_id": "Id of the Prefect flow run; null when the run was not a Prefect flow run.",
+                    "as_of": "The time the run was as of (UTC): its scheduled time, or the as-of it was given.",
+                    "published_at": "Wall-clock time (UTC) at which the run started publishing; the"
+                    " 'journeys.published_at' of its Parquet marts.",
+                    "landing_files": "Landing files that matched a source's path glob in this run.",
+                    "files_ingested": "Of those, the files new or changed since an earlier run (ingested now).",
+                    "rows_read": "Rows read from the ingested files: rows_loaded + rows_quarantined + rows_duplicate.",
+                    "rows_loaded": "Rows loaded into the lake as new events.",
+                    "rows_quarantined": "Rows rejected to the quarantine.",
+                    "rows_duplicate": "Rows whose event id was already in the lake or earlier in the file.",
+                    "rows_blank": "Blank rows skipped (not part of rows_read).",
+                    "events_in_lake": "Events in the lake after the run: what its tables were built from.",
+                    "expectations": "Great Expectations expectations evaluated by the run's quality step.",
+                    "events_checked": "Lake events the canonical-events suite checked in this run: those of the"
+                    " batches no earlier published run had checked.",
+                    "event_batches": "Ingest batches (`events`.`batch_id`) whose events this run checked and"
+                    " published: its own, and those of runs that loaded rows but failed before publishing.",
+                    "quality": "'passed', or 'warned' when a check configured to warn (freshness, volume) or"
+                    " schema drift left a warning.",
+                    "quality_warnings": "The warnings of the quality step, one text each; empty when none.",
+                    "quality_report": "Path of the run's quality report (reports/quality-<batch_id>.md).",
                 },
             ),
         ),

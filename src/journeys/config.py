@@ -278,8 +278,38 @@ class StageModelRef(_Strict):
     )
 
 
+OnFail = Literal["fail", "warn"]
+
+
+class FreshnessCheck(_Strict):
+    """Alarm when nothing new has been loaded for too long (a feed that went quiet)."""
+
+    max_staleness: PositiveDuration | None = Field(
+        None,
+        description="Longest time (`2d`, `36h`) from the newest ingest that loaded rows (ingest manifest) to the"
+        " run's as_of; a run that loads rows is fresh. None turns the check off.",
+    )
+    on_fail: OnFail = Field("fail", description="`fail` stops publication; `warn` publishes and reports a warning.")
+
+
+class VolumeCheck(_Strict):
+    """Alarm when a run loads far fewer events than the last run that loaded any."""
+
+    min_ratio: float | None = Field(
+        None,
+        ge=0,
+        description="Smallest accepted ratio of this run's loaded events to those of the latest published run that"
+        " loaded events (`0.5`: at least half). A run that loads nothing is left to the freshness check. None turns"
+        " the check off.",
+    )
+    on_fail: OnFail = Field("fail", description="`fail` stops publication; `warn` publishes and reports a warning.")
+
+
 class QualityConfig(_Strict):
     """Data-quality thresholds."""
+
+    freshness: FreshnessCheck = Field(default_factory=FreshnessCheck, description="Freshness check (off by default).")
+    volume: VolumeCheck = Field(default_factory=VolumeCheck, description="Volume check (off by default).")
 
     max_quarantine_share: float = Field(
         0.05, description="A source file with a larger share of quarantined rows fails the run's checks."

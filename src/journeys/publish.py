@@ -13,7 +13,9 @@ import os
 import shutil
 import time
 from collections.abc import Iterable, Iterator, Mapping
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import duckdb
 
@@ -34,16 +36,27 @@ def _runs_dir(settings: Settings) -> Path:
     return settings.marts_dir / ".runs"
 
 
-def _copy_parquet(con: duckdb.DuckDBPyConnection, table: str, order: tuple[str, ...], final: Path) -> Path:
-    """Write `table` ordered by `order` to Parquet aside, then rename it over `final` in one step."""
+def _copy_parquet(
+    con: duckdb.DuckDBPyConnection,
+    table: str,
+    order: tuple[str, ...],
+    final: Path,
+    metadata: Mapping[str, str] | None = None,
+) -> Path:
+    """Write `table` ordered by `order` to Parquet aside (with key-value `metadata`), then rename it over `final`."""
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.with_name(f".{final.name}.{os.getpid()}.tmp")
     order_by = f" order by {', '.join(map(db.quote_ident, order))}" if order else ""
+    # The keys are ours and fixed; the values are bound.
+    meta = dict(metadata or {})
+    kv = ", ".join(f"{db.quote_literal(k)}: $kv{i}" for i, k in enumerate(meta))
+    kv_option = f", kv_metadata {{{kv}}}" if meta else ""
     # COPY cannot bind its target path; the path is ours, quoted by the one literal helper.
     db.execute(
         con,
         f"copy (select * from {db.quote_ident(table)}{order_by}) to {db.quote_literal(str(tmp))} "
-        "(format parquet, compression zstd)",
+        f"(format parquet, compression zstd{kv_option})",
+        {f"kv{i}": v for i, v in enumerate(meta.values())},
     )
     os.replace(tmp, final)
     return final
@@ -58,16 +71,29 @@ def _replace_symlink(link: Path, target: str) -> None:
     os.replace(tmp, link)
 
 
+def run_metadata(batch_id: str, as_of: datetime, published_at: datetime) -> dict[str, str]:
+    """The Parquet key-value metadata that says which run a mart is from (times as ISO 8601 in UTC)."""
+    return {
+        "journeys.batch_id": batch_id,
+        "journeys.as_of": as_of.astimezone(UTC).isoformat(),
+        "journeys.published_at": published_at.astimezone(UTC).isoformat(),
+    }
+
+
 def publish_marts(
-    con: duckdb.DuckDBPyConnection, settings: Settings, marts: Iterable[Model], batch_id: str
+    con: duckdb.DuckDBPyConnection,
+    settings: Settings,
+    marts: Iterable[Model],
+    batch_id: str,
+    metadata: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
-    """Write every published model (ordered by its grain: same inputs, same bytes) as one set, then switch."""
+    """Write every published model (ordered by its grain: same inputs, same rows) as one set, then switch."""
     runs = _runs_dir(settings)
     staging = runs / f".{batch_id}.tmp"
     shutil.rmtree(staging, ignore_errors=True)
     tables = list(marts)
     for m in tables:
-        _copy_parquet(con, m.name, m.grain, staging / f"{m.name}.parquet")
+        _copy_parquet(con, m.name, m.grain, staging / f"{m.name}.parquet", metadata)
     final = runs / batch_id
     shutil.rmtree(final, ignore_errors=True)
     os.replace(staging, final)
@@ -105,6 +131,38 @@ def write_identity_state(con: duckdb.DuckDBPyConnection, path: Path, audit: Mapp
     for table, history in (audit or {}).items():
         _copy_parquet(con, table, (), history)
     return _copy_parquet(con, "identity_map", ("id_type", "id_value"), path)
+
+
+def record_run(con: duckdb.DuckDBPyConnection, state: Path, run: Mapping[str, Any]) -> Path:
+    """Add this run's row to the working warehouse's `runs` table and keep the whole history in `state`."""
+    cols = ", ".join(map(db.quote_ident, run))
+    values = ", ".join(f"$c{i}" for i in range(len(run)))
+    db.execute(con, f"insert into runs ({cols}) values ({values})", {f"c{i}": v for i, v in enumerate(run.values())})
+    return _copy_parquet(con, "runs", ("published_at", "batch_id"), state)
+
+
+WAREHOUSE_ALIAS = "warehouse"
+"""Name under which an analysts' database attaches the published warehouse (`warehouse.journeys`)."""
+
+
+def analyst_db_path(settings: Settings) -> Path:
+    """Default analysts' database: beside the published outputs, never replaced by a run."""
+    return settings.root / "analysts" / "analysts.duckdb"
+
+
+def open_analyst_db(path: Path, warehouse: Path, **connect: Any) -> duckdb.DuckDBPyConnection:
+    """Open (or create) an analysts' DuckDB file with the published warehouse attached read-only as `warehouse`."""
+    # The analysts' objects live in a file no run touches; a view over `warehouse.<table>` is resolved when
+    # queried, so it reads the new warehouse once attached again after the nightly swap (a session attached
+    # before the swap keeps reading the old file).
+    con = db.connect(path, **connect)
+    try:
+        # ATTACH binds its path; the alias is an identifier.
+        db.execute(con, f"attach $p as {db.quote_ident(WAREHOUSE_ALIAS)} (read_only)", {"p": str(warehouse)})
+    except BaseException:
+        con.close()
+        raise
+    return con
 
 
 def working_warehouse_path(settings: Settings, batch_id: str) -> Path:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +57,10 @@ class QualityReport:
     failures: list[Failure] = field(default_factory=list)
     files: list[FileShare] = field(default_factory=list)  # landing files checked for their quarantine share
     warnings: list[str] = field(default_factory=list)  # not failures: schema drift and the like
+    events_checked: int = 0  # canonical event rows validated (only rows no published run has checked)
+    event_dates: list[str] = field(default_factory=list)  # their event dates
+    event_batches: list[str] = field(default_factory=list)  # their ingest batches
+    checks: list[str] = field(default_factory=list)  # outcome of the freshness and volume checks, one line each
 
     @property
     def success(self) -> bool:
@@ -73,6 +77,10 @@ class QualityReport:
             failures=self.failures + other.failures,
             files=self.files + other.files,
             warnings=self.warnings + other.warnings,
+            events_checked=self.events_checked + other.events_checked,
+            event_dates=sorted({*self.event_dates, *other.event_dates}),
+            event_batches=sorted({*self.event_batches, *other.event_batches}),
+            checks=self.checks + other.checks,
         )
 
     def outcome(self) -> dict[str, Any]:
@@ -97,6 +105,10 @@ class QualityReport:
             )
         lines = [f"{len(self.failures)} expectation(s) failed:"]
         for f in self.failures:
+            if f.unexpected_count is None and f.sample:
+                # A run-level check (freshness, volume): its one sample is the whole story.
+                lines.append(f"  [{f.suite}] {f.sample[0]}")
+                continue
             lines.append(
                 f"  [{f.suite} / {f.batch}] {f.expectation}"
                 f"{'(' + f.column + ')' if f.column else ''}: {f.unexpected_count} unexpected, e.g. {f.sample[:5]}"
@@ -204,29 +216,62 @@ def _frames(con: duckdb.DuckDBPyConnection, sql: str, batch_rows: int, params: d
             yield batch.to_pandas()
 
 
+def published_batches(con: duckdb.DuckDBPyConnection) -> list[str]:
+    """Ingest batches whose events a published run has checked (from `runs` of the working warehouse)."""
+    rows = db.fetch(
+        con, "select batch_id from runs union select unnest(event_batches) from runs where event_batches is not null"
+    )
+    return sorted(r[0] for r in rows if r[0] is not None)
+
+
+def unchecked_event_files(settings: Settings, published_batches: list[str]) -> list[Path]:
+    """Lake event files of ingest batches that no published run has checked."""
+    # This run's new rows, and those of a run that failed before publishing: in the lake, never accepted.
+    done = set(published_batches)
+    out = []
+    for path in sorted(settings.events_dir.glob("event_date=*/*.parquet")):
+        # Ingest names a file `<batch_id>-<ordinal>[-<k>].parquet`, and a batch id may hold '-' itself.
+        prefixes = {path.stem[:i] for i, ch in enumerate(path.stem) if ch == "-"}
+        if not prefixes & done:
+            out.append(path)
+    return out
+
+
 def validate_warehouse(
     con: duckdb.DuckDBPyConnection,
     settings: Settings,
     *,
     as_of: datetime,
-    event_dates: list[Any] | None = None,
+    event_files: list[str] | None = None,
+    published_batches: list[str] | None = None,
     batch_rows: int = BATCH_ROWS,
     catalog: models.Catalog | None = None,
 ) -> QualityReport:
-    """Run every suite: lake events (in row batches, only `event_dates` if given), identity, journeys, marts,
-    and the grain (unique, not null) of every table the catalog publishes."""
+    """Run every suite: lake events (in row batches; only `event_files`, less rows of `published_batches`, if
+    given), identity, journeys, marts, and the grain (unique, not null) of every table the catalog publishes."""
     v = _Validator()
     catalog = catalog or models.load_catalog(settings.models_path)
     validate_grains(con, v, catalog)
-    dates = None if event_dates is None else [str(d) for d in event_dates]
     ev = _event_expectations(settings, as_of)
-    # Batches of up to `batch_rows` rows: a GX run has a fixed cost, so one per day is slow.
-    sql = (
-        "select event_id, occurred_at, channel, event_type, sentiment from events "
-        "where $event_dates::date[] is null or event_date = any($event_dates::date[])"
-    )
-    for i, frame in enumerate(_frames(con, sql, batch_rows, {"event_dates": dates})):
-        v.validate("canonical_events", f"events#{i}", frame, ev)
+    cols = "event_id, occurred_at, channel, event_type, sentiment, event_date, batch_id"
+    if event_files is None:
+        sql, params = f"select {cols} from events", {}
+    else:
+        sql = (
+            f"select {cols} from read_parquet($files::varchar[], hive_partitioning = true,"
+            " union_by_name = true) where not list_contains($published::varchar[], batch_id)"
+        )
+        params = {"files": event_files, "published": list(published_batches or [])}
+    if event_files != []:
+        dates: set[str] = set()
+        batches: set[str] = set()
+        # Batches of up to `batch_rows` rows: a GX run has a fixed cost, so one per day is slow.
+        for i, frame in enumerate(_frames(con, sql, batch_rows, params)):
+            dates.update(str(d)[:10] for d in frame.pop("event_date").unique())
+            batches.update(str(b) for b in frame.pop("batch_id").unique())
+            v.report.events_checked += len(frame)
+            v.validate("canonical_events", f"events#{i}", frame, ev)
+        v.report.event_dates, v.report.event_batches = sorted(dates), sorted(batches)
     v.report.warnings += identity_limit_warnings(con, settings)
     n_stages = db.fetch(con, "select coalesce(max(n_stages), 0) from stage_definitions")[0][0]
     kept = {m.name for m in catalog.kept()}
@@ -237,6 +282,70 @@ def validate_warehouse(
         for i, frame in enumerate(_frames(con, f"select {cols} from {db.quote_ident(model)}", batch_rows)):
             v.validate(model, f"{model}#{i}", frame, expectations)
     return v.report
+
+
+def _days(us: float) -> str:
+    return f"{us / 86_400_000_000:.1f} days"
+
+
+def _outcome(report: QualityReport, name: str, setting: str, on_fail: str, ok: bool, detail: str) -> None:
+    """Record one freshness/volume outcome: a line always, and a failure or a warning when it did not hold."""
+    if ok:
+        report.checks.append(f"{name}: ok, {detail}")
+        return
+    text = f"{name}: {detail}; {setting}"
+    report.checks.append(f"{name}: {'FAILED' if on_fail == 'fail' else 'warning'}, {detail}; {setting}")
+    if on_fail == "fail":
+        report.failures.append(Failure(name, "run", setting.split(" ")[0], None, None, [text]))
+    else:
+        report.warnings.append(text)
+
+
+def check_freshness_and_volume(con: duckdb.DuckDBPyConnection, settings: Settings, *, as_of: datetime) -> QualityReport:
+    """The configured freshness and volume checks of this run (off unless configured)."""
+    from journeys import ingest
+
+    # From the ingest manifest and the run history (`runs` of the working warehouse): new events are those
+    # no published run has taken in.
+    report = QualityReport()
+    fresh, volume = settings.quality.freshness, settings.quality.volume
+    if fresh.max_staleness is None and volume.min_ratio is None:
+        return report
+    last_load, loaded = None, 0
+    if ingest.manifest_path(settings).exists():
+        # New is what no published run has taken in: this run's ingest (every attempt of it) and that of a run
+        # that failed its checks, whose rows this run will publish; so a failed low-volume run fails again.
+        last_load, loaded = db.fetch(
+            con,
+            "select max(ingested_at) filter (where loaded > 0),"
+            " coalesce(sum(loaded) filter (where not list_contains($published::varchar[], batch_id)), 0)"
+            " from read_parquet($p)",
+            {"p": str(ingest.manifest_path(settings)), "published": published_batches(con)},
+        )[0]
+    if fresh.max_staleness is not None:
+        limit_us = parse_duration_us(fresh.max_staleness) or 0
+        setting = f"quality.freshness.max_staleness is {fresh.max_staleness}"
+        if loaded:
+            _outcome(report, "freshness", setting, fresh.on_fail, True, f"{loaded} new events to publish")
+        elif last_load is None:
+            _outcome(report, "freshness", setting, fresh.on_fail, False, "no ingest has ever loaded an event")
+        else:
+            age_us = (as_of.astimezone(UTC).replace(tzinfo=None) - last_load) / timedelta(microseconds=1)
+            detail = f"nothing new for {_days(age_us)} (last rows loaded at {last_load:%Y-%m-%d %H:%M} UTC)"
+            _outcome(report, "freshness", setting, fresh.on_fail, age_us <= limit_us, detail)
+    if volume.min_ratio is not None and loaded:
+        setting = f"quality.volume.min_ratio is {volume.min_ratio}"
+        previous = db.fetch(
+            con, "select batch_id, rows_loaded from runs where rows_loaded > 0 order by published_at desc limit 1"
+        )
+        if not previous:
+            report.checks.append(f"volume: skipped, no earlier published run loaded events ({loaded} new now)")
+        else:
+            prev_batch, prev_loaded = previous[0]
+            ratio = loaded / prev_loaded
+            detail = f"{loaded} new events, {ratio:.0%} of the {prev_loaded} loaded by run {prev_batch}"
+            _outcome(report, "volume", setting, volume.on_fail, ratio >= volume.min_ratio, detail)
+    return report
 
 
 LIMIT_TRAP_MIN = 10
@@ -354,6 +463,9 @@ def write_quality_report(report: QualityReport, path: Path) -> Path:
     lines = ["# Data quality", "", f"Result: {'PASSED' if report.success else 'FAILED'}", ""]
     lines += [f"- suite `{s}`: {n} batch(es)" for s, n in sorted(report.suites.items())]
     lines += ["", f"Expectations evaluated: {report.expectations_run}", ""]
+    days = report.event_dates
+    span = f" on {len(days)} day(s), {days[0]} .. {days[-1]}" if days else ""
+    lines += [f"Canonical events checked: {report.events_checked} new row(s){span}", ""]
     if report.failures:
         lines += ["## Failures", ""]
         lines += ["| suite | batch | expectation | column | unexpected | sample |", "|---|---|---|---|---|---|"]
@@ -363,6 +475,8 @@ def write_quality_report(report: QualityReport, path: Path) -> Path:
                 f"| {_md(', '.join(f.sample[:5]))} |"
             )
         lines.append("")
+    if report.checks:
+        lines += ["## Freshness and volume", ""] + [f"- {_md(c)}" for c in report.checks] + [""]
     if report.warnings:
         lines += ["## Warnings", ""] + [f"- {_md(w)}" for w in report.warnings] + [""]
     if report.files:

@@ -163,6 +163,7 @@ def test_missing_config_file_is_a_config_error(tmp_path):
         ("journey_timeout", "journey_timeout: -30d\n"),
         ("dropout_timeout", "dropout_timeout: soon\n"),
         ("quality.max_future", "quality: {max_future: 1 day}\n"),
+        ("quality.freshness.max_staleness", "quality: {freshness: {max_staleness: 2 days}}\n"),
         ("stage_models[0].conversion_window", "stage_models: [{path: generic_lifecycle, conversion_window: 7 days}]\n"),
     ],
 )
@@ -180,6 +181,21 @@ def test_valid_durations_load(tmp_path):
     )
     s = load_settings(p)
     assert (s.session_timeout, s.journey_timeout, s.dropout_timeout) == ("30m", "30d", "2w")
+
+
+def test_freshness_and_volume_checks_are_off_unless_configured(tmp_path):
+    assert load_settings(write_config(tmp_path, "data_root: data\n")).quality.freshness.max_staleness is None
+    q = load_settings(
+        write_config(tmp_path, "quality: {freshness: {max_staleness: 2d}, volume: {min_ratio: 0.5, on_fail: warn}}\n")
+    ).quality
+    assert (q.freshness.max_staleness, q.freshness.on_fail, q.volume.min_ratio, q.volume.on_fail) == (
+        "2d",
+        "fail",
+        0.5,
+        "warn",
+    )
+    msg = config_error(write_config(tmp_path, "quality: {volume: {min_ratio: 0.5, on_fail: ignore}}\n"))
+    assert msg.startswith(f"{tmp_path / 'journeys.yaml'}: quality.volume.on_fail: "), msg
 
 
 def test_zero_timeout_is_rejected(tmp_path):

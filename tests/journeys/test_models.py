@@ -143,6 +143,7 @@ def test_published_and_kept_tables_come_from_headers(catalog):
         "stage_rule_conditions",
         "stage_touchpoint_owners",
         "stage_funnel_modes",
+        "runs",
     }
     assert all(m.grain for m in catalog.published())
 

@@ -49,10 +49,10 @@ def test_a_run_killed_between_two_marts_leaves_the_previous_set_whole(settings, 
     publish.publish_marts(con, settings, _marts(con, 1), "20261101T000000-aaaaaaaa")
     real_copy = publish._copy_parquet
 
-    def dies_after_the_first(con_, table, order, final):
+    def dies_after_the_first(con_, table, order, final, metadata=None):
         if table == "b":
             raise KeyboardInterrupt("killed between two marts")
-        return real_copy(con_, table, order, final)
+        return real_copy(con_, table, order, final, metadata)
 
     monkeypatch.setattr(publish, "_copy_parquet", dies_after_the_first)
     with pytest.raises(KeyboardInterrupt, match="killed between two marts"):

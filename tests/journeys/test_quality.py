@@ -9,7 +9,13 @@ import pytest
 
 from journeys.config import MappedField, QualityConfig, Settings, SourceConfig
 from journeys.ingest import ingest_sources
-from journeys.quality import QualityReport, share_exceeded, validate_landing, write_quality_report
+from journeys.quality import (
+    QualityReport,
+    share_exceeded,
+    unchecked_event_files,
+    validate_landing,
+    write_quality_report,
+)
 
 AS_OF = datetime(2026, 3, 1)
 HEADER = "hit_id,hit_time,platform,action,page\n"
@@ -172,3 +178,21 @@ def test_markdown_report_has_failures_warnings_and_shares(tmp_path, settings):
     assert "## Warnings" in text and "x\\|y" in text  # table-breaking characters are escaped
     assert "| web | web/bad.csv | b2 | 10 | 4 | 40.00% | **no** |" in text
     assert not list((tmp_path / "reports").glob("*.tmp"))
+
+
+def test_unchecked_event_files_are_those_of_batches_no_published_run_checked(tmp_path, settings):
+    s = settings(tmp_path)
+    names = {
+        "2026-01-01": ["20261101T000000-aaaa-0.parquet", "20261101T000000-aaaa-1-2.parquet", "adhoc-3.parquet"],
+        "2026-01-02": ["20261102T000000-bbbb-0.parquet", "20261101T000000-aaaa-5.parquet"],
+    }
+    for day, files in names.items():
+        (s.events_dir / f"event_date={day}").mkdir(parents=True)
+        for f in files:
+            (s.events_dir / f"event_date={day}" / f).write_bytes(b"")
+    got = unchecked_event_files(s, ["20261101T000000-aaaa", "adhoc-3"])
+    assert [(p.parent.name, p.name) for p in got] == [
+        ("event_date=2026-01-01", "adhoc-3.parquet"),  # batch "adhoc", not "adhoc-3"
+        ("event_date=2026-01-02", "20261102T000000-bbbb-0.parquet"),
+    ]
+    assert len(unchecked_event_files(s, [])) == 5

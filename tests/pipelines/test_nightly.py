@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import hashlib
 import shutil
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import duckdb
 import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from prefect.testing.utilities import prefect_test_harness
 
-from journeys import models, stages
-from journeys.config import DEFAULT_CHANNELS, load_settings
+from journeys import build, models, publish, stages
+from journeys.config import load_settings
 from journeys.generate import GenerateSpec, generate_sample
+from pipelines import artifacts, cli
 from pipelines import nightly as nightly_module
 from pipelines.nightly import nightly
 
@@ -42,7 +45,20 @@ def run(harness, tmp_path_factory):
 
 
 def marts_digest(settings) -> dict[str, str]:
-    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(settings.marts_dir.glob("*/*.parquet"))}
+    """Each mart's rows in order and its schema, without the key-value metadata that names the run."""
+    out = {}
+    for p in sorted(settings.marts_dir.glob("*/*.parquet")):
+        table = pq.read_table(p).replace_schema_metadata(None)
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, table.schema) as writer:
+            writer.write_table(table)
+        out[p.name] = hashlib.sha256(sink.getvalue().to_pybytes()).hexdigest()
+    return out
+
+
+def runs(settings) -> list[dict]:
+    with duckdb.connect(str(settings.warehouse_path), read_only=True) as con:
+        return con.sql("select * from runs order by published_at").to_arrow_table().to_pylist()
 
 
 def truth_funnel(truth: pl.DataFrame, as_of, n_stages: int = 5, timeout=timedelta(days=30)) -> list[dict]:
@@ -85,6 +101,9 @@ def test_every_row_is_accounted_for(run):
     _, gen, result, _ = run
     ing = result["ingest"]
     assert ing["read"] == ing["loaded"] + ing["quarantined"] + ing["duplicates"]
+    # The first run's quality step checks exactly the rows it loaded, on the dates ingest touched.
+    assert result["quality"]["events_checked"] == ing["loaded"]
+    assert result["quality"]["event_dates"] == ing["affected_dates"]
     assert ing["loaded"] == gen.n_true_events
     assert ing["duplicates"] == gen.n_duplicates
     assert ing["quarantined"] == gen.n_malformed
@@ -173,6 +192,25 @@ def test_outputs_are_published(run):
     assert comments and all(c for (c,) in comments)
 
 
+def test_every_mart_and_the_runs_table_say_which_run_published_them(run):
+    _, _, result, settings = run
+    last = runs(settings)[-1]
+    assert last["batch_id"] == result["batch_id"]
+    assert last["as_of"] == SPEC.as_of.replace(tzinfo=None)
+    assert last["rows_loaded"] == result["ingest"]["loaded"] and last["quality"] == "passed"
+    assert last["flow_run_id"] and last["quality_report"] == result["quality"]["report"]
+    want = {
+        b"journeys.batch_id": result["batch_id"].encode(),
+        b"journeys.as_of": SPEC.as_of.isoformat().encode(),
+        b"journeys.published_at": (last["published_at"].isoformat() + "+00:00").encode(),
+    }
+    marts = [publish.mart_path(settings, m.name) for m in models.load_catalog().published()]
+    assert marts
+    for path in marts:
+        meta = pq.read_metadata(path).metadata
+        assert {k: meta.get(k) for k in want} == want, path.name
+
+
 def test_no_raw_pii_reaches_lake_marts_or_warehouse(run):
     root, _, _, settings = run
     persons = pl.read_parquet(root / "truth" / "persons.parquet")
@@ -193,10 +231,17 @@ def test_no_raw_pii_reaches_lake_marts_or_warehouse(run):
 
 def test_rerun_changes_nothing(run):
     root, _, _, settings = run
-    before = marts_digest(settings)
+    before, history = marts_digest(settings), runs(settings)
     result = nightly(config_path=CONFIG, as_of=SPEC.as_of, data_root=str(root))
     assert result["ingest"]["loaded"] == 0
     assert marts_digest(settings) == before
+    # The history is carried into the new warehouse file and grows by this run.
+    assert runs(settings)[:-1] == history
+    assert runs(settings)[-1]["batch_id"] == result["batch_id"]
+    assert runs(settings)[-1]["rows_loaded"] == 0
+    # Nothing new arrived: no event batch is validated (the lake's rows were checked when they arrived).
+    assert result["quality"]["events_checked"] == 0
+    assert "canonical_events" not in result["quality"]["suites"]
 
 
 def test_identity_state_lives_in_state_not_in_the_published_marts(run, tmp_path):
@@ -216,19 +261,139 @@ def test_identity_state_lives_in_state_not_in_the_published_marts(run, tmp_path)
 
 def test_failing_quality_suite_keeps_previous_marts(run, tmp_path):
     root, _, _, settings = run
-    before = marts_digest(settings)
+    before, history = marts_digest(settings), runs(settings)
     warehouse_before = settings.warehouse_path.stat().st_mtime_ns
+    # A stricter quarantine limit, below the largest quarantined share of a landing file, fails the run: the
+    # per-file limit holds every file still in landing, not only new ones. (Lake events are not checked again
+    # after a config change: each row is checked once, by the run that publishes it.)
+    with duckdb.connect() as con:
+        worst = con.sql(
+            "select max(quarantined / \"read\") from read_parquet($p) where quarantined > 1",
+            params={"p": str(settings.state_dir / "ingest_manifest.parquet")},
+        ).fetchall()[0][0]
+    assert worst
     strict = tmp_path / "strict.yaml"
-    # 'ads' only comes from the cdp source's channel column, so the config itself still loads; the lake
-    # already holds ads events (nothing new is ingested, so the per-file channel check has nothing to read).
-    known = [c for c in DEFAULT_CHANNELS if c != "ads"]
-    text = Path(CONFIG).read_text() + f"\nchannels: [{', '.join(known)}]\n"
-    strict.write_text(text)
-    with pytest.raises(Exception, match="expect_column_values_to_be_in_set"):
+    strict.write_text(Path(CONFIG).read_text() + f"\nquality: {{max_quarantine_share: {worst / 2}}}\n")
+    with pytest.raises(Exception, match="max_quarantine_share"):
         nightly(config_path=str(strict), as_of=SPEC.as_of, data_root=str(root))
     assert marts_digest(settings) == before
     assert settings.warehouse_path.stat().st_mtime_ns == warehouse_before
     assert not list(settings.warehouse_path.parent.glob(".build-*"))
+    assert runs(settings) == history
+    assert pq.read_table(build.runs_state_path(settings)).num_rows == len(history)
+
+
+WEB_HEADER = (
+    "hit_id,hit_time,platform,action,page_type,page_url,client_id,device_id,login_email,customer_no,order_value\n"
+)
+
+
+def web_rows(prefix: str, times: list[str]) -> str:
+    """Web landing rows (Berlin time) of one new cookie, one per time; 'bad' gives an unparseable time."""
+    return "".join(
+        f"{prefix}{i},{'2026-13-45 25:61:00' if t == 'bad' else t},desktop,pageview,home,/,ck-{prefix},,,,\n"
+        for i, t in enumerate(times)
+    )
+
+
+def test_lake_events_are_checked_once_by_the_run_that_publishes_them(run):
+    root, _, _, settings = run
+    web = root / "landing" / "web"
+    history = runs(settings)
+
+    # A file with half its rows quarantined fails the run, but its good rows are in the lake already.
+    bad = web / "web_ops_bad.csv"
+    bad.write_text(WEB_HEADER + web_rows("hx", ["2026-10-10 12:00:00", "2026-10-12 12:00:00", "bad", "bad"]))
+    with pytest.raises(Exception, match="max_quarantine_share"):
+        nightly(config_path=CONFIG, as_of=SPEC.as_of, data_root=str(root))
+    assert runs(settings) == history
+
+    # Removing the file is the recovery; the next run, with nothing new, checks the failed run's rows.
+    bad.unlink()
+    result = nightly(config_path=CONFIG, as_of=SPEC.as_of, data_root=str(root))
+    assert result["ingest"]["loaded"] == 0
+    assert result["quality"]["events_checked"] == 2
+    assert result["quality"]["event_dates"] == ["2026-10-10", "2026-10-12"]
+
+    # One new file: only its rows, on its dates.
+    (web / "web_ops_new.csv").write_text(WEB_HEADER + web_rows("hy", ["2026-10-20 09:00:00", "2026-10-20 10:00:00"]))
+    result = nightly(config_path=CONFIG, as_of=SPEC.as_of, data_root=str(root))
+    assert result["ingest"]["loaded"] == 2
+    assert result["quality"]["events_checked"] == 2
+    assert result["quality"]["event_dates"] == result["ingest"]["affected_dates"] == ["2026-10-20"]
+    assert len(runs(settings)) == len(history) + 2
+
+
+def test_analysts_views_and_tables_survive_the_nightly_publication(run, tmp_path, capfd):
+    root, _, _, settings = run
+    analysts = tmp_path / "analysts.duckdb"
+    base = ["--config", CONFIG, "analyst-db", "--data-root", str(root), "--path", str(analysts)]
+    assert cli.main([*base]) == 0
+    assert f"ATTACH '{settings.warehouse_path}' AS warehouse (READ_ONLY);" in capfd.readouterr().out
+    view = "create view my_runs as select count(*) as n, arg_max(batch_id, published_at) as last from warehouse.runs"
+    assert cli.main([*base, "--sql", view, "--sql", "create table my_notes as select 'keep me' as note"]) == 0
+    with publish.open_analyst_db(analysts, settings.warehouse_path) as con:
+        before = con.sql("select n from my_runs").fetchall()[0][0]
+        with pytest.raises(duckdb.Error, match="read-only"):
+            con.execute("create table warehouse.mine (a int)")
+
+    # The next night replaces the warehouse file; the analysts' file is not touched and its view reads the new one.
+    result = nightly(config_path=CONFIG, as_of=SPEC.as_of, data_root=str(root))
+    assert cli.main([*base, "--sql", "select note from my_notes"]) == 0
+    assert "keep me" in capfd.readouterr().out
+    with publish.open_analyst_db(analysts, settings.warehouse_path) as con:
+        assert con.sql("select n, last from my_runs").fetchall() == [(before + 1, result["batch_id"])]
+
+
+def ops_config(tmp_path: Path, freshness: str, volume: str) -> str:
+    path = tmp_path / f"ops-{freshness}-{volume}.yaml"
+    checks = [
+        "quality:",
+        "  freshness: {max_staleness: 2d, on_fail: " + freshness + "}",
+        "  volume: {min_ratio: 0.9, on_fail: " + volume + "}",
+    ]
+    path.write_text(Path(CONFIG).read_text() + "\n" + "\n".join(checks) + "\n")
+    return str(path)
+
+
+def test_volume_and_freshness_checks_fail_or_warn_as_configured(run, tmp_path):
+    root, _, _, settings = run
+    history = runs(settings)
+    previous = [r for r in history if r["rows_loaded"]][-1]["rows_loaded"]
+    assert previous >= 2  # so that one new event is below 0.9 of it
+
+    # Volume: one new event against the last delivery fails the run, naming the numbers and the setting.
+    (root / "landing" / "web" / "web_ops_small.csv").write_text(WEB_HEADER + web_rows("hz", ["2026-10-21 09:00:00"]))
+    with pytest.raises(Exception, match=r"\[volume\] volume: 1 new events, .* quality.volume.min_ratio is 0.9"):
+        nightly(config_path=ops_config(tmp_path, "fail", "fail"), as_of=SPEC.as_of, data_root=str(root))
+    assert runs(settings) == history
+    report = sorted((root / "reports").glob("quality-*.md"), key=lambda p: p.stat().st_mtime)[-1].read_text()
+    assert "## Freshness and volume" in report and "volume: FAILED, 1 new events" in report
+
+    # With on_fail: warn the next run publishes that event (it is still new: no published run took it in).
+    result = nightly(config_path=ops_config(tmp_path, "fail", "warn"), as_of=SPEC.as_of, data_root=str(root))
+    assert result["ingest"]["loaded"] == 0
+    assert [w.split(",")[0] for w in result["quality"]["warnings"]] == ["volume: 1 new events"]
+    assert "freshness: ok, 1 new events to publish" in result["quality"]["checks"]
+    last = runs(settings)[-1]
+    assert (last["batch_id"], last["quality"]) == (result["batch_id"], "warned")
+    assert last["quality_warnings"] == result["quality"]["warnings"]
+    summary = artifacts.run_summary_markdown(
+        batch_id=result["batch_id"], as_of=SPEC.as_of, ingest=result["ingest"], identity=result["identity"],
+        quality=result["quality"], model=None, mode=None, funnel=[], dropout=[], warehouse="w",
+    )
+    assert "passed with warnings" in summary and "- **warning**: volume: 1 new events" in summary
+
+    # Freshness: nothing new, and the newest load is ~3 days before the run's as_of.
+    later = datetime.now(UTC) + timedelta(days=3)
+    with pytest.raises(Exception, match=r"\[freshness\] freshness: nothing new for 3\.0 days"):
+        nightly(config_path=ops_config(tmp_path, "fail", "fail"), as_of=later, data_root=str(root))
+    result = nightly(config_path=ops_config(tmp_path, "warn", "fail"), as_of=later, data_root=str(root))
+    assert [w.split(" (")[0] for w in result["quality"]["warnings"]] == ["freshness: nothing new for 3.0 days"]
+    assert runs(settings)[-1]["quality"] == "warned"
+    # Within the limit the check passes and says so.
+    result = nightly(config_path=ops_config(tmp_path, "fail", "fail"), as_of=datetime.now(UTC), data_root=str(root))
+    assert result["quality"]["warnings"] == [] and result["quality"]["checks"][0].startswith("freshness: ok")
 
 
 NEW_MART = """-- model: channel_days

@@ -33,6 +33,7 @@ from prefect.client.schemas.filters import (
 )
 from prefect.settings import PREFECT_API_URL, PREFECT_LOGGING_TO_API_ENABLED, temporary_settings
 
+from journeys import build
 from journeys.config import load_settings
 from journeys.generate import GenerateSpec, generate_sample
 from pipelines import artifacts
@@ -207,9 +208,8 @@ def _ingest_attempts(root: Path, batch_id: str) -> tuple[str, int]:
 
     @flow(name="ingest-retry-check")
     def ingest_only() -> tuple[bool, str, str]:
-        state = ingest_task.with_options(retry_delay_seconds=0)(
-            CONFIG, str(root), datetime.now(UTC), batch_id, return_state=True
-        )
+        context = build.run_context(load_settings(CONFIG, data_root=root), datetime.now(UTC), batch_id)
+        state = ingest_task.with_options(retry_delay_seconds=0)(context, return_state=True)
         return state.is_failed(), str(state.message), str(state.state_details.task_run_id)
 
     failed, message, task_run_id = ingest_only()
