@@ -33,6 +33,7 @@ demo: $(STAMP)
 
 test: $(STAMP) browser
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/sqlfluff lint src/journeys/sql
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -q
@@ -40,6 +41,7 @@ test: $(STAMP) browser
 # The inner loop: lint and every test not marked slow (end-to-end flows, crash and wheel tests), under 2 min.
 test-fast: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest -q -x -m "not slow"
 
 lint: $(STAMP)

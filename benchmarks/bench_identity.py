@@ -161,9 +161,7 @@ def _instrument(timings: dict[str, float]) -> None:
     db.execute = timed
 
 
-def resolve(
-    events: int, persons: int, memory_limit: str, threads: int, score: bool, rerun: bool
-) -> dict[str, Any]:
+def resolve(events: int, persons: int, memory_limit: str, threads: int, score: bool, rerun: bool) -> dict[str, Any]:
     from journeys import db
     from journeys.config import IdentityConfig, Settings
     from journeys.identity import resolve_identities, score_identity
@@ -195,16 +193,14 @@ def resolve(
             "memory_limit": memory_limit,
             "threads": threads,
             "cpus": os.cpu_count(),
-            "slowest_steps_s": {
-                k: round(v, 1) for k, v in sorted(timings.items(), key=lambda kv: -kv[1])[:8]
-            },
+            "slowest_steps_s": {k: round(v, 1) for k, v in sorted(timings.items(), key=lambda kv: -kv[1])[:8]},
         }
         if score:
             truth = OUT / f"truth_{events}_{persons}.parquet"
             if not truth.exists():
-                con.sql(
-                    "select event_id, person_id from read_parquet($p)", params={"p": str(src)}
-                ).write_parquet(str(truth))
+                con.sql("select event_id, person_id from read_parquet($p)", params={"p": str(src)}).write_parquet(
+                    str(truth)
+                )
             s = score_identity(con, str(truth))
             result["score"] = {k: (round(v, 5) if isinstance(v, float) else v) for k, v in s.items()}
         if rerun:
@@ -212,9 +208,7 @@ def resolve(
             # customers they had fused split, and every other key must be kept.
             previous = work / "identity_map_1.parquet"
             con.table("identity_map").write_parquet(str(previous))
-            stricter = Settings(
-                identity=IdentityConfig(blocked_patterns=[*IdentityConfig().blocked_patterns, "^hh"])
-            )
+            stricter = Settings(identity=IdentityConfig(blocked_patterns=[*IdentityConfig().blocked_patterns, "^hh"]))
             t0 = time.perf_counter()
             report2 = resolve_identities(con, stricter, run_at=RUN_AT, previous_identity_map=str(previous))
             result["rerun"] = {
@@ -256,8 +250,15 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if not events_file(args.events, args.persons).exists():
         t0 = time.perf_counter()
-        cmd = [sys.executable, __file__, "--generate-only", "--events", str(args.events),
-               "--persons", str(args.persons)]
+        cmd = [
+            sys.executable,
+            __file__,
+            "--generate-only",
+            "--events",
+            str(args.events),
+            "--persons",
+            str(args.persons),
+        ]
         subprocess.run(cmd, check=True)
         print(f"generated {args.events} events in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
     result = resolve(args.events, args.persons, args.memory_limit, args.threads, args.score, args.rerun)

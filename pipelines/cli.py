@@ -478,9 +478,9 @@ def build_parser() -> argparse.ArgumentParser:
         "query",
         parents=[config],
         help="run SQL against the warehouse (read-only), e.g. "
-        "`journeys query \"select * from stage_funnel order by all\" --format csv --out funnel.csv`",
+        '`journeys query "select * from stage_funnel order by all" --format csv --out funnel.csv`',
     )
-    q.add_argument("sql", help="one SQL statement, e.g. \"select * from stage_funnel order by all\"")
+    q.add_argument("sql", help='one SQL statement, e.g. "select * from stage_funnel order by all"')
     q.add_argument("--warehouse", help="path of journeys.duckdb (default: from the config)")
     q.add_argument("--max-rows", type=int, default=40, help="rows shown by --format table (default: 40)")
     q.add_argument(

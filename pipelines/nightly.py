@@ -154,9 +154,7 @@ def flow_run_id() -> str | None:
 
 
 @task(name="publish", cache_policy=NO_CACHE)
-def publish_task(
-    context: RunContext, working: str, ingest: dict[str, Any], checks: dict[str, Any]
-) -> dict[str, str]:
+def publish_task(context: RunContext, working: str, ingest: dict[str, Any], checks: dict[str, Any]) -> dict[str, str]:
     """Identity state, the marts as one set, the run history, then the working file becomes the warehouse."""
     settings = context.settings
     published_at = datetime.now(UTC)
@@ -216,8 +214,12 @@ def report_task(context: RunContext) -> dict[str, Any]:
     get_run_logger().info(
         "report: %s (%.1f MB, %d charts, %.1f s)", result.path, result.size_bytes / 1e6, result.charts, result.seconds
     )
-    return {"path": str(result.path), "latest": str(result.latest), "bytes": result.size_bytes,
-            "seconds": round(result.seconds, 2)}
+    return {
+        "path": str(result.path),
+        "latest": str(result.latest),
+        "bytes": result.size_bytes,
+        "seconds": round(result.seconds, 2),
+    }
 
 
 @flow(name="journeys-nightly", log_prints=True, on_failure=[artifacts.record_failed_run])

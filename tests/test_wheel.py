@@ -76,8 +76,14 @@ def test_flow_runs_from_the_installed_wheel(wheel, tmp_path):
     config = work / "journeys.yaml"
     config.write_text((REPO / "journeys.yaml").read_text().replace("data_root: data/demo", "data_root: root"))
     journeys = str(venv / "bin" / "journeys")
-    subprocess.run([journeys, "generate", "--events", "1500", "--data-root", "root"], cwd=work, env=env, check=True,
-                   capture_output=True, timeout=300)
+    subprocess.run(
+        [journeys, "generate", "--events", "1500", "--data-root", "root"],
+        cwd=work,
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
     run = subprocess.run(
         [journeys, "--config", str(config), "run", "--as-of", "2026-11-01T00:00:00"],
         cwd=work,

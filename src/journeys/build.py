@@ -37,7 +37,6 @@ class RunContext:
     params: Mapping[str, Any] = field(default_factory=dict)
     keep_scratch: bool = False  # keep procedures' temp tables (to inspect or test them); never in a run
 
-
     @property
     def audit_history(self) -> dict[str, Path]:
         """Where the rows of earlier runs of each audit table are kept."""

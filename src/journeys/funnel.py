@@ -82,6 +82,7 @@ create or replace temp table int_funnel_exclusion_events (
 )
 """
 
+
 @dataclass(frozen=True)
 class Exclusion:
     """Events of `event_types` strictly between the chain's stage `between[0]` and stage `between[1]`

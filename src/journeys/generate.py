@@ -95,30 +95,120 @@ _K_NEED = np.array([k[6] for k in _KINDS], dtype=np.int8)
 # Event categories: 1..5 stage events, 6 noise, 7 cookie anchors (logged-in account page view).
 _CATEGORY_KINDS = {
     1: ({"ad_impression": 0.5, "ad_click": 0.3, "social": 0.2}, "ad_impression"),
-    2: ({"product_view": 0.45, "add_to_cart": 0.15, "email_click": 0.15, "chat": 0.1, "call_product": 0.15},
-        "product_view"),
+    2: (
+        {"product_view": 0.45, "add_to_cart": 0.15, "email_click": 0.15, "chat": 0.1, "call_product": 0.15},
+        "product_view",
+    ),
     3: ({"web_order": 0.6, "pos_sale": 0.4}, "web_order"),
-    4: ({"delivery": 0.3, "ticket_opened": 0.2, "ticket_closed": 0.1, "survey": 0.15, "call_billing": 0.1,
-         "call_delivery": 0.08, "call_complaint": 0.07}, "delivery"),
+    4: (
+        {
+            "delivery": 0.3,
+            "ticket_opened": 0.2,
+            "ticket_closed": 0.1,
+            "survey": 0.15,
+            "call_billing": 0.1,
+            "call_delivery": 0.08,
+            "call_complaint": 0.07,
+        },
+        "delivery",
+    ),
     5: ({"web_renewal": 0.45, "pos_renewal": 0.25, "call_renewal": 0.3}, "web_renewal"),
-    6: ({"view_home": 0.35, "view_account": 0.1, "view_cart": 0.1, "view_checkout": 0.05, "email_sent": 0.25,
-         "email_open": 0.13, "email_unsub": 0.02}, "view_home"),
+    6: (
+        {
+            "view_home": 0.35,
+            "view_account": 0.1,
+            "view_cart": 0.1,
+            "view_checkout": 0.05,
+            "email_sent": 0.25,
+            "email_open": 0.13,
+            "email_unsub": 0.02,
+        },
+        "view_home",
+    ),
     7: ({"view_account": 1.0}, "view_account"),
 }
 
-_FIRST = ["ann", "ben", "carla", "dev", "emma", "finn", "grace", "hugo", "ines", "jon", "kira", "liam",
-          "mia", "noah", "olga", "paul", "quinn", "rosa", "sam", "tara", "umar", "vera", "will", "yara", "zoe"]
-_LAST = ["smith", "jones", "miller", "garcia", "chen", "kumar", "novak", "schmidt", "rossi", "dubois",
-         "okafor", "silva", "kim", "nguyen", "larsen", "murphy", "weber", "lopez", "khan", "berg"]
+_FIRST = [
+    "ann",
+    "ben",
+    "carla",
+    "dev",
+    "emma",
+    "finn",
+    "grace",
+    "hugo",
+    "ines",
+    "jon",
+    "kira",
+    "liam",
+    "mia",
+    "noah",
+    "olga",
+    "paul",
+    "quinn",
+    "rosa",
+    "sam",
+    "tara",
+    "umar",
+    "vera",
+    "will",
+    "yara",
+    "zoe",
+]
+_LAST = [
+    "smith",
+    "jones",
+    "miller",
+    "garcia",
+    "chen",
+    "kumar",
+    "novak",
+    "schmidt",
+    "rossi",
+    "dubois",
+    "okafor",
+    "silva",
+    "kim",
+    "nguyen",
+    "larsen",
+    "murphy",
+    "weber",
+    "lopez",
+    "khan",
+    "berg",
+]
 _DOMAINS = ["example.com", "example.org", "example.net", "mail.example.com"]
-_AREA_CODES = ["212", "312", "415", "617", "202", "303", "404", "512",
-               "646", "718", "206", "305", "702", "213", "720", "503"]
-_CAMPAIGNS = ["welcome", "spring_sale", "summer_sale", "back_to_school", "autumn_deals", "loyalty_news",
-              "renewal_reminder", "product_launch"]
+_AREA_CODES = [
+    "212",
+    "312",
+    "415",
+    "617",
+    "202",
+    "303",
+    "404",
+    "512",
+    "646",
+    "718",
+    "206",
+    "305",
+    "702",
+    "213",
+    "720",
+    "503",
+]
+_CAMPAIGNS = [
+    "welcome",
+    "spring_sale",
+    "summer_sale",
+    "back_to_school",
+    "autumn_deals",
+    "loyalty_news",
+    "renewal_reminder",
+    "product_launch",
+]
 _TOPICS = ["order", "billing", "delivery", "account", "product"]
 _PLACEMENTS = ["search", "display", "video", "feed", "stories"]
-_CDP_OFFSETS = [("+00:00", 0), ("+01:00", 60), ("+02:00", 120), ("-04:00", -240), ("-05:00", -300),
-                ("+05:30", 330)]
+_CDP_OFFSETS = [("+00:00", 0), ("+01:00", 60), ("+02:00", 120), ("-04:00", -240), ("-05:00", -300), ("+05:30", 330)]
 
 # Malformed-row kinds per source; all are extra rows, never a damaged true event.
 _MALFORMED_KINDS = {
@@ -131,12 +221,29 @@ _MALFORMED_KINDS = {
 }
 _NUMERIC_COL = {"web": "order_value", "calls": "csat", "support": "nps"}
 _NON_NUMERIC = {"web": "twelve", "calls": "great", "support": "ten"}
-_TS_COL = {"web": "hit_time", "email": "ts", "calls": "started", "pos": "sold_at", "support": "created_at",
-           "cdp": "timestamp"}
-_ID_COL = {"web": "hit_id", "email": "id", "calls": "call_id", "pos": "receipt_id", "support": "record_id",
-           "cdp": "message_id"}
-_BAD_TS = {"web": "2026-13-45 25:61:00", "email": "2026-13-45T25:61:00Z", "calls": "2026-13-45T25:61:00",
-           "support": "2026-13-45T25:61:00", "cdp": "2026-13-45T25:61:00+02:00"}
+_TS_COL = {
+    "web": "hit_time",
+    "email": "ts",
+    "calls": "started",
+    "pos": "sold_at",
+    "support": "created_at",
+    "cdp": "timestamp",
+}
+_ID_COL = {
+    "web": "hit_id",
+    "email": "id",
+    "calls": "call_id",
+    "pos": "receipt_id",
+    "support": "record_id",
+    "cdp": "message_id",
+}
+_BAD_TS = {
+    "web": "2026-13-45 25:61:00",
+    "email": "2026-13-45T25:61:00Z",
+    "calls": "2026-13-45T25:61:00",
+    "support": "2026-13-45T25:61:00",
+    "cdp": "2026-13-45T25:61:00+02:00",
+}
 _LOCAL_TZ = {"web": "Europe/Berlin", "calls": "America/New_York", "support": "Europe/London"}
 
 
@@ -220,8 +327,13 @@ def generate_sample(spec: GenerateSpec, data_root: Path) -> GenerateResult:
         for s in sinks.values():
             s.abort()
     return GenerateResult(
-        landing_dir=landing, truth_dir=truth, n_true_events=n_true, n_duplicates=n_dup, n_malformed=n_mal,
-        n_persons=n_persons, files=sorted(files),
+        landing_dir=landing,
+        truth_dir=truth,
+        n_true_events=n_true,
+        n_duplicates=n_dup,
+        n_malformed=n_mal,
+        n_persons=n_persons,
+        files=sorted(files),
     )
 
 
@@ -229,23 +341,48 @@ def generate_sample(spec: GenerateSpec, data_root: Path) -> GenerateResult:
 
 _TS = pa.timestamp("us", tz="UTC")
 _TRUTH_SCHEMAS = {
-    "events": pa.schema([
-        ("source", pa.string()), ("event_id", pa.string()), ("person_id", pa.string()),
-        ("household_id", pa.string()), ("true_stage", pa.int8()), ("journey_no", pa.int16()),
-        ("occurred_at", _TS), ("channel", pa.string()), ("event_type", pa.string()), ("is_late", pa.bool_()),
-    ]),
-    "persons": pa.schema([
-        ("person_id", pa.string()), ("household_id", pa.string()), ("customer_id", pa.string()),
-        ("email", pa.string()), ("phone", pa.string()), ("loyalty_id", pa.string()),
-        ("device_ids", pa.list_(pa.string())), ("cookie_ids", pa.list_(pa.string())),
-        ("shared_device_ids", pa.list_(pa.string())), ("is_store_shopper", pa.bool_()),
-        ("n_journeys", pa.int16()), ("in_progress", pa.bool_()),
-    ]),
+    "events": pa.schema(
+        [
+            ("source", pa.string()),
+            ("event_id", pa.string()),
+            ("person_id", pa.string()),
+            ("household_id", pa.string()),
+            ("true_stage", pa.int8()),
+            ("journey_no", pa.int16()),
+            ("occurred_at", _TS),
+            ("channel", pa.string()),
+            ("event_type", pa.string()),
+            ("is_late", pa.bool_()),
+        ]
+    ),
+    "persons": pa.schema(
+        [
+            ("person_id", pa.string()),
+            ("household_id", pa.string()),
+            ("customer_id", pa.string()),
+            ("email", pa.string()),
+            ("phone", pa.string()),
+            ("loyalty_id", pa.string()),
+            ("device_ids", pa.list_(pa.string())),
+            ("cookie_ids", pa.list_(pa.string())),
+            ("shared_device_ids", pa.list_(pa.string())),
+            ("is_store_shopper", pa.bool_()),
+            ("n_journeys", pa.int16()),
+            ("in_progress", pa.bool_()),
+        ]
+    ),
     "duplicates": pa.schema([("source", pa.string()), ("event_id", pa.string()), ("file", pa.string())]),
-    "malformed": pa.schema([
-        ("source", pa.string()), ("file", pa.string()), ("line", pa.int64()), ("row_index", pa.int64()),
-        ("kind", pa.string()), ("event_id", pa.string()), ("raw", pa.string()),
-    ]),
+    "malformed": pa.schema(
+        [
+            ("source", pa.string()),
+            ("file", pa.string()),
+            ("line", pa.int64()),
+            ("row_index", pa.int64()),
+            ("kind", pa.string()),
+            ("event_id", pa.string()),
+            ("raw", pa.string()),
+        ]
+    ),
 }
 
 
@@ -292,6 +429,7 @@ class _BatchOutput:
 
 # ------------------------------------------------------------------------------------------ helpers
 
+
 def _mix64(x: np.ndarray) -> np.ndarray:
     # splitmix64 finaliser: a bijection on uint64, so distinct numbers give distinct random-looking ids.
     z = x.astype(np.uint64) + np.uint64(0x9E3779B97F4A7C15)
@@ -325,9 +463,12 @@ def _month_label(m: int) -> str:
 def _messy_email(e: pl.Expr, variant: pl.Expr) -> pl.Expr:
     # Raw exports keep whatever case and padding the user typed; normalising is ingest's job.
     return (
-        pl.when(variant == 1).then(pl.concat_str([pl.lit("  "), e.str.to_titlecase(), pl.lit(" ")]))
-        .when(variant == 2).then(e.str.to_uppercase())
-        .when(variant == 3).then(pl.concat_str([pl.lit(" "), e]))
+        pl.when(variant == 1)
+        .then(pl.concat_str([pl.lit("  "), e.str.to_titlecase(), pl.lit(" ")]))
+        .when(variant == 2)
+        .then(e.str.to_uppercase())
+        .when(variant == 3)
+        .then(pl.concat_str([pl.lit(" "), e]))
         .otherwise(e)
     )
 
@@ -335,11 +476,16 @@ def _messy_email(e: pl.Expr, variant: pl.Expr) -> pl.Expr:
 def _raw_phone(a: pl.Expr, x: pl.Expr, n: pl.Expr, fmt: pl.Expr) -> pl.Expr:
     # All formats normalise to +1AAAXXXNNNN with default region 1.
     return (
-        pl.when(fmt == 0).then(pl.concat_str([pl.lit("+1 ("), a, pl.lit(") "), x, pl.lit("-"), n]))
-        .when(fmt == 1).then(pl.concat_str([a, pl.lit("."), x, pl.lit("."), n]))
-        .when(fmt == 2).then(pl.concat_str([pl.lit("1"), a, x, n]))
-        .when(fmt == 3).then(pl.concat_str([pl.lit("("), a, pl.lit(") "), x, pl.lit("-"), n]))
-        .when(fmt == 4).then(pl.concat_str([pl.lit("+1"), a, x, n]))
+        pl.when(fmt == 0)
+        .then(pl.concat_str([pl.lit("+1 ("), a, pl.lit(") "), x, pl.lit("-"), n]))
+        .when(fmt == 1)
+        .then(pl.concat_str([a, pl.lit("."), x, pl.lit("."), n]))
+        .when(fmt == 2)
+        .then(pl.concat_str([pl.lit("1"), a, x, n]))
+        .when(fmt == 3)
+        .then(pl.concat_str([pl.lit("("), a, pl.lit(") "), x, pl.lit("-"), n]))
+        .when(fmt == 4)
+        .then(pl.concat_str([pl.lit("+1"), a, x, n]))
         .otherwise(pl.concat_str([a, pl.lit("-"), x, pl.lit("-"), n]))
     )
 
@@ -359,6 +505,7 @@ def _ambiguous_local(t: np.ndarray, tz: str) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------------------------- batch
+
 
 class _Batch:
     """One batch of whole persons (households never straddle batches) with all their events."""
@@ -575,22 +722,28 @@ class _Batch:
         k = (gp // 10_000) % 640
         exch = (2 + k % 8) * 100 + 20 + (k // 8) % 80  # never N11, never 555
         area = (gp // 6_400_000) % len(_AREA_CODES)
-        return pl.DataFrame({
-            "person_id": _zfill(gp, 9, "P"),
-            "household_id": _zfill(self.p0 + self.hh_first, 9, "H"),
-            "customer_id": _zfill(gp + 1, 9, "C"),
-            "loyalty_id": _zfill(gp + 1, 10, "LY"),
-            "_f": _pick(_FIRST, fi),
-            "_l": _pick(_LAST, la),
-            "_n": _zfill(gp, 1, ""),
-            "_d": _pick(_DOMAINS, do),
-            "ph_a": _pick(_AREA_CODES, area),
-            "ph_x": _zfill(exch, 3, ""),
-            "ph_n": _zfill(line, 4, ""),
-        }).with_columns(
-            # The person number makes every address unique; names only make it look real.
-            email=pl.concat_str(["_f", pl.lit("."), "_l", "_n", pl.lit("@"), "_d"]),
-        ).drop("_f", "_l", "_n", "_d")
+        return (
+            pl.DataFrame(
+                {
+                    "person_id": _zfill(gp, 9, "P"),
+                    "household_id": _zfill(self.p0 + self.hh_first, 9, "H"),
+                    "customer_id": _zfill(gp + 1, 9, "C"),
+                    "loyalty_id": _zfill(gp + 1, 10, "LY"),
+                    "_f": _pick(_FIRST, fi),
+                    "_l": _pick(_LAST, la),
+                    "_n": _zfill(gp, 1, ""),
+                    "_d": _pick(_DOMAINS, do),
+                    "ph_a": _pick(_AREA_CODES, area),
+                    "ph_x": _zfill(exch, 3, ""),
+                    "ph_n": _zfill(line, 4, ""),
+                }
+            )
+            .with_columns(
+                # The person number makes every address unique; names only make it look real.
+                email=pl.concat_str(["_f", pl.lit("."), "_l", "_n", pl.lit("@"), "_d"]),
+            )
+            .drop("_f", "_l", "_n", "_d")
+        )
 
     # ----------------------------------------------------------------- writing
     def write(self, landing: Path) -> _BatchOutput:
@@ -621,21 +774,27 @@ class _Batch:
             mals.append(m)
         back = np.argsort(np.concatenate([i for i, _, _ in parts]), kind="stable")
         stage = pl.Series(self.stage.astype(np.int8))
-        truth = pl.DataFrame({
-            "source": pl.Series(list(SOURCES)).gather(self.src.astype(np.int64)),
-            "event_id": pl.concat([s for _, s, _ in parts]).gather(back),
-            "person_id": pf["person_id"].gather(self.person),
-            "household_id": pf["household_id"].gather(self.person),
-            "true_stage": stage.set(stage == 0, None),
-            "journey_no": pl.Series(self.jno[self.j]),
-            "occurred_at": _utc_series(self.t),
-            "channel": pl.concat([c for _, _, c in parts]).gather(back),
-            "event_type": pl.Series(_K_ETYPE, dtype=pl.String).gather(self.kind.astype(np.int64)),
-            "is_late": pl.Series(late),
-        })
+        truth = pl.DataFrame(
+            {
+                "source": pl.Series(list(SOURCES)).gather(self.src.astype(np.int64)),
+                "event_id": pl.concat([s for _, s, _ in parts]).gather(back),
+                "person_id": pf["person_id"].gather(self.person),
+                "household_id": pf["household_id"].gather(self.person),
+                "true_stage": stage.set(stage == 0, None),
+                "journey_no": pl.Series(self.jno[self.j]),
+                "occurred_at": _utc_series(self.t),
+                "channel": pl.concat([c for _, _, c in parts]).gather(back),
+                "event_type": pl.Series(_K_ETYPE, dtype=pl.String).gather(self.kind.astype(np.int64)),
+                "is_late": pl.Series(late),
+            }
+        )
         return _BatchOutput(
-            files=files, n_true=self.n, truth=truth.to_arrow(), persons=self._persons_table(pf, devices, cookies),
-            duplicates=pa.concat_tables(dups), malformed=pa.concat_tables(mals),
+            files=files,
+            n_true=self.n,
+            truth=truth.to_arrow(),
+            persons=self._persons_table(pf, devices, cookies),
+            duplicates=pa.concat_tables(dups),
+            malformed=pa.concat_tables(mals),
         )
 
     def _persons_table(self, pf: pl.DataFrame, devices: pl.Series, cookies: pl.Series) -> pa.Table:
@@ -644,23 +803,27 @@ class _Batch:
             return pa.ListArray.from_arrays(pa.array(offsets), values.to_arrow().cast(pa.string()))
 
         shared = self.dev_shared
-        return pa.table({
-            "person_id": pf["person_id"].to_arrow(),
-            "household_id": pf["household_id"].to_arrow(),
-            "customer_id": pf["customer_id"].set(pl.Series(~self.has_cid), None).to_arrow(),
-            "email": pf["email"].set(pl.Series(~self.has_email), None).to_arrow(),
-            "phone": pf.select(pl.concat_str([pl.lit("+1"), "ph_a", "ph_x", "ph_n"]))
-            .to_series().set(pl.Series(~self.has_phone), None).to_arrow(),
-            "loyalty_id": pf["loyalty_id"].set(pl.Series(~self.has_loyalty), None).to_arrow(),
-            "device_ids": lists(self.dev_count, devices),
-            "cookie_ids": lists(self.ck_count, cookies),
-            "shared_device_ids": lists(
-                np.bincount(self.dev_person[shared], minlength=self.P), devices.filter(pl.Series(shared))
-            ),
-            "is_store_shopper": pa.array(self.is_store),
-            "n_journeys": pa.array(self.nj.astype(np.int16)),
-            "in_progress": pa.array(self.in_progress),
-        })
+        return pa.table(
+            {
+                "person_id": pf["person_id"].to_arrow(),
+                "household_id": pf["household_id"].to_arrow(),
+                "customer_id": pf["customer_id"].set(pl.Series(~self.has_cid), None).to_arrow(),
+                "email": pf["email"].set(pl.Series(~self.has_email), None).to_arrow(),
+                "phone": pf.select(pl.concat_str([pl.lit("+1"), "ph_a", "ph_x", "ph_n"]))
+                .to_series()
+                .set(pl.Series(~self.has_phone), None)
+                .to_arrow(),
+                "loyalty_id": pf["loyalty_id"].set(pl.Series(~self.has_loyalty), None).to_arrow(),
+                "device_ids": lists(self.dev_count, devices),
+                "cookie_ids": lists(self.ck_count, cookies),
+                "shared_device_ids": lists(
+                    np.bincount(self.dev_person[shared], minlength=self.P), devices.filter(pl.Series(shared))
+                ),
+                "is_store_shopper": pa.array(self.is_store),
+                "n_journeys": pa.array(self.nj.astype(np.int16)),
+                "in_progress": pa.array(self.in_progress),
+            }
+        )
 
     # ----------------------------------------------------------------- per-source rows
     def _common(self, idx: np.ndarray, pf: pl.DataFrame) -> tuple[np.ndarray, pl.DataFrame]:
@@ -679,7 +842,8 @@ class _Batch:
         # Every anchor is a login; purchases need one; browsing is mostly anonymous.
         logged = (self.cat[idx] == 7) | buys | (u[:, 0] < 0.3)
         value = np.where(
-            k == _K["web_order"], rng.lognormal(np.log(60), 0.6, len(idx)),
+            k == _K["web_order"],
+            rng.lognormal(np.log(60), 0.6, len(idx)),
             np.where(k == _K["web_renewal"], rng.lognormal(np.log(120), 0.4, len(idx)), np.nan),
         ).round(2)
         sku = rng.integers(1, 5000, len(idx))
@@ -693,12 +857,14 @@ class _Batch:
             page_type=page_type,
             page_url=pl.when(page_type == "product")
             .then(pl.concat_str([pl.lit("/products/sku-"), _zfill(sku, 5, "")]))
-            .when(page_type == "home").then(pl.lit("/"))
+            .when(page_type == "home")
+            .then(pl.lit("/"))
             .otherwise(pl.concat_str([pl.lit("/"), page_type])),
             client_id=cookies.gather(ck),
             device_id=devices.gather(dev),
-            login_email=pl.when(pl.Series(logged & self.has_email[p]))
-            .then(_messy_email(pl.col("email"), pl.col("_ev"))),
+            login_email=pl.when(pl.Series(logged & self.has_email[p])).then(
+                _messy_email(pl.col("email"), pl.col("_ev"))
+            ),
             customer_no=pl.when(pl.Series(logged & self.has_cid[p])).then(pl.col("customer_id")),
             order_value=pl.Series(value).fill_nan(None),
             _t=pl.Series(self.t[idx]),
@@ -728,9 +894,14 @@ class _Batch:
         complaint = k == _K["call_complaint"]
         if self.spec.plant_fault:
             complaint = complaint | (k == _K[_FAULT_KIND])  # the planted fault: unhappy product calls
-        csat = np.where(
-            complaint, rng.choice(5, n, p=[0.35, 0.3, 0.2, 0.1, 0.05]), rng.choice(5, n, p=[0.05, 0.1, 0.2, 0.35, 0.3])
-        ) + 1
+        csat = (
+            np.where(
+                complaint,
+                rng.choice(5, n, p=[0.35, 0.3, 0.2, 0.1, 0.05]),
+                rng.choice(5, n, p=[0.05, 0.1, 0.2, 0.35, 0.3]),
+            )
+            + 1
+        )
         frame = people.select(
             call_id=ids,
             started=_local_naive(self.t[idx], "America/New_York", "%Y-%m-%dT%H:%M:%S"),
@@ -781,8 +952,9 @@ class _Batch:
             created_at=_local_naive(self.t[idx], "Europe/London", "%Y-%m-%dT%H:%M:%S"),
             record_type=pl.Series(_K_RAW).gather(k.astype(np.int64)),
             email=_messy_email(pl.col("email"), pl.col("_ev")),
-            phone=pl.when(pl.Series(self.has_phone[p] & (u[:, 0] < 0.4)))
-            .then(_raw_phone(pl.col("ph_a"), pl.col("ph_x"), pl.col("ph_n"), pl.col("_pf"))),
+            phone=pl.when(pl.Series(self.has_phone[p] & (u[:, 0] < 0.4))).then(
+                _raw_phone(pl.col("ph_a"), pl.col("ph_x"), pl.col("ph_n"), pl.col("_pf"))
+            ),
             nps=pl.Series(nps.astype(np.int64)).set(pl.Series(~survey), None),
             topic=_pick(_TOPICS, rng.integers(0, len(_TOPICS), n)),
             _t=pl.Series(self.t[idx]),
@@ -811,11 +983,13 @@ class _Batch:
             anonymous_id=cookies.gather(self.ck[idx]),
             user_id=pl.when(pl.Series(user)).then(pl.col("customer_id")),
             email=pl.when(pl.Series(mail)).then(_messy_email(pl.col("email"), pl.col("_ev"))),
-            properties=pl.when(has_props).then(pl.struct(
-                campaign=pl.when(ads).then(_pick(_CAMPAIGNS, rng.integers(0, len(_CAMPAIGNS), n))),
-                placement=pl.when(ads).then(_pick(_PLACEMENTS, rng.integers(0, len(_PLACEMENTS), n))),
-                topic=pl.when(~ads).then(_pick(_TOPICS, rng.integers(0, len(_TOPICS), n))),
-            )),
+            properties=pl.when(has_props).then(
+                pl.struct(
+                    campaign=pl.when(ads).then(_pick(_CAMPAIGNS, rng.integers(0, len(_CAMPAIGNS), n))),
+                    placement=pl.when(ads).then(_pick(_PLACEMENTS, rng.integers(0, len(_PLACEMENTS), n))),
+                    topic=pl.when(~ads).then(_pick(_TOPICS, rng.integers(0, len(_TOPICS), n))),
+                )
+            ),
             _t=pl.Series(self.t[idx]),
         )
         return frame, channel
@@ -845,13 +1019,21 @@ class _Batch:
         )
         kind = pl.col("_kind")
         if fmt == "parquet":
-            ts = pl.when(kind == "empty_timestamp").then(None).when(kind == "implausible_timestamp").then(
-                pl.lit(datetime(1970, 1, 1, tzinfo=UTC)).cast(pl.Datetime("us", "UTC"))
-            ).otherwise(pl.col(ts_col))
+            ts = (
+                pl.when(kind == "empty_timestamp")
+                .then(None)
+                .when(kind == "implausible_timestamp")
+                .then(pl.lit(datetime(1970, 1, 1, tzinfo=UTC)).cast(pl.Datetime("us", "UTC")))
+                .otherwise(pl.col(ts_col))
+            )
         else:
-            ts = pl.when(kind == "bad_timestamp").then(pl.lit(_BAD_TS[src])).when(kind == "empty_timestamp").then(
-                pl.lit("" if fmt == "csv" else None, dtype=pl.String)
-            ).otherwise(pl.col(ts_col))
+            ts = (
+                pl.when(kind == "bad_timestamp")
+                .then(pl.lit(_BAD_TS[src]))
+                .when(kind == "empty_timestamp")
+                .then(pl.lit("" if fmt == "csv" else None, dtype=pl.String))
+                .otherwise(pl.col(ts_col))
+            )
         mal = mal.with_columns(ts.alias(ts_col))
         if src in _NUMERIC_COL:
             col = _NUMERIC_COL[src]
@@ -874,7 +1056,7 @@ class _Batch:
             rel = f"{src}/{name}"
             r0, r1 = np.searchsorted(rp, [per, per + 1])
             m0, m1 = np.searchsorted(mp, [per, per + 1])
-            body, bad = rows[int(r0):int(r1)], mal[int(m0):int(m1)]
+            body, bad = rows[int(r0) : int(r1)], mal[int(m0) : int(m1)]
             nb, nm = body.height, bad.height
             at = np.sort(rng.choice(nb + nm, nm, replace=False)) if nm else np.zeros(0, np.int64)
             is_bad = np.zeros(nb + nm, bool)
@@ -910,20 +1092,28 @@ class _Batch:
                 first_line = 2 if header is not None else 1
             files.append(path)
             d = body.filter(pl.col("_dup"))
-            dup_out.append(pa.table({
-                "source": pa.array([src] * d.height, pa.string()),
-                "event_id": d[id_col].to_arrow().cast(pa.string()),
-                "file": pa.array([rel] * d.height, pa.string()),
-            }))
-            mal_out.append(pa.table({
-                "source": pa.array([src] * nm, pa.string()),
-                "file": pa.array([rel] * nm, pa.string()),
-                "line": pa.array(at + first_line, pa.int64()),
-                "row_index": pa.array(at, pa.int64()),
-                "kind": bad["_kind"].to_arrow().cast(pa.string()),
-                "event_id": bad[id_col].to_arrow().cast(pa.string()),
-                "raw": pa.array(raw, pa.string()),
-            }))
+            dup_out.append(
+                pa.table(
+                    {
+                        "source": pa.array([src] * d.height, pa.string()),
+                        "event_id": d[id_col].to_arrow().cast(pa.string()),
+                        "file": pa.array([rel] * d.height, pa.string()),
+                    }
+                )
+            )
+            mal_out.append(
+                pa.table(
+                    {
+                        "source": pa.array([src] * nm, pa.string()),
+                        "file": pa.array([rel] * nm, pa.string()),
+                        "line": pa.array(at + first_line, pa.int64()),
+                        "row_index": pa.array(at, pa.int64()),
+                        "kind": bad["_kind"].to_arrow().cast(pa.string()),
+                        "event_id": bad[id_col].to_arrow().cast(pa.string()),
+                        "raw": pa.array(raw, pa.string()),
+                    }
+                )
+            )
         empty = {k: pa.table({f.name: pa.array([], f.type) for f in s}) for k, s in _TRUTH_SCHEMAS.items()}
         return (
             files,

@@ -125,8 +125,12 @@ def _components_of(con: duckdb.DuckDBPyConnection, cat: models.Catalog, edges_ta
 
 def _run_stage(con: duckdb.DuckDBPyConnection, cat: models.Catalog, params: dict[str, Any]) -> int:
     """Add one identifier type to the linked graph under the guardrails; return component passes."""
-    for model in ("int_identity_touches", "int_identity_component_counts", "int_identity_bridges",
-                  "int_identity_stage_edges"):
+    for model in (
+        "int_identity_touches",
+        "int_identity_component_counts",
+        "int_identity_bridges",
+        "int_identity_stage_edges",
+    ):
         _build(con, cat, model, params)
     passes = _components_of(con, cat, "int_identity_stage_edges")
     n_violations = _build_counted(con, cat, "int_identity_violations", params)
@@ -172,11 +176,16 @@ def resolve_identities(
     cat = catalog or models.load_catalog(settings.models_path)
     ident = settings.identity
     patterns = _blocked_patterns(con, list(ident.blocked_patterns))
-    _build(con, cat, "int_identifiers", {
-        "blocked_values": sorted({v.strip().lower() for v in ident.blocked_values}),
-        "has_blocked_patterns": bool(patterns),
-        "blocked_regex": "|".join(f"(?:{p})" for p in patterns),
-    })
+    _build(
+        con,
+        cat,
+        "int_identifiers",
+        {
+            "blocked_values": sorted({v.strip().lower() for v in ident.blocked_values}),
+            "has_blocked_patterns": bool(patterns),
+            "blocked_regex": "|".join(f"(?:{p})" for p in patterns),
+        },
+    )
 
     present = {r[0] for r in db.fetch(con, "select distinct id_type from int_identifiers")}
     type_order = [t for t in ident.priority if t in present] + sorted(present - set(ident.priority))
@@ -256,7 +265,9 @@ def score_identity(con: duckdb.DuckDBPyConnection, truth_events_path: str) -> di
     """Pairwise precision/recall of `int_event_customers` against a truth Parquet (event_id, person_id)."""
     # Pair counts come from cluster sizes (n choose 2), never from materialised pairs; an unresolved
     # event is its own cluster. Only events present in both sides are scored.
-    row = db.fetch(con, """
+    row = db.fetch(
+        con,
+        """
         with truth as (
             select tr.event_id, tr.person_id from read_parquet($truth) as tr
         ),
@@ -302,7 +313,9 @@ def score_identity(con: duckdb.DuckDBPyConnection, truth_events_path: str) -> di
                 (select sp.n from split_persons as sp) as persons_split
         )
         select * from final
-    """, {"truth": str(truth_events_path)})[0]
+    """,
+        {"truth": str(truth_events_path)},
+    )[0]
     n_events, n_clusters, n_persons, predicted_pairs, truth_pairs, true_pairs, fused, split = row
     predicted_pairs, truth_pairs, true_pairs = (int(x or 0) for x in (predicted_pairs, truth_pairs, true_pairs))
     precision = true_pairs / predicted_pairs if predicted_pairs else 1.0

@@ -422,8 +422,13 @@ def grain_summary(con: duckdb.DuckDBPyConnection, catalog: models.Catalog) -> li
             f"select count(*) from (select {cols} from {db.quote_ident(m.name)} group by all having count(*) > 1)",
         )[0][0]
         out.append(
-            {"model": m.name, "grain": ", ".join(m.grain), "rows": rows, "null_grain_rows": null_rows,
-             "duplicate_grain_keys": dup_keys}
+            {
+                "model": m.name,
+                "grain": ", ".join(m.grain),
+                "rows": rows,
+                "null_grain_rows": null_rows,
+                "duplicate_grain_keys": dup_keys,
+            }
         )
     return out
 

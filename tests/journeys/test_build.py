@@ -165,9 +165,7 @@ def test_time_to_next_histogram_buckets_converters(built):
 def built_open():
     return build_golden(
         Settings(
-            stage_models=[
-                StageModelRef(path="generic_lifecycle", modes=["ordered", "open"], conversion_window="30d")
-            ]
+            stage_models=[StageModelRef(path="generic_lifecycle", modes=["ordered", "open"], conversion_window="30d")]
         )
     )
 

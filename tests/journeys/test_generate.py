@@ -78,7 +78,8 @@ def _json_columns(folder: Path) -> dict[str, str]:
 def _hashes(root: Path) -> dict[str, str]:
     return {
         str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(root.rglob("*")) if p.is_file()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
     }
 
 
@@ -113,8 +114,11 @@ def persons_count(sample: GenerateResult) -> int:
 
 
 def test_files_parse_and_times_round_trip(
-    landing: dict[str, pl.DataFrame], truth: pl.DataFrame, malformed: pl.DataFrame,
-    sources: dict[str, SourceConfig], sample: GenerateResult,
+    landing: dict[str, pl.DataFrame],
+    truth: pl.DataFrame,
+    malformed: pl.DataFrame,
+    sources: dict[str, SourceConfig],
+    sample: GenerateResult,
 ) -> None:
     dups = pl.read_parquet(sample.truth_dir / "duplicates.parquet")
     con = duckdb.connect()
@@ -170,15 +174,23 @@ def _identity_edges(
     """One row per (true event, identifier): person_id, typed normalised identifier."""
     parts = []
     for name, cfg in sources.items():
-        df = landing[name].join(
-            truth.filter(pl.col("source") == name).select("event_id", "person_id"),
-            left_on=cfg.event_id, right_on="event_id",
-        ).unique(cfg.event_id)
+        df = (
+            landing[name]
+            .join(
+                truth.filter(pl.col("source") == name).select("event_id", "person_id"),
+                left_on=cfg.event_id,
+                right_on="event_id",
+            )
+            .unique(cfg.event_id)
+        )
         for col, kind in cfg.identifiers.items():
-            parts.append(df.select(
-                "person_id", ev=pl.lit(name) + ":" + pl.col(cfg.event_id),
-                ident=pl.lit(kind + ":") + pl.col(col).map_elements(lambda v, k=kind: _norm(k, v), pl.String),
-            ).drop_nulls())
+            parts.append(
+                df.select(
+                    "person_id",
+                    ev=pl.lit(name) + ":" + pl.col(cfg.event_id),
+                    ident=pl.lit(kind + ":") + pl.col(col).map_elements(lambda v, k=kind: _norm(k, v), pl.String),
+                ).drop_nulls()
+            )
     return pl.concat(parts)
 
 
@@ -198,7 +210,9 @@ def _components(edges: pl.DataFrame) -> dict[str, str]:
 
 
 def test_identity_is_resolvable_by_construction(
-    landing: dict[str, pl.DataFrame], sources: dict[str, SourceConfig], truth: pl.DataFrame,
+    landing: dict[str, pl.DataFrame],
+    sources: dict[str, SourceConfig],
+    truth: pl.DataFrame,
     persons: pl.DataFrame,
 ) -> None:
     edges = _identity_edges(landing, sources, truth)
@@ -210,8 +224,10 @@ def test_identity_is_resolvable_by_construction(
     # Without the shared devices, the identifier graph has exactly one component per person.
     private = edges.filter(~pl.col("ident").is_in(list(shared)))
     comp = _components(private)
-    per = private.with_columns(comp=pl.col("ident").replace_strict(comp)).group_by("person_id").agg(
-        pl.col("comp").n_unique().alias("n")
+    per = (
+        private.with_columns(comp=pl.col("ident").replace_strict(comp))
+        .group_by("person_id")
+        .agg(pl.col("comp").n_unique().alias("n"))
     )
     assert (per["n"] == 1).all()
     assert per.height == truth["person_id"].n_unique()
@@ -240,10 +256,14 @@ def test_shared_devices_are_used_by_two_persons_with_customer_ids(
 
 
 def test_journey_gaps_and_window(truth: pl.DataFrame, persons: pl.DataFrame) -> None:
-    t = truth.sort("person_id", "occurred_at", "event_id").with_columns(
-        gap=pl.col("occurred_at").diff().over("person_id"),
-        step=pl.col("journey_no").diff().over("person_id"),
-    ).drop_nulls("gap")
+    t = (
+        truth.sort("person_id", "occurred_at", "event_id")
+        .with_columns(
+            gap=pl.col("occurred_at").diff().over("person_id"),
+            step=pl.col("journey_no").diff().over("person_id"),
+        )
+        .drop_nulls("gap")
+    )
     assert t.filter(pl.col("step") == 0)["gap"].max() < timedelta(days=25)
     assert t.filter(pl.col("step") != 0)["gap"].min() > timedelta(days=40)
     assert set(t["step"].unique()) <= {0, 1}
@@ -286,12 +306,17 @@ def test_true_stage_follows_the_stage_model(
     seen = Counter()
     for name, cfg in sources.items():
         extra = [c for c in landing[name].columns if c not in [*cfg.mapped_columns(), "filename"]]
-        df = landing[name].unique(cfg.event_id).select(
-            pl.col(cfg.event_id).alias("event_id"),
-            *extra,
-            channel=_canonical(cfg.channel, ""),
-            event_type=_canonical(cfg.event_type, ""),
-        ).join(truth.filter(pl.col("source") == name), on="event_id", suffix="_truth")
+        df = (
+            landing[name]
+            .unique(cfg.event_id)
+            .select(
+                pl.col(cfg.event_id).alias("event_id"),
+                *extra,
+                channel=_canonical(cfg.channel, ""),
+                event_type=_canonical(cfg.event_type, ""),
+            )
+            .join(truth.filter(pl.col("source") == name), on="event_id", suffix="_truth")
+        )
         assert (df["channel"] == df["channel_truth"]).all(), name
         assert (df["event_type"] == df["event_type_truth"]).all(), name
         for row in df.iter_rows(named=True):
@@ -312,7 +337,12 @@ def test_raw_identifiers_are_messy(landing: dict[str, pl.DataFrame]) -> None:
     phones = landing["calls"]["caller"]
     shapes = set(phones.str.replace_all(r"\d", "9"))
     assert shapes == {
-        "+9 (999) 999-9999", "999.999.9999", "99999999999", "(999) 999-9999", "+99999999999", "999-999-9999",
+        "+9 (999) 999-9999",
+        "999.999.9999",
+        "99999999999",
+        "(999) 999-9999",
+        "+99999999999",
+        "999-999-9999",
     }
     nps = landing["support"].filter(pl.col("record_type") != "survey")["nps"]
     assert nps.null_count() == nps.len()

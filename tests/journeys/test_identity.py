@@ -312,7 +312,9 @@ def test_merge_history_survives_a_rerun_that_merges_nothing(tmp_path: Path) -> N
     second = [*first, ("bridge", 120, [("email", "y@x"), ("device_id", "dx")])]
     history = {"identity_merges": tmp_path / "merges.parquet", "identity_splits": tmp_path / "splits.parquet"}
     con2, report2 = run(
-        second, previous_identity_map=write_map(con1, tmp_path / "map1.parquet"), batch_id="night-2",
+        second,
+        previous_identity_map=write_map(con1, tmp_path / "map1.parquet"),
+        batch_id="night-2",
         audit_history=history,
     )
     assert report2.n_merges == 1
@@ -320,7 +322,9 @@ def test_merge_history_survives_a_rerun_that_merges_nothing(tmp_path: Path) -> N
         db.execute(con2, f"copy {table} to '{path}' (format parquet)")
     # The next night finds nothing new to merge; the audit still shows night 2's merge, and only once.
     con3, report3 = run(
-        second, previous_identity_map=write_map(con2, tmp_path / "map2.parquet"), batch_id="night-3",
+        second,
+        previous_identity_map=write_map(con2, tmp_path / "map2.parquet"),
+        batch_id="night-3",
         audit_history=history,
     )
     assert report3.n_merges == 0
@@ -386,8 +390,9 @@ def test_lower_limit_splits_into_one_row_per_component_that_left(tmp_path: Path)
         ("a2", 3, [("customer_id", "A"), ("device_id", "da")]),
         ("b2", 4, [("customer_id", "B"), ("device_id", "db1"), ("cookie_id", "kb")]),
     ]
-    loose = Settings(identity=IdentityConfig(max_values_per_type={**IdentityConfig().max_values_per_type,
-                                                                  "customer_id": 3}))
+    loose = Settings(
+        identity=IdentityConfig(max_values_per_type={**IdentityConfig().max_values_per_type, "customer_id": 3})
+    )
     con1, _ = run(events, loose)
     k1 = keys(con1)
     assert len(set(k1.values())) == 1
@@ -448,10 +453,13 @@ def test_result_does_not_depend_on_input_order(raw: list[list[tuple[str, str]]],
     assert db.fetch(con1, q) == db.fetch(con2, q)
     # invariants: no customer holds more linked values of a type than its limit; every event with a
     # usable identifier is resolved
-    over = db.fetch(con1, """
+    over = db.fetch(
+        con1,
+        """
         select customer_key, id_type, count(*) from identity_map where not is_shared group by all
         having count(*) > case id_type when 'customer_id' then 1 when 'email' then 2 when 'device_id' then 2 end
-    """)
+    """,
+    )
     assert over == []
     usable = sum(1 for _, _, ids in events if any(v != "unknown" for _, v in ids))
     assert db.fetch(con1, "select count(customer_key) from int_event_customers")[0][0] == usable

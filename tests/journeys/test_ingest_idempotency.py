@@ -45,8 +45,12 @@ def copy_landing(landing: Path, root: Path, keep=lambda rel: True) -> None:
 
 
 def snapshot(s: Settings) -> dict[str, bytes]:
-    return {p.relative_to(s.root).as_posix(): p.read_bytes()
-            for d in (s.lake_dir, s.state_dir) for p in sorted(d.rglob("*")) if p.is_file() and p.name != "run.lock"}
+    return {
+        p.relative_to(s.root).as_posix(): p.read_bytes()
+        for d in (s.lake_dir, s.state_dir)
+        for p in sorted(d.rglob("*"))
+        if p.is_file() and p.name != "run.lock"
+    }
 
 
 def table(glob: str, order: str) -> list[dict]:
@@ -87,7 +91,11 @@ def test_two_halves_in_two_runs_give_the_lake_of_one_run(landing, whole, tmp_pat
     b = ingest_sources(settings_for(split), as_of=SPEC.as_of, batch_id="second")
 
     assert (a.read + b.read, a.loaded + b.loaded, a.quarantined + b.quarantined, a.duplicates + b.duplicates) == (
-        one.read, one.loaded, one.quarantined, one.duplicates)
+        one.read,
+        one.loaded,
+        one.quarantined,
+        one.duplicates,
+    )
     assert set(a.affected_dates) | set(b.affected_dates) == set(one.affected_dates)
     ss = settings_for(split)
     assert table(events_glob(ss), "event_id") == table(events_glob(ws), "event_id")

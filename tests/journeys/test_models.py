@@ -266,8 +266,11 @@ def test_a_set_of_customers_builds_only_their_journeys(full_build, catalog):
     models.build(con, catalog, context, catalog.partitioned(), params={"customer_keys": keys})
     assert {r[0] for r in db.fetch(con, "select distinct customer_key from journeys")} <= set(keys)
     assert db.fetch(con, "select count(distinct customer_key) from journey_events")[0][0] == len(
-        [k for k in keys if db.fetch(con, "select count(*) from int_event_customers where customer_key = $k",
-                                      {"k": k})[0][0]]
+        [
+            k
+            for k in keys
+            if db.fetch(con, "select count(*) from int_event_customers where customer_key = $k", {"k": k})[0][0]
+        ]
     )
     models.build(con, catalog, context, catalog.partitioned())
 

@@ -38,8 +38,12 @@ def _marts(con, run: int) -> list[models.Model]:
 def _runs_seen(settings) -> dict[str, set[int]]:
     con = duckdb.connect()
     return {
-        n: {r[0] for r in con.sql("select run from read_parquet($p)", params={"p": str(publish.mart_path(settings, n))})
-            .fetchall()}
+        n: {
+            r[0]
+            for r in con.sql(
+                "select run from read_parquet($p)", params={"p": str(publish.mart_path(settings, n))}
+            ).fetchall()
+        }
         for n in "ab"
     }
 

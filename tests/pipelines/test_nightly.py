@@ -268,7 +268,7 @@ def test_failing_quality_suite_keeps_previous_marts(run, tmp_path):
     # after a config change: each row is checked once, by the run that publishes it.)
     with duckdb.connect() as con:
         worst = con.sql(
-            "select max(quarantined / \"read\") from read_parquet($p) where quarantined > 1",
+            'select max(quarantined / "read") from read_parquet($p) where quarantined > 1',
             params={"p": str(settings.state_dir / "ingest_manifest.parquet")},
         ).fetchall()[0][0]
     assert worst
@@ -379,8 +379,16 @@ def test_volume_and_freshness_checks_fail_or_warn_as_configured(run, tmp_path):
     assert (last["batch_id"], last["quality"]) == (result["batch_id"], "warned")
     assert last["quality_warnings"] == result["quality"]["warnings"]
     summary = artifacts.run_summary_markdown(
-        batch_id=result["batch_id"], as_of=SPEC.as_of, ingest=result["ingest"], identity=result["identity"],
-        quality=result["quality"], model=None, mode=None, funnel=[], dropout=[], warehouse="w",
+        batch_id=result["batch_id"],
+        as_of=SPEC.as_of,
+        ingest=result["ingest"],
+        identity=result["identity"],
+        quality=result["quality"],
+        model=None,
+        mode=None,
+        funnel=[],
+        dropout=[],
+        warehouse="w",
     )
     assert "passed with warnings" in summary and "- **warning**: volume: 1 new events" in summary
 
