@@ -1233,10 +1233,6 @@ def require_events(settings: Settings, report: IngestReport) -> None:
     )
 
 
-def _ingest_step(con: duckdb.DuckDBPyConnection, context: Any, params: Any) -> dict[str, Any]:
-    report = ingest_sources(context.settings, as_of=context.as_of, batch_id=context.batch_id)
-    return {"read": report.read, "loaded": report.loaded, "quarantined": report.quarantined}
-
-
-# Ingest runs before any warehouse exists (the flow's first task); stg_events is its per-file SQL model.
-models.register(models.Procedure(name="ingest", task="ingest", layer="staging", run=_ingest_step))
+# Ingest runs before any warehouse exists, as the flow's own first task (pipelines.nightly.ingest_task),
+# so the catalog's runner never runs it; stg_events is its per-file SQL model.
+models.register(models.Procedure(name="ingest", task="ingest", layer="staging", run=None))

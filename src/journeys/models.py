@@ -96,7 +96,7 @@ class Procedure:
     name: str
     task: str
     layer: str
-    run: Callable[..., Mapping[str, Any]]
+    run: Callable[..., Mapping[str, Any]] | None  # None: a flow task of its own runs it, not the runner
     partition: Literal["customer", "none"] = "none"
     outputs: tuple[Model, ...] = ()
 
@@ -449,11 +449,17 @@ def build(
     customer bucket, or `{"customer_keys": [...]}` for a set of customers.
     """
     bound = {**context.params, **(params or {})}
-    wanted = [n for n in (nodes if nodes is not None else catalog.nodes()) if n != "ingest"]
+    wanted = [
+        n
+        for n in (nodes if nodes is not None else catalog.nodes())
+        if n not in catalog.procedures or catalog.procedures[n].run is not None
+    ]
     out: dict[str, Any] = {}
     for node in catalog.order(wanted):
         if node in catalog.procedures:
-            out[node] = dict(catalog.procedures[node].run(con, context, bound))
+            run = catalog.procedures[node].run
+            assert run is not None  # filtered above
+            out[node] = dict(run(con, context, bound))
         else:
             model = catalog.models[node]
             materialize(con, model, bound)
