@@ -43,7 +43,7 @@ the journey reached it (reached_at = the earliest).
 
 Stage events with stage_index outside 1..n_stages of their model are ignored.
 
-Implementation: every chain partition gets one BIGINT `funnel_key` (from the integer journey_key of
+Implementation: every chain partition gets one HUGEINT `funnel_key` (from the integer journey_key of
 int_journey_events), and one pass per step ASOF-joins that step's events to the previous step's chain
 ends on it; strict, strict_deduplication and the merge of partitions are set-based filters afterwards.
 """
@@ -64,7 +64,7 @@ MAX_MODELS = 1024  # funnel_key = journey_key * 2048 + model_no * 2 + family_no
 
 _CHAIN_ENDS_DDL = """
 create or replace temp table int_funnel_chain_ends (
-    funnel_key bigint,
+    funnel_key hugeint,
     step integer,
     occurred_us bigint,
     prev_us bigint,
@@ -76,7 +76,7 @@ create or replace temp table int_funnel_chain_ends (
 
 _EXCLUSION_EVENTS_DDL = """
 create or replace temp table int_funnel_exclusion_events (
-    funnel_key bigint,
+    funnel_key hugeint,
     after_step integer,
     occurred_us bigint
 )

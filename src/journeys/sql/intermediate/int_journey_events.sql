@@ -30,8 +30,9 @@ resolved_customers as (
 ),
 
 customer_buckets as (
-    -- customer_no: a dense integer per customer (one sort over customers, not over events) for journey_key
-    select cu.customer_key, cu.bucket, row_number() over (order by cu.customer_key) as customer_no
+    -- customer_no: 64 bits of sha256(customer_key), as unique as the key itself (keys are 64-bit hashes), and
+    -- independent of other customers, so an incremental run's journey keys agree with a full rebuild's.
+    select cu.customer_key, cu.bucket, ('0x' || left(sha256(cu.customer_key), 16))::ubigint::hugeint as customer_no
     from customers as cu
 ),
 
@@ -45,7 +46,11 @@ resolved as (
     inner join resolved_customers as rc on rc.event_id = le.event_id
     inner join customer_buckets as cb on cb.customer_key = rc.customer_key
     where ($bucket::integer is null or cb.bucket = $bucket::integer)
-        and ($customer_keys::varchar[] is null or list_contains($customer_keys::varchar[], rc.customer_key))
+        -- IN over the unnested list plans as a hash semi-join: an incremental run may name many customers.
+        and (
+            $customer_keys::varchar[] is null
+            or rc.customer_key in (select unnest($customer_keys::varchar[]) as ck)
+        )
 ),
 
 gaps as (
@@ -83,9 +88,9 @@ final as (
         n.customer_key,
         n.bucket,
         n.customer_key || '/j' || lpad(n.journey_no::varchar, 4, '0') as journey_id,
-        -- journey_key: an integer twin of journey_id (joins on it are cheap); 2^24 journeys per customer
+        -- journey_key: an integer (HUGEINT) twin of journey_id, cheaper to join on; 2^24 journeys per customer
         case when n.journey_no < 16777216 then n.customer_no * 16777216 + n.journey_no
-            else error('more than 2^24 journeys for one customer: journey_key would collide') end::bigint
+            else error('more than 2^24 journeys for one customer: journey_key would collide') end::hugeint
             as journey_key,
         n.customer_key || '/s' || lpad(n.session_no::varchar, 6, '0') as session_id,
         row_number() over (
