@@ -75,6 +75,11 @@ def print_summary(result: dict[str, Any], warehouse: str) -> None:
         f" + duplicates {ing['duplicates']}  ({ing['files']} files, {ing['files_skipped']} unchanged)"
         + (f"; {ing['blank']} blank rows skipped" if ing.get("blank") else "")
     )
+    plan = result.get("build") or {}
+    if plan:
+        affected = result.get("steps", {}).get("build-marts", {}).get("incremental", {}).get("affected_customers")
+        extra = f", {affected} customers rebuilt" if affected is not None else ""
+        print(f"build: {plan['mode']} ({plan['reason']}{extra})")
     idn = result["identity"]
     print(
         f"identity: {idn.get('n_customers')} customers from {idn.get('n_identifiers')} identifiers "
@@ -204,7 +209,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     as_of = _as_of(args.as_of)
     from pipelines.nightly import nightly
 
-    result = nightly(config_path=args.config, as_of=as_of, data_root=args.data_root)
+    result = nightly(config_path=args.config, as_of=as_of, data_root=args.data_root, full_refresh=args.full_refresh)
     print_summary(result, str(settings.warehouse_path))
     return 0
 
@@ -435,6 +440,11 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", parents=[config], help="run the nightly flow on the configured data root")
     r.add_argument("--as-of", help="ISO time the run is as of (default: now, UTC)")
     r.add_argument("--data-root", help="override the config's data root")
+    r.add_argument(
+        "--full-refresh",
+        action="store_true",
+        help="rebuild every table from the lake instead of only the customers with new or changed events",
+    )
     r.set_defaults(func=cmd_run)
 
     g = sub.add_parser("generate", help="write synthetic landing files with ground truth")

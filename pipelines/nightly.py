@@ -10,6 +10,7 @@ model joins its layer's step without any change here.
 # No `from __future__ import annotations`: a served run unpickles the flow function by value with only the
 # globals its body uses, so string annotations such as "datetime | None" could not be resolved to validate
 # the run's parameters.
+import dataclasses
 import os
 import traceback
 import uuid
@@ -26,7 +27,7 @@ import duckdb
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from journeys import build, db, dictionary, publish, quality
+from journeys import build, db, dictionary, incremental, publish, quality
 from journeys import report as html_report
 from journeys.build import RunContext
 from journeys.config import Settings, load_settings
@@ -97,6 +98,15 @@ def ingest_task(context: RunContext) -> dict[str, Any]:
     }
 
 
+@task(name="plan-build", cache_policy=NO_CACHE)
+def plan_task(context: RunContext, working: str, full_refresh: bool) -> dict[str, str]:
+    """Full rebuild or incremental run; an incremental run's working file starts as a copy of the kept build."""
+    settings = context.settings
+    plan = incremental.plan_build(settings.state_dir, Path(working), context.fingerprint, full_refresh=full_refresh)
+    get_run_logger().info("build: %s (%s)", plan.mode, plan.reason)
+    return {"mode": plan.mode, "reason": plan.reason}
+
+
 @task(name="build-step", cache_policy=NO_CACHE)
 def build_step_task(context: RunContext, working: str, step: Step) -> dict[str, Any]:
     """Build the catalog nodes of one step (identity, journeys, funnels or marts) in the working file."""
@@ -159,6 +169,10 @@ def publish_task(context: RunContext, working: str, ingest: dict[str, Any], chec
     settings = context.settings
     published_at = datetime.now(UTC)
 
+    # The whole working file, before its unpublished tables go, is what the next incremental run starts from.
+    _on_working(settings, working, lambda con: incremental.seal_build(con, context.fingerprint, context.batch_id))
+    kept = incremental.keep_build(Path(working), settings.state_dir)
+
     def publish_all(con: duckdb.DuckDBPyConnection) -> dict[str, str]:
         # State first: a run killed after it still counts as resolved (its keys and audit rows are kept).
         publish.write_identity_state(con, build.identity_state_path(settings), context.audit_history)
@@ -195,6 +209,7 @@ def publish_task(context: RunContext, working: str, ingest: dict[str, Any], chec
 
     paths = _on_working(settings, working, publish_all)
     paths["warehouse"] = str(publish.swap_in_warehouse(settings, Path(working)))
+    paths["build_state"] = str(incremental.commit_kept_build(kept, settings.state_dir))
     # What `journeys report` needs about the run that this warehouse holds, written once it is published.
     html_report.write_run_record(
         settings,
@@ -227,19 +242,27 @@ def nightly(
     config_path: str | None = "journeys.yaml",
     as_of: datetime | None = None,
     data_root: str | None = None,
+    full_refresh: bool = False,
 ) -> dict[str, Any]:
-    """Run the whole nightly pipeline on one data root; returns accounting, counts and output paths."""
+    """Run the whole nightly pipeline on one data root; returns accounting, counts and output paths.
+
+    By default the run is incremental when the last published run kept its build (see journeys.incremental);
+    `full_refresh` rebuilds every table from the lake.
+    """
     as_of = (as_of or scheduled_as_of()).astimezone(UTC)
     settings = load_settings(config_path, data_root=data_root)
     batch_id = f"{as_of:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
     # The config, stage models and SQL models are read here, once: an edit during the run changes nothing.
     context = build.run_context(settings, as_of, batch_id)
+    context = dataclasses.replace(context, fingerprint=incremental.state_fingerprint(context))
     working = str(publish.working_warehouse_path(settings, batch_id))
     built: dict[str, Any] = {}
     with publish.run_lock(settings):
         publish.clear_stale_run_files(settings)
         try:
             ingest = ingest_task(context)
+            plan = plan_task(context, working, full_refresh)
+            context = dataclasses.replace(context, mode=plan["mode"])
             for step in context.catalog.steps():
                 counts = build_step_task.with_options(name=step.name)(context, working, step)
                 built.setdefault(step.name, {}).update(counts)
@@ -256,6 +279,7 @@ def nightly(
     return {
         "batch_id": batch_id,
         "as_of": as_of.isoformat(),
+        "build": plan,
         "ingest": ingest,
         "identity": identity,
         "journeys": built.get("stitch-journeys", {}),

@@ -18,7 +18,7 @@ from typing import Any
 
 import duckdb
 
-from journeys import db, ingest, models
+from journeys import db, incremental, ingest, models
 from journeys.config import Settings, parse_duration_us
 from journeys.funnel import Exclusion, FunnelSpec
 from journeys.stages import StageModel, attribute_keys, stage_models_for
@@ -36,6 +36,8 @@ class RunContext:
     catalog: models.Catalog
     params: Mapping[str, Any] = field(default_factory=dict)
     keep_scratch: bool = False  # keep procedures' temp tables (to inspect or test them); never in a run
+    mode: str = "full"  # "incremental": the working file is a copy of the kept build (journeys.incremental)
+    fingerprint: str = ""  # what the run builds with (journeys.incremental.state_fingerprint), set by the flow
 
     @property
     def audit_history(self) -> dict[str, Path]:
@@ -333,10 +335,13 @@ def build_after_identity(con: duckdb.DuckDBPyConnection, context: RunContext, **
 
 
 def build_step(con: duckdb.DuckDBPyConnection, context: RunContext, step: models.Step) -> dict[str, Any]:
-    """Build the nodes of one flow step (see `Catalog.steps`)."""
+    """Build the nodes of one flow step (see `Catalog.steps`); an incremental run rebuilds affected customers."""
+    if context.mode == "incremental":
+        return incremental.build_step(con, context, step)
     return build_models(con, context, list(step.nodes))
 
 
 def drop_intermediates(con: duckdb.DuckDBPyConnection, context: RunContext) -> list[str]:
     """Drop working tables so the published warehouse holds only what analysts should query."""
+    incremental.drop_build_tables(con)
     return models.drop_unpublished(con, context.catalog)

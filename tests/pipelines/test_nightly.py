@@ -234,6 +234,7 @@ def test_rerun_changes_nothing(run):
     before, history = marts_digest(settings), runs(settings)
     result = nightly(config_path=CONFIG, as_of=SPEC.as_of, data_root=str(root))
     assert result["ingest"]["loaded"] == 0
+    assert result["build"]["mode"] == "incremental", result["build"]
     assert marts_digest(settings) == before
     # The history is carried into the new warehouse file and grows by this run.
     assert runs(settings)[:-1] == history
@@ -322,6 +323,29 @@ def test_lake_events_are_checked_once_by_the_run_that_publishes_them(run):
     assert result["quality"]["events_checked"] == 2
     assert result["quality"]["event_dates"] == result["ingest"]["affected_dates"] == ["2026-10-20"]
     assert len(runs(settings)) == len(history) + 2
+
+
+def test_an_incremental_run_publishes_what_a_full_refresh_does(run):
+    root, _, _, settings = run
+    web = root / "landing" / "web"
+    (web / "web_incremental.csv").write_text(
+        WEB_HEADER + web_rows("hz", ["2026-10-21 09:00:00", "2026-10-21 09:10:00"])
+    )
+    result = nightly(config_path=CONFIG, as_of=SPEC.as_of, data_root=str(root))
+    assert result["build"]["mode"] == "incremental", result["build"]
+    # One new cookie: one customer rebuilt, not the thousand or so of the sample.
+    assert result["steps"]["build-marts"]["incremental"]["affected_customers"] == 1
+    incremental_marts = marts_digest(settings)
+
+    full = nightly(config_path=CONFIG, as_of=SPEC.as_of, data_root=str(root), full_refresh=True)
+    assert full["build"]["mode"] == "full"
+    assert "incremental" not in full["steps"]["build-marts"]
+    assert marts_digest(settings) == incremental_marts
+    # The full refresh kept its build: the next run is incremental again.
+    again = nightly(config_path=CONFIG, as_of=SPEC.as_of, data_root=str(root))
+    assert again["build"]["mode"] == "incremental"
+    assert again["steps"]["build-marts"]["incremental"]["affected_customers"] == 0
+    assert marts_digest(settings) == incremental_marts
 
 
 def test_analysts_views_and_tables_survive_the_nightly_publication(run, tmp_path, capfd):

@@ -1,0 +1,186 @@
+"""Incremental runs equal a full rebuild: a month of generated data fed day by day, compared every day."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from datetime import timedelta
+from pathlib import Path
+
+import duckdb
+import polars as pl
+import pyarrow.parquet as pq
+import pytest
+
+from journeys import build, db, incremental, publish
+from journeys.config import Settings, load_settings
+from journeys.generate import GenerateSpec, generate_sample
+from journeys.ingest import ingest_sources
+
+REPO = Path(__file__).resolve().parents[2]
+DAYS = 30
+MERGE_DAY = 20
+
+
+def split_landing(generated: Path, days: int) -> dict[int, dict[Path, bytes | pl.DataFrame]]:
+    """Each source's generated rows cut into `days` parts, one landing file per source and day.
+
+    Every monthly file contributes to every day, so most days bring late rows for earlier dates.
+    """
+    out: dict[int, dict[Path, bytes | pl.DataFrame]] = {d: {} for d in range(1, days + 1)}
+    for folder in sorted(p for p in generated.iterdir() if p.is_dir()):
+        files = sorted(folder.iterdir())
+        target = Path(folder.name) / f"{folder.name}{files[0].suffix}"
+        if files[0].suffix == ".parquet":
+            frame = pl.concat([pl.read_parquet(f) for f in files])
+            for d in range(1, days + 1):
+                out[d][target] = frame.gather(list(range(d - 1, frame.height, days)))
+            continue
+        header: list[bytes] = []
+        rows: list[bytes] = []
+        for f in files:
+            lines = f.read_bytes().splitlines(keepends=True)
+            if f.suffix == ".csv":
+                header, lines = lines[:1], lines[1:]
+            rows += lines
+        for d in range(1, days + 1):
+            out[d][target] = b"".join(header + rows[d - 1 :: days])
+    return out
+
+
+def land(landing: Path, day: int, parts: dict[Path, bytes | pl.DataFrame]) -> None:
+    """Write one day's parts as new landing files (`<source>_dNN.<ext>`)."""
+    for rel, part in parts.items():
+        target = landing / rel.parent / f"{rel.stem}_d{day:02d}{rel.suffix}"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(part, pl.DataFrame):
+            pq.write_table(part.to_arrow(), target)
+        else:
+            target.write_bytes(part)
+
+
+def merge_row(truth: Path, at: str) -> bytes:
+    """A CDP message carrying one person's customer id and another person's e-mail: their customers merge."""
+    persons = pl.read_parquet(truth / "persons.parquet")
+    with_id = persons.filter(pl.col("customer_id").is_not_null() & pl.col("email").is_null()).row(0, named=True)
+    email_only = persons.filter(
+        pl.col("customer_id").is_null()
+        & pl.col("email").is_not_null()
+        & (pl.col("household_id") != with_id["household_id"])
+    ).row(0, named=True)
+    message = {
+        "message_id": "msg_merge_day20",
+        "timestamp": at,
+        "channel": "web",
+        "event": "page_view",
+        "anonymous_id": None,
+        "user_id": with_id["customer_id"],
+        "email": email_only["email"],
+        "properties": {},
+    }
+    return (json.dumps(message) + "\n").encode()
+
+
+def build_all(context: build.RunContext, working: Path) -> dict:
+    """Every catalog step on `working`, one connection per step as the flow's tasks do; counts per node."""
+    out: dict = {}
+    for step in context.catalog.steps():
+        con = db.connect(str(working))
+        try:
+            out.update(build.build_step(con, context, step))
+        finally:
+            con.close()
+    return out
+
+
+def run_context(settings: Settings, as_of, batch: str, mode: str = "full") -> build.RunContext:
+    context = build.run_context(settings, as_of, batch)
+    return dataclasses.replace(context, fingerprint=incremental.state_fingerprint(context), mode=mode)
+
+
+def keep_published_state(context: build.RunContext, working: Path) -> None:
+    """What the flow's publish task keeps for the next run: identity state, audit rows and the sealed build."""
+    settings = context.settings
+    with db.connect(str(working)) as con:
+        publish.write_identity_state(con, build.identity_state_path(settings), context.audit_history)
+        incremental.seal_build(con, context.fingerprint, context.batch_id)
+    incremental.commit_kept_build(incremental.keep_build(working, settings.state_dir), settings.state_dir)
+
+
+def full_rebuild(context: build.RunContext) -> duckdb.DuckDBPyConnection:
+    """Every catalog step in one in-memory database: the reference an incremental run must equal."""
+    con = db.connect()
+    for step in context.catalog.steps():
+        build.build_step(con, context, step)
+    return con
+
+
+def table_differences(con: duckdb.DuckDBPyConnection, other: Path, tables: list[str]) -> dict[str, int]:
+    """Rows in one database's table and not the other's (as multisets), per table that differs."""
+    out = {}
+    db.execute(con, f"attach {db.quote_literal(str(other))} as r (read_only)")
+    try:
+        for t in tables:
+            n = db.fetch(
+                con,
+                f"select count(*) from ((select * from {t} except all select * from r.{t})"
+                f" union all (select * from r.{t} except all select * from {t}))",
+            )[0][0]
+            if n:
+                out[t] = n
+    finally:
+        db.execute(con, "detach r")
+    return out
+
+
+@pytest.mark.slow
+def test_incremental_runs_equal_full_rebuild_every_day(tmp_path):
+    generated = tmp_path / "generated"
+    spec = GenerateSpec(events=1_500, seed=11, malformed_rate=0.0)
+    generate_sample(spec, generated)
+    parts = split_landing(generated / "landing", DAYS)
+    root = tmp_path / "root"
+    settings = load_settings(REPO / "journeys.yaml", data_root=root)
+    compared: list[int] = []
+    affected: list[tuple[int, int]] = []
+    merges = 0
+    for day in range(1, DAYS + 1):
+        as_of = spec.as_of + timedelta(days=day)
+        batch = f"{as_of:%Y%m%dT%H%M%S}-day{day:02d}"
+        land(settings.landing_dir, day, parts[day])
+        if day == MERGE_DAY:
+            at = (as_of - timedelta(hours=1)).isoformat()
+            (settings.landing_dir / "cdp" / "merge_d20.jsonl").write_bytes(merge_row(generated / "truth", at))
+        ingest_sources(settings, as_of=as_of, batch_id=batch)
+
+        reference = full_rebuild(run_context(settings, as_of, batch))
+
+        context = run_context(settings, as_of, batch)
+        working = tmp_path / f"incremental-{day:02d}.duckdb"
+        plan = incremental.plan_build(settings.state_dir, working, context.fingerprint, full_refresh=False)
+        assert plan.mode == ("full" if day == 1 else "incremental"), plan
+        context = dataclasses.replace(context, mode=plan.mode)
+        counts = build_all(context, working)
+
+        tables = sorted(
+            m.name
+            for m in context.catalog.models.values()
+            if m.materialized == "table" and m.name != "runs" and m.procedure != "ingest"
+        )
+        assert table_differences(reference, working, tables) == {}, f"day {day}"
+        reference.close()
+        compared.append(day)
+        if day >= 2:
+            # Only the customers with new or re-keyed events were rebuilt, never all of them.
+            with duckdb.connect(str(working), read_only=True) as con:
+                customers = db.fetch(con, "select count(*) from customers")[0][0]
+            affected.append((counts["incremental"]["affected_customers"], customers))
+        if day == MERGE_DAY:
+            with duckdb.connect(str(working), read_only=True) as con:
+                merges = db.fetch(con, "select count(*) from identity_merges where batch_id = $b", {"b": batch})[0][0]
+        keep_published_state(context, working)
+        if day > 1:
+            (tmp_path / f"incremental-{day - 1:02d}.duckdb").unlink()
+    assert compared == list(range(1, DAYS + 1))
+    assert all(0 < n < total for n, total in affected), affected
+    assert merges >= 1, "the day-20 message should merge two earlier customers"
