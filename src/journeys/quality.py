@@ -433,10 +433,11 @@ def identity_limit_warnings(con: duckdb.DuckDBPyConnection, settings: Settings) 
         con,
         """
         with shared as (
-            -- personal identifiers only: a device or cookie shared by a household is the guardrail at work
+            -- personal identifiers only: a device or cookie shared by a household is the guardrail at work,
+            -- and so is a hub (a call centre's number), whoever its customers are
             select sh.id_type, sh.id_value
             from shared_identifiers as sh
-            where sh.n_customers >= 2 and list_contains($personal, sh.id_type)
+            where sh.n_customers >= 2 and list_contains($personal, sh.id_type) and sh.reason <> 'hub'
         ),
         event_identifiers as (
             select ec.customer_key, unnest(ev.identifiers) as idf

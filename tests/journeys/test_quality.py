@@ -307,3 +307,21 @@ def test_warehouse_suites_pass_on_a_published_sample_and_report_its_identity(pub
     ]
     assert all(": ok, " in line for line in report.identity[:2])
     assert report.outcome()["identity"] == report.identity
+
+
+def test_hubs_do_not_count_as_the_identifier_type_trap():
+    from journeys import db
+    from journeys.config import IdentityConfig
+    from journeys.quality import LIMIT_TRAP_MIN, check_identity
+
+    # Desk phones each on the events of five customers: hubs, not one person's split order ids.
+    events = [
+        (f"e{h}_{c}", [("phone", f"desk{h}"), ("customer_id", f"C{h}-{c}")])
+        for h in range(LIMIT_TRAP_MIN)
+        for c in range(5)
+    ]
+    s = Settings(identity=IdentityConfig(max_links_per_value=4))
+    con = resolved(events, s)
+    assert db.fetch(con, "select distinct reason from shared_identifiers") == [("hub",)]
+    report = check_identity(con, s)
+    assert report.warnings == [] and report.identity[-1] == "identifier-type trap: ok"
