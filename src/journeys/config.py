@@ -219,6 +219,15 @@ class IdentityConfig(_Strict):
         default_factory=lambda: ["customer_id", "loyalty_id", "email", "phone", "device_id", "cookie_id"],
         description="Identifier types from most to least trusted; lower ones give way when a limit is hit.",
     )
+    max_links_per_value: int | None = Field(
+        100,
+        ge=1,
+        description="Most distinct other identifiers one value may share events with; a value above it (a call"
+        " centre's own number on hundreds of visitors' events) is a hub: held back from linking whatever its type's"
+        " priority, listed in `shared_identifiers` with reason `hub`, and an event that carries nothing but hubs"
+        " stays unresolved. One customer holds at most the sum of `max_values_per_type` (43 by default). None"
+        " turns the check off.",
+    )
 
 
 class FunnelExclusion(_Strict):
@@ -305,11 +314,28 @@ class VolumeCheck(_Strict):
     on_fail: OnFail = Field("fail", description="`fail` stops publication; `warn` publishes and reports a warning.")
 
 
+class IdentityCheck(_Strict):
+    """Alarm when the largest customer is bigger than any person could be (strangers fused into one)."""
+
+    max_identifiers: int | None = Field(
+        100,
+        ge=1,
+        description="Most linked identifiers one customer (`customers.n_identifiers`) may hold; None turns it off.",
+    )
+    max_events: int | None = Field(
+        10_000, ge=1, description="Most events one customer (`customers.n_events`) may hold; None turns it off."
+    )
+    on_fail: OnFail = Field("warn", description="`fail` stops publication; `warn` publishes and reports a warning.")
+
+
 class QualityConfig(_Strict):
     """Data-quality thresholds."""
 
     freshness: FreshnessCheck = Field(default_factory=FreshnessCheck, description="Freshness check (off by default).")
     volume: VolumeCheck = Field(default_factory=VolumeCheck, description="Volume check (off by default).")
+    identity: IdentityCheck = Field(
+        default_factory=IdentityCheck, description="Size of the largest customer (warns by default)."
+    )
 
     max_quarantine_share: float = Field(
         0.05, description="A source file with a larger share of quarantined rows fails the run's checks."

@@ -3,10 +3,12 @@
 Set-based in DuckDB: Python loops only over identifier types (priority order) and connected-component
 passes, never over rows. SQL models live in `sql/intermediate/int_identit*.sql` and `sql/marts/`.
 
-Per identifier type, highest priority first (a "stage"):
+First, hubs: a value that shares events with more distinct identifiers than one person could hold (a call
+centre's own number on hundreds of visitors' web forms) is held back whatever its type's priority.
+Then per identifier type, highest priority first (a "stage"):
 1. touches: which already-linked components each value of the type shares an event with;
 2. a value touching several components whose union would break any type's limit is shared (a
-   household device between two customer_ids) and not used for linking;
+   household device between two customer_ids) and not used for linking, and so is a hub of the type;
 3. tentative components over anchor links (value -> component) and peer links (values of the type on
    one event); a tentative component that still breaks a limit keeps only single-component anchors;
 4. a component holding more values of the type than its limit keeps the best-supported ones.
@@ -41,6 +43,7 @@ class IdentityReport:
     n_merges: int
     n_shared_identifiers: int
     n_splits: int
+    n_hubs: int = 0  # shared identifiers held back as hubs (identity.max_links_per_value)
 
 
 def _scalar(con: duckdb.DuckDBPyConnection, sql: str, params: dict[str, Any] | None = None) -> Any:
@@ -196,6 +199,10 @@ def resolve_identities(
     ]
     n_identifiers = _build_counted(con, cat, "int_identity_nodes", {"type_order": type_order})
     _build(con, cat, "int_identity_event_nodes")
+    # Before any stage, whatever the hub's type: per-type limits would hold back the values a hub touches
+    # (linked before them when its type ranks higher), never the hub itself.
+    max_links = ident.max_links_per_value if guardrails else None
+    n_hubs = _build_counted(con, cat, "int_identity_hubs", {"max_links_per_value": max_links})
     db.execute(con, "create or replace temp table int_identity_labels (node_id bigint, label bigint)")
     db.execute(
         con, "create or replace temp table int_identity_shared (node_id bigint, stage_rank integer, reason varchar)"
@@ -251,6 +258,7 @@ def resolve_identities(
         n_merges=n_merges,
         n_shared_identifiers=n_shared,
         n_splits=n_splits,
+        n_hubs=n_hubs,
     )
 
 

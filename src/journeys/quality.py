@@ -61,6 +61,7 @@ class QualityReport:
     event_dates: list[str] = field(default_factory=list)  # their event dates
     event_batches: list[str] = field(default_factory=list)  # their ingest batches
     checks: list[str] = field(default_factory=list)  # outcome of the freshness and volume checks, one line each
+    identity: list[str] = field(default_factory=list)  # outcome of the identity checks, one line each
 
     @property
     def success(self) -> bool:
@@ -81,6 +82,7 @@ class QualityReport:
             event_dates=sorted({*self.event_dates, *other.event_dates}),
             event_batches=sorted({*self.event_batches, *other.event_batches}),
             checks=self.checks + other.checks,
+            identity=self.identity + other.identity,
         )
 
     def outcome(self) -> dict[str, Any]:
@@ -94,6 +96,7 @@ class QualityReport:
             "files_checked": len(self.files),
             "files_over_limit": sum(1 for f in self.files if not f.ok),
             "max_file_share": max((f.share for f in self.files), default=None),
+            "identity": list(self.identity),
         }
 
     def summary(self) -> str:
@@ -154,7 +157,13 @@ def model_expectations(n_stages: int) -> dict[str, list[Any]]:
     import great_expectations.expectations as gxe
 
     return {
-        "identity_map": [gxe.ExpectColumnValuesToNotBeNull(column="customer_key")],
+        "identity_map": [
+            gxe.ExpectColumnValuesToNotBeNull(column="is_shared"),
+            # Every linked identifier has a customer; a held-back hub belongs to no one.
+            gxe.ExpectColumnValuesToNotBeNull(
+                column="customer_key", row_condition="is_shared == False", condition_parser="pandas"
+            ),
+        ],
         "journeys": [
             gxe.ExpectColumnValuesToBeBetween(column="n_events", min_value=1),
             gxe.ExpectColumnValuesToBeBetween(column="furthest_stage", min_value=0, max_value=n_stages),
@@ -272,7 +281,6 @@ def validate_warehouse(
             v.report.events_checked += len(frame)
             v.validate("canonical_events", f"events#{i}", frame, ev)
         v.report.event_dates, v.report.event_batches = sorted(dates), sorted(batches)
-    v.report.warnings += identity_limit_warnings(con, settings)
     n_stages = db.fetch(con, "select coalesce(max(n_stages), 0) from stage_definitions")[0][0]
     kept = {m.name for m in catalog.kept()}
     for model, expectations in model_expectations(n_stages).items():
@@ -281,20 +289,30 @@ def validate_warehouse(
         cols = ", ".join(db.quote_ident(c) for c in dict.fromkeys(e.column for e in expectations))
         for i, frame in enumerate(_frames(con, f"select {cols} from {db.quote_ident(model)}", batch_rows)):
             v.validate(model, f"{model}#{i}", frame, expectations)
-    return v.report
+    return v.report.merged(check_identity(con, settings))
 
 
 def _days(us: float) -> str:
     return f"{us / 86_400_000_000:.1f} days"
 
 
-def _outcome(report: QualityReport, name: str, setting: str, on_fail: str, ok: bool, detail: str) -> None:
-    """Record one freshness/volume outcome: a line always, and a failure or a warning when it did not hold."""
+def _outcome(
+    report: QualityReport,
+    name: str,
+    setting: str,
+    on_fail: str,
+    ok: bool,
+    detail: str,
+    lines: list[str] | None = None,
+) -> None:
+    """Record one run-level outcome: a line always (in `lines`, default the freshness and volume lines), and a
+    failure or a warning when it did not hold."""
+    lines = report.checks if lines is None else lines
     if ok:
-        report.checks.append(f"{name}: ok, {detail}")
+        lines.append(f"{name}: ok, {detail}")
         return
     text = f"{name}: {detail}; {setting}"
-    report.checks.append(f"{name}: {'FAILED' if on_fail == 'fail' else 'warning'}, {detail}; {setting}")
+    lines.append(f"{name}: {'FAILED' if on_fail == 'fail' else 'warning'}, {detail}; {setting}")
     if on_fail == "fail":
         report.failures.append(Failure(name, "run", setting.split(" ")[0], None, None, [text]))
     else:
@@ -348,6 +366,56 @@ def check_freshness_and_volume(con: duckdb.DuckDBPyConnection, settings: Setting
     return report
 
 
+def check_identity(con: duckdb.DuckDBPyConnection, settings: Settings) -> QualityReport:
+    """The identity section: the largest customer by linked identifiers and by events against
+    `quality.identity`, what the guardrails held back, and the identifier-type trap."""
+    report = QualityReport()
+    present = {r[0] for r in db.fetch(con, "select table_name from duckdb_tables()")}
+    if not {"customers", "shared_identifiers"} <= present:
+        return report
+    check = settings.quality.identity
+    for measure, column, limit, key in (
+        ("identifiers", "n_identifiers", check.max_identifiers, "max_identifiers"),
+        ("events", "n_events", check.max_events, "max_events"),
+    ):
+        col = db.quote_ident(column)
+        largest, size, over = db.fetch(
+            con,
+            f"select (select customer_key from customers order by {col} desc, customer_key limit 1),"
+            f" max({col}), count(*) filter (where {col} > $limit) from customers",
+            {"limit": limit},
+        )[0]
+        name = f"largest customer by {measure}"
+        if largest is None:
+            report.identity.append(f"{name}: no customers")
+            continue
+        detail = f"{largest} holds {size} {measure}"
+        if limit is None:
+            report.identity.append(f"{name}: {detail} (quality.identity.{key} is off)")
+            continue
+        if over:
+            # Strangers fused into one customer: the usual cause is a value every one of them shares.
+            detail += (
+                f", {over} customer(s) above {limit}: strangers fused? Look for a shared value in their"
+                " identity_map rows and lower identity.max_links_per_value, or raise the limit for a real customer"
+            )
+        setting = f"quality.identity.{key} is {limit}"
+        _outcome(report, name, setting, check.on_fail, not over, detail, report.identity)
+    held = db.fetch(con, "select reason, count(*), max(n_events) from shared_identifiers group by all order by all")
+    report.identity.append(
+        "held back from linking (shared_identifiers): "
+        + (", ".join(f"{n} {reason} (up to {most} events each)" for reason, n, most in held) or "none")
+    )
+    if "int_event_customers" not in present:
+        # A published warehouse no longer holds the per-event customers the trap is counted over.
+        report.identity.append("identifier-type trap: not checked, int_event_customers is not in this warehouse")
+        return report
+    traps = identity_limit_warnings(con, settings)
+    report.warnings += traps
+    report.identity += [f"identifier-type trap: warning, {t}" for t in traps] or ["identifier-type trap: ok"]
+    return report
+
+
 LIMIT_TRAP_MIN = 10
 """Held-back values of a one-per-customer type from which the run warns: one is a guardrail, many a mapping."""
 
@@ -365,10 +433,11 @@ def identity_limit_warnings(con: duckdb.DuckDBPyConnection, settings: Settings) 
         con,
         """
         with shared as (
-            -- personal identifiers only: a device or cookie shared by a household is the guardrail at work
+            -- personal identifiers only: a device or cookie shared by a household is the guardrail at work,
+            -- and so is a hub (a call centre's number), whoever its customers are
             select sh.id_type, sh.id_value
             from shared_identifiers as sh
-            where sh.n_customers >= 2 and list_contains($personal, sh.id_type)
+            where sh.n_customers >= 2 and list_contains($personal, sh.id_type) and sh.reason <> 'hub'
         ),
         event_identifiers as (
             select ec.customer_key, unnest(ev.identifiers) as idf
@@ -482,6 +551,8 @@ def write_quality_report(report: QualityReport, path: Path) -> Path:
         lines.append("")
     if report.checks:
         lines += ["## Freshness and volume", ""] + [f"- {_md(c)}" for c in report.checks] + [""]
+    if report.identity:
+        lines += ["## Identity", ""] + [f"- {_md(c)}" for c in report.identity] + [""]
     if report.warnings:
         lines += ["## Warnings", ""] + [f"- {_md(w)}" for w in report.warnings] + [""]
     if report.files:

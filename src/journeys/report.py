@@ -478,6 +478,10 @@ def _quality_section(record: Mapping[str, Any], out_dir: Path) -> str:
     )
     suites = [{"suite": s, "batches": n} for s, n in sorted((q.get("suites") or {}).items())]
     parts.append(_table(suites, [("suite", "suite", ""), ("batches", "batches validated", "")], "compact"))
+    identity = q.get("identity") or []
+    if identity:
+        # Largest customer, held-back identifiers, the identifier-type trap: fused or split people show here.
+        parts += ["<h3>Identity</h3>", "<ul>" + "".join(f"<li>{_esc(line)}</li>" for line in identity) + "</ul>"]
     for w in q.get("warnings") or []:
         parts.append(f"<p class='warn'>warning: {_esc(w)}</p>")
     md = Path(str(q.get("report") or ""))

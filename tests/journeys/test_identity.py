@@ -538,3 +538,66 @@ def test_many_held_back_values_of_a_once_per_customer_type_warn_with_the_fix() -
     ]
     con, _ = run(buyers(LIMIT_TRAP_MIN - 1), settings)
     assert identity_limit_warnings(con, settings) == []  # a few held back: the guardrail at work, no alarm
+
+
+# --- hubs ---------------------------------------------------------------------------------------------
+
+
+def call_centre(n_visitors: int, n_calls: int) -> list[Event]:
+    """Cookie-only visitors who typed the call centre's own number into a web form, and calls carrying only it."""
+    events: list[Event] = []
+    for v in range(n_visitors):
+        events.append((f"v{v:03d}_form", v, [("cookie_id", f"k{v:03d}"), ("phone", "hub")]))
+        events.append((f"v{v:03d}_page", v, [("cookie_id", f"k{v:03d}")]))
+    events += [(f"call{c:04d}", c, [("phone", "hub")]) for c in range(n_calls)]
+    # one real customer whose own events carry the number too (an agent logged in as herself)
+    events += [(f"agent{j}", j, [("customer_id", "AGENT"), ("phone", "hub")]) for j in range(3)]
+    return events
+
+
+def test_hub_phone_on_500_visitors_is_held_back_and_fuses_no_one() -> None:
+    events = call_centre(500, 2_500)
+    con, report = run(events)
+    k = keys(con)
+    assert report.n_customers == 501  # 500 visitors and the agent, not one
+    assert report.n_hubs == 1
+    assert all(k[f"v{v:03d}_form"] == k[f"v{v:03d}_page"] is not None for v in range(500))
+    assert len({k[f"v{v:03d}_form"] for v in range(500)} | {k["agent0"]}) == 501
+    assert db.fetch(con, "select id_type, id_value, reason, n_customers, n_events from shared_identifiers") == [
+        ("phone", "hub", "hub", 501, 3_003)
+    ]
+    # Its own calls go to no customer (not the agent, not the visitor seen with it most): they stay unresolved.
+    assert {k[f"call{c:04d}"] for c in range(2_500)} == {None}
+    assert report.n_events_unresolved == 2_500
+    assert db.fetch(con, "select customer_key, is_shared from identity_map where id_value = 'hub'") == [(None, True)]
+    assert db.fetch(con, "select count(*), max(n_events) from customers") == [(501, 3)]
+
+    # Without the check the per-type limits hold back the cookies instead of the hub: one customer takes it all.
+    con_off, off = run(events, Settings(identity=IdentityConfig(max_links_per_value=None)))
+    assert off.n_hubs == 0
+    assert db.fetch(con_off, "select max(n_events) from customers")[0][0] > 2_500
+
+
+def test_hub_of_the_highest_priority_type_is_held_back_too() -> None:
+    # A till's default customer id on every walk-in's receipt: linked first, it would keep one e-mail and shed
+    # the rest, and every walk-in's receipts would go to one person.
+    events = [(f"r{i}", i, [("customer_id", "WALK-IN"), ("email", f"m{i}@x")]) for i in range(6)]
+    events += [(f"w{i}", 10 + i, [("email", f"m{i}@x"), ("device_id", f"d{i}")]) for i in range(6)]
+    hub = Settings(identity=IdentityConfig(max_links_per_value=5))
+    con, report = run(events, hub)
+    k = keys(con)
+    assert report.n_customers == 6
+    assert all(k[f"r{i}"] == k[f"w{i}"] for i in range(6))
+    assert db.fetch(con, "select id_value, reason, n_customers from shared_identifiers") == [("WALK-IN", "hub", 6)]
+
+
+def test_hub_threshold_is_more_than_max_links_per_value() -> None:
+    def shared_by(n: int) -> list[Event]:
+        return [(f"e{i}", i, [("phone", "desk"), ("cookie_id", f"k{i}")]) for i in range(n)]
+
+    settings_ = Settings(identity=IdentityConfig(max_links_per_value=4, max_values_per_type={}))
+    con, report = run(shared_by(4), settings_)
+    assert (report.n_customers, report.n_hubs) == (1, 0)  # at the limit: one customer, linked as before
+    con, report = run(shared_by(5), settings_)
+    assert (report.n_customers, report.n_hubs) == (5, 1)
+    assert db.fetch(con, "select id_value, reason from shared_identifiers") == [("desk", "hub")]

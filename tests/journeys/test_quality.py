@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from journeys.config import MappedField, QualityConfig, Settings, SourceConfig
+from journeys.config import IdentityCheck, MappedField, QualityConfig, Settings, SourceConfig
 from journeys.ingest import ingest_sources
 from journeys.quality import (
     QualityReport,
@@ -196,3 +196,132 @@ def test_unchecked_event_files_are_those_of_batches_no_published_run_checked(tmp
         ("event_date=2026-01-02", "20261102T000000-bbbb-0.parquet"),
     ]
     assert len(unchecked_event_files(s, [])) == 5
+
+
+# --- identity: the largest customer and the identifier-type trap --------------------------------------
+
+
+def resolved(events: list[tuple[str, list[tuple[str, str]]]], settings: Settings):
+    """A connection holding `events` (event_id, identifiers) resolved into customers under `settings`."""
+    from journeys import db
+    from journeys.identity import resolve_identities
+
+    con = db.connect()
+    rows = [
+        {
+            "event_id": e,
+            "occurred_at": datetime(2026, 1, 1),
+            "identifiers": [{"id_type": t, "id_value": v} for t, v in ids],
+        }
+        for e, ids in events
+    ]
+    db.execute(
+        con,
+        "create table events as select r.event_id, r.occurred_at,"
+        " r.identifiers::struct(id_type varchar, id_value varchar)[] as identifiers from (select unnest($rows) as r)",
+        {"rows": rows},
+    )
+    resolve_identities(con, settings, run_at=AS_OF)
+    return con
+
+
+def hub_events(n_visitors: int = 150, n_calls: int = 200) -> list[tuple[str, list[tuple[str, str]]]]:
+    """Cookie-only visitors who typed the call centre's number into a web form, and calls carrying only it."""
+    visitors = [(f"v{v}", [("cookie_id", f"k{v}"), ("phone", "hub")]) for v in range(n_visitors)]
+    return visitors + [(f"call{c}", [("phone", "hub")]) for c in range(n_calls)]
+
+
+def identity_settings(**identity_check) -> Settings:
+    from journeys.config import IdentityCheck, IdentityConfig
+
+    return Settings(
+        identity=IdentityConfig(max_links_per_value=None),  # the hub guardrail off: the check must see the fusion
+        quality=QualityConfig(identity=IdentityCheck(**identity_check)),
+    )
+
+
+def test_largest_customer_above_the_limit_fails_the_identity_check(tmp_path):
+    from journeys.quality import check_identity
+
+    fused = identity_settings(max_identifiers=100, max_events=100, on_fail="fail")
+    report = check_identity(resolved(hub_events(), fused), fused)
+    assert not report.success
+    assert [(f.suite, f.expectation) for f in report.failures] == [
+        ("largest customer by events", "quality.identity.max_events")
+    ]
+    assert report.failures[0].sample[0].startswith("largest customer by events: c_")
+    assert "holds 350 events, 1 customer(s) above 100: strangers fused?" in report.failures[0].sample[0]
+    assert report.identity[0].startswith("largest customer by identifiers: ok, c_")  # 21 identifiers, under 100
+    assert report.identity[1].startswith("largest customer by events: FAILED, c_")
+    text = write_quality_report(report, tmp_path / "q.md").read_text()
+    assert "## Identity" in text and "- largest customer by events: FAILED" in text
+
+    # Warned, not failed, with on_fail: warn; and the hub guardrail (the default) leaves no customer that large.
+    warned = identity_settings(max_events=100)
+    report = check_identity(resolved(hub_events(), warned), warned)
+    assert report.success and report.warnings[0].startswith("largest customer by events: c_")
+    guarded = Settings(quality=QualityConfig(identity=IdentityCheck(max_identifiers=2, max_events=100)))
+    report = check_identity(resolved(hub_events(), guarded), guarded)
+    assert report.success and report.warnings == []
+    # every visitor is one customer of one cookie and one event; the hub is held back
+    assert [(line.split(", c_")[0], line.split(" holds ")[1]) for line in report.identity[:2]] == [
+        ("largest customer by identifiers: ok", "1 identifiers"),
+        ("largest customer by events: ok", "1 events"),
+    ]
+    assert report.identity[2] == "held back from linking (shared_identifiers): 1 hub (up to 350 events each)"
+
+
+def test_identifier_type_trap_shows_in_the_identity_section(tmp_path):
+    from journeys.quality import LIMIT_TRAP_MIN, check_identity
+
+    # Repeat buyers whose order-level id was mapped as customer_id: each person "has" two customer ids.
+    events = [
+        (f"o{p}{o}", [("email", f"p{p}@x"), ("customer_id", f"order-{p}-{o}")])
+        for p in range(LIMIT_TRAP_MIN)
+        for o in "ab"
+    ]
+    report = check_identity(resolved(events, Settings()), Settings())
+    assert report.success and len(report.warnings) == 1
+    assert report.identity[-1] == f"identifier-type trap: warning, {report.warnings[0]}"
+    assert "10 held-back identifiers" in report.warnings[0] and "map that column to a per-order" in report.warnings[0]
+    text = write_quality_report(report, tmp_path / "q.md").read_text()
+    identity_section = text.split("## Identity", 1)[1].split("##", 1)[0]
+    assert "identifier-type trap: warning, identity: 10 held-back identifiers (e.g. email)" in identity_section
+    assert "customer_id = 1 keeps those 20 customers apart" in identity_section
+
+
+def test_warehouse_suites_pass_on_a_published_sample_and_report_its_identity(published):
+    from journeys import db
+    from journeys.quality import validate_warehouse
+
+    s = published.settings
+    with db.connect(s.warehouse_path, read_only=True) as con:
+        report = validate_warehouse(con, s, as_of=published.context.as_of, catalog=published.context.catalog)
+    assert report.success, report.summary()
+    assert report.suites["identity_map"] >= 1
+    assert [line.split(":")[0] for line in report.identity] == [
+        "largest customer by identifiers",
+        "largest customer by events",
+        "held back from linking (shared_identifiers)",
+        "identifier-type trap",
+    ]
+    assert all(": ok, " in line for line in report.identity[:2])
+    assert report.outcome()["identity"] == report.identity
+
+
+def test_hubs_do_not_count_as_the_identifier_type_trap():
+    from journeys import db
+    from journeys.config import IdentityConfig
+    from journeys.quality import LIMIT_TRAP_MIN, check_identity
+
+    # Desk phones each on the events of five customers: hubs, not one person's split order ids.
+    events = [
+        (f"e{h}_{c}", [("phone", f"desk{h}"), ("customer_id", f"C{h}-{c}")])
+        for h in range(LIMIT_TRAP_MIN)
+        for c in range(5)
+    ]
+    s = Settings(identity=IdentityConfig(max_links_per_value=4))
+    con = resolved(events, s)
+    assert db.fetch(con, "select distinct reason from shared_identifiers") == [("hub",)]
+    report = check_identity(con, s)
+    assert report.warnings == [] and report.identity[-1] == "identifier-type trap: ok"

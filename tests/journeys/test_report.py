@@ -16,7 +16,13 @@ def written(published):
     record = {
         "batch_id": published.context.batch_id,
         "as_of": published.context.as_of.isoformat(),
-        "quality": {"success": True, "expectations_run": 3, "suites": {"grain": 1}, "warnings": ["a <b> warning"]},
+        "quality": {
+            "success": True,
+            "expectations_run": 3,
+            "suites": {"grain": 1},
+            "warnings": ["a <b> warning"],
+            "identity": ["largest customer by events: ok, c_1 holds 3 events", "identifier-type trap: ok"],
+        },
     }
     report.write_run_record(published.settings, record)
     return report.write_report(published.settings)
@@ -45,6 +51,7 @@ def test_report_is_self_contained_and_escapes_text(written):
     assert not re.search(r"<(script|link|img|iframe)[^>]+(src|href)\s*=", page, re.I)
     assert "Plotly.newPlot" in page and page.count("Plotly.newPlot") == written.charts
     assert "a &lt;b&gt; warning" in page and "a <b> warning" not in page
+    assert "<h3>Identity</h3>\n<ul><li>largest customer by events: ok, c_1 holds 3 events</li>" in page
     for heading in ("Stage funnel", "Where customers are lost", "Stage x channel", "Row accounting", "Data quality"):
         assert heading in page
 

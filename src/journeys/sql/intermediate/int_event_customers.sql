@@ -6,8 +6,9 @@
 -- procedure: identity
 -- int_event_customers
 -- One row per event of `events`
--- customer_key is null only when the event has no usable identifier. Events carrying only shared
--- identifiers go to the best-supported customer of their highest-priority shared identifier.
+-- customer_key is null when the event has no usable identifier, or none but hubs. Events carrying only shared
+-- identifiers go to the best-supported customer of their highest-priority shared identifier that is not a
+-- hub: the calls that carry nothing but a call centre's own number belong to no one customer.
 with source_events as (
     select distinct
         ev.event_id
@@ -42,6 +43,7 @@ shared_only_events as (
         on ss.node_id = en.node_id
     anti join linked_events as le
         on le.event_no = en.event_no
+    where ss.customer_key is not null
     group by en.event_no
 ),
 

@@ -6,7 +6,8 @@
 -- procedure: identity
 -- One row per shared identifier (not used for linking)
 -- A shared identifier belongs to the customer with most of its events (tie: smallest customer_key),
--- counted over its events that resolve through linked identifiers.
+-- counted over its events that resolve through linked identifiers. A hub belongs to no one (customer_key
+-- null): among hundreds of customers the most frequent one is an accident, not an owner.
 with shared as (
     select * from int_identity_shared
 ),
@@ -22,6 +23,7 @@ linked_events as (
 support as (
     select
         en.node_id,
+        sh.reason,
         le.customer_key,
         count(*) as n_events
     from event_nodes as en
@@ -29,16 +31,19 @@ support as (
         on sh.node_id = en.node_id
     inner join linked_events as le
         on le.event_no = en.event_no
-    group by en.node_id, le.customer_key
+    group by en.node_id, sh.reason, le.customer_key
 ),
 
 final as (
     select
         su.node_id,
-        arg_min(su.customer_key, (-su.n_events, su.customer_key)) as customer_key,
+        case
+            when su.reason <> 'hub'
+                then arg_min(su.customer_key, (-su.n_events, su.customer_key))
+        end as customer_key,
         count(*) as n_customers
     from support as su
-    group by su.node_id
+    group by su.node_id, su.reason
 )
 
 select * from final

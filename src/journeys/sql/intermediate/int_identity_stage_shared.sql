@@ -6,8 +6,9 @@
 -- params: stage_rank, type_limits
 -- procedure: identity
 -- One row per identifier of the stage's type that is not used for linking
--- Reasons: 'bridge' (would join components beyond a limit), 'limit' (its component already holds the
--- type's maximum of better-supported values: most events first, then smallest value).
+-- Reasons: 'bridge' (would join components beyond a limit), 'hub' (shares events with more distinct identifiers
+-- than identity.max_links_per_value), 'limit' (its component already holds the type's maximum of
+-- better-supported values: most events first, then smallest value).
 with stage_values as (
     select * from int_identity_stage_values
 ),
@@ -19,7 +20,7 @@ components as (
 bridges as (
     select
         sv.node_id,
-        'bridge' as reason
+        coalesce(sv.bridge_reason, 'bridge') as reason
     from stage_values as sv
     where sv.is_bridge
         or (sv.in_violation and sv.n_touches >= 2)

@@ -6,7 +6,8 @@
 -- params: stage_rank
 -- procedure: identity
 -- One row per identifier node of the stage's type
--- is_bridge: touches components whose union breaks a limit. in_violation: its tentative component breaks a limit.
+-- is_bridge: not used for linking (bridge_reason: 'bridge', it touches components whose union breaks a limit, or
+-- 'hub'). in_violation: its tentative component breaks a limit.
 with nodes as (
     select * from int_identity_nodes
 ),
@@ -42,6 +43,7 @@ final as (
         nd.n_events,
         coalesce(tch.n_touches, 0) as n_touches,
         br.node_id is not null as is_bridge,
+        br.reason as bridge_reason,
         vi.label is not null as in_violation
     from nodes as nd
     left join touch_counts as tch

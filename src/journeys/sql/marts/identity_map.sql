@@ -5,7 +5,8 @@
 -- publish: true
 -- procedure: identity
 -- One row per identifier (id_type, id_value) seen on a usable event identifier
--- Linked identifiers map to their component's customer; shared ones (is_shared) to their best-supported one.
+-- Linked identifiers map to their component's customer; shared ones (is_shared) to their best-supported one,
+-- hubs to none.
 with nodes as (
     select * from int_identity_nodes
 ),

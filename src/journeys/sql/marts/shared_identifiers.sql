@@ -4,7 +4,7 @@
 -- partition: none
 -- publish: true
 -- procedure: identity
--- One row per identifier that hit a guardrail limit and is not used for linking
+-- One row per identifier that hit a guardrail and is not used for linking, with the reason
 -- n_customers counts the customers its events resolve to through other identifiers.
 with shared as (
     select * from int_identity_shared
@@ -22,6 +22,7 @@ final as (
     select
         nd.id_type,
         nd.id_value,
+        sh.reason,
         coalesce(ss.n_customers, 0) as n_customers,
         nd.n_events
     from shared as sh
