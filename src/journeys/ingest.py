@@ -1319,6 +1319,10 @@ def ingest_sources(settings: Settings, *, as_of: datetime, batch_id: str) -> Ing
     settings.require_pii_salt()
     if not _BATCH_RE.match(batch_id):
         raise ValueError(f"batch_id must match {_BATCH_RE.pattern}, got {batch_id!r}")
+    from journeys.reset import finish_reset  # reset builds on this module
+
+    # A reset killed after its new lake was ready is completed before anything is read.
+    finish_reset(settings)
     files = landing_files(settings)
     if not files:
         log.warning("no landing file under %s matches any source's path glob", settings.landing_dir)
@@ -1399,8 +1403,10 @@ def ingest_sources(settings: Settings, *, as_of: datetime, batch_id: str) -> Ing
         (settings.lake_dir / "_tmp").rmdir()  # only when empty
     report.affected_dates = sorted(affected)
     report.still_held = count_held(settings)
-    if report.held or report.still_held:
-        log.warning(
+    if report.held or report.released:
+        # Held rows are not an error (a backfill makes many), but a row held forever is worth a look.
+        log.log(
+            logging.WARNING if report.held else logging.INFO,
             "held back: %d row(s) of this run later than %s (as_of + quality.max_future); %d held in all,"
             " loaded by the first run whose as_of passes them; %d released now",
             report.held,
