@@ -202,3 +202,14 @@ def test_reset_after_a_bad_mapping_then_a_run_gives_the_marts_of_a_first_run(tmp
     assert tree_digest(data / "landing") == landing and (data / "notes.txt").is_file()
     assert cli.main(["run", "--config", str(config), *as_of]) == 0
     assert mart_rows(data) == mart_rows(first.parent / "data")
+    assert "1 rows later than as_of + max_future wait in state/held/" in capsys.readouterr().out
+
+    # A later run loads the held row; the run history says which run held it back and which loaded it.
+    assert cli.main(["run", "--config", str(config), "--as-of", "2026-04-01T00:00:00"]) == 0
+    assert "held back: 1 earlier held rows loaded now; 0 rows" in capsys.readouterr().out
+    import duckdb
+
+    with duckdb.connect(str(data / "warehouse" / "journeys.duckdb"), read_only=True) as con:
+        history = con.sql("select rows_read, rows_held, rows_released from runs order by published_at").fetchall()
+        assert con.sql("select count(*) from events where event_id = 'web:w6'").fetchall() == [(1,)]
+    assert history == [(6, 1, 0), (0, 0, 0), (0, 0, 1)]
