@@ -478,7 +478,11 @@ def build_parser() -> argparse.ArgumentParser:
         " are built beside the old ones under the run lock and swapped in; landing files, marts, warehouse and"
         " identity state are kept; then `journeys run`",
     )
-    rs.add_argument("--as-of", help="ISO time rows later than which (plus max_future) are held back (default: now)")
+    rs.add_argument(
+        "--as-of",
+        help="ISO time: rows later than it plus quality.max_future are held back (default: now); give the as-of"
+        " of the next run, whose checks reject lake events later than its own as-of plus max_future",
+    )
     rs.add_argument("--data-root", help="override the config's data root")
     rs.set_defaults(func=cmd_reset)
 
