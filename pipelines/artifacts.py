@@ -102,7 +102,8 @@ def run_summary_markdown(
     warehouse: str,
 ) -> str:
     """The markdown summary of one finished run."""
-    accounted = ingest["read"] == ingest["loaded"] + ingest["quarantined"] + ingest["duplicates"]
+    held = ingest.get("held", 0)
+    accounted = ingest["read"] == ingest["loaded"] + ingest["quarantined"] + ingest["duplicates"] + held
     return "\n".join(
         [
             f"# journeys-nightly as of {as_of.isoformat()}",
@@ -112,7 +113,8 @@ def run_summary_markdown(
             "## Rows",
             "",
             f"read {ingest['read']} = loaded {ingest['loaded']} + quarantined {ingest['quarantined']}"
-            f" + duplicates {ingest['duplicates']} ({'balanced' if accounted else 'NOT balanced'});"
+            f" + duplicates {ingest['duplicates']} + held back {held} ({'balanced' if accounted else 'NOT balanced'});"
+            f" {ingest.get('released', 0)} held rows released, {ingest.get('still_held', 0)} still held;"
             f" {ingest['files']} landing files, {ingest['files_skipped']} of them unchanged since an earlier run.",
             "",
             f"identity: {identity.get('n_customers')} customers from {identity.get('n_identifiers')} identifiers,"

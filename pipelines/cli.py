@@ -1,4 +1,4 @@
-"""The `journeys` command: demo, run, generate, query, report, docs, analyst-db, serve, backfill."""
+"""The `journeys` command: demo, run, reset, generate, query, report, docs, analyst-db, serve, backfill."""
 
 from __future__ import annotations
 
@@ -72,9 +72,11 @@ def print_summary(result: dict[str, Any], warehouse: str) -> None:
     print(f"\nrun {result['batch_id']} as of {result['as_of']}")
     print(
         f"rows: read={ing['read']} = loaded {ing['loaded']} + quarantined {ing['quarantined']}"
-        f" + duplicates {ing['duplicates']}  ({ing['files']} files, {ing['files_skipped']} unchanged)"
+        f" + duplicates {ing['duplicates']} + held back {ing.get('held', 0)}"
+        f"  ({ing['files']} files, {ing['files_skipped']} unchanged)"
         + (f"; {ing['blank']} blank rows skipped" if ing.get("blank") else "")
     )
+    print_held(ing.get("released", 0), ing.get("still_held", 0))
     plan = result.get("build") or {}
     if plan:
         affected = result.get("steps", {}).get("build-marts", {}).get("incremental", {}).get("affected_customers")
@@ -133,6 +135,15 @@ def print_summary(result: dict[str, Any], warehouse: str) -> None:
     if result.get("report"):
         print(f"  {'HTML report':22s} {result['report']['latest']}")
     print(f'\nquery it: journeys query "select * from stage_funnel order by all" --warehouse {warehouse}')
+
+
+def print_held(released: int, still_held: int) -> None:
+    """Print what happened to rows held back for being later than a run's as_of (nothing when there are none)."""
+    if released or still_held:
+        print(
+            f"held back: {released} earlier held rows loaded now; {still_held} rows later than as_of + max_future"
+            " wait in state/held/ for a run whose as_of passes them"
+        )
 
 
 def print_journey_map(con: Any, model: str) -> None:
@@ -211,6 +222,29 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     result = nightly(config_path=args.config, as_of=as_of, data_root=args.data_root, full_refresh=args.full_refresh)
     print_summary(result, str(settings.warehouse_path))
+    return 0
+
+
+def cmd_reset(args: argparse.Namespace) -> int:
+    import uuid
+
+    from journeys import reset
+
+    settings = _settings(args)
+    as_of = _as_of(args.as_of) or datetime.now(UTC)
+    batch_id = f"{as_of.astimezone(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
+    print(f"re-ingesting every landing file under {settings.landing_dir} as of {as_of.isoformat()} (batch {batch_id})")
+    report = reset.reset_lake(settings, as_of=as_of, batch_id=batch_id)
+    print(
+        f"rows: read={report.read} = loaded {report.loaded} + quarantined {report.quarantined}"
+        f" + duplicates {report.duplicates} + held back {report.held}  ({len(report.files)} files)"
+        + (f"; {report.blank} blank rows skipped" if report.blank else "")
+    )
+    print_held(0, report.still_held)
+    print(
+        f"the lake of {settings.root} is rebuilt; the published marts and warehouse are unchanged until the next"
+        " `journeys run`"
+    )
     return 0
 
 
@@ -447,6 +481,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     r.set_defaults(func=cmd_run)
 
+    rs = sub.add_parser(
+        "reset",
+        parents=[config],
+        help="re-ingest every landing file from scratch (after a mapping fix): a new lake, quarantine and manifest"
+        " are built beside the old ones under the run lock and swapped in; landing files, marts, warehouse and"
+        " identity state are kept; then `journeys run`",
+    )
+    rs.add_argument(
+        "--as-of",
+        help="ISO time: rows later than it plus quality.max_future are held back (default: now); give the as-of"
+        " of the next run, whose checks reject lake events later than its own as-of plus max_future",
+    )
+    rs.add_argument("--data-root", help="override the config's data root")
+    rs.set_defaults(func=cmd_reset)
+
     g = sub.add_parser("generate", help="write synthetic landing files with ground truth")
     g.add_argument("--events", type=int, default=100_000)
     g.add_argument("--seed", type=int, default=42)
@@ -539,10 +588,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except Exception as exc:
         from journeys.ingest import NothingToPublishError, SourceError
+        from journeys.publish import RunLockedError
         from journeys.quality import QualityError
+        from journeys.reset import ResetRefusedError
 
         # Known ways a run stops: the message says what and where; a traceback would only bury it.
-        if isinstance(exc, SourceError | NothingToPublishError | QualityError):
+        if isinstance(exc, SourceError | NothingToPublishError | QualityError | ResetRefusedError | RunLockedError):
             print(f"journeys {args.command}: {exc}", file=sys.stderr)
             return 1
         raise

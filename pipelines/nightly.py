@@ -76,20 +76,26 @@ def ingest_task(context: RunContext) -> dict[str, Any]:
     require_events(context.settings, report)
     log = get_run_logger()
     log.info(
-        "ingest: read=%d loaded=%d quarantined=%d duplicates=%d files=%d",
+        "ingest: read=%d loaded=%d quarantined=%d duplicates=%d held=%d files=%d; released %d held rows, %d still held",
         report.read,
         report.loaded,
         report.quarantined,
         report.duplicates,
+        report.held,
         len(report.files),
+        report.released,
+        report.still_held,
     )
     if not report.accounting_ok():
-        raise RuntimeError("row accounting broken: read != loaded + quarantined + duplicates")
+        raise RuntimeError("row accounting broken: read != loaded + quarantined + duplicates + held")
     return {
         "read": report.read,
         "loaded": report.loaded,
         "quarantined": report.quarantined,
         "duplicates": report.duplicates,
+        "held": report.held,
+        "released": report.released,
+        "still_held": report.still_held,
         "blank": report.blank,
         "files": len(report.files),
         "files_skipped": sum(1 for f in report.files if f.skipped and not f.not_ready),
@@ -189,6 +195,8 @@ def publish_task(context: RunContext, working: str, ingest: dict[str, Any], chec
             "rows_loaded": ingest["loaded"],
             "rows_quarantined": ingest["quarantined"],
             "rows_duplicate": ingest["duplicates"],
+            "rows_held": ingest["held"],
+            "rows_released": ingest["released"],
             "rows_blank": ingest["blank"],
             "events_in_lake": db.fetch(con, "select count(*) from events")[0][0],
             "expectations": checks["expectations"],

@@ -80,6 +80,8 @@ RUNS_SCHEMA = {
     "rows_loaded": "bigint",
     "rows_quarantined": "bigint",
     "rows_duplicate": "bigint",
+    "rows_held": "bigint",
+    "rows_released": "bigint",
     "rows_blank": "bigint",
     "events_in_lake": "bigint",
     "expectations": "bigint",
@@ -295,10 +297,15 @@ models.register(
                     " 'journeys.published_at' of its Parquet marts.",
                     "landing_files": "Landing files that matched a source's path glob in this run.",
                     "files_ingested": "Of those, the files new or changed since an earlier run (ingested now).",
-                    "rows_read": "Rows read from the ingested files: rows_loaded + rows_quarantined + rows_duplicate.",
+                    "rows_read": "Rows read from the ingested files: rows_loaded + rows_quarantined + rows_duplicate"
+                    " + rows_held.",
                     "rows_loaded": "Rows loaded into the lake as new events.",
                     "rows_quarantined": "Rows rejected to the quarantine.",
                     "rows_duplicate": "Rows whose event id was already in the lake or earlier in the file.",
+                    "rows_held": "Rows later than as_of + quality.max_future, held back in state/held/ (not"
+                    " quarantined) until a run's as_of passes them; null for runs before rows were held back.",
+                    "rows_released": "Rows held back by earlier runs that this run loaded into the lake (not part"
+                    " of rows_read: each row is read once).",
                     "rows_blank": "Blank rows skipped (not part of rows_read).",
                     "events_in_lake": "Events in the lake after the run: what its tables were built from.",
                     "expectations": "Great Expectations expectations evaluated by the run's quality step.",

@@ -341,7 +341,11 @@ class QualityConfig(_Strict):
         0.05, description="A source file with a larger share of quarantined rows fails the run's checks."
     )
     min_occurred_at: str = Field("2000-01-01", description="Earliest plausible event time (UTC).")
-    max_future: Duration = Field("1d", description="How far past `as_of` an event time may be before it is rejected.")
+    max_future: Duration = Field(
+        "1d",
+        description="How far past `as_of` an event time may be and still load now (clock skew); a later row is"
+        " held back in state/held/, not rejected, and loaded by the first run whose as_of passes it.",
+    )
 
 
 class ScheduleConfig(_Strict):

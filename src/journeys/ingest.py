@@ -1,9 +1,14 @@
 """Ingest landing files into the Parquet lake of canonical events; bad rows go to quarantine.
 
 One landing file at a time: read it with DuckDB into a staging table, map its columns onto the canonical
-event (sql/staging/stg_events.sql), split rows into loaded / quarantined / duplicates, write each part
-aside and rename it into place, then record the file in the manifest so an unchanged file is never
-ingested twice.
+event (sql/staging/stg_events.sql), split rows into loaded / quarantined / duplicates / held back, write
+each part aside and rename it into place, then record the file in the manifest so an unchanged file is
+never ingested twice.
+
+A valid row later than the run's limit (as_of + quality.max_future) is held back in state/held/ as a
+canonical event, never quarantined; the first run whose limit passes it moves it into the lake (released)
+without reading the landing file again. So every row is counted once over the sequence of runs: read =
+loaded + quarantined + duplicates + held in the run that reads it, and each held row is released once.
 """
 
 from __future__ import annotations
@@ -122,6 +127,8 @@ class FileReport:
     """Blank rows (only white space, delimiters or quotes): skipped, outside `read`."""
     not_ready: str | None = None
     """Why the file was left for a later run (still being written); nothing of it was loaded."""
+    held: int = 0
+    """Valid rows later than the run's limit, kept in state/held/ until a run's as_of passes them."""
 
 
 @dataclass
@@ -131,6 +138,10 @@ class IngestReport:
     batch_id: str
     files: list[FileReport] = field(default_factory=list)
     affected_dates: list[date] = field(default_factory=list)
+    released: int = 0
+    """Rows held back by earlier runs that this run's limit passed: loaded now, not part of `read`."""
+    still_held: int = 0
+    """Rows held back after this run (of every run so far), waiting for a later as_of."""
 
     @property
     def read(self) -> int:
@@ -152,9 +163,13 @@ class IngestReport:
     def blank(self) -> int:
         return sum(f.blank for f in self.files)
 
+    @property
+    def held(self) -> int:
+        return sum(f.held for f in self.files)
+
     def accounting_ok(self) -> bool:
-        """True when every file's rows are accounted for: read = loaded + quarantined + duplicates."""
-        return all(f.read == f.loaded + f.quarantined + f.duplicates for f in self.files)
+        """True when every file's rows are accounted for: read = loaded + quarantined + duplicates + held."""
+        return all(f.read == f.loaded + f.quarantined + f.duplicates + f.held for f in self.files)
 
 
 class SourceError(ValueError):
@@ -211,6 +226,22 @@ def quarantine_glob(settings: Settings) -> str:
 def manifest_path(settings: Settings) -> Path:
     """Where the ingest manifest (one row per ingested landing file version) lives."""
     return settings.state_dir / "ingest_manifest.parquet"
+
+
+def held_dir(settings: Settings) -> Path:
+    """Where rows later than their run's limit wait (canonical events, one file per landing file version)."""
+    return settings.state_dir / "held"
+
+
+def held_glob(settings: Settings) -> str:
+    """Absolute Parquet glob of the held-back rows."""
+    return str(held_dir(settings) / "source=*" / "*.parquet")
+
+
+def held_path(settings: Settings, f: LandingFile) -> Path:
+    """The held-back rows of one landing file version (named after source, path and content: unique per version)."""
+    key = hashlib.sha256(f"{f.source.name}\0{f.rel}\0{f.sha256}".encode()).hexdigest()[:32]
+    return held_dir(settings) / f"source={f.source.name}" / f"{key}.parquet"
 
 
 # Compression is recognised by the first bytes, not the name: an export called `.csv` that is really
@@ -892,13 +923,21 @@ def write_events(
     con: duckdb.DuckDBPyConnection, settings: Settings, f: LandingFile, batch_id: str, tmp: Path
 ) -> list[date]:
     """Write table stg_loaded to the lake, one file per event_date, each renamed into place; return dates."""
-    if db.fetch(con, "select count(*) from stg_loaded")[0][0] == 0:
+    return _write_event_table(con, settings, "stg_loaded", f"{batch_id}-{f.ordinal}", tmp)
+
+
+def _write_event_table(
+    con: duckdb.DuckDBPyConnection, settings: Settings, table: str, stem: str, tmp: Path
+) -> list[date]:
+    """Write `table`'s events to the lake as `<stem>[-k].parquet` per event_date, renamed into place; return dates."""
+    if db.fetch(con, f"select count(*) from {db.quote_ident(table)}")[0][0] == 0:
         return []
     cols = ", ".join(db.quote_ident(c) for c in EVENT_COLUMNS)
     out = tmp / "events"
+    shutil.rmtree(out, ignore_errors=True)
     db.execute(
         con,
-        f"copy (select {cols} from stg_loaded order by event_date, occurred_at, event_id) to $out "
+        f"copy (select {cols} from {db.quote_ident(table)} order by event_date, occurred_at, event_id) to $out "
         "(format parquet, partition_by (event_date), write_partition_columns true, overwrite true)",
         {"out": str(out)},
     )
@@ -907,9 +946,119 @@ def write_events(
         files = sorted(part.glob("*.parquet"))
         for k, written in enumerate(files):
             suffix = "" if len(files) == 1 else f"-{k}"
-            _fsync_replace(written, settings.events_dir / part.name / f"{batch_id}-{f.ordinal}{suffix}.parquet")
+            _fsync_replace(written, settings.events_dir / part.name / f"{stem}{suffix}.parquet")
         dates.append(date.fromisoformat(part.name.split("=", 1)[1]))
     return dates
+
+
+def write_held(con: duckdb.DuckDBPyConnection, settings: Settings, f: LandingFile, tmp: Path) -> int:
+    """Write table stg_held (this file's rows later than the run's limit) to state/held/; return count."""
+    n = db.fetch(con, "select count(*) from stg_held")[0][0]
+    path = held_path(settings, f)
+    if n == 0:
+        # A resumed run recomputes this file's held rows from scratch (its earlier ones are not counted as
+        # known ids), so a file left by an attempt under another config must not outlive it.
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        return 0
+    out = tmp / "held.parquet"
+    cols = ", ".join(db.quote_ident(c) for c in EVENT_COLUMNS)
+    db.execute(
+        con,
+        f"copy (select {cols} from stg_held order by occurred_at, event_id) to $out (format parquet)",
+        {"out": str(out)},
+    )
+    _fsync_replace(out, path)
+    return n
+
+
+def release_held(
+    con: duckdb.DuckDBPyConnection,
+    settings: Settings,
+    *,
+    batch_id: str,
+    ingested_at: datetime,
+    max_at: datetime,
+) -> tuple[int, list[date]]:
+    """Move held-back rows no later than `max_at` into the lake as events of this batch; return count and dates.
+
+    The lake is written first, the held files rewritten after: a run killed in between left rows in both,
+    and the next run, finding their ids in the lake, only drops them from state/held/ (never loads twice).
+    """
+    if not any(held_dir(settings).glob("source=*/*.parquet")):
+        return 0, []
+    db.execute(
+        con,
+        "create or replace temp table held_rows as "
+        "select * from read_parquet($glob, filename = true, hive_partitioning = false)",
+        {"glob": held_glob(settings)},
+    )
+    db.execute(
+        con,
+        """
+        create or replace temp table stg_released as
+        select h.* exclude (filename) replace (
+            cast($batch_id as varchar) as batch_id, cast($ingested_at as timestamp) as ingested_at
+        )
+        from held_rows as h
+        anti join lake_ids as l on l.event_id = h.event_id
+        where h.occurred_at <= $max_at
+        """,
+        {"batch_id": batch_id, "ingested_at": ingested_at, "max_at": max_at},
+    )
+    released = db.fetch(con, "select count(*) from stg_released")[0][0]
+    tmp = settings.lake_dir / "_tmp" / f"{batch_id}-held"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        dates = _write_event_table(con, settings, "stg_released", f"{batch_id}-held", tmp)
+        db.execute(con, "insert into lake_ids select event_id from stg_released")
+        touched = [
+            r[0]
+            for r in db.fetch(
+                con,
+                "select distinct filename from held_rows where occurred_at <= $max_at order by filename",
+                {"max_at": max_at},
+            )
+        ]
+        cols = ", ".join(db.quote_ident(c) for c in EVENT_COLUMNS)
+        for k, name in enumerate(touched):
+            path = Path(name)
+            left = db.fetch(
+                con,
+                "select count(*) from held_rows where filename = $f and occurred_at > $max_at",
+                {"f": name, "max_at": max_at},
+            )[0][0]
+            if left == 0:
+                path.unlink()
+                continue
+            out = tmp / f"held-{k}.parquet"
+            db.execute(
+                con,
+                f"copy (select {cols} from held_rows where filename = $f and occurred_at > $max_at"
+                " order by occurred_at, event_id) to $out (format parquet)",
+                {"f": name, "max_at": max_at, "out": str(out)},
+            )
+            _fsync_replace(out, path)
+        db.execute(
+            con,
+            "delete from held_ids where event_id in (select event_id from held_rows where occurred_at <= $max_at)",
+            {"max_at": max_at},
+        )
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    for table in ("held_rows", "stg_released"):
+        db.execute(con, f"drop table if exists {db.quote_ident(table)}")
+    return released, dates
+
+
+def count_held(settings: Settings) -> int:
+    """Rows held back on this data root, waiting for a run whose as_of passes them."""
+    if not any(held_dir(settings).glob("source=*/*.parquet")):
+        return 0
+    with duckdb.connect() as con:
+        sql = "select count(*) from read_parquet($g, hive_partitioning = false)"
+        return int(db.fetch(con, sql, {"g": held_glob(settings)})[0][0])
 
 
 def write_manifest(con: duckdb.DuckDBPyConnection, settings: Settings, tmp: Path) -> None:
@@ -958,7 +1107,7 @@ def _load_manifest(con: duckdb.DuckDBPyConnection, settings: Settings) -> None:
         create or replace temp table ingest_manifest (
             source varchar, file varchar, size bigint, sha256 varchar, batch_id varchar,
             ingested_at timestamp, "read" bigint, loaded bigint, quarantined bigint, duplicates bigint,
-            columns varchar[], new_columns varchar[], blank bigint
+            columns varchar[], new_columns varchar[], blank bigint, held bigint
         )
         """,
     )
@@ -972,7 +1121,7 @@ def _load_manifest(con: duckdb.DuckDBPyConnection, settings: Settings) -> None:
 
 
 def _load_state(con: duckdb.DuckDBPyConnection, settings: Settings) -> None:
-    """Tables ingest_manifest (what was ingested) and lake_ids (event ids already in the lake)."""
+    """Tables ingest_manifest (what was ingested), lake_ids (event ids in the lake) and held_ids (held back)."""
     _load_manifest(con, settings)
     db.execute(con, "create or replace temp table lake_ids (event_id varchar)")
     if any(settings.events_dir.glob("event_date=*/*.parquet")):
@@ -980,6 +1129,15 @@ def _load_state(con: duckdb.DuckDBPyConnection, settings: Settings) -> None:
             con,
             "insert into lake_ids select event_id from read_parquet($glob, hive_partitioning = false)",
             {"glob": events_glob(settings)},
+        )
+    # A held row's id is taken: a later row with it is a duplicate, as it would be had the row loaded.
+    db.execute(con, "create or replace temp table held_ids (event_id varchar, held_file varchar)")
+    if any(held_dir(settings).glob("source=*/*.parquet")):
+        db.execute(
+            con,
+            "insert into held_ids select event_id, filename from read_parquet($glob, filename = true,"
+            " hive_partitioning = false)",
+            {"glob": held_glob(settings)},
         )
 
 
@@ -1040,17 +1198,23 @@ def ingest_file(
     normalise_phones(con, settings, f.source)
     map_source_rows(con, f.source, params)
     models.materialize(con, models.load_catalog(settings.models_path).models["stg_events"], params)
-    # First occurrence of an event id (by line) wins; ids already in the lake are duplicates too.
+    # First occurrence of an event id (by line) wins, held back or not; ids already in the lake or held
+    # back are duplicates too, except this file version's own held rows (a resumed run recomputes them).
+    own_held = str(held_path(settings, f))
     db.execute(
         con,
         """
-        create or replace temp table stg_loaded as
+        create or replace temp table stg_kept as
         select e.* from stg_events as e
         anti join lake_ids as l on l.event_id = e.event_id
+        anti join (select event_id from held_ids where held_file <> $own) as h on h.event_id = e.event_id
         where e.reject_reason is null
         qualify row_number() over (partition by e.event_id order by e.source_line) = 1
         """,
+        {"own": own_held},
     )
+    db.execute(con, "create or replace temp table stg_loaded as select * from stg_kept where not held_back")
+    db.execute(con, "create or replace temp table stg_held as select * from stg_kept where held_back")
     read, quarantined, valid = db.fetch(
         con,
         "select count(*), count(*) filter (where reject_reason is not null), "
@@ -1065,12 +1229,15 @@ def ingest_file(
     try:
         write_quarantine(con, settings, f, params, tmp)
         dates = write_events(con, settings, f, batch_id, tmp)
+        held = write_held(con, settings, f, tmp)
         db.execute(con, "insert into lake_ids select event_id from stg_loaded")
+        db.execute(con, "delete from held_ids where held_file = $own", {"own": own_held})
+        db.execute(con, "insert into held_ids select event_id, $own from stg_held", {"own": own_held})
         db.execute(
             con,
             "insert into ingest_manifest values ($source, $file, $size, $sha, $batch_id, $ingested_at, "
             "$read, $loaded, $quarantined, $duplicates, cast($columns as varchar[]), cast($new_columns as varchar[]), "
-            "$blank)",
+            "$blank, $held)",
             {
                 "source": f.source.name,
                 "file": f.rel,
@@ -1081,17 +1248,27 @@ def ingest_file(
                 "read": read,
                 "loaded": loaded,
                 "quarantined": quarantined,
-                "duplicates": valid - loaded,
+                "duplicates": valid - loaded - held,
                 "columns": columns,
                 "new_columns": new_columns,
                 "blank": blank,
+                "held": held,
             },
         )
         # Only now, with data in place, is the file marked done: a crash before this re-ingests it.
         write_manifest(con, settings, tmp)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    for table in ("src_rows", "src_blank_rows", "src_phones", "stg_source_rows", "stg_events", "stg_loaded"):
+    for table in (
+        "src_rows",
+        "src_blank_rows",
+        "src_phones",
+        "stg_source_rows",
+        "stg_events",
+        "stg_kept",
+        "stg_loaded",
+        "stg_held",
+    ):
         db.execute(con, f"drop table if exists {db.quote_ident(table)}")
     report = FileReport(
         source=f.source.name,
@@ -1099,10 +1276,11 @@ def ingest_file(
         read=read,
         loaded=loaded,
         quarantined=quarantined,
-        duplicates=valid - loaded,
+        duplicates=valid - loaded - held,
         skipped=False,
         new_columns=new_columns or [],
         blank=blank,
+        held=held,
     )
     return report, dates
 
@@ -1141,6 +1319,10 @@ def ingest_sources(settings: Settings, *, as_of: datetime, batch_id: str) -> Ing
     settings.require_pii_salt()
     if not _BATCH_RE.match(batch_id):
         raise ValueError(f"batch_id must match {_BATCH_RE.pattern}, got {batch_id!r}")
+    from journeys.reset import finish_reset  # reset builds on this module
+
+    # A reset killed after its new lake was ready is completed before anything is read.
+    finish_reset(settings)
     files = landing_files(settings)
     if not files:
         log.warning("no landing file under %s matches any source's path glob", settings.landing_dir)
@@ -1179,6 +1361,12 @@ def ingest_sources(settings: Settings, *, as_of: datetime, batch_id: str) -> Ing
     still_pending: dict[str, str] = {}
     with _connect(settings, spill=True) as con:
         _load_state(con, settings)
+        # Held rows go first: they were read before any file of this run, so a later row with their id is
+        # the duplicate, as in one run over all the files.
+        report.released, released_dates = release_held(
+            con, settings, batch_id=batch_id, ingested_at=ingested_at, max_at=max_at
+        )
+        affected.update(released_dates)
         for f in files:
             if f.ordinal not in todo_ordinals:
                 report.files.append(FileReport(f.source.name, f.rel, 0, 0, 0, 0, skipped=True))
@@ -1214,6 +1402,18 @@ def ingest_sources(settings: Settings, *, as_of: datetime, batch_id: str) -> Ing
     with contextlib.suppress(OSError):
         (settings.lake_dir / "_tmp").rmdir()  # only when empty
     report.affected_dates = sorted(affected)
+    report.still_held = count_held(settings)
+    if report.held or report.released:
+        # Held rows are not an error (a backfill makes many), but a row held forever is worth a look.
+        log.log(
+            logging.WARNING if report.held else logging.INFO,
+            "held back: %d row(s) of this run later than %s (as_of + quality.max_future); %d held in all,"
+            " loaded by the first run whose as_of passes them; %d released now",
+            report.held,
+            max_at,
+            report.still_held,
+            report.released,
+        )
     return report
 
 

@@ -400,23 +400,25 @@ def _accounting_section(con: duckdb.DuckDBPyConnection, settings: Settings, batc
         ("loaded", "loaded", ""),
         ("quarantined", "quarantined", ""),
         ("duplicates", "duplicates", ""),
+        ("held", "held back (later than as_of)", ""),
         ("balanced", "read = sum", ""),
         ("blank", "blank rows (not read)", ""),
     ]
     if manifest.exists():
-        has_blank = any(
-            r[0] == "blank"
+        present_columns = {
+            r[0]
             for r in db.fetch(
                 con, "select column_name from (describe select * from read_parquet($m))", {"m": str(manifest)}
             )
-        )
-        # Manifests written before blank rows were counted have no such column.
-        blank = "sum(blank)::bigint" if has_blank else "null::bigint"
+        }
+        # Manifests written before blank rows (or held rows) were counted have no such column.
+        blank = "sum(blank)::bigint" if "blank" in present_columns else "null::bigint"
+        held = "coalesce(sum(held), 0)::bigint" if "held" in present_columns else "0::bigint"
         sql = (
             "select coalesce(source, 'all sources') as source, count(*) as files, sum(read)::bigint as read,"
             " sum(loaded)::bigint as loaded, sum(quarantined)::bigint as quarantined,"
-            f" sum(duplicates)::bigint as duplicates, {blank} as blank,"
-            " case when sum(read) = sum(loaded) + sum(quarantined) + sum(duplicates) then 'yes' else 'NO' end"
+            f" sum(duplicates)::bigint as duplicates, {held} as held, {blank} as blank,"
+            f" case when sum(read) = sum(loaded) + sum(quarantined) + sum(duplicates) + {held} then 'yes' else 'NO' end"
             " as balanced"
             " from read_parquet($manifest) where $batch::varchar is null or batch_id = $batch"
             # a rollup over no rows still yields its grand-total row
@@ -432,6 +434,12 @@ def _accounting_section(con: duckdb.DuckDBPyConnection, settings: Settings, batc
             "<h3>Every ingested landing file version (the whole lake)</h3>",
             _table(every, columns, "compact"),
         ]
+        still_held = ingest.count_held(settings)
+        if still_held:
+            parts.append(
+                f"<p>{still_held} rows later than their run's as_of + max_future are held back in state/held/;"
+                " the first run whose as_of passes them loads them.</p>"
+            )
     else:
         parts.append("<p class='none'>No ingest manifest on this data root.</p>")
     present = _present(con)

@@ -64,10 +64,10 @@ def write(root: Path, rel: str, text: str) -> Path:
     return p
 
 
-def ingest(settings: Settings, batch_id: str = "b1") -> IngestReport:
-    report = ingest_sources(settings, as_of=AS_OF, batch_id=batch_id)
+def ingest(settings: Settings, batch_id: str = "b1", as_of: datetime = AS_OF) -> IngestReport:
+    report = ingest_sources(settings, as_of=as_of, batch_id=batch_id)
     assert report.accounting_ok()
-    assert report.read == report.loaded + report.quarantined + report.duplicates
+    assert report.read == report.loaded + report.quarantined + report.duplicates + report.held
     return report
 
 
@@ -317,7 +317,7 @@ def test_quarantine_reasons_and_line_numbers(tmp_path):
         + "h3,2026-01-15 10:00:00,ios,order,,,c1,12.x,\n"  # line 4 bad revenue
         + "h4,2026-01-15 10:00:00,ios\n"  # line 5 ragged
         + "\n"  # line 6 blank
-        + "h5,2027-01-15 10:00:00,ios,order,,,c1,1,\n"  # line 7 future
+        + "h5,2027-01-15 10:00:00,ios,order,,,c1,1,\n"  # line 7 future: held back, not quarantined
         + "h6,1999-01-15 10:00:00,ios,order,,,c1,1,\n"  # line 8 too old
         + ",2026-01-15 10:00:00,ios,order,,,c1,1,\n"  # line 9 no event id
         + "h8,2026-01-15 10:00:00,ios,,,,c1,1,\n"  # line 10 no event type
@@ -336,13 +336,11 @@ def test_quarantine_reasons_and_line_numbers(tmp_path):
     s = make_settings(tmp_path, web_source(), email_source())
     report = ingest(s)
     web, mail = report.files
-    assert (web.read, web.loaded, web.quarantined, web.duplicates) == (10, 2, 8, 0)
+    assert (web.read, web.loaded, web.quarantined, web.duplicates, web.held) == (10, 2, 7, 0, 1)
     assert (mail.read, mail.loaded, mail.quarantined, mail.duplicates) == (4, 1, 3, 0)
     assert {r["source_line"] for r in events(s) if r["source"] == "web"} == {2, 12}
     q = {(r["source_file"], r["line"]): r for r in quarantine(s)}
-    assert sorted(q) == [("email/a.jsonl", n) for n in (2, 4, 5)] + [
-        ("web/a.csv", n) for n in (3, 4, 5, 7, 8, 9, 10, 11)
-    ]
+    assert sorted(q) == [("email/a.jsonl", n) for n in (2, 4, 5)] + [("web/a.csv", n) for n in (3, 4, 5, 8, 9, 10, 11)]
     reason = {k: (v["field"], v["reason"]) for k, v in q.items()}
     assert reason[("web/a.csv", 3)] == (
         "occurred_at",
@@ -350,7 +348,6 @@ def test_quarantine_reasons_and_line_numbers(tmp_path):
     )
     assert reason[("web/a.csv", 4)] == ("revenue", "revenue: expected a decimal number (18,2), got '12.x'")
     assert reason[("web/a.csv", 5)][0] == "row" and "missing columns" in reason[("web/a.csv", 5)][1]
-    assert reason[("web/a.csv", 7)][0] == "occurred_at" and "in the future" in reason[("web/a.csv", 7)][1]
     assert "before the earliest" in reason[("web/a.csv", 8)][1]
     assert reason[("web/a.csv", 9)][0] == "event_id"
     assert reason[("web/a.csv", 10)][0] == "event_type"
@@ -588,3 +585,93 @@ def test_a_file_rewritten_while_it_is_read_is_left_for_the_next_run(tmp_path, mo
     monkeypatch.undo()
     ingest(s, "b2")
     assert sorted(r["event_id"] for r in events(s)) == ["web:h1", "web:h2"]
+
+
+def held_rows(settings: Settings) -> list[dict]:
+    from journeys.ingest import held_dir, held_glob
+
+    if not any(held_dir(settings).rglob("*.parquet")):
+        return []
+    rel = duckdb.connect().sql(
+        "select * from read_parquet($g, hive_partitioning = false) order by event_id",
+        params={"g": held_glob(settings)},
+    )
+    return rel.to_arrow_table().to_pylist()
+
+
+def test_rows_later_than_the_limit_are_held_back_and_loaded_once_when_as_of_passes_them(tmp_path):
+    write(
+        tmp_path,
+        "web/a.csv",
+        WEB_HEADER
+        + "h1,2026-01-15 10:00:00,desktop,pageview,,,c1,,\n"
+        + "h2,2026-04-10 10:00:00,desktop,pageview,,,c1,,\n"  # after as_of + 1d: held
+        + "h3,2026-06-01 10:00:00,ios,order,,,c1,5,\n"  # held until a June run
+        + "h2,2026-01-20 10:00:00,desktop,pageview,,,c1,,\n",  # the held h2 came first: a duplicate
+    )
+    s = make_settings(tmp_path, web_source())
+    first = ingest(s, "b1")
+    (web,) = first.files
+    assert (web.read, web.loaded, web.quarantined, web.duplicates, web.held) == (4, 1, 0, 1, 2)
+    assert (first.released, first.still_held) == (0, 2)
+    assert [r["event_id"] for r in events(s)] == ["web:h1"]
+    assert not list(s.quarantine_dir.rglob("*.parquet"))  # never quarantined for its time
+    assert [(r["event_id"], r["occurred_at"]) for r in held_rows(s)] == [
+        ("web:h2", datetime(2026, 4, 10, 8, 0)),
+        ("web:h3", datetime(2026, 6, 1, 8, 0)),
+    ]
+
+    # A later file's row with a held id is a duplicate, exactly as if the held row had been loaded.
+    write(tmp_path, "web/b.csv", WEB_HEADER + "h3,2026-02-01 10:00:00,ios,order,,,c1,7,\n")
+    may = ingest(s, "b2", as_of=datetime(2026, 5, 1))
+    skipped, b = may.files
+    assert skipped.skipped and skipped.read == 0
+    assert (b.read, b.loaded, b.duplicates, b.held) == (1, 0, 1, 0)
+    assert (may.released, may.still_held) == (1, 1)
+    lake = {r["event_id"]: r for r in events(s)}
+    assert sorted(lake) == ["web:h1", "web:h2"]
+    assert (lake["web:h2"]["occurred_at"], lake["web:h2"]["batch_id"]) == (datetime(2026, 4, 10, 8, 0), "b2")
+    assert (lake["web:h2"]["source_file"], lake["web:h2"]["source_line"]) == ("web/a.csv", 3)
+    assert date(2026, 4, 10) in may.affected_dates
+
+    again = ingest(s, "b3", as_of=datetime(2026, 5, 1))
+    assert (again.read, again.released, again.still_held) == (0, 0, 1)
+    june = ingest(s, "b4", as_of=datetime(2026, 7, 1))
+    assert (june.released, june.still_held) == (1, 0)
+    lake = {r["event_id"]: r for r in events(s)}
+    assert sorted(lake) == ["web:h1", "web:h2", "web:h3"]
+    assert lake["web:h3"]["revenue"] == Decimal("5.00")  # the held version, not the later duplicate
+    assert held_rows(s) == []
+    # Every row read once, each held row released once: read = loaded + quarantined + duplicates + released.
+    runs = [first, may, again, june]
+    assert sum(r.read for r in runs) == 5 == sum(r.loaded + r.quarantined + r.duplicates + r.released for r in runs)
+
+
+def test_a_run_killed_while_releasing_held_rows_never_loads_them_twice(tmp_path, monkeypatch):
+    import journeys.ingest as ingest_module
+
+    write(
+        tmp_path,
+        "web/a.csv",
+        WEB_HEADER + "h1,2026-01-15 10:00:00,desktop,pageview,,,c1,,\n" + "h2,2026-04-10 10:00:00,ios,order,,,c1,,\n",
+    )
+    s = make_settings(tmp_path, web_source())
+    assert ingest(s, "b1").held == 1
+    real = ingest_module._fsync_replace
+
+    def dying(src, dst):
+        if "held" in dst.parts or (dst.suffix == ".parquet" and dst.name.startswith("b2")):
+            real(src, dst)
+            raise RuntimeError("killed after the lake was written, before state/held/ was")
+        real(src, dst)
+
+    monkeypatch.setattr(ingest_module, "_fsync_replace", dying)
+    with pytest.raises(RuntimeError, match="killed"):
+        ingest_sources(s, as_of=datetime(2026, 5, 1), batch_id="b2")
+    monkeypatch.undo()
+    assert len(held_rows(s)) == 1 and sorted(r["event_id"] for r in events(s)) == ["web:h1", "web:h2"]
+
+    rerun = ingest(s, "b3", as_of=datetime(2026, 5, 1))
+    assert (rerun.released, rerun.still_held) == (0, 0)  # already in the lake: only dropped from state/held/
+    assert sorted(r["event_id"] for r in events(s)) == ["web:h1", "web:h2"]
+    assert held_rows(s) == []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from datetime import timedelta
 from pathlib import Path
 
 import duckdb
@@ -100,6 +101,28 @@ def test_two_halves_in_two_runs_give_the_lake_of_one_run(landing, whole, tmp_pat
     ss = settings_for(split)
     assert table(events_glob(ss), "event_id") == table(events_glob(ws), "event_id")
     assert table(quarantine_glob(ss), "source_file, line") == table(quarantine_glob(ws), "source_file, line")
+
+
+def test_backfill_with_an_early_as_of_then_a_later_one_gives_the_lake_of_one_run(landing, whole, tmp_path):
+    ws, one = whole
+    copy_landing(landing, tmp_path)
+    s = settings_for(tmp_path)
+    early = ingest_sources(s, as_of=SPEC.as_of - timedelta(days=60), batch_id="early")
+    assert early.accounting_ok() and early.held > 500 and early.still_held == early.held
+    assert early.quarantined == one.quarantined  # rows after the early as_of are not quarantined
+    later = ingest_sources(s, as_of=SPEC.as_of, batch_id="later")
+    assert later.read == 0 and (later.released, later.still_held) == (early.held, 0)
+
+    # Each row counted once over both runs, and the later run's lake is that of one run at its as_of.
+    assert (early.read, early.loaded + later.released, early.quarantined, early.duplicates) == (
+        one.read,
+        one.loaded,
+        one.quarantined,
+        one.duplicates,
+    )
+    assert set(early.affected_dates) | set(later.affected_dates) == set(one.affected_dates)
+    assert table(events_glob(s), "event_id") == table(events_glob(ws), "event_id")
+    assert table(quarantine_glob(s), "source_file, line") == table(quarantine_glob(ws), "source_file, line")
 
 
 class Crash(Exception):

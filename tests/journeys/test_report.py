@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+from datetime import datetime
 
 import pytest
 
@@ -112,3 +113,30 @@ def test_browser_draws_every_chart(written, tmp_path):
     subprocess.run([*common, f"--screenshot={shot}", url], capture_output=True, timeout=180, check=True)
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert shot.stat().st_size > 50_000  # a blank page of this size is a few kB
+
+
+def test_row_accounting_counts_rows_held_back_for_being_later_than_as_of(tmp_path):
+    import duckdb
+
+    from journeys.config import MappedField, Settings, SourceConfig
+    from journeys.ingest import ingest_sources
+
+    landing = tmp_path / "landing" / "web"
+    landing.mkdir(parents=True)
+    (landing / "a.csv").write_text("id,t\nw1,2026-01-01 10:00:00\nw2,2026-06-01 10:00:00\n")
+    src = SourceConfig(
+        name="web",
+        path="web/*.csv",
+        format="csv",
+        event_id="id",
+        occurred_at="t",
+        channel=MappedField(value="web"),
+        event_type=MappedField(value="page_view"),
+    )
+    settings = Settings(data_root=tmp_path, pii_salt="s", sources=[src], memory_limit="512MB", threads=1)
+    ingest_sources(settings, as_of=datetime(2026, 2, 1), batch_id="b1")
+    with duckdb.connect() as con:
+        html = report._accounting_section(con, settings, "b1")
+    assert "held back (later than as_of)" in html
+    assert ">yes</td>" in html and ">NO</td>" not in html  # read 2 = loaded 1 + held 1: balanced
+    assert "1 rows later than their run's as_of + max_future are held back in state/held/" in html

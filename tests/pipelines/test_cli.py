@@ -139,3 +139,77 @@ def test_demo_next_to_a_config_leaves_its_data_root_byte_identical(tmp_path, mon
     assert (out / cli.DEMO_MARKER).is_file()
     assert (out / "marts" / "journeys" / "journeys.parquet").is_file()
     assert "stage funnel" in capsys.readouterr().out
+
+
+RESET_CONFIG = """
+data_root: data
+pii_salt: s
+sources:
+  - name: web
+    path: web/*.csv
+    format: csv
+    event_id: id
+    occurred_at: t
+    channel: {value: web}
+    event_type: {column: action, map: {view: VIEW, buy: BUY}}
+    identifiers: {email: email}
+"""
+RESET_ROWS = (
+    "id,t,action,email\n"
+    "w1,2026-01-01 10:00:00,view,a@example.com\n"
+    "w2,2026-01-02 10:00:00,buy,a@example.com\n"
+    "w3,2026-01-03 10:00:00,view,b@example.com\n"
+    "w4,2026-01-05 10:00:00,view,c@example.com\n"
+    "w5,2026-01-06 10:00:00,buy,c@example.com\n"
+    "w6,2026-03-01 10:00:00,buy,b@example.com\n"  # later than the runs' as_of: held back
+)
+
+
+def reset_project(root: Path, view: str, buy: str) -> Path:
+    root.mkdir()
+    (root / "journeys.yaml").write_text(RESET_CONFIG.replace("VIEW", view).replace("BUY", buy))
+    (root / "data" / "landing" / "web").mkdir(parents=True)
+    (root / "data" / "landing" / "web" / "a.csv").write_text(RESET_ROWS)
+    return root / "journeys.yaml"
+
+
+def mart_rows(data: Path) -> dict[str, list]:
+    import duckdb
+
+    out = {}
+    with duckdb.connect() as con:
+        for p in sorted((data / "marts").glob("*/*.parquet")):
+            out[p.parent.name] = con.sql("select * from read_parquet($p) order by all", params={"p": str(p)}).fetchall()
+    return out
+
+
+def test_reset_after_a_bad_mapping_then_a_run_gives_the_marts_of_a_first_run(tmp_path, capsys, harness):
+    as_of = ["--as-of", "2026-02-01T00:00:00"]
+    first = reset_project(tmp_path / "first", "page_view", "purchase")
+    assert cli.main(["run", "--config", str(first), *as_of]) == 0
+
+    config = reset_project(tmp_path / "again", "purchase", "page_view")  # view and buy swapped by mistake
+    assert cli.main(["run", "--config", str(config), *as_of]) == 0
+    data = config.parent / "data"
+    assert mart_rows(data) != mart_rows(first.parent / "data")
+    config.write_text(RESET_CONFIG.replace("VIEW", "page_view").replace("BUY", "purchase"))  # the fix
+    (data / "notes.txt").write_text("the user's own file\n")
+    landing = tree_digest(data / "landing")
+    capsys.readouterr()
+    assert cli.main(["reset", "--config", str(config), *as_of]) == 0
+    out = capsys.readouterr().out
+    assert "read=6 = loaded 5 + quarantined 0 + duplicates 0 + held back 1" in out
+    assert tree_digest(data / "landing") == landing and (data / "notes.txt").is_file()
+    assert cli.main(["run", "--config", str(config), *as_of]) == 0
+    assert mart_rows(data) == mart_rows(first.parent / "data")
+    assert "1 rows later than as_of + max_future wait in state/held/" in capsys.readouterr().out
+
+    # A later run loads the held row; the run history says which run held it back and which loaded it.
+    assert cli.main(["run", "--config", str(config), "--as-of", "2026-04-01T00:00:00"]) == 0
+    assert "held back: 1 earlier held rows loaded now; 0 rows" in capsys.readouterr().out
+    import duckdb
+
+    with duckdb.connect(str(data / "warehouse" / "journeys.duckdb"), read_only=True) as con:
+        history = con.sql("select rows_read, rows_held, rows_released from runs order by published_at").fetchall()
+        assert con.sql("select count(*) from events where event_id = 'web:w6'").fetchall() == [(1,)]
+    assert history == [(6, 1, 0), (0, 0, 0), (0, 0, 1)]

@@ -100,7 +100,8 @@ def truth_funnel(truth: pl.DataFrame, as_of, n_stages: int = 5, timeout=timedelt
 def test_every_row_is_accounted_for(run):
     _, gen, result, _ = run
     ing = result["ingest"]
-    assert ing["read"] == ing["loaded"] + ing["quarantined"] + ing["duplicates"]
+    assert ing["read"] == ing["loaded"] + ing["quarantined"] + ing["duplicates"] + ing["held"]
+    assert (ing["held"], ing["released"], ing["still_held"]) == (0, 0, 0)  # the sample ends at its as_of
     # The first run's quality step checks exactly the rows it loaded, on the dates ingest touched.
     assert result["quality"]["events_checked"] == ing["loaded"]
     assert result["quality"]["event_dates"] == ing["affected_dates"]

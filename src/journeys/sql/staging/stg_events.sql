@@ -5,7 +5,8 @@
 -- params: batch_id, channel_keys, channel_values, event_id_column, event_type_keys, event_type_values, ingested_at, max_occurred_at, min_occurred_at, occurred_at_column, phone_region, pii_salt, revenue_column, sentiment_column, sentiment_scale, source, source_file, timestamp_format, timezone, touchpoint_keys, touchpoint_values
 -- procedure: ingest
 -- one row per data row of ONE landing file (read, not yet de-duplicated), carrying the
--- canonical event columns and, for rows that fail validation, the quarantine field/column/reason.
+-- canonical event columns and, for rows that fail validation, the quarantine field/column/reason;
+-- held_back marks a valid row later than the run's limit (as_of + max_future).
 -- Macros journeys_snake / journeys_identifier come from journeys.ingest (static SQL, no values).
 with
 
@@ -147,16 +148,6 @@ validated as (
                         'occurred_at: {} UTC is before the earliest plausible time {}', occurred_utc, $min_occurred_at
                     )
                 }
-            when occurred_utc > $max_occurred_at
-                then {
-                    'field': 'occurred_at',
-                    'column': $occurred_at_column,
-                    'reason': format(
-                        'occurred_at: {} UTC is in the future (latest accepted: {}, as_of + max_future)',
-                        occurred_utc,
-                        $max_occurred_at
-                    )
-                }
             when channel_value is null
                 then {'field': 'channel', 'column': null, 'reason': 'channel: expected a value, got an empty value'}
             when event_type_value is null
@@ -220,7 +211,10 @@ final as (
         va.source_line,
         va.reject.field as reject_field,
         va.reject.column as reject_column,
-        va.reject.reason as reject_reason
+        va.reject.reason as reject_reason,
+        -- A valid row later than the run's limit is not wrong, only early: journeys.ingest holds it back
+        -- (state/held/) until a run's as_of passes it; it is never quarantined for its time.
+        coalesce(va.reject is null and va.occurred_utc > $max_occurred_at, false) as held_back
     from validated as va
 )
 
