@@ -536,10 +536,11 @@ def file_shares(
 def _raw_expectations(src: Any, max_share: float) -> list[Any]:
     import great_expectations.expectations as gxe
 
-    # Up to the tolerated quarantine share of a file may lack its id or time; those rows are quarantined.
+    # Up to the tolerated quarantine share of a file may lack its id or a required time; those rows are
+    # quarantined. Optional event times may be empty, and a links source has none.
     mostly = max(0.0, 1.0 - max_share)
-    ids = [gxe.ExpectColumnValuesToNotBeNull(column=c, mostly=mostly) for c in src.event_id_columns]
-    return [*ids, gxe.ExpectColumnValuesToNotBeNull(column=src.occurred_at, mostly=mostly)]
+    cols = dict.fromkeys([*src.event_id_columns, *src.required_time_columns])
+    return [gxe.ExpectColumnValuesToNotBeNull(column=c, mostly=mostly) for c in cols]
 
 
 def _has_data_rows(f: Any) -> bool:
@@ -597,7 +598,7 @@ def validate_landing(settings: Settings, *, batch_id: str, batch_rows: int = BAT
             continue  # empty and header-only files: nothing to expect of their rows
         suite = f"raw_{src.name}"
         expectations = [*_raw_expectations(src, limit), gxe.ExpectTableRowCountToBeBetween(min_value=1)]
-        cols = list(dict.fromkeys([*src.event_id_columns, src.occurred_at]))
+        cols = list(dict.fromkeys([*src.event_id_columns, *src.required_time_columns]))
         with ingest.ingest_connection(settings) as con:
             db.execute(
                 con,

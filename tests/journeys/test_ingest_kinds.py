@@ -1,0 +1,217 @@
+"""Source kinds beyond one event per row: identity link tables, several events per row, row filters."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime
+from pathlib import Path
+
+import duckdb
+
+from journeys import build, db
+from journeys.config import EventSpec, MappedField, RowFilter, Settings, SourceConfig
+from journeys.ingest import IngestReport, events_glob, ingest_sources, links_glob, quarantine_glob
+
+AS_OF = datetime(2026, 3, 1)
+SALT = "test-salt"
+
+ORDERS = SourceConfig(
+    name="orders",
+    path="orders/*.csv",
+    format="csv",
+    event_id="order_id",
+    occurred_at="purchased_at",
+    channel=MappedField(value="web"),
+    event_type=MappedField(value="purchase"),
+    identifiers={"order_id": "order_id"},
+)
+CRM = SourceConfig(
+    name="crm",
+    kind="links",
+    path="crm/*.csv",
+    format="csv",
+    identifiers={"order_id": "order_id", "person_id": "customer_id", "email": "email"},
+)
+WIDE = SourceConfig(
+    name="orders",
+    path="orders/*.csv",
+    format="csv",
+    event_id="order_id",
+    events=[
+        EventSpec(occurred_at="purchased_at", event_type="purchase"),
+        EventSpec(occurred_at="approved_at", event_type="approval", optional=True),
+        EventSpec(occurred_at="delivered_at", event_type="delivery", optional=True),
+    ],
+    channel=MappedField(value="web"),
+    identifiers={"customer": "customer_id"},
+)
+
+
+def settings(root: Path, *sources: SourceConfig) -> Settings:
+    return Settings(data_root=root, pii_salt=SALT, sources=list(sources), memory_limit="512MB", threads=1)
+
+
+def land(root: Path, rel: str, text: str) -> None:
+    p = root / "landing" / rel
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text(text, encoding="utf-8")
+
+
+def ingest(s: Settings, batch_id: str = "b1") -> IngestReport:
+    report = ingest_sources(s, as_of=AS_OF, batch_id=batch_id)
+    assert report.accounting_ok()
+    return report
+
+
+def rows(glob: str, cols: str, order: str) -> list[tuple]:
+    with duckdb.connect() as con:
+        return con.sql(f"select {cols} from read_parquet($g) order by {order}", params={"g": glob}).fetchall()
+
+
+def counts(report: IngestReport, source: str) -> tuple[int, int, int, int]:
+    files = [f for f in report.files if f.source == source]
+    return (
+        sum(f.read for f in files),
+        sum(f.loaded for f in files),
+        sum(f.quarantined for f in files),
+        sum(f.duplicates for f in files),
+    )
+
+
+# --- identity link tables ------------------------------------------------------------------------------
+
+
+def _orders_and_crm(root: Path) -> Settings:
+    land(
+        root,
+        "orders/a.csv",
+        "order_id,purchased_at\n"
+        "o1,2026-01-10 10:00:00\n"
+        "o2,2026-01-20 10:00:00\n"  # the same person's second order: a repeat purchase
+        "o3,2026-01-21 10:00:00\n",
+    )
+    land(
+        root,
+        "crm/people.csv",
+        "order_id,person_id,email\n"
+        "o1,p1,Ann@Example.com\n"
+        "o2,p1,\n"
+        "o3,p2,bob@example.com\n"
+        "o9,p3\n",  # line 5: ragged, quarantined like an event row would be
+    )
+    return settings(root, ORDERS, CRM)
+
+
+def test_a_link_table_joins_two_orders_into_one_customer_and_adds_no_event_or_journey(tmp_path):
+    s = _orders_and_crm(tmp_path)
+    report = ingest(s)
+    assert counts(report, "orders") == (3, 3, 0, 0)
+    assert counts(report, "crm") == (4, 3, 1, 0)
+    assert [f.events for f in report.files if f.source == "crm"] == [0]
+    # Link rows live beside the events, never among them; e-mails are hashed exactly as events' are.
+    assert rows(events_glob(s), "event_id", "event_id") == [("orders:o1",), ("orders:o2",), ("orders:o3",)]
+    email = hashlib.sha256((SALT + "ann@example.com").encode()).hexdigest()
+    linked = rows(links_glob(s), "source, source_line, identifiers", "source_line")
+    assert [(src, line) for src, line, _ in linked] == [("crm", 2), ("crm", 3), ("crm", 4)]
+    assert {"id_type": "email", "id_value": email} in linked[0][2]
+    assert "Ann@Example.com" not in str(linked)
+    assert rows(quarantine_glob(s), "source, line, field", "line") == [("crm", 5, "row")]
+
+    context = build.run_context(s, AS_OF, "b1")
+    with db.connect() as con:
+        build.build_models(con, context)
+        keys = dict(db.fetch(con, "select event_id, customer_key from int_event_customers"))
+        n_events, n_links = db.fetch(con, "select (select count(*) from events), (select count(*) from links)")[0]
+        journeys = db.fetch(con, "select customer_key, n_events from journeys order by n_events desc")
+        customers = db.fetch(con, "select count(*), sum(n_events) from customers")[0]
+    assert (n_events, n_links) == (3, 3)
+    assert set(keys) == {"orders:o1", "orders:o2", "orders:o3"}
+    assert keys["orders:o1"] == keys["orders:o2"] != keys["orders:o3"]
+    assert [n for _, n in journeys] == [2, 1]
+    assert customers == (2, 3)
+
+
+def test_a_link_table_exported_again_is_all_duplicates(tmp_path):
+    s = _orders_and_crm(tmp_path)
+    ingest(s)
+    # A nightly full export of the CRM table: the same links again, plus one changed row (a new e-mail).
+    land(tmp_path, "crm/people-2.csv", "order_id,person_id,email\no1,p1,ann@example.com\no3,p2,bob@new.example\n")
+    again = ingest(s, "b2")
+    assert counts(again, "crm") == (2, 1, 0, 1)
+
+
+# --- one row, several events ---------------------------------------------------------------------------
+
+WIDE_HEADER = "order_id,customer,purchased_at,approved_at,delivered_at\n"
+
+
+def test_a_wide_row_gives_one_event_per_filled_time_and_is_accounted_once(tmp_path):
+    land(
+        tmp_path,
+        "orders/a.csv",
+        WIDE_HEADER + "o1,c1,2026-01-10 10:00:00,2026-01-10 11:00:00,2026-01-15 09:00:00\n"
+        "o2,c2,2026-01-11 10:00:00,,\n"  # line 3: two optional times empty: one event, nothing quarantined
+        "o3,c3,,2026-01-12 10:00:00,\n"  # line 4: the required time is empty
+        "o4,c4,2026-01-12 10:00:00,not a time,\n"  # line 5: an optional time that cannot be read
+        "o1,c1,2026-01-10 10:00:00,2026-01-10 11:00:00,2026-01-15 09:00:00\n",  # line 6: a repeated row
+    )
+    s = settings(tmp_path, WIDE)
+    report = ingest(s)
+    (f,) = report.files
+    assert (f.read, f.loaded, f.quarantined, f.duplicates) == (5, 2, 2, 1)
+    assert (f.events, f.events_skipped) == (4, 2)
+    assert rows(events_glob(s), "event_id, event_type, occurred_at, source_line", "occurred_at") == [
+        ("orders:o1:purchase", "purchase", datetime(2026, 1, 10, 10), 2),
+        ("orders:o1:approval", "approval", datetime(2026, 1, 10, 11), 2),
+        ("orders:o2:purchase", "purchase", datetime(2026, 1, 11, 10), 3),
+        ("orders:o1:delivery", "delivery", datetime(2026, 1, 15, 9), 2),
+    ]
+    # One quarantine row per physical row, naming the column of the event that failed.
+    assert rows(quarantine_glob(s), 'line, field, "column"', "line") == [
+        (4, "occurred_at", "purchased_at"),
+        (5, "occurred_at", "approved_at"),
+    ]
+    with duckdb.connect() as con:
+        manifest = con.sql(
+            "select read, loaded, events, events_skipped from read_parquet($p)",
+            params={"p": str(s.state_dir / "ingest_manifest.parquet")},
+        ).fetchall()
+    assert manifest == [(5, 2, 4, 2)]
+
+
+def test_a_wide_row_exported_again_with_a_new_time_loads_only_that_event(tmp_path):
+    land(tmp_path, "orders/a.csv", WIDE_HEADER + "o2,c2,2026-01-11 10:00:00,,\n")
+    s = settings(tmp_path, WIDE)
+    ingest(s)
+    land(tmp_path, "orders/b.csv", WIDE_HEADER + "o2,c2,2026-01-11 10:00:00,,2026-01-14 10:00:00\n")
+    (_, f) = ingest(s, "b2").files
+    assert (f.read, f.loaded, f.duplicates, f.events, f.events_skipped) == (1, 1, 0, 1, 1)
+    assert rows(events_glob(s), "event_id", "event_id") == [("orders:o2:delivery",), ("orders:o2:purchase",)]
+
+
+# --- row filters ---------------------------------------------------------------------------------------
+
+
+def test_row_filters_keep_only_matching_rows_and_count_the_rest(tmp_path):
+    land(
+        tmp_path,
+        "orders/a.csv",
+        "order_id,status,purchased_at\n"
+        "o1,delivered,2026-01-10 10:00:00\n"
+        "o2,canceled,2026-01-11 10:00:00\n"  # filtered: status
+        "o3, shipped ,2026-01-12 10:00:00\n"  # kept: the value is trimmed before it is compared
+        "o4,delivered,\n"  # filtered: no time (so not quarantined)
+        "o5,,2026-01-13 10:00:00\n",  # filtered: an empty status is in no set
+    )
+    source = ORDERS.model_copy(
+        update={
+            "keep_rows": [
+                RowFilter(column="status", one_of=["delivered", "shipped"]),
+                RowFilter(column="purchased_at", not_empty=True),
+            ]
+        }
+    )
+    s = settings(tmp_path, source)
+    (f,) = ingest(s).files
+    assert (f.read, f.loaded, f.quarantined, f.filtered) == (2, 2, 0, 3)
+    assert rows(events_glob(s), "event_id", "event_id") == [("orders:o1",), ("orders:o3",)]
