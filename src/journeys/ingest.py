@@ -1325,6 +1325,8 @@ def schema_drift(
         if baseline and new:
             kept = src.attributes is None or all(c in src.attributes for c in new)
             where = "kept in attributes" if kept else "not kept: the source lists its attributes explicitly"
+            if src.kind == "links":
+                where = "not kept: a links source keeps only its identifiers"
             log.warning(
                 "schema drift: source %r, file %r: new column(s) %s not in the mapping; %s", src.name, f.rel, new, where
             )

@@ -138,6 +138,7 @@ def test_published_and_kept_tables_come_from_headers(catalog):
     kept = {m.name for m in catalog.kept()}
     assert kept - set(published) == {
         "events",
+        "links",
         "quarantine",
         "stage_definitions",
         "stage_rule_conditions",
