@@ -73,7 +73,13 @@ def print_summary(result: dict[str, Any], warehouse: str) -> None:
     print(
         f"rows: read={ing['read']} = loaded {ing['loaded']} + quarantined {ing['quarantined']}"
         f" + duplicates {ing['duplicates']}  ({ing['files']} files, {ing['files_skipped']} unchanged)"
+        + (
+            f"; {ing['events']} events from the loaded rows"
+            if ing.get("events", ing["loaded"]) != ing["loaded"]
+            else ""
+        )
         + (f"; {ing['blank']} blank rows skipped" if ing.get("blank") else "")
+        + (f"; {ing['filtered']} rows left out by keep_rows" if ing.get("filtered") else "")
     )
     idn = result["identity"]
     print(

@@ -90,6 +90,8 @@ def ingest_task(context: RunContext) -> dict[str, Any]:
         "quarantined": report.quarantined,
         "duplicates": report.duplicates,
         "blank": report.blank,
+        "filtered": report.filtered,
+        "events": report.events,
         "files": len(report.files),
         "files_skipped": sum(1 for f in report.files if f.skipped and not f.not_ready),
         "files_not_ready": {f.file: f.not_ready for f in report.files if f.not_ready},

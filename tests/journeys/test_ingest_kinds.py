@@ -215,3 +215,45 @@ def test_row_filters_keep_only_matching_rows_and_count_the_rest(tmp_path):
     (f,) = ingest(s).files
     assert (f.read, f.loaded, f.quarantined, f.filtered) == (2, 2, 0, 3)
     assert rows(events_glob(s), "event_id", "event_id") == [("orders:o1",), ("orders:o3",)]
+
+
+# --- the whole run -------------------------------------------------------------------------------------
+
+
+def test_a_run_with_wide_orders_and_a_link_table_passes_every_quality_check(tmp_path):
+    from journeys import quality
+
+    land(
+        tmp_path,
+        "orders/a.csv",
+        WIDE_HEADER + "o1,c1,2026-01-10 10:00:00,2026-01-10 11:00:00,2026-01-15 09:00:00\n"
+        "o2,c2,2026-01-20 10:00:00,,\n",
+    )
+    land(tmp_path, "crm/people.csv", "order_id,person_id,email\no1,p1,ann@example.com\no2,p1,\n")
+    wide = WIDE.model_copy(update={"identifiers": {"order_id": "order_id", "customer": "order_customer_id"}})
+    s = settings(tmp_path, wide, CRM)
+    ingest(s)
+    context = build.run_context(s, AS_OF, "b1")
+    with db.connect() as con:
+        build.build_models(con, context)
+        report = quality.validate_warehouse(con, s, as_of=AS_OF, catalog=context.catalog)
+        n_customers, n_events = db.fetch(con, "select count(*), sum(n_events) from customers")[0]
+        no_time = db.fetch(con, "select id_type, n_events from identity_map where first_seen_at is null")
+    landing = quality.validate_landing(s, batch_id="b1")
+    assert report.success, report.failures
+    assert landing.success, landing.failures
+    assert (n_customers, n_events) == (1, 4)
+    # Known only from the link table: in the identity map, with no event and no seen time.
+    assert sorted(no_time) == [("customer_id", 0), ("email", 0)]
+
+
+def test_a_file_whose_rows_are_all_filtered_out_passes_the_landing_checks(tmp_path):
+    from journeys.quality import validate_landing
+
+    land(tmp_path, "orders/a.csv", "order_id,status,purchased_at\no1,delivered,2026-01-10 10:00:00\n")
+    land(tmp_path, "orders/b.csv", "order_id,status,purchased_at\no2,canceled,2026-01-11 10:00:00\n")
+    source = ORDERS.model_copy(update={"keep_rows": [RowFilter(column="status", one_of=["delivered"])]})
+    s = settings(tmp_path, source)
+    assert [(f.read, f.filtered) for f in ingest(s).files] == [(1, 0), (0, 1)]
+    report = validate_landing(s, batch_id="b1")
+    assert report.success, report.failures
