@@ -203,7 +203,8 @@ class SourceConfig(_Strict):
         description="Several events per row instead of `occurred_at` + `event_type`, e.g. an order row with"
         " `[{occurred_at: purchased_at, event_type: purchase}, {occurred_at: delivered_at, event_type:"
         " delivery, optional: true}]`. The row is read and accounted once; each event's id is"
-        " `<source>:<row id>:<event_type>`. At least one event must not be optional.",
+        " `<source>:<row id>:<event_type>`. At least one event must not be optional. The row's `revenue` and"
+        " `sentiment` go to the first event only (which must then not be optional), not to every event.",
     )
     channel: MappedField | None = Field(
         None, description="Canonical channel: constant or column (+ map); required for `kind: events`."
@@ -285,6 +286,12 @@ class SourceConfig(_Strict):
                 raise ValueError(f"events: expected distinct, non-empty event types, got {types}")
             if all(e.optional for e in self.events):
                 raise ValueError("events: at least one event must not be optional (a row with no event is no row)")
+            carried = [k for k in ("revenue", "sentiment") if getattr(self, k) is not None]
+            if carried and self.events[0].optional:
+                raise ValueError(
+                    f"events[0]: carries the row's {' and '.join(carried)}, so it must not be optional"
+                    " (an empty time would drop them)"
+                )
             return self
         missing = [k for k in ("occurred_at", "event_type") if getattr(self, k) is None]
         if missing:

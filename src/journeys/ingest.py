@@ -941,7 +941,10 @@ def map_source_rows(con: duckdb.DuckDBPyConnection, src: SourceConfig, params: d
             select * exclude (__events), unnest(__events) as __event from per_row
         )
         select
-            * exclude (__event),
+            * exclude (__event, src_revenue, src_sentiment),
+            -- A row's revenue and score belong to its first event: on every event they would count n times.
+            case when struct_extract(__event, 'event_index') = 1 then src_revenue end as src_revenue,
+            case when struct_extract(__event, 'event_index') = 1 then src_sentiment end as src_sentiment,
             struct_extract(__event, 'event_index') as event_index,
             struct_extract(__event, 'occurred_text') as src_occurred_at,
             struct_extract(__event, 'occurred_column') as occurred_column,

@@ -346,6 +346,11 @@ def test_new_source_keys_load_from_yaml(tmp_path):
         ),
         (WIDE + "    keep_rows: [{column: s, in: [a]}]\n", "sources[0].keep_rows[0].in: unknown key"),
         (WIDE + "    kind: lookups\n", "sources[0].kind: Input should be 'events' or 'links'"),
+        (
+            WIDE.replace("optional: true", "optional: false").replace("Purchase}", "purchase, optional: true}")
+            + "    revenue: price\n",
+            "sources[0]: events[0]: carries the row's revenue, so it must not be optional",
+        ),
     ],
     ids=[
         "links-time",
@@ -358,6 +363,7 @@ def test_new_source_keys_load_from_yaml(tmp_path):
         "filter-two-tests",
         "filter-key",
         "kind",
+        "revenue-on-optional",
     ],
 )
 def test_new_source_keys_are_checked_at_load_naming_the_key(tmp_path, body, error):

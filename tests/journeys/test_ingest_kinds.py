@@ -257,3 +257,69 @@ def test_a_file_whose_rows_are_all_filtered_out_passes_the_landing_checks(tmp_pa
     assert [(f.read, f.filtered) for f in ingest(s).files] == [(1, 0), (0, 1)]
     report = validate_landing(s, batch_id="b1")
     assert report.success, report.failures
+
+
+def test_a_wide_row_gives_its_revenue_to_its_first_event_only(tmp_path):
+    land(
+        tmp_path,
+        "orders/a.csv",
+        WIDE_HEADER.replace("\n", ",price\n") + "o1,c1,2026-01-10 10:00:00,,2026-01-15 09:00:00,9.50\n",
+    )
+    s = settings(tmp_path, WIDE.model_copy(update={"revenue": "price"}))
+    ingest(s)
+    assert rows(events_glob(s), "event_type, revenue", "occurred_at") == [("purchase", 9.5), ("delivery", None)]
+
+
+def test_a_wide_parquet_row_reads_native_times_and_skips_null_optional_ones(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "landing" / "orders" / "a.parquet"
+    path.parent.mkdir(parents=True)
+    table = pa.table(
+        {
+            "order_id": ["o1", "o2"],
+            "customer": ["c1", "c2"],
+            "purchased_at": pa.array([datetime(2026, 1, 10, 10), datetime(2026, 1, 11, 10)], pa.timestamp("us")),
+            "approved_at": pa.array([None, datetime(2026, 1, 11, 12)], pa.timestamp("us")),
+            "delivered_at": ["2026-01-15 09:00:00", None],  # text beside native times: read with the format
+        }
+    )
+    pq.write_table(table, path)
+    source = WIDE.model_copy(
+        update={"path": "orders/*.parquet", "format": "parquet", "timestamp_format": "%Y-%m-%d %H:%M:%S"}
+    )
+    s = settings(tmp_path, source)
+    (f,) = ingest(s).files
+    assert (f.read, f.loaded, f.quarantined, f.events, f.events_skipped) == (2, 2, 0, 4, 2)
+    assert rows(events_glob(s), "event_id, occurred_at", "occurred_at") == [
+        ("orders:o1:purchase", datetime(2026, 1, 10, 10)),
+        ("orders:o2:purchase", datetime(2026, 1, 11, 10)),
+        ("orders:o2:approval", datetime(2026, 1, 11, 12)),
+        ("orders:o1:delivery", datetime(2026, 1, 15, 9)),
+    ]
+
+
+def test_a_json_lines_link_table_quarantines_an_unreadable_phone_naming_the_field(tmp_path):
+    land(
+        tmp_path,
+        "crm/a.jsonl",
+        '{"account": "a1", "phone": "+44 20 7946 0958"}\n'
+        '{"account": "a2", "phone": "not a number"}\n'
+        '{"account": "a3"}\n',  # a key a JSON object leaves out is an empty value, not an error
+    )
+    source = SourceConfig(
+        name="crm",
+        kind="links",
+        path="crm/*.jsonl",
+        format="jsonl",
+        identifiers={"account": "customer_id", "phone": "phone"},
+    )
+    s = settings(tmp_path, source)
+    (f,) = ingest(s).files
+    assert (f.read, f.loaded, f.quarantined) == (3, 2, 1)
+    assert rows(quarantine_glob(s), 'line, field, "column"', "line") == [(2, "phone", "phone")]
+    phone = hashlib.sha256((SALT + "+442079460958").encode()).hexdigest()
+    linked = rows(links_glob(s), "source_line, identifiers", "source_line")
+    assert linked[0] == (1, [{"id_type": "customer_id", "id_value": "a1"}, {"id_type": "phone", "id_value": phone}])
+    assert linked[1] == (3, [{"id_type": "customer_id", "id_value": "a3"}])
