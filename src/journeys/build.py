@@ -208,7 +208,8 @@ models.register(
                 description="Canonical events of the lake (Parquet partitioned by source and event_date).",
                 columns={
                     "event_id": "'<source>:<source id>', or '<source>:' + sha256 of the raw row when the source has"
-                    " no id; unique over the lake (the first occurrence wins, later ones count as duplicates).",
+                    " no id, followed by ':<event_type>' when the source lists several events per row; unique over"
+                    " the lake (the first occurrence wins, later ones count as duplicates).",
                     "occurred_at": "When the event happened (UTC, microseconds); naive source times are converted"
                     " from the source's configured time zone.",
                     "event_date": "UTC date of occurred_at; the lake's partition key.",
@@ -227,7 +228,7 @@ models.register(
                     " 8 hex digits).",
                     "source_file": "Landing file the event came from, relative to the landing folder.",
                     "source_line": "Physical line of the row in that file (CSV: the header is line 1; Parquet: row"
-                    " number from 1).",
+                    " number from 1); the events of one wide row share it.",
                 },
             ),
             models.Model(

@@ -1148,7 +1148,6 @@ def _model_params(
     ingested_at: datetime,
     max_at: datetime,
     min_at: datetime,
-    native_ts: bool,
 ) -> dict[str, Any]:
     src = f.source
     return {
@@ -1157,8 +1156,8 @@ def _model_params(
         "batch_id": batch_id,
         "ingested_at": ingested_at,
         "timezone": src.timezone,
-        # A native Parquet timestamp needs no format; the format describes text.
-        "timestamp_format": None if native_ts else src.timestamp_format,
+        # Applied to text times only: map_source_rows marks each native Parquet timestamp column.
+        "timestamp_format": src.timestamp_format,
         "event_id_column": ", ".join(src.event_id_columns) or None,
         "revenue_column": src.revenue,
         "sentiment_column": src.sentiment,
@@ -1188,20 +1187,13 @@ def ingest_file(
     # otherwise leave a partial version recorded under the full file's hash, skipped by every later run.
     if file_fingerprint(f.path)[0] != f.sha256:
         raise FileNotReady("its content changed while it was read")
-    types = _column_types(con)
-    native_ts = types.get(f.source.occurred_at or "", "VARCHAR").startswith("TIMESTAMP")
-    params = _model_params(
-        settings, f, batch_id=batch_id, ingested_at=ingested_at, min_at=min_at, max_at=max_at, native_ts=native_ts
-    )
+    params = _model_params(settings, f, batch_id=batch_id, ingested_at=ingested_at, min_at=min_at, max_at=max_at)
     links = f.source.kind == "links"
     staged = "stg_links" if links else "stg_events"
     id_col = "link_id" if links else "event_id"
     normalise_phones(con, settings, f.source)
     map_source_rows(con, f.source, params)
     models.materialize(con, models.load_catalog(settings.models_path).models[staged], params)
-    if links:
-        db.execute(con, "alter table stg_links add column event_index integer default 1")
-        db.execute(con, "alter table stg_links add column skipped boolean default false")
     # Accounting is per physical row: a row with one rejected event is quarantined whole (its first failing
     # event, in config order, gives the reason) and none of its events is loaded.
     db.execute(

@@ -57,6 +57,9 @@ final as (
         cast($batch_id as varchar) as batch_id,
         cast($source_file as varchar) as source_file,
         va.source_line,
+        -- One link per row, never skipped: ingest then accounts link rows as it accounts events.
+        1 as event_index,
+        false as skipped,
         va.reject.field as reject_field,
         va.reject.column as reject_column,
         va.reject.reason as reject_reason
