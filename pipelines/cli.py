@@ -74,7 +74,13 @@ def print_summary(result: dict[str, Any], warehouse: str) -> None:
         f"rows: read={ing['read']} = loaded {ing['loaded']} + quarantined {ing['quarantined']}"
         f" + duplicates {ing['duplicates']} + held back {ing.get('held', 0)}"
         f"  ({ing['files']} files, {ing['files_skipped']} unchanged)"
+        + (
+            f"; {ing['events']} events from the loaded rows"
+            if ing.get("events", ing["loaded"]) != ing["loaded"]
+            else ""
+        )
         + (f"; {ing['blank']} blank rows skipped" if ing.get("blank") else "")
+        + (f"; {ing['filtered']} rows left out by keep_rows" if ing.get("filtered") else "")
     )
     print_held(ing.get("released", 0), ing.get("still_held", 0))
     plan = result.get("build") or {}

@@ -97,6 +97,8 @@ def ingest_task(context: RunContext) -> dict[str, Any]:
         "released": report.released,
         "still_held": report.still_held,
         "blank": report.blank,
+        "filtered": report.filtered,
+        "events": report.events,
         "files": len(report.files),
         "files_skipped": sum(1 for f in report.files if f.skipped and not f.not_ready),
         "files_not_ready": {f.file: f.not_ready for f in report.files if f.not_ready},

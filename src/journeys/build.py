@@ -185,8 +185,9 @@ def _create_lake_view(con: duckdb.DuckDBPyConnection, name: str, glob: str, sche
 
 
 def create_lake_views(con: duckdb.DuckDBPyConnection, settings: Settings) -> None:
-    """Views `events` and `quarantine` over the lake, with absolute paths so any client can open them."""
+    """Views `events`, `links` and `quarantine` over the lake, with absolute paths so any client can open them."""
     _create_lake_view(con, "events", ingest.events_glob(settings), ingest.EVENT_SCHEMA)
+    _create_lake_view(con, "links", ingest.links_glob(settings), ingest.LINK_SCHEMA)
     _create_lake_view(con, "quarantine", ingest.quarantine_glob(settings), ingest.QUARANTINE_SCHEMA)
 
 
@@ -211,7 +212,8 @@ models.register(
                 description="Canonical events of the lake (Parquet partitioned by source and event_date).",
                 columns={
                     "event_id": "'<source>:<source id>', or '<source>:' + sha256 of the raw row when the source has"
-                    " no id; unique over the lake (the first occurrence wins, later ones count as duplicates).",
+                    " no id, followed by ':<event_type>' when the source lists several events per row; unique over"
+                    " the lake (the first occurrence wins, later ones count as duplicates).",
                     "occurred_at": "When the event happened (UTC, microseconds); naive source times are converted"
                     " from the source's configured time zone.",
                     "event_date": "UTC date of occurred_at; the lake's partition key.",
@@ -229,6 +231,27 @@ models.register(
                     "batch_id": "Id of the run that loaded the event (in the flow: as_of as YYYYMMDDTHHMMSS, '-',"
                     " 8 hex digits).",
                     "source_file": "Landing file the event came from, relative to the landing folder.",
+                    "source_line": "Physical line of the row in that file (CSV: the header is line 1; Parquet: row"
+                    " number from 1); the events of one wide row share it.",
+                },
+            ),
+            models.Model(
+                name="links",
+                layer="staging",
+                materialized="view",
+                publish="warehouse",
+                procedure="lake",
+                description="Identifier links of `kind: links` sources (a CRM's order id -> person id): rows that"
+                " only join identifiers in the identity graph and are never events (Parquet partitioned by source).",
+                columns={
+                    "link_id": "'<source>:' + sha256 of the row's sorted identifiers: the same links exported again"
+                    " are duplicates, a changed row (a new e-mail) is a new link.",
+                    "source": "Configured name of the links source.",
+                    "identifiers": "The identifiers the row links as (id_type, id_value), sorted; email and phone are"
+                    " salted sha256 hex of the normalised value as in `events`, empty values are left out.",
+                    "ingested_at": "Wall-clock time (UTC) at which the ingest batch that loaded the link started.",
+                    "batch_id": "Id of the run that loaded the link.",
+                    "source_file": "Landing file the link came from, relative to the landing folder.",
                     "source_line": "Physical line of the row in that file (CSV: the header is line 1; Parquet: row"
                     " number from 1).",
                 },

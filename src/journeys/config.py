@@ -112,10 +112,73 @@ class MappedField(_Strict):
 SentimentScale = Literal["csat_1_5", "nps_0_10", "stars_1_5", "stars_1_10", "unit"]
 
 
+class EventSpec(_Strict):
+    """One of several events a wide row carries (`sources[].events`): its time column and its event type."""
+
+    occurred_at: str = Field(description="Column with this event's time.")
+    event_type: str = Field(
+        description="Canonical event type of this event (a constant, lower-snake-cased as a constant `event_type`"
+        " is); also the last part of its event id."
+    )
+    optional: bool = Field(
+        False,
+        description="An empty time means the event did not happen: it is skipped, not quarantined. A time that"
+        " cannot be read still quarantines the row.",
+    )
+
+    @property
+    def canonical_type(self) -> str:
+        """The event type as stored (lower snake case)."""
+        return snake(self.event_type)
+
+
+class RowFilter(_Strict):
+    """Keep only the rows of a source whose column passes: a value in a set, or any non-empty value."""
+
+    column: str = Field(description="Source column tested.")
+    one_of: list[str] | None = Field(
+        None, description="Keep a row when the column's trimmed value is one of these (compared as text)."
+    )
+    not_empty: bool = Field(False, description="Keep a row when the column holds a non-empty value.")
+
+    @model_validator(mode="after")
+    def _one_test(self) -> RowFilter:
+        if (self.one_of is None) == (not self.not_empty):
+            raise ValueError("give exactly one of 'one_of' (a list of values) or 'not_empty: true'")
+        if self.one_of is not None and not self.one_of:
+            raise ValueError("one_of: expected at least one value")
+        return self
+
+
+SourceKind = Literal["events", "links"]
+
+_LINK_FORBIDDEN = (
+    "event_id",
+    "occurred_at",
+    "events",
+    "channel",
+    "event_type",
+    "touchpoint",
+    "sentiment",
+    "sentiment_scale",
+    "revenue",
+    "attributes",
+    "timezone",
+    "timestamp_format",
+)
+"""Keys that describe events: a `links` source has none, and giving one is a config error, not ignored."""
+
+
 class SourceConfig(_Strict):
     """One landing source: where its files are, how to read them and how they map onto the canonical event."""
 
     name: str = Field(description="Source name, stored in the `source` column; lower snake case.")
+    kind: SourceKind = Field(
+        "events",
+        description="`events`: each row is one event (or several, see `events`). `links`: each row only links"
+        " the identifiers in its `identifiers` columns (a CRM table: order id -> person id, e-mail -> account);"
+        " it has no time, never becomes an event or a journey, and is kept in `lake/links/`.",
+    )
     path: str = Field(description="Glob relative to `<data_root>/landing/`, e.g. `web/*.csv`.")
     format: Literal["csv", "jsonl", "parquet"] = Field(description="File format of the landing files.")
     delimiter: str = Field(",", description="CSV field delimiter.")
@@ -123,7 +186,8 @@ class SourceConfig(_Strict):
     encoding: str = Field("utf-8", description="CSV text encoding (utf-8, latin-1, ...).")
     timezone: str = Field("UTC", description="IANA zone of naive timestamps; offset-aware ones are converted.")
     timestamp_format: str | None = Field(
-        None, description="strptime format of `occurred_at`; None accepts ISO 8601 (with or without offset)."
+        None,
+        description="strptime format of the time column(s); None accepts ISO 8601 (with or without offset).",
     )
     event_id: str | list[str] | None = Field(
         None,
@@ -131,9 +195,23 @@ class SourceConfig(_Strict):
         " (`[review_id, order_id]`: one review of two orders is two events); None derives a hash of source + raw"
         " row.",
     )
-    occurred_at: str = Field(description="Column with the event time.")
-    channel: MappedField = Field(description="Canonical channel: constant or column (+ map).")
-    event_type: MappedField = Field(description="Canonical event type: constant or column (+ map).")
+    occurred_at: str | None = Field(
+        None, description="Column with the event time; required unless the source lists its `events`."
+    )
+    events: list[EventSpec] | None = Field(
+        None,
+        description="Several events per row instead of `occurred_at` + `event_type`, e.g. an order row with"
+        " `[{occurred_at: purchased_at, event_type: purchase}, {occurred_at: delivered_at, event_type:"
+        " delivery, optional: true}]`. The row is read and accounted once; each event's id is"
+        " `<source>:<row id>:<event_type>`. At least one event must not be optional. The row's `revenue` and"
+        " `sentiment` go to the first event only (which must then not be optional), not to every event.",
+    )
+    channel: MappedField | None = Field(
+        None, description="Canonical channel: constant or column (+ map); required for `kind: events`."
+    )
+    event_type: MappedField | None = Field(
+        None, description="Canonical event type: constant or column (+ map); required unless `events` is given."
+    )
     touchpoint: MappedField | None = Field(None, description="Named point of contact; default `channel:event_type`.")
     identifiers: dict[str, IdentifierType] = Field(
         default_factory=dict, description="Source column -> identifier type it holds."
@@ -143,6 +221,11 @@ class SourceConfig(_Strict):
     revenue: str | None = Field(None, description="Column with revenue (decimal).")
     attributes: list[str] | None = Field(
         None, description="Columns kept in `attributes`; None keeps every column not mapped above."
+    )
+    keep_rows: list[RowFilter] = Field(
+        default_factory=list,
+        description="Row filters, all of which a row must pass to be read (`[{column: status, one_of: [delivered]},"
+        " {column: email, not_empty: true}]`); other rows are counted as `filtered` per file, outside `read`.",
     )
 
     @field_validator("path")
@@ -178,6 +261,43 @@ class SourceConfig(_Strict):
             raise ValueError(f"expected one column or a list of distinct columns, got {v!r}")
         return v
 
+    @model_validator(mode="after")
+    def _fits_kind(self) -> SourceConfig:
+        if self.kind == "links":
+            given = [k for k in _LINK_FORBIDDEN if k in self.model_fields_set]
+            if given:
+                raise ValueError(
+                    f"a source of kind 'links' only links identifiers; remove {given} (no time, channel or event"
+                    " fields: its rows never become events)"
+                )
+            if len(self.identifiers) < 2:
+                raise ValueError("a source of kind 'links' needs at least two `identifiers` columns to link")
+            return self
+        if self.channel is None:
+            raise ValueError("channel: required key missing (a constant `value` or a `column`)")
+        if self.events is not None:
+            both = [k for k in ("occurred_at", "event_type") if getattr(self, k) is not None]
+            if both:
+                raise ValueError(f"give either `events` or {both}, not both")
+            if not self.events:
+                raise ValueError("events: expected at least one event")
+            types = [e.canonical_type for e in self.events]
+            if not all(types) or len(set(types)) != len(types):
+                raise ValueError(f"events: expected distinct, non-empty event types, got {types}")
+            if all(e.optional for e in self.events):
+                raise ValueError("events: at least one event must not be optional (a row with no event is no row)")
+            carried = [k for k in ("revenue", "sentiment") if getattr(self, k) is not None]
+            if carried and self.events[0].optional:
+                raise ValueError(
+                    f"events[0]: carries the row's {' and '.join(carried)}, so it must not be optional"
+                    " (an empty time would drop them)"
+                )
+            return self
+        missing = [k for k in ("occurred_at", "event_type") if getattr(self, k) is None]
+        if missing:
+            raise ValueError(f"{' and '.join(missing)}: required key missing (or list the row's `events`)")
+        return self
+
     @property
     def event_id_columns(self) -> list[str]:
         """The column(s) whose values identify an event (empty: a hash of the row)."""
@@ -185,11 +305,20 @@ class SourceConfig(_Strict):
             return []
         return [self.event_id] if isinstance(self.event_id, str) else list(self.event_id)
 
+    @property
+    def required_time_columns(self) -> list[str]:
+        """Time columns every row must fill (none for a links source; optional events left out)."""
+        if self.events is not None:
+            return list(dict.fromkeys(e.occurred_at for e in self.events if not e.optional))
+        return [self.occurred_at] if self.occurred_at is not None else []
+
     def mapped_columns(self) -> list[str]:
         """Source columns this mapping reads, in a stable order (used to check files before loading)."""
         cols = [*self.event_id_columns, self.occurred_at, self.sentiment, self.revenue]
+        cols += [e.occurred_at for e in self.events or []]
         cols += [f.column for f in (self.channel, self.event_type, self.touchpoint) if f is not None]
         cols += list(self.identifiers)
+        cols += [r.column for r in self.keep_rows]
         return [c for c in dict.fromkeys(cols) if c is not None]
 
 
@@ -503,6 +632,8 @@ class Settings(BaseSettings):
         known = set(self.channels)
         for i, src in enumerate(self.sources):
             ch = src.channel
+            if ch is None:
+                continue  # a links source has no channel
             produced = set(ch.map.values())
             if ch.value is not None:
                 produced.add(ch.map.get(ch.value.strip()) or ch.map.get(snake(ch.value)) or snake(ch.value))
@@ -541,6 +672,11 @@ class Settings(BaseSettings):
     @property
     def events_dir(self) -> Path:
         return self.lake_dir / "events"
+
+    @property
+    def links_dir(self) -> Path:
+        """Identifier links from `kind: links` sources (Parquet partitioned by source)."""
+        return self.lake_dir / "links"
 
     @property
     def quarantine_dir(self) -> Path:

@@ -84,6 +84,18 @@ def _blocked_patterns(con: duckdb.DuckDBPyConnection, patterns: list[str]) -> li
     return patterns
 
 
+def _ensure_links(con: duckdb.DuckDBPyConnection) -> None:
+    """An empty `links` table when the caller gave only `events` (no link source): int_identifiers reads both."""
+    from journeys.ingest import LINK_SCHEMA
+
+    if db.fetch(con, "select count(*) from duckdb_views() where view_name = 'links'")[0][0]:
+        return
+    if db.fetch(con, "select count(*) from duckdb_tables() where table_name = 'links'")[0][0]:
+        return
+    cols = ", ".join(f"{db.quote_ident(c)} {t}" for c, t in LINK_SCHEMA.items())
+    db.execute(con, f"create temp table links ({cols})")
+
+
 def connected_components(con: duckdb.DuckDBPyConnection, cat: models.Catalog | None = None) -> int:
     """Label `int_identity_cc_edges(a, b)` into `int_identity_cc_labels(node_id, label = min node)`; return passes."""
     cat = cat or models.load_catalog()
@@ -179,6 +191,7 @@ def resolve_identities(
     cat = catalog or models.load_catalog(settings.models_path)
     ident = settings.identity
     patterns = _blocked_patterns(con, list(ident.blocked_patterns))
+    _ensure_links(con)
     _build(
         con,
         cat,

@@ -95,6 +95,19 @@ EVENT_SCHEMA: dict[str, str] = {
 
 EVENT_COLUMNS = tuple(EVENT_SCHEMA)
 
+LINK_SCHEMA: dict[str, str] = {
+    "link_id": "varchar",
+    "source": "varchar",
+    "identifiers": "struct(id_type varchar, id_value varchar)[]",
+    "ingested_at": "timestamp",
+    "batch_id": "varchar",
+    "source_file": "varchar",
+    "source_line": "bigint",
+}
+"""Identifier links of `kind: links` sources and their DuckDB types, in the order they are written."""
+
+LINK_COLUMNS = tuple(LINK_SCHEMA)
+
 QUARANTINE_SCHEMA: dict[str, str] = {
     "source": "varchar",
     "source_file": "varchar",
@@ -125,6 +138,12 @@ class FileReport:
     new_columns: list[str] = field(default_factory=list)
     blank: int = 0
     """Blank rows (only white space, delimiters or quotes): skipped, outside `read`."""
+    filtered: int = 0
+    """Rows left out by the source's `keep_rows` filters, outside `read`."""
+    events: int = 0
+    """Events loaded from the `loaded` rows (several per row when the source lists `events`; 0 for links)."""
+    events_skipped: int = 0
+    """Optional events of loaded or duplicate rows whose time was empty: not events, not quarantined."""
     not_ready: str | None = None
     """Why the file was left for a later run (still being written); nothing of it was loaded."""
     held: int = 0
@@ -166,6 +185,14 @@ class IngestReport:
     @property
     def held(self) -> int:
         return sum(f.held for f in self.files)
+
+    @property
+    def filtered(self) -> int:
+        return sum(f.filtered for f in self.files)
+
+    @property
+    def events(self) -> int:
+        return sum(f.events for f in self.files)
 
     def accounting_ok(self) -> bool:
         """True when every file's rows are accounted for: read = loaded + quarantined + duplicates + held."""
@@ -216,6 +243,11 @@ class LandingFile:
 def events_glob(settings: Settings) -> str:
     """Absolute Parquet glob of the canonical events in the lake."""
     return str(settings.events_dir / "event_date=*" / "*.parquet")
+
+
+def links_glob(settings: Settings) -> str:
+    """Absolute Parquet glob of the identifier links of `kind: links` sources."""
+    return str(settings.links_dir / "source=*" / "*.parquet")
 
 
 def quarantine_glob(settings: Settings) -> str:
@@ -412,7 +444,8 @@ def check_sources(con: duckdb.DuckDBPyConnection, files: list[LandingFile]) -> d
         if src.format == "jsonl":
             # JSON objects simply omit keys they have no value for: only the keys every event needs
             # are required; optional ones (identifiers, revenue, ...) are read as null when absent.
-            needed = [*src.event_id_columns, src.occurred_at, src.channel.column, src.event_type.column]
+            needed = [*src.event_id_columns, *src.required_time_columns]
+            needed += [f.column for f in (src.channel, src.event_type) if f is not None and f.column is not None]
             required = [c for c in required if c in needed] if cols else []
         for col in required:
             if col not in cols:
@@ -454,8 +487,9 @@ def check_channels(
     # The config check covers constants and map values; what a column holds is only known from its files.
     index = {src.name: i for i, src in enumerate(settings.sources)}
     for f in files:
-        src, col = f.source, f.source.channel.column
-        if col is None or f.empty or col not in columns[f.ordinal]:
+        src = f.source
+        col = src.channel.column if src.channel is not None else None
+        if src.channel is None or col is None or f.empty or col not in columns[f.ordinal]:
             continue
         sql, params = _distinct_values_sql(f, columns[f.ordinal], col)
         params.update(keys=list(src.channel.map), values=list(src.channel.map.values()), known=list(settings.channels))
@@ -553,7 +587,38 @@ _BLANK_TEXT = "regexp_full_match(coalesce({}, ''), '\\s*')"
 
 
 def read_source_rows(con: duckdb.DuckDBPyConnection, f: LandingFile, columns: list[str]) -> None:
-    """Table src_rows: the file's rows as read (file columns + __line, __reader_error/_column/_raw)."""
+    """Table src_rows: the file's rows as read and kept by its filters (file columns + __line, __reader_*)."""
+    _read_rows(con, f, columns)
+    keep_rows(con, f.source)
+
+
+def keep_rows(con: duckdb.DuckDBPyConnection, src: SourceConfig) -> int:
+    """Move the rows of src_rows that fail the source's `keep_rows` filters to src_filtered_rows; return count."""
+    db.execute(con, "create or replace temp table src_filtered_rows (line bigint)")
+    if not src.keep_rows:
+        return 0
+    types = _column_types(con)
+    params: dict[str, Any] = {}
+    tests = []
+    for i, rf in enumerate(src.keep_rows):
+        value = f"nullif(trim({_text_expr(rf.column, types[rf.column])}), '')"
+        if rf.one_of is not None:
+            params[f"kr{i}"] = [v.strip() for v in rf.one_of]
+            tests.append(f"coalesce(list_contains(cast($kr{i} as varchar[]), {value}), false)")
+        else:
+            tests.append(f"{value} is not null")
+    # A row the reader could not split has no column to test: it stays, and is quarantined as unreadable.
+    db.execute(
+        con,
+        f"insert into src_filtered_rows select __line from src_rows where __reader_error is null"
+        f" and not ({' and '.join(tests)})",
+        params,
+    )
+    db.execute(con, "delete from src_rows where __line in (select line from src_filtered_rows)")
+    return db.fetch(con, "select count(*) from src_filtered_rows")[0][0]
+
+
+def _read_rows(con: duckdb.DuckDBPyConnection, f: LandingFile, columns: list[str]) -> None:
     fmt = f.source.format
     db.execute(con, "create or replace temp table src_blank_rows (line bigint)")
     if f.empty:
@@ -774,26 +839,46 @@ def normalise_phones(con: duckdb.DuckDBPyConnection, settings: Settings, src: So
     return len(rows)
 
 
+def _event_list_expr(src: SourceConfig, types: dict[str, str], params: dict[str, Any]) -> str:
+    """SQL for the list of events one row carries: one struct per event (index, time text, type, ...)."""
+    specs: list[tuple[str | None, bool, str | None]]
+    if src.events is not None:
+        specs = [(e.occurred_at, e.optional, e.canonical_type) for e in src.events]
+    else:
+        specs = [(src.occurred_at, False, None)]
+    items = []
+    for i, (col, optional, suffix) in enumerate(specs):
+        params[f"evc{i}"], params[f"evo{i}"], params[f"evs{i}"] = col, optional, suffix
+        col_type = types.get(col) if col is not None else None
+        text = _text_expr(col, col_type) if col is not None and col_type is not None else "null"
+        # A native Parquet timestamp needs no format; the format describes text.
+        native = bool(col_type and col_type.startswith("TIMESTAMP"))
+        if suffix is None:
+            event_type = _mapped_value_expr(src.event_type, "event_type", types, params)
+        else:
+            event_type = f"cast($evs{i} as varchar)"
+        items.append(
+            f"{{'event_index': {i + 1}, 'occurred_text': cast({text} as varchar),"
+            f" 'occurred_column': cast($evc{i} as varchar),"
+            f" 'occurred_native': {'true' if native else 'false'},"
+            f" 'event_type': cast({event_type} as varchar), 'optional': cast($evo{i} as boolean),"
+            f" 'suffix': cast($evs{i} as varchar)}}"
+        )
+    if src.events is not None:
+        # Constant types, no map: the keys stg_events.sql looks values up in stay empty.
+        params["event_type_keys"], params["event_type_values"] = [], []
+    return f"[{', '.join(items)}]"
+
+
 def map_source_rows(con: duckdb.DuckDBPyConnection, src: SourceConfig, params: dict[str, Any]) -> None:
-    """Table stg_source_rows: src_rows mapped onto the fixed raw columns stg_events.sql reads."""
+    """Table stg_source_rows: src_rows mapped onto the fixed raw columns stg_events.sql (or stg_links.sql) reads.
+
+    One row per event: a source that lists several `events` gives each physical row one row per event,
+    numbered by `event_index` in config order.
+    """
     types = _column_types(con)
     file_cols = [c for c in types if not c.startswith("__")]
     opt = lambda col: "null::varchar" if col is None else _text_expr(col, types[col])  # noqa: E731
-
-    if src.event_id is None:
-        # No id column: a deterministic hash of the source and the whole row (all columns, file order).
-        row_pairs = ", ".join(f"$rk{i}, {_json_expr(c, types[c])}" for i, c in enumerate(file_cols))
-        params.update({f"rk{i}": c for i, c in enumerate(file_cols)})
-        row_hash = f"sha256($source || ':' || cast(json_object({row_pairs}) as varchar))" if file_cols else "null"
-    else:
-        row_hash = "null::varchar"
-    parts = [f"nullif(trim({opt(c)}), '')" for c in src.event_id_columns]
-    if len(parts) > 1:
-        # A JSON list keeps the parts apart whatever they contain; one empty part leaves the id empty.
-        any_empty = " or ".join(f"{x} is null" for x in parts)
-        event_id = f"case when {any_empty} then null else to_json([{', '.join(parts)}])::varchar end"
-    else:
-        event_id = opt(src.event_id_columns[0] if parts else None)
 
     id_items, joins, rejects = [], [], []
     phones_ready = bool(db.fetch(con, "select count(*) from duckdb_tables() where table_name = 'src_phones'")[0][0])
@@ -815,6 +900,39 @@ def map_source_rows(con: duckdb.DuckDBPyConnection, src: SourceConfig, params: d
     # The first failing identifier column (in config order) names the row's reason.
     identifier_reject = f"coalesce({', '.join(rejects)})" if rejects else "null"
 
+    if src.kind == "links":
+        db.execute(
+            con,
+            f"""
+            create or replace temp table stg_source_rows as
+            select
+                __line as source_line,
+                __reader_error as reader_error,
+                __reader_column as reader_column,
+                {identifiers} as src_identifiers,
+                cast({identifier_reject} as {_IDENTIFIER_REJECT}) as identifier_reject
+            from src_rows
+            {" ".join(joins)}
+            """,
+            params,
+        )
+        return
+
+    if src.event_id is None:
+        # No id column: a deterministic hash of the source and the whole row (all columns, file order).
+        row_pairs = ", ".join(f"$rk{i}, {_json_expr(c, types[c])}" for i, c in enumerate(file_cols))
+        params.update({f"rk{i}": c for i, c in enumerate(file_cols)})
+        row_hash = f"sha256($source || ':' || cast(json_object({row_pairs}) as varchar))" if file_cols else "null"
+    else:
+        row_hash = "null::varchar"
+    parts = [f"nullif(trim({opt(c)}), '')" for c in src.event_id_columns]
+    if len(parts) > 1:
+        # A JSON list keeps the parts apart whatever they contain; one empty part leaves the id empty.
+        any_empty = " or ".join(f"{x} is null" for x in parts)
+        event_id = f"case when {any_empty} then null else to_json([{', '.join(parts)}])::varchar end"
+    else:
+        event_id = opt(src.event_id_columns[0] if parts else None)
+
     mapped = set(src.mapped_columns())
     # Identifier columns are attributes too (hold_constant: order_id needs the order id), except e-mails and
     # phones, even when listed: their raw values would leak there.
@@ -832,24 +950,40 @@ def map_source_rows(con: duckdb.DuckDBPyConnection, src: SourceConfig, params: d
 
     sql = f"""
         create or replace temp table stg_source_rows as
+        with per_row as (
+            select
+                __line as source_line,
+                __reader_error as reader_error,
+                __reader_column as reader_column,
+                {event_id} as src_event_id,
+                {row_hash} as row_hash,
+                {_event_list_expr(src, types, params)} as __events,
+                {_mapped_value_expr(src.channel, "channel", types, params)} as src_channel,
+                {_mapped_value_expr(src.touchpoint, "touchpoint", types, params)} as src_touchpoint,
+                {opt(src.sentiment)} as src_sentiment,
+                {opt(src.revenue)} as src_revenue,
+                {identifiers} as src_identifiers,
+                cast({identifier_reject} as {_IDENTIFIER_REJECT}) as identifier_reject,
+                {attributes} as attributes
+            from src_rows
+            {" ".join(joins)}
+        ),
+        per_event as (
+            select * exclude (__events), unnest(__events) as __event from per_row
+        )
         select
-            __line as source_line,
-            __reader_error as reader_error,
-            __reader_column as reader_column,
-            {event_id} as src_event_id,
-            {row_hash} as row_hash,
-            {_text_expr(src.occurred_at, types[src.occurred_at]) if src.occurred_at in types else "null"}
-                as src_occurred_at,
-            {_mapped_value_expr(src.channel, "channel", types, params)} as src_channel,
-            {_mapped_value_expr(src.event_type, "event_type", types, params)} as src_event_type,
-            {_mapped_value_expr(src.touchpoint, "touchpoint", types, params)} as src_touchpoint,
-            {opt(src.sentiment)} as src_sentiment,
-            {opt(src.revenue)} as src_revenue,
-            {identifiers} as src_identifiers,
-            cast({identifier_reject} as {_IDENTIFIER_REJECT}) as identifier_reject,
-            {attributes} as attributes
-        from src_rows
-        {" ".join(joins)}
+            * exclude (__event, src_revenue, src_sentiment),
+            -- A row's revenue and score belong to its first event: on every event they would count n times.
+            case when struct_extract(__event, 'event_index') = 1 then src_revenue end as src_revenue,
+            case when struct_extract(__event, 'event_index') = 1 then src_sentiment end as src_sentiment,
+            struct_extract(__event, 'event_index') as event_index,
+            struct_extract(__event, 'occurred_text') as src_occurred_at,
+            struct_extract(__event, 'occurred_column') as occurred_column,
+            struct_extract(__event, 'occurred_native') as occurred_native,
+            struct_extract(__event, 'event_type') as src_event_type,
+            struct_extract(__event, 'optional') as event_optional,
+            struct_extract(__event, 'suffix') as event_suffix
+        from per_event
     """
     db.execute(con, sql, params)
 
@@ -880,8 +1014,8 @@ def _fsync_replace(src: Path, dst: Path) -> None:
 def write_quarantine(
     con: duckdb.DuckDBPyConnection, settings: Settings, f: LandingFile, params: dict[str, Any], tmp: Path
 ) -> int:
-    """Write the file's rejected rows to quarantine (one Parquet file per landing file version); return count."""
-    n = db.fetch(con, "select count(*) from stg_events where reject_reason is not null")[0][0]
+    """Write the file's rejected rows (table stg_rejected) to quarantine, one Parquet file per file version."""
+    n = db.fetch(con, "select count(*) from stg_rejected")[0][0]
     if n == 0:
         return 0
     raw = raw_row_expr(con, f.source, params)
@@ -890,7 +1024,7 @@ def write_quarantine(
         con,
         f"""
         copy (
-            with rejected as (select * from stg_events where reject_reason is not null),
+            with rejected as (select * from stg_rejected),
             raws as (
                 select __line, {raw} as raw_json, __reader_raw
                 from src_rows where __line in (select source_line from rejected)
@@ -952,7 +1086,7 @@ def _write_event_table(
 
 
 def write_held(con: duckdb.DuckDBPyConnection, settings: Settings, f: LandingFile, tmp: Path) -> int:
-    """Write table stg_held (this file's rows later than the run's limit) to state/held/; return count."""
+    """Write table stg_held (this file's events later than the run's limit) to state/held/; return count."""
     n = db.fetch(con, "select count(*) from stg_held")[0][0]
     path = held_path(settings, f)
     if n == 0:
@@ -1061,6 +1195,21 @@ def count_held(settings: Settings) -> int:
         return int(db.fetch(con, sql, {"g": held_glob(settings)})[0][0])
 
 
+def write_links(
+    con: duckdb.DuckDBPyConnection, settings: Settings, f: LandingFile, batch_id: str, tmp: Path
+) -> list[date]:
+    """Write table stg_loaded (links) to lake/links/source=<name>/, renamed into place; links have no dates."""
+    if db.fetch(con, "select count(*) from stg_loaded")[0][0] == 0:
+        return []
+    cols = ", ".join(db.quote_ident(c) for c in LINK_COLUMNS)
+    out = tmp / "links.parquet"
+    db.execute(
+        con, f"copy (select {cols} from stg_loaded order by source_line) to $out (format parquet)", {"out": str(out)}
+    )
+    _fsync_replace(out, settings.links_dir / f"source={f.source.name}" / f"{batch_id}-{f.ordinal}.parquet")
+    return []
+
+
 def write_manifest(con: duckdb.DuckDBPyConnection, settings: Settings, tmp: Path) -> None:
     """Rewrite the manifest from table ingest_manifest, atomically."""
     out = tmp / "manifest.parquet"
@@ -1107,7 +1256,8 @@ def _load_manifest(con: duckdb.DuckDBPyConnection, settings: Settings) -> None:
         create or replace temp table ingest_manifest (
             source varchar, file varchar, size bigint, sha256 varchar, batch_id varchar,
             ingested_at timestamp, "read" bigint, loaded bigint, quarantined bigint, duplicates bigint,
-            columns varchar[], new_columns varchar[], blank bigint, held bigint
+            columns varchar[], new_columns varchar[], blank bigint, held bigint, filtered bigint, events bigint,
+            events_skipped bigint
         )
         """,
     )
@@ -1123,6 +1273,7 @@ def _load_manifest(con: duckdb.DuckDBPyConnection, settings: Settings) -> None:
 def _load_state(con: duckdb.DuckDBPyConnection, settings: Settings) -> None:
     """Tables ingest_manifest (what was ingested), lake_ids (event ids in the lake) and held_ids (held back)."""
     _load_manifest(con, settings)
+    # Link ids share the table: both start with their source's name, and source names are unique.
     db.execute(con, "create or replace temp table lake_ids (event_id varchar)")
     if any(settings.events_dir.glob("event_date=*/*.parquet")):
         db.execute(
@@ -1139,6 +1290,12 @@ def _load_state(con: duckdb.DuckDBPyConnection, settings: Settings) -> None:
             " hive_partitioning = false)",
             {"glob": held_glob(settings)},
         )
+    if any(settings.links_dir.glob("source=*/*.parquet")):
+        db.execute(
+            con,
+            "insert into lake_ids select link_id from read_parquet($glob, hive_partitioning = false)",
+            {"glob": links_glob(settings)},
+        )
 
 
 def _model_params(
@@ -1149,7 +1306,6 @@ def _model_params(
     ingested_at: datetime,
     max_at: datetime,
     min_at: datetime,
-    native_ts: bool,
 ) -> dict[str, Any]:
     src = f.source
     return {
@@ -1158,10 +1314,9 @@ def _model_params(
         "batch_id": batch_id,
         "ingested_at": ingested_at,
         "timezone": src.timezone,
-        # A native Parquet timestamp needs no format; the format describes text.
-        "timestamp_format": None if native_ts else src.timestamp_format,
+        # Applied to text times only: map_source_rows marks each native Parquet timestamp column.
+        "timestamp_format": src.timestamp_format,
         "event_id_column": ", ".join(src.event_id_columns) or None,
-        "occurred_at_column": src.occurred_at,
         "revenue_column": src.revenue,
         "sentiment_column": src.sentiment,
         "sentiment_scale": src.sentiment_scale,
@@ -1190,54 +1345,81 @@ def ingest_file(
     # otherwise leave a partial version recorded under the full file's hash, skipped by every later run.
     if file_fingerprint(f.path)[0] != f.sha256:
         raise FileNotReady("its content changed while it was read")
-    types = _column_types(con)
-    native_ts = types.get(f.source.occurred_at, "VARCHAR").startswith("TIMESTAMP")
-    params = _model_params(
-        settings, f, batch_id=batch_id, ingested_at=ingested_at, min_at=min_at, max_at=max_at, native_ts=native_ts
-    )
+    params = _model_params(settings, f, batch_id=batch_id, ingested_at=ingested_at, min_at=min_at, max_at=max_at)
+    links = f.source.kind == "links"
+    staged = "stg_links" if links else "stg_events"
+    id_col = "link_id" if links else "event_id"
     normalise_phones(con, settings, f.source)
     map_source_rows(con, f.source, params)
-    models.materialize(con, models.load_catalog(settings.models_path).models["stg_events"], params)
-    # First occurrence of an event id (by line) wins, held back or not; ids already in the lake or held
-    # back are duplicates too, except this file version's own held rows (a resumed run recomputes them).
-    own_held = str(held_path(settings, f))
+    models.materialize(con, models.load_catalog(settings.models_path).models[staged], params)
+    # Accounting is per physical row: a row with one rejected event is quarantined whole (its first failing
+    # event, in config order, gives the reason) and none of its events is loaded.
     db.execute(
         con,
-        """
+        f"""
+        create or replace temp table stg_rejected as
+        select * from {db.quote_ident(staged)} where reject_reason is not null
+        qualify row_number() over (partition by source_line order by event_index) = 1
+        """,
+    )
+    # First occurrence of an id (by line, then event) wins, held back or not; ids already in the lake or held
+    # back are duplicates too, except this file version's own held rows (a resumed run recomputes them).
+    own_held = str(held_path(settings, f))
+    held_expr = "false" if links else "e.held_back"
+    db.execute(
+        con,
+        f"""
         create or replace temp table stg_kept as
-        select e.* from stg_events as e
-        anti join lake_ids as l on l.event_id = e.event_id
-        anti join (select event_id from held_ids where held_file <> $own) as h on h.event_id = e.event_id
-        where e.reject_reason is null
-        qualify row_number() over (partition by e.event_id order by e.source_line) = 1
+        select e.*, {held_expr} as is_held from {db.quote_ident(staged)} as e
+        anti join lake_ids as l on l.event_id = e.{id_col}
+        anti join (select event_id from held_ids where held_file <> $own) as h on h.event_id = e.{id_col}
+        anti join stg_rejected as r on r.source_line = e.source_line
+        where not e.skipped
+        qualify row_number() over (partition by e.{id_col} order by e.source_line, e.event_index) = 1
         """,
         {"own": own_held},
     )
-    db.execute(con, "create or replace temp table stg_loaded as select * from stg_kept where not held_back")
-    db.execute(con, "create or replace temp table stg_held as select * from stg_kept where held_back")
-    read, quarantined, valid = db.fetch(
+    db.execute(
+        con, "create or replace temp table stg_loaded as select * exclude (is_held) from stg_kept where not is_held"
+    )
+    db.execute(con, "create or replace temp table stg_held as select * exclude (is_held) from stg_kept where is_held")
+    read, quarantined, skipped = db.fetch(
         con,
-        "select count(*), count(*) filter (where reject_reason is not null), "
-        "count(*) filter (where reject_reason is null) from stg_events",
+        f"""
+        select
+            count(distinct source_line),
+            (select count(*) from stg_rejected),
+            count(*) filter (where skipped and source_line not in (select source_line from stg_rejected))
+        from {db.quote_ident(staged)}
+        """,
     )[0]
-    loaded = db.fetch(con, "select count(*) from stg_loaded")[0][0]
+    loaded, events = db.fetch(con, "select count(distinct source_line), count(*) from stg_loaded")[0]
     blank = db.fetch(con, "select count(*) from src_blank_rows")[0][0]
+    filtered = db.fetch(con, "select count(*) from src_filtered_rows")[0][0]
+    # A row counts as held when none of its events loaded now (a wide row may load some and hold others).
+    held = db.fetch(
+        con,
+        "select count(distinct source_line) from stg_held"
+        " where source_line not in (select source_line from stg_loaded)",
+    )[0][0]
+    duplicates = read - quarantined - loaded - held
 
     tmp = settings.lake_dir / "_tmp" / f"{batch_id}-{f.ordinal}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
         write_quarantine(con, settings, f, params, tmp)
-        dates = write_events(con, settings, f, batch_id, tmp)
-        held = write_held(con, settings, f, tmp)
-        db.execute(con, "insert into lake_ids select event_id from stg_loaded")
-        db.execute(con, "delete from held_ids where held_file = $own", {"own": own_held})
-        db.execute(con, "insert into held_ids select event_id, $own from stg_held", {"own": own_held})
+        dates = write_links(con, settings, f, batch_id, tmp) if links else write_events(con, settings, f, batch_id, tmp)
+        db.execute(con, f"insert into lake_ids select {id_col} from stg_loaded")
+        if not links:  # links have no time, so nothing of them is ever held back
+            write_held(con, settings, f, tmp)
+            db.execute(con, "delete from held_ids where held_file = $own", {"own": own_held})
+            db.execute(con, "insert into held_ids select event_id, $own from stg_held", {"own": own_held})
         db.execute(
             con,
             "insert into ingest_manifest values ($source, $file, $size, $sha, $batch_id, $ingested_at, "
             "$read, $loaded, $quarantined, $duplicates, cast($columns as varchar[]), cast($new_columns as varchar[]), "
-            "$blank, $held)",
+            "$blank, $held, $filtered, $events, $events_skipped)",
             {
                 "source": f.source.name,
                 "file": f.rel,
@@ -1248,27 +1430,21 @@ def ingest_file(
                 "read": read,
                 "loaded": loaded,
                 "quarantined": quarantined,
-                "duplicates": valid - loaded - held,
+                "duplicates": duplicates,
                 "columns": columns,
                 "new_columns": new_columns,
                 "blank": blank,
                 "held": held,
+                "filtered": filtered,
+                "events": 0 if links else events,
+                "events_skipped": skipped,
             },
         )
         # Only now, with data in place, is the file marked done: a crash before this re-ingests it.
         write_manifest(con, settings, tmp)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    for table in (
-        "src_rows",
-        "src_blank_rows",
-        "src_phones",
-        "stg_source_rows",
-        "stg_events",
-        "stg_kept",
-        "stg_loaded",
-        "stg_held",
-    ):
+    for table in _FILE_TABLES:
         db.execute(con, f"drop table if exists {db.quote_ident(table)}")
     report = FileReport(
         source=f.source.name,
@@ -1276,13 +1452,32 @@ def ingest_file(
         read=read,
         loaded=loaded,
         quarantined=quarantined,
-        duplicates=valid - loaded - held,
+        duplicates=duplicates,
         skipped=False,
         new_columns=new_columns or [],
         blank=blank,
         held=held,
+        filtered=filtered,
+        events=0 if links else events,
+        events_skipped=skipped,
     )
     return report, dates
+
+
+_FILE_TABLES = (
+    "src_rows",
+    "src_blank_rows",
+    "src_filtered_rows",
+    "src_phones",
+    "stg_source_rows",
+    "stg_events",
+    "stg_links",
+    "stg_rejected",
+    "stg_kept",
+    "stg_loaded",
+    "stg_held",
+)
+"""Working tables of one landing file, dropped once it is done (or left for a later run)."""
 
 
 def schema_drift(
@@ -1306,6 +1501,8 @@ def schema_drift(
         if baseline and new:
             kept = src.attributes is None or all(c in src.attributes for c in new)
             where = "kept in attributes" if kept else "not kept: the source lists its attributes explicitly"
+            if src.kind == "links":
+                where = "not kept: a links source keeps only its identifiers"
             log.warning(
                 "schema drift: source %r, file %r: new column(s) %s not in the mapping; %s", src.name, f.rel, new, where
             )
@@ -1388,7 +1585,7 @@ def ingest_sources(settings: Settings, *, as_of: datetime, batch_id: str) -> Ing
                 )
             except FileNotReady as why:
                 log.warning("landing file %s is not ready: %s", f.rel, why)
-                for table in ("src_rows", "src_blank_rows", "src_phones", "stg_source_rows"):
+                for table in _FILE_TABLES:
                     db.execute(con, f"drop table if exists {db.quote_ident(table)}")
                 report.files.append(FileReport(f.source.name, f.rel, 0, 0, 0, 0, skipped=True, not_ready=str(why)))
                 continue

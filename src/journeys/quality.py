@@ -607,10 +607,11 @@ def file_shares(
 def _raw_expectations(src: Any, max_share: float) -> list[Any]:
     import great_expectations.expectations as gxe
 
-    # Up to the tolerated quarantine share of a file may lack its id or time; those rows are quarantined.
+    # Up to the tolerated quarantine share of a file may lack its id or a required time; those rows are
+    # quarantined. Optional event times may be empty, and a links source has none.
     mostly = max(0.0, 1.0 - max_share)
-    ids = [gxe.ExpectColumnValuesToNotBeNull(column=c, mostly=mostly) for c in src.event_id_columns]
-    return [*ids, gxe.ExpectColumnValuesToNotBeNull(column=src.occurred_at, mostly=mostly)]
+    cols = dict.fromkeys([*src.event_id_columns, *src.required_time_columns])
+    return [gxe.ExpectColumnValuesToNotBeNull(column=c, mostly=mostly) for c in cols]
 
 
 def _has_data_rows(f: Any) -> bool:
@@ -668,7 +669,9 @@ def validate_landing(settings: Settings, *, batch_id: str, batch_rows: int = BAT
             continue  # empty and header-only files: nothing to expect of their rows
         suite = f"raw_{src.name}"
         expectations = [*_raw_expectations(src, limit), gxe.ExpectTableRowCountToBeBetween(min_value=1)]
-        cols = list(dict.fromkeys([*src.event_id_columns, src.occurred_at]))
+        cols = list(dict.fromkeys([*src.event_id_columns, *src.required_time_columns]))
+        # A links source has no id or time column to expect anything of: its frames hold the line only.
+        shown = "* exclude (__file, __line)" if cols else "__line"
         with ingest.ingest_connection(settings) as con:
             db.execute(
                 con,
@@ -681,16 +684,19 @@ def validate_landing(settings: Settings, *, batch_id: str, batch_rows: int = BAT
                 types = {r[0]: r[1] for r in db.fetch(con, "describe src_rows")}
                 texts = "".join(f", nullif(trim({_raw_text(c, types[c])}), '')" for c in cols)
                 db.execute(con, f"insert into raw_rows select $file, __line{texts} from src_rows", {"file": f.rel})
-                n_rows, n_blank = db.fetch(
-                    con, "select (select count(*) from src_rows), (select count(*) from src_blank_rows)"
+                n_rows, n_left_out = db.fetch(
+                    con,
+                    "select (select count(*) from src_rows),"
+                    " (select count(*) from src_blank_rows) + (select count(*) from src_filtered_rows)",
                 )[0]
-                if not n_rows and not n_blank:
+                if not n_rows and not n_left_out:
                     # Data lines but not one row: exactly what the row-count expectation is for. (Lines
-                    # that are all blank are padding, counted by ingest, and fail nothing.)
-                    empty = con.sql("select * exclude (__file, __line) from raw_rows limit 0").df()
+                    # that are all blank are padding, counted by ingest, and fail nothing; nor do rows
+                    # that keep_rows leaves out.)
+                    empty = con.sql(f"select {shown} from raw_rows limit 0").df()
                     v.validate(suite, f.rel, empty, expectations, empty_ok=False)
             label = files[0].rel if len(files) == 1 else f"{len(files)} files {files[0].rel} .. {files[-1].rel}"
-            sql = "select * exclude (__file, __line) from raw_rows order by __file, __line"
+            sql = f"select {shown} from raw_rows order by __file, __line"
             for i, frame in enumerate(_frames(con, sql, batch_rows)):
                 v.validate(suite, f"{label}#{i}", frame, expectations)
     return report.merged(v.report)

@@ -292,3 +292,79 @@ def test_purchase_stage_must_name_a_stage_and_the_shipped_models_have_one():
         assert model.purchase_stage_index is not None, name
     with pytest.raises(ValidationError, match="purchase_stage"):
         StageModel(name="m", version=1, stages=[{"name": "a", "rules": [{"event_type": ["x"]}]}], purchase_stage="b")
+
+
+def _sources_yaml(tmp_path: Path, body: str) -> Path:
+    p = tmp_path / "j.yaml"
+    p.write_text("sources:\n" + body)
+    return p
+
+
+LINKS = (
+    "  - {name: crm, kind: links, path: crm/*.csv, format: csv, identifiers: {order_id: order_id, pid: customer_id}}\n"
+)
+WIDE = (
+    "  - name: orders\n    path: o/*.csv\n    format: csv\n    channel: {value: web}\n    events:\n"
+    "      - {occurred_at: bought, event_type: Purchase}\n"
+    "      - {occurred_at: delivered, event_type: delivery, optional: true}\n"
+)
+
+
+def test_new_source_keys_load_from_yaml(tmp_path):
+    keep = "    keep_rows: [{column: status, one_of: [delivered]}, {column: bought, not_empty: true}]\n"
+    s = load_settings(_sources_yaml(tmp_path, LINKS + WIDE + keep))
+    crm, orders = s.sources
+    assert (crm.kind, crm.occurred_at, crm.channel, crm.required_time_columns) == ("links", None, None, [])
+    assert [e.canonical_type for e in orders.events or []] == ["purchase", "delivery"]
+    assert orders.required_time_columns == ["bought"]
+    assert orders.mapped_columns() == ["bought", "delivered", "status"]
+    assert [(r.column, r.one_of, r.not_empty) for r in orders.keep_rows] == [
+        ("status", ["delivered"], False),
+        ("bought", None, True),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("body", "error"),
+    [
+        (
+            LINKS.replace("format: csv,", "format: csv, occurred_at: t,"),
+            "sources[0]: a source of kind 'links' only links identifiers; remove ['occurred_at']",
+        ),
+        (
+            LINKS.replace(", pid: customer_id", ""),
+            "sources[0]: a source of kind 'links' needs at least two `identifiers` columns",
+        ),
+        (WIDE + "    occurred_at: bought\n", "sources[0]: give either `events` or ['occurred_at'], not both"),
+        (WIDE.replace("optional: true", "optional: true, colour: red"), "sources[0].events[1].colour: unknown key"),
+        (WIDE.replace("event_type: Purchase}", "event_type: purchase, optional: true}"), "at least one event"),
+        (WIDE.replace("Purchase", "delivery"), "events: expected distinct, non-empty event types"),
+        (WIDE.replace("    channel: {value: web}\n", ""), "sources[0]: channel: required key missing"),
+        (
+            WIDE + "    keep_rows: [{column: s, one_of: [a], not_empty: true}]\n",
+            "sources[0].keep_rows[0]: give exactly one of 'one_of' (a list of values) or 'not_empty: true'",
+        ),
+        (WIDE + "    keep_rows: [{column: s, in: [a]}]\n", "sources[0].keep_rows[0].in: unknown key"),
+        (WIDE + "    kind: lookups\n", "sources[0].kind: Input should be 'events' or 'links'"),
+        (
+            WIDE.replace("optional: true", "optional: false").replace("Purchase}", "purchase, optional: true}")
+            + "    revenue: price\n",
+            "sources[0]: events[0]: carries the row's revenue, so it must not be optional",
+        ),
+    ],
+    ids=[
+        "links-time",
+        "links-one-id",
+        "events-and-time",
+        "event-key",
+        "all-optional",
+        "same-type",
+        "no-channel",
+        "filter-two-tests",
+        "filter-key",
+        "kind",
+        "revenue-on-optional",
+    ],
+)
+def test_new_source_keys_are_checked_at_load_naming_the_key(tmp_path, body, error):
+    assert error in config_error(_sources_yaml(tmp_path, body))

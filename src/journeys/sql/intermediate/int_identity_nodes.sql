@@ -5,7 +5,8 @@
 -- publish: false
 -- params: type_order
 -- procedure: identity
--- One row per identifier (id_type, id_value) seen on at least one event
+-- One row per identifier (id_type, id_value) seen on at least one event or link row
+-- n_events counts events only: an identifier known only from link rows has 0 and no first/last seen time.
 -- node_id orders identifiers by (type priority rank, id_value), so the smallest node of a component is its
 -- highest-priority identifier: component labels (min node_id) and fresh customer keys derive from it.
 with identifiers as (
@@ -16,7 +17,7 @@ per_identifier as (
     select
         idf.id_type,
         idf.id_value,
-        count(*) as n_events,
+        count(*) filter (where not idf.is_link) as n_events,
         min(idf.occurred_at) as first_seen_at,
         max(idf.occurred_at) as last_seen_at
     from identifiers as idf

@@ -4,7 +4,7 @@
 -- partition: none
 -- publish: true
 -- procedure: identity
--- One row per identifier (id_type, id_value) seen on a usable event identifier
+-- One row per identifier (id_type, id_value) seen as a usable identifier of an event or a link row
 -- Linked identifiers map to their component's customer; shared ones (is_shared) to their best-supported one,
 -- hubs to none.
 with nodes as (

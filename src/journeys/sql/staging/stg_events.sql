@@ -2,11 +2,12 @@
 -- materialized: table
 -- partition: none
 -- publish: false
--- params: batch_id, channel_keys, channel_values, event_id_column, event_type_keys, event_type_values, ingested_at, max_occurred_at, min_occurred_at, occurred_at_column, phone_region, pii_salt, revenue_column, sentiment_column, sentiment_scale, source, source_file, timestamp_format, timezone, touchpoint_keys, touchpoint_values
+-- params: batch_id, channel_keys, channel_values, event_id_column, event_type_keys, event_type_values, ingested_at, max_occurred_at, min_occurred_at, phone_region, pii_salt, revenue_column, sentiment_column, sentiment_scale, source, source_file, timestamp_format, timezone, touchpoint_keys, touchpoint_values
 -- procedure: ingest
--- one row per data row of ONE landing file (read, not yet de-duplicated), carrying the
--- canonical event columns and, for rows that fail validation, the quarantine field/column/reason;
--- held_back marks a valid row later than the run's limit (as_of + max_future).
+-- one row per event of each data row of ONE landing file (read, not yet de-duplicated; one event per row
+-- unless the source lists several `events`), carrying the canonical event columns, whether an optional
+-- event was skipped (empty time), for events that fail validation the quarantine field/column/reason,
+-- and held_back for a valid event later than the run's limit (as_of + max_future).
 -- Macros journeys_snake / journeys_identifier come from journeys.ingest (static SQL, no values).
 with
 
@@ -20,7 +21,9 @@ texts as (
         nullif(trim(src_event_id), '') as event_id_text,
         nullif(trim(src_occurred_at), '') as occurred_text,
         nullif(trim(src_revenue), '') as revenue_text,
-        nullif(trim(src_sentiment), '') as sentiment_text
+        nullif(trim(src_sentiment), '') as sentiment_text,
+        -- An optional event with no time did not happen: skipped, neither loaded nor quarantined.
+        reader_error is null and event_optional and nullif(trim(src_occurred_at), '') is null as is_skipped
     from source_rows
 ),
 
@@ -28,9 +31,9 @@ timestamps as (
     select
         *,
         -- A declared format is applied first; its result (naive or offset-aware) is rendered back to
-        -- text so that both paths below share one time-zone rule.
+        -- text so that both paths below share one time-zone rule. A native Parquet timestamp needs none.
         case
-            when $timestamp_format is null then occurred_text
+            when $timestamp_format is null or occurred_native then occurred_text
             else cast(try_strptime(occurred_text, $timestamp_format) as varchar)
         end as occurred_iso
     from texts
@@ -122,28 +125,30 @@ validated as (
                         'event_id: expected a value in column ''{}'', got an empty value', $event_id_column
                     )
                 }
+            when is_skipped
+                then null
             when occurred_text is null
                 then {
                     'field': 'occurred_at',
-                    'column': $occurred_at_column,
+                    'column': occurred_column,
                     'reason': format(
-                        'occurred_at: expected a timestamp in column ''{}'', got an empty value', $occurred_at_column
+                        'occurred_at: expected a timestamp in column ''{}'', got an empty value', occurred_column
                     )
                 }
             when occurred_utc is null
                 then {
                     'field': 'occurred_at',
-                    'column': $occurred_at_column,
+                    'column': occurred_column,
                     'reason': format(
                         'occurred_at: expected timestamp ''{}'', got ''{}''',
-                        coalesce($timestamp_format, 'ISO 8601'),
+                        case when occurred_native then 'ISO 8601' else coalesce($timestamp_format, 'ISO 8601') end,
                         left(occurred_text, 100)
                     )
                 }
             when occurred_utc < $min_occurred_at
                 then {
                     'field': 'occurred_at',
-                    'column': $occurred_at_column,
+                    'column': occurred_column,
                     'reason': format(
                         'occurred_at: {} UTC is before the earliest plausible time {}', occurred_utc, $min_occurred_at
                     )
@@ -185,7 +190,8 @@ validated as (
 
 final as (
     select
-        $source || ':' || coalesce(va.event_id_text, va.row_hash) as event_id,
+        -- A row with several events gives each its event type as the id's last part: <source>:<id>:<type>.
+        $source || ':' || coalesce(va.event_id_text, va.row_hash) || coalesce(':' || va.event_suffix, '') as event_id,
         va.occurred_utc as occurred_at,
         cast(va.occurred_utc as date) as event_date,
         cast($source as varchar) as source,
@@ -209,6 +215,8 @@ final as (
         cast($batch_id as varchar) as batch_id,
         cast($source_file as varchar) as source_file,
         va.source_line,
+        va.event_index,
+        va.is_skipped as skipped,
         va.reject.field as reject_field,
         va.reject.column as reject_column,
         va.reject.reason as reject_reason,
