@@ -91,6 +91,13 @@ def test_stage_dropout_counts_and_last_sentiment_match_golden(built):
     _close(got.pl().to_dicts(), want)
 
 
+def test_stage_channel_matrix_counts_and_sentiment_match_golden(built):
+    want = pl.read_csv(GOLDEN / "expected_stage_channel_matrix.csv").to_dicts()
+    cols = ", ".join(want[0])
+    got = built.sql(f"select {cols} from stage_channel_matrix order by stage_index, channel")
+    _close(got.pl().to_dicts(), want)
+
+
 def test_survival_reaches_next_stage_as_hand_computed(built):
     rows = db.fetch(
         built,
