@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import random
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -136,6 +137,33 @@ def test_merging_is_transitive() -> None:
     con, _ = run(events)
     k = keys(con)
     assert k["e1"] == k["e2"] == k["e3"] == k["e4"] != k["x"]
+
+
+def test_first_and_last_seen_span_each_identifier_and_customer() -> None:
+    events = [
+        ("e1", 10, [("email", "a"), ("phone", "1")]),
+        ("e2", 40, [("phone", "1")]),
+        ("e3", 25, [("email", "a")]),
+        ("f1", 5, [("email", "b")]),
+    ]
+    con, _ = run(events)
+    seen = db.fetch(
+        con, "select id_type, id_value, first_seen_at, last_seen_at, n_events from identity_map order by 1, 2"
+    )
+    at = [T0 + timedelta(minutes=m) for m in (5, 10, 25, 40)]
+    assert seen == [("email", "a", at[1], at[2], 2), ("email", "b", at[0], at[0], 1), ("phone", "1", at[1], at[3], 2)]
+    k = keys(con)
+    customers = db.fetch(con, "select customer_key, first_seen_at, last_seen_at, n_events from customers order by 2")
+    assert customers == [(k["f1"], at[0], at[0], 1), (k["e1"], at[1], at[3], 3)]
+
+
+@pytest.mark.parametrize("buckets", [7, 16])
+def test_bucket_is_the_first_32_bits_of_sha256_of_the_key_mod_buckets(buckets: int) -> None:
+    con, _ = run([(f"e{i}", i, [("cookie_id", f"c{i}")]) for i in range(12)], Settings(buckets=buckets))
+    rows = db.fetch(con, "select customer_key, bucket from customers")
+    want = {key: int.from_bytes(hashlib.sha256(key.encode()).digest()[:4], "big") % buckets for key, _ in rows}
+    assert dict(rows) == want
+    assert len(rows) == 12 and len(set(want.values())) > 1
 
 
 # --- guardrails ---------------------------------------------------------------------------------------
