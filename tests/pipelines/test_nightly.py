@@ -330,7 +330,7 @@ def test_an_incremental_run_publishes_what_a_full_refresh_does(run):
     root, _, _, settings = run
     web = root / "landing" / "web"
     (web / "web_incremental.csv").write_text(
-        WEB_HEADER + web_rows("hz", ["2026-10-21 09:00:00", "2026-10-21 09:10:00"])
+        WEB_HEADER + web_rows("hinc", ["2026-10-21 09:00:00", "2026-10-21 09:10:00"])
     )
     result = nightly(config_path=CONFIG, as_of=SPEC.as_of, data_root=str(root))
     assert result["build"]["mode"] == "incremental", result["build"]
