@@ -106,7 +106,7 @@ def plan_build(state_dir: Path, working: Path, fingerprint: str, *, full_refresh
     if full_refresh:
         return Plan("full", "a full refresh was asked for")
     if not state.exists():
-        return Plan("full", f"no kept build ({state}): the first run, or one after a full refresh failed")
+        return Plan("full", f"no kept build ({state}): the first run on this data root, or its state was removed")
     try:
         with duckdb.connect(str(state), read_only=True) as con:
             kept = db.fetch(con, f"select fingerprint, batch_id from {db.quote_ident(STATE_TABLE)}")
