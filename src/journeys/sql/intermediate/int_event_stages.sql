@@ -71,7 +71,7 @@ rule_hits as (
 ),
 
 -- First matching stage wins. plain_stage_index is the first stage matched by a rule without occurrence;
--- a signature that meets an occurrence rule is settled per event below.
+-- an occurrence rule's stage is settled per event below.
 signature_stages as (
     select
         rh.event_type,
@@ -79,52 +79,30 @@ signature_stages as (
         rh.touchpoint,
         rh.attribute_values,
         rh.stage_model,
-        min(rh.stage_index) filter (where rh.occurrence is null) as plain_stage_index,
-        bool_or(rh.occurrence is not null) as has_occurrence_rule
+        min(rh.stage_index) filter (where rh.occurrence is null) as plain_stage_index
     from rule_hits as rh
     group by rh.event_type, rh.channel, rh.touchpoint, rh.attribute_values, rh.stage_model
-),
-
-event_signature_stages as (
-    select
-        je.event_id,
-        je.journey_id,
-        je.occurred_at,
-        ss.stage_model,
-        ss.plain_stage_index,
-        ss.has_occurrence_rule,
-        je.event_type,
-        je.channel,
-        je.touchpoint,
-        je.attribute_values
-    from journey_events as je
-    inner join signature_stages as ss
-        on je.event_type is not distinct from ss.event_type
-        and je.channel is not distinct from ss.channel
-        and je.touchpoint is not distinct from ss.touchpoint
-        and je.attribute_values is not distinct from ss.attribute_values
 ),
 
 -- Every event that meets an occurrence rule's conditions counts as an occurrence, whatever stage it takes.
 occurrence_rule_events as (
     select
-        es.event_id,
-        es.stage_model,
+        je.event_id,
+        rh.stage_model,
         rh.stage_index,
         rh.occurrence,
         rh.occurrence_and_later,
         row_number() over (
-            partition by es.journey_id, es.stage_model, rh.stage_index, rh.rule_id
-            order by es.occurred_at, es.event_id
+            partition by je.journey_id, rh.stage_model, rh.stage_index, rh.rule_id
+            order by je.occurred_at, je.event_id
         ) as occurrence_no
-    from event_signature_stages as es
+    from journey_events as je
     inner join rule_hits as rh
-        on rh.stage_model = es.stage_model
-        and es.event_type is not distinct from rh.event_type
-        and es.channel is not distinct from rh.channel
-        and es.touchpoint is not distinct from rh.touchpoint
-        and es.attribute_values is not distinct from rh.attribute_values
-    where es.has_occurrence_rule and rh.occurrence is not null
+        on je.event_type is not distinct from rh.event_type
+        and je.channel is not distinct from rh.channel
+        and je.touchpoint is not distinct from rh.touchpoint
+        and je.attribute_values is not distinct from rh.attribute_values
+    where rh.occurrence is not null
 ),
 
 occurrence_stages as (
@@ -137,6 +115,19 @@ occurrence_stages as (
         oe.occurrence_no = oe.occurrence
         or (oe.occurrence_and_later and oe.occurrence_no > oe.occurrence)
     group by oe.event_id, oe.stage_model
+),
+
+event_signature_stages as (
+    select
+        je.event_id,
+        ss.stage_model,
+        ss.plain_stage_index
+    from journey_events as je
+    inner join signature_stages as ss
+        on je.event_type is not distinct from ss.event_type
+        and je.channel is not distinct from ss.channel
+        and je.touchpoint is not distinct from ss.touchpoint
+        and je.attribute_values is not distinct from ss.attribute_values
 ),
 
 final as (
