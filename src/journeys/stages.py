@@ -6,6 +6,7 @@ Rules never become SQL text. Each rule condition is a row of `stage_rule_conditi
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
@@ -14,12 +15,13 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from journeys import db, models
 from journeys.config import Settings, StageModelRef, parse_duration_us
 
 _MATCH_FIELDS = ("event_type", "channel", "touchpoint")
+_OCCURRENCE = re.compile(r"([1-9][0-9]*)(\+?)")
 
 
 class StageRule(BaseModel):
@@ -31,12 +33,38 @@ class StageRule(BaseModel):
     channel: list[str] | None = None
     touchpoint: list[str] | None = None
     attributes: dict[str, list[str]] = Field(default_factory=dict)
+    occurrence: str | None = Field(
+        None,
+        description="`n` or `n+`: the rule matches only the n-th (or n-th and later) event of the journey that meets"
+        " its other conditions, counted in (occurred_at, event_id) order; None matches every such event.",
+    )
+
+    @field_validator("occurrence", mode="before")
+    @classmethod
+    def _occurrence_text(cls, value: Any) -> Any:
+        # YAML reads `occurrence: 2` as an int and `occurrence: 2+` as a string; bool is an int too.
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = str(value)
+        if value is not None and (not isinstance(value, str) or not _OCCURRENCE.fullmatch(value)):
+            raise ValueError(f"occurrence: expected n or n+ with n >= 1 (e.g. 2 or 2+), got {value!r}")
+        return value
 
     @model_validator(mode="after")
     def _not_empty(self) -> StageRule:
         if not any(getattr(self, f) for f in _MATCH_FIELDS) and not self.attributes:
             raise ValueError("a rule needs at least one condition")
         return self
+
+    @property
+    def occurrence_n(self) -> int | None:
+        """The n of `occurrence`, or None when the rule matches every occurrence."""
+        m = _OCCURRENCE.fullmatch(self.occurrence) if self.occurrence is not None else None
+        return int(m.group(1)) if m else None
+
+    @property
+    def occurrence_and_later(self) -> bool | None:
+        """True for `n+`, False for exactly the n-th, None without `occurrence`."""
+        return self.occurrence.endswith("+") if self.occurrence is not None else None
 
 
 class Stage(BaseModel):
@@ -187,6 +215,8 @@ def stage_rule_conditions_table(models: list[tuple[StageModel, StageModelRef]]) 
                             "field": field,
                             "attribute_pos": pos,
                             "accepted": [str(v) for v in values],
+                            "occurrence": rule.occurrence_n,
+                            "occurrence_and_later": rule.occurrence_and_later,
                         }
                     )
     schema = pa.schema(
@@ -199,6 +229,8 @@ def stage_rule_conditions_table(models: list[tuple[StageModel, StageModelRef]]) 
             ("field", pa.string()),
             ("attribute_pos", pa.int32()),
             ("accepted", pa.list_(pa.string())),
+            ("occurrence", pa.int32()),
+            ("occurrence_and_later", pa.bool_()),
         ]
     )
     return pa.Table.from_pylist(rows, schema=schema)
@@ -260,6 +292,10 @@ _STAGE_TABLES = {
             "attribute_pos": "For 'attribute': 1-based position of the attribute key among every key a rule tests"
             " (sorted); null for the other fields.",
             "accepted": "Values that satisfy the condition (any one of them).",
+            "occurrence": "The rule's occurrence n: it matches only the n-th event of the journey that meets all its"
+            " conditions (in occurred_at, event_id order), or the n-th and later ones; null = every such event.",
+            "occurrence_and_later": "True when the rule matches the n-th and later occurrences (`n+`), false for the"
+            " n-th only; null without occurrence.",
         },
     ),
     "stage_touchpoint_owners": (

@@ -1,8 +1,15 @@
 """Stage models: the YAML a stage model is written in, and what it refuses."""
 
+from datetime import datetime
+
+import duckdb
 import pytest
 
-from journeys.stages import load_stage_model, shipped_stage_models
+from journeys import build, db
+from journeys.config import StageModelRef
+from journeys.stages import load_stage_model, shipped_stage_models, stage_rule_conditions_table
+
+AS_OF = datetime(2026, 12, 31)
 
 
 def test_every_shipped_model_loads():
@@ -22,3 +29,132 @@ def test_a_stage_without_rules_is_rejected_naming_it(tmp_path):
     expected = r"(?s)stage model .*m\.yaml: .*stages\.1\.rules\s+List should have at least 1"
     with pytest.raises(ValueError, match=expected):
         load_stage_model(str(path))
+
+
+def _stage_model_file(tmp_path, purchase_rule: str, repeat_rule: str) -> str:
+    path = tmp_path / "shop.yaml"
+    path.write_text(
+        "name: shop\nversion: 1\nstages:\n"
+        "  - name: browse\n    rules: [{event_type: [page_view]}]\n"
+        f"  - name: purchase\n    rules: [{purchase_rule}]\n"
+        f"  - name: repeat_purchase\n    rules: [{repeat_rule}]\n"
+    )
+    return str(path)
+
+
+def _events_con(rows: list[tuple[str, str, str, str]]) -> duckdb.DuckDBPyConnection:
+    """Inline events (event_id, customer_key, occurred_at, event_type), with what int_journey_events reads."""
+    con = db.connect()
+    values = ", ".join(f"('{e}', '{c}', timestamp '{t}', '{et}')" for e, c, t, et in rows)
+    db.execute(
+        con,
+        f"""create table events as
+           select event_id, occurred_at, occurred_at::date as event_date, 'test' as source, 'web' as channel,
+                  event_type, 'web:' || event_type as touchpoint,
+                  []::struct(id_type varchar, id_value varchar)[] as identifiers, null::double as sentiment,
+                  null::decimal(18, 2) as revenue, '{{}}'::json as attributes, customer_key
+           from (values {values}) as v(event_id, customer_key, occurred_at, event_type)""",
+    )
+    db.execute(con, "create table int_event_customers as select event_id, customer_key from events")
+    db.execute(con, "create table customers as select distinct customer_key, 0 as bucket from events")
+    return con
+
+
+_NODES = ["int_journey_events", "stage_tables", "int_event_stages", "int_stage_events", "funnel"]
+
+
+def _event_stages(con, path, make_settings) -> dict[str, int]:
+    settings = make_settings(stage_models=[StageModelRef(path=path)])
+    build.build_models(con, build.run_context(settings, AS_OF), _NODES)
+    return dict(db.fetch(con, "select event_id, stage_index from int_event_stages"))
+
+
+def test_a_repeat_purchase_stage_is_reached_at_the_second_purchase_only(make_settings, tmp_path):
+    path = _stage_model_file(
+        tmp_path, "{event_type: [purchase], occurrence: 1}", "{event_type: [purchase], occurrence: 2+}"
+    )
+    con = _events_con(
+        [
+            # A buys once: purchase, never repeat_purchase.
+            ("a1", "A", "2026-10-01 10:00", "page_view"),
+            ("a2", "A", "2026-10-01 10:05", "purchase"),
+            # B buys three times; b3 and b4 share an instant, so event_id orders them.
+            ("b1", "B", "2026-10-01 10:00", "page_view"),
+            ("b2", "B", "2026-10-01 10:05", "purchase"),
+            ("b4", "B", "2026-10-01 11:00", "purchase"),
+            ("b3", "B", "2026-10-01 11:00", "purchase"),
+        ]
+    )
+    assert _event_stages(con, path, make_settings) == {"a1": 1, "a2": 2, "b1": 1, "b2": 2, "b3": 3, "b4": 3}
+    reached = db.fetch(
+        con,
+        "select journey_id, stage_index, strftime(reached_at, '%H:%M') from int_journey_stage_reached"
+        " where mode = 'ordered' order by 1, 2",
+    )
+    assert reached == [
+        ("A/j0001", 1, "10:00"),
+        ("A/j0001", 2, "10:05"),
+        ("B/j0001", 1, "10:00"),
+        ("B/j0001", 2, "10:05"),
+        ("B/j0001", 3, "11:00"),
+    ]
+
+
+def test_occurrence_n_matches_only_the_nth_and_counts_per_journey(make_settings, tmp_path):
+    # The purchase stage has no occurrence, so it would take every purchase (first matching stage wins);
+    # here the exact-second rule comes first, so only the second purchase of each journey is stage 2.
+    path = tmp_path / "second.yaml"
+    path.write_text(
+        "name: second\nversion: 1\nstages:\n"
+        "  - name: browse\n    rules: [{event_type: [page_view]}]\n"
+        "  - name: second_purchase\n    rules: [{event_type: [purchase], occurrence: 2}]\n"
+        "  - name: other_purchase\n    rules: [{event_type: [purchase]}]\n"
+    )
+    con = _events_con(
+        [
+            ("c1", "C", "2026-10-01 10:00", "purchase"),
+            ("c2", "C", "2026-10-01 11:00", "purchase"),
+            ("c3", "C", "2026-10-01 12:00", "purchase"),
+            # A second journey of C (over a month later): its count starts again.
+            ("c4", "C", "2026-12-01 10:00", "purchase"),
+            ("c5", "C", "2026-12-01 11:00", "purchase"),
+            # Page views meet other rules: they do not count as purchases.
+            ("c6", "C", "2026-12-01 10:30", "page_view"),
+        ]
+    )
+    stages = _event_stages(con, str(path), make_settings)
+    assert stages == {"c1": 3, "c2": 2, "c3": 3, "c4": 3, "c5": 2, "c6": 1}
+
+
+def test_without_occurrence_on_the_purchase_stage_it_takes_every_purchase(make_settings, tmp_path):
+    path = _stage_model_file(tmp_path, "{event_type: [purchase]}", "{event_type: [purchase], occurrence: 2+}")
+    con = _events_con([("d1", "D", "2026-10-01 10:00", "purchase"), ("d2", "D", "2026-10-01 11:00", "purchase")])
+    assert _event_stages(con, path, make_settings) == {"d1": 2, "d2": 2}
+
+
+@pytest.mark.parametrize(
+    ("rule", "expected"),
+    [
+        ("{event_type: [purchase], occurence: 2+}", r"stages\.1\.rules\.0\.occurence\s+Extra inputs"),
+        ("{event_type: [purchase], occurrence: 0}", r"occurrence: expected n or n\+ with n >= 1.*got '0'"),
+        ("{event_type: [purchase], occurrence: 2-}", r"occurrence: expected n or n\+ with n >= 1.*got '2-'"),
+        ("{event_type: [purchase], occurrence: true}", r"occurrence: expected n or n\+ with n >= 1.*got True"),
+    ],
+)
+def test_a_misspelt_or_malformed_occurrence_is_rejected_naming_the_file_and_key(tmp_path, rule, expected):
+    path = _stage_model_file(tmp_path, rule, "{event_type: [purchase]}")
+    with pytest.raises(ValueError, match=rf"(?s)stage model .*shop\.yaml: .*{expected}"):
+        load_stage_model(path)
+
+
+def test_occurrence_is_read_as_a_number_and_a_flag_in_the_rule_table(tmp_path):
+    path = _stage_model_file(
+        tmp_path, "{event_type: [purchase], occurrence: 1}", "{event_type: [purchase], occurrence: 3+}"
+    )
+    model = load_stage_model(path)
+    table = stage_rule_conditions_table([(model, StageModelRef(path=path))]).to_pylist()
+    assert [(r["stage_index"], r["occurrence"], r["occurrence_and_later"]) for r in table] == [
+        (1, None, None),
+        (2, 1, False),
+        (3, 3, True),
+    ]
