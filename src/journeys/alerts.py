@@ -140,6 +140,9 @@ def previous_marts(con: duckdb.DuckDBPyConnection, settings: Settings) -> dict[s
     return counts
 
 
+SCRATCH = (GOALS_TABLE, PREVIOUS_RUN_TABLE, *(previous_table(m) for m in PREVIOUS_MARTS))
+
+
 def build_alerts(
     con: duckdb.DuckDBPyConnection, context: Any, params: Mapping[str, Any] | None = None
 ) -> dict[str, int]:
@@ -151,19 +154,24 @@ def build_alerts(
     counts = {GOALS_TABLE: goals.num_rows, **previous_marts(con, context.settings)}
     models.materialize(con, context.catalog.models["alerts"], {**context.params, **(params or {})})
     counts["alerts"] = db.fetch(con, "select count(*) from alerts")[0][0]
+    if not context.keep_scratch:
+        # Temp tables outlive the step when the connection does (a test, one in-memory build).
+        for name in SCRATCH:
+            db.execute(con, f"drop table if exists {db.quote_ident(name)}")
     return counts
 
 
-def _scratch(name: str, description: str, columns: Mapping[str, str]) -> models.Model:
-    return models.Model(
-        name=name,
-        layer="marts",
-        materialized="temp",
-        procedure="alerts",
-        description=description,
-        columns=columns,
-    )
-
+_SCRATCH_DESCRIPTIONS = {
+    GOALS_TABLE: "One row per goal of the config: name, stage model, metric, stage name, funnel mode, channel,"
+    " touchpoint, threshold, direction.",
+    PREVIOUS_RUN_TABLE: "The previous published run (batch_id, as_of from its stage_funnel mart's metadata); no row"
+    " on a first run.",
+    **{
+        previous_table(m): f"The previous published run's {m}, only the columns alerts reads (null where that mart"
+        " lacked one); empty on a first run."
+        for m in PREVIOUS_MARTS
+    },
+}
 
 models.register(
     models.Procedure(
@@ -171,35 +179,9 @@ models.register(
         task="build-marts",
         layer="marts",
         run=build_alerts,
-        outputs=(
-            _scratch(
-                GOALS_TABLE,
-                "One row per goal of the config (`goals`).",
-                {
-                    "goal_name": "Name of the goal.",
-                    "stage_model": "Stage model of the goal.",
-                    "metric": "Metric of the goal.",
-                    "stage_name": "Stage the metric is read at.",
-                    "mode": "Funnel mode the value comes from; null where none applies.",
-                    "channel": "Channel of a cell goal; null otherwise.",
-                    "touchpoint": "Touchpoint of a touchpoint goal; null otherwise.",
-                    "threshold": "Target value.",
-                    "direction": "'min' or 'max'.",
-                },
-            ),
-            _scratch(
-                PREVIOUS_RUN_TABLE,
-                "The previous published run (its stage_funnel mart's metadata); no row on a first run.",
-                {"batch_id": "journeys.batch_id of the previous set.", "as_of": "journeys.as_of of the previous set."},
-            ),
-            *(
-                _scratch(
-                    previous_table(mart),
-                    f"The previous published run's {mart} (the columns alerts reads); empty on a first run.",
-                    {c: f"{mart}.{c} of the previous run; null when its mart had no such column." for c in columns},
-                )
-                for mart, columns in PREVIOUS_MARTS.items()
-            ),
+        outputs=tuple(
+            models.Model(name=name, layer="marts", materialized="temp", procedure="alerts", description=text)
+            for name, text in _SCRATCH_DESCRIPTIONS.items()
         ),
     )
 )
