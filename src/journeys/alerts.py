@@ -6,11 +6,16 @@ tables come from the stage YAML), and the previous run's values come from its pu
 `marts/.current/<table>.parquet` (while a run builds, `.current` is still the previous run's set), which
 do not exist on a first run and may predate a column. Both are made here as scratch tables with fixed
 columns; every comparison stays in SQL.
+
+"Previous" means the previous night: the latest published run with an earlier as_of. A rerun of the same
+night (`.current` has this run's as_of) compares with what that night's published alerts compared with,
+their own previous values, so a rerun that changes nothing publishes the same alerts (SPEC 8).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +27,7 @@ from journeys.config import Settings
 
 GOALS_TABLE = "int_goals"
 PREVIOUS_RUN_TABLE = "int_previous_run"
+PREVIOUS_ALERTS_TABLE = "int_previous_alerts"
 
 PREVIOUS_MARTS: dict[str, dict[str, str]] = {
     "stage_funnel": {
@@ -106,41 +112,61 @@ def _kv(con: duckdb.DuckDBPyConnection, path: Path, key: str) -> str | None:
     return rows[0][0].decode() if rows else None
 
 
-def previous_marts(con: duckdb.DuckDBPyConnection, settings: Settings) -> dict[str, int]:
-    """Tables int_previous_<mart> and int_previous_run from the previous published set; empty on a first run."""
-    counts = {}
-    for mart, columns in PREVIOUS_MARTS.items():
-        table = db.quote_ident(previous_table(mart))
-        path = previous_mart_path(settings, mart)
-        if path.exists():
-            present = {r[0] for r in db.fetch(con, "select name from parquet_schema($p)", {"p": str(path)})}
-            # A set published before a column existed lacks it: its value was not known then.
-            cols = ", ".join(
-                f"{db.quote_ident(c)}::{t} as {db.quote_ident(c)}"
-                if c in present
-                else f"null::{t} as {db.quote_ident(c)}"
-                for c, t in columns.items()
-            )
-            db.execute(
-                con, f"create or replace temp table {table} as select {cols} from read_parquet($p)", {"p": str(path)}
-            )
-        else:
-            cols = ", ".join(f"{db.quote_ident(c)} {t}" for c, t in columns.items())
-            db.execute(con, f"create or replace temp table {table} ({cols})")
-        counts[previous_table(mart)] = db.fetch(con, f"select count(*) from {table}")[0][0]
-    db.execute(con, f"create or replace temp table {PREVIOUS_RUN_TABLE} (batch_id varchar, as_of varchar)")
+def _empty(con: duckdb.DuckDBPyConnection, table: str, columns: Mapping[str, str]) -> None:
+    cols = ", ".join(f"{db.quote_ident(c)} {t}" for c, t in columns.items())
+    db.execute(con, f"create or replace temp table {db.quote_ident(table)} ({cols})")
+
+
+def _from_parquet(con: duckdb.DuckDBPyConnection, table: str, path: Path, columns: Mapping[str, str]) -> None:
+    present = {r[0] for r in db.fetch(con, "select name from parquet_schema($p)", {"p": str(path)})}
+    # A set published before a column existed lacks it: its value was not known then.
+    cols = ", ".join(
+        f"{db.quote_ident(c)}::{t} as {db.quote_ident(c)}" if c in present else f"null::{t} as {db.quote_ident(c)}"
+        for c, t in columns.items()
+    )
+    db.execute(
+        con,
+        f"create or replace temp table {db.quote_ident(table)} as select {cols} from read_parquet($p)",
+        {"p": str(path)},
+    )
+
+
+_PREVIOUS_ALERTS = {"goal_name": "varchar", "previous_value": "double", "previous_batch_id": "varchar"}
+
+
+def previous_marts(con: duckdb.DuckDBPyConnection, settings: Settings, as_of: datetime) -> dict[str, int]:
+    """Tables int_previous_<mart>, int_previous_run and int_previous_alerts from the published set (see above)."""
+    current = settings.marts_dir / ".current"
     funnel = previous_mart_path(settings, "stage_funnel")
-    if funnel.exists():
+    published_as_of = _kv(con, funnel, "journeys.as_of") if funnel.exists() else None
+    this_night = as_of.astimezone(UTC)
+    same_night = published_as_of is not None and datetime.fromisoformat(published_as_of) >= this_night
+    earlier = funnel.exists() and not same_night
+    for mart, columns in PREVIOUS_MARTS.items():
+        path = previous_mart_path(settings, mart)
+        if earlier and path.exists():
+            _from_parquet(con, previous_table(mart), path, columns)
+        else:
+            _empty(con, previous_table(mart), columns)
+    _empty(con, PREVIOUS_RUN_TABLE, {"batch_id": "varchar", "as_of": "varchar"})
+    if earlier:
         db.execute(
             con,
             f"insert into {PREVIOUS_RUN_TABLE} values ($b, $a)",
-            {"b": _kv(con, funnel, "journeys.batch_id"), "a": _kv(con, funnel, "journeys.as_of")},
+            {"b": _kv(con, funnel, "journeys.batch_id"), "a": published_as_of},
         )
-    counts[PREVIOUS_RUN_TABLE] = db.fetch(con, f"select count(*) from {PREVIOUS_RUN_TABLE}")[0][0]
-    return counts
+    alerts = current / "alerts.parquet"
+    # Only a rerun of the published night carries its previous values over; a later set of an older night's
+    # rerun (a backfill out of order) is no previous night at all.
+    if same_night and datetime.fromisoformat(str(published_as_of)) == this_night and alerts.exists():
+        _from_parquet(con, PREVIOUS_ALERTS_TABLE, alerts, _PREVIOUS_ALERTS)
+    else:
+        _empty(con, PREVIOUS_ALERTS_TABLE, _PREVIOUS_ALERTS)
+    tables = [*(previous_table(m) for m in PREVIOUS_MARTS), PREVIOUS_RUN_TABLE, PREVIOUS_ALERTS_TABLE]
+    return {t: db.fetch(con, f"select count(*) from {db.quote_ident(t)}")[0][0] for t in tables}
 
 
-SCRATCH = (GOALS_TABLE, PREVIOUS_RUN_TABLE, *(previous_table(m) for m in PREVIOUS_MARTS))
+SCRATCH = (GOALS_TABLE, PREVIOUS_RUN_TABLE, PREVIOUS_ALERTS_TABLE, *(previous_table(m) for m in PREVIOUS_MARTS))
 
 
 def build_alerts(
@@ -151,7 +177,7 @@ def build_alerts(
     con.register("_arrow_in", goals)
     db.execute(con, f"create or replace temp table {GOALS_TABLE} as select * from _arrow_in")
     con.unregister("_arrow_in")
-    counts = {GOALS_TABLE: goals.num_rows, **previous_marts(con, context.settings)}
+    counts = {GOALS_TABLE: goals.num_rows, **previous_marts(con, context.settings, context.as_of)}
     models.materialize(con, context.catalog.models["alerts"], {**context.params, **(params or {})})
     counts["alerts"] = db.fetch(con, "select count(*) from alerts")[0][0]
     if not context.keep_scratch:
@@ -164,11 +190,13 @@ def build_alerts(
 _SCRATCH_DESCRIPTIONS = {
     GOALS_TABLE: "One row per goal of the config: name, stage model, metric, stage name, funnel mode, channel,"
     " touchpoint, threshold, direction.",
-    PREVIOUS_RUN_TABLE: "The previous published run (batch_id, as_of from its stage_funnel mart's metadata); no row"
-    " on a first run.",
+    PREVIOUS_RUN_TABLE: "The previous night's published run (batch_id, as_of from its stage_funnel mart's metadata);"
+    " no row on a first run or a rerun of the published night.",
+    PREVIOUS_ALERTS_TABLE: "On a rerun of the published night: that night's alerts' previous values, per goal; empty"
+    " otherwise.",
     **{
-        previous_table(m): f"The previous published run's {m}, only the columns alerts reads (null where that mart"
-        " lacked one); empty on a first run."
+        previous_table(m): f"The previous night's published {m}, only the columns alerts reads (null where that"
+        " mart lacked one); empty on a first run or a rerun of the published night."
         for m in PREVIOUS_MARTS
     },
 }

@@ -1,6 +1,6 @@
 """The alerts mart on the journey-map golden case (tests/golden/journey_map, see its README), worked by hand."""
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import polars as pl
 import pytest
@@ -115,11 +115,11 @@ def _without_t(tmp_path):
     return str(path)
 
 
-def _publish_map_marts(con, settings, batch_id):
-    """Publish the marts alerts reads, as a run's publication would (one set, switched through .current)."""
+def _publish_map_marts(con, settings, batch_id, as_of):
+    """Publish the marts alerts reads and alerts, as a run's publication would (one set, switched through .current)."""
     catalog = models.load_catalog()
-    marts = [catalog.models[m] for m in alerts.PREVIOUS_MARTS]
-    publish.publish_marts(con, settings, marts, batch_id, publish.run_metadata(batch_id, AS_OF, datetime.now(UTC)))
+    marts = [catalog.models[m] for m in (*alerts.PREVIOUS_MARTS, "alerts")]
+    publish.publish_marts(con, settings, marts, batch_id, publish.run_metadata(batch_id, as_of, datetime.now(UTC)))
 
 
 def test_alerts_match_the_hand_computation_on_a_first_run(tmp_path):
@@ -141,11 +141,11 @@ def test_no_goals_make_an_empty_alerts_table(tmp_path):
 
 
 def test_alerts_carry_the_previous_published_runs_value(tmp_path):
-    # Run 1 without T: consideration converts P Q S of P Q R S = 3/4 (met); the chat cell and touchpoint and
-    # the purchase stage are the same as with T.
+    # Run 1, the night before, without T: consideration converts P Q S of P Q R S = 3/4 (met); the chat cell
+    # and touchpoint and the purchase stage are the same as with T.
     first = build_map(_without_t(tmp_path), data_root=tmp_path, goals=GOALS)
     assert db.fetch(first, "select goal_name from alerts where goal_name = 'consideration_converts'") == []
-    _publish_map_marts(first, Settings(data_root=tmp_path), "run-1")
+    _publish_map_marts(first, Settings(data_root=tmp_path), "run-1", AS_OF - timedelta(days=1))
     first.close()
 
     second = build_map(data_root=tmp_path, goals=GOALS)
@@ -169,6 +169,13 @@ def test_alerts_carry_the_previous_published_runs_value(tmp_path):
         ]
     )
 
+    # A rerun of that night compares with the night before as the first run did: it publishes the same alerts.
+    published = db.fetch(second, "select * from alerts order by goal_name")
+    _publish_map_marts(second, Settings(data_root=tmp_path), "run-2", AS_OF)
+    second.close()
+    rerun = build_map(data_root=tmp_path, goals=GOALS)
+    assert db.fetch(rerun, "select * from alerts order by goal_name") == published
+
 
 def test_a_previous_mart_without_a_column_gives_null_previous_values(tmp_path):
     settings = Settings(data_root=tmp_path)
@@ -181,7 +188,7 @@ def test_a_previous_mart_without_a_column_gives_null_previous_values(tmp_path):
             "copy (select 'generic_lifecycle' as stage_model, 'ordered' as mode, 'awareness' as stage_name)"
             f" to {db.quote_literal(str(current / 'stage_funnel.parquet'))} (format parquet)",
         )
-        counts = alerts.previous_marts(con, settings)
+        counts = alerts.previous_marts(con, settings, AS_OF)
         assert db.fetch(con, "select stage_name, conversion_rate from int_previous_stage_funnel") == [
             ("awareness", None)
         ]

@@ -7,8 +7,9 @@
 -- One row per goal of the config (goals in journeys.yaml) that this run misses: its metric's value is on
 -- the wrong side of the threshold ('missed'), or the metric has no value at all ('no_value': no journey
 -- entered the stage, the cell or touchpoint had no event, or no reading carried a sentiment). Met goals
--- have no row. Beside the value now: the value in the previous published run (its Parquet marts), read
--- by stage name, so a reordered stage model still compares like with like. Values come from stage_funnel
+-- have no row. Beside the value now: the value in the previous night's published run (its Parquet marts),
+-- read by stage name, so a reordered stage model still compares like with like; a rerun of the published
+-- night keeps the previous values that night's alerts had, so a rerun that changes nothing changes no row. Values come from stage_funnel
 -- (conversion_rate), stage_channel_matrix (flow_rate, monetised_value) and touchpoint_performance
 -- (dropout_share = share_dropped_at_stage, mean_sentiment).
 -- column goal_name: Name of the goal in the config; one row per goal at most.
@@ -25,10 +26,10 @@
 -- column status: 'missed' (metric_value on the wrong side of threshold) or 'no_value' (metric_value is null).
 -- column metric_value: The metric's value in this run; null when status is 'no_value'.
 -- column miss_by: How far metric_value is on the wrong side: threshold - metric_value for 'min', metric_value - threshold for 'max' (> 0); null for 'no_value'.
--- column previous_value: The metric's value in the previous published run; null on a first run or when that run had no value for it.
+-- column previous_value: The metric's value in the previous night's published run (the latest with an earlier as_of); null on a first run or when that run had no value for it.
 -- column change_since_previous: metric_value - previous_value; null when either is null.
 -- column missed_in_previous: The previous value missed the threshold too (an ongoing alert); false when it met it (a new one); null without a previous value.
--- column previous_batch_id: batch_id of the previous published run whose marts gave previous_value; null on a first run.
+-- column previous_batch_id: batch_id of the previous night's published run whose marts gave previous_value; null on a first run.
 with
 
 goals as (
@@ -41,6 +42,11 @@ stages as (
 
 previous_run as (
     select pr.batch_id from int_previous_run as pr
+),
+
+-- Filled only on a rerun of the published night: the previous values its alerts carried.
+carried as (
+    select pa.goal_name, pa.previous_value, pa.previous_batch_id from int_previous_alerts as pa
 ),
 
 funnel as (
@@ -122,7 +128,8 @@ judged as (
     select
         g.*,
         gv.metric_value,
-        gv.previous_value,
+        coalesce(gv.previous_value, c.previous_value) as previous_value,
+        coalesce((select pr.batch_id from previous_run as pr), c.previous_batch_id) as previous_batch_id,
         coalesce(gv.unit_owner, s.owner) as owner,
         s.stage_index,
         case
@@ -135,11 +142,12 @@ judged as (
             else gv.metric_value - g.threshold
         end as miss_by,
         case g.direction
-            when 'min' then gv.previous_value < g.threshold
-            else gv.previous_value > g.threshold
+            when 'min' then coalesce(gv.previous_value, c.previous_value) < g.threshold
+            else coalesce(gv.previous_value, c.previous_value) > g.threshold
         end as missed_in_previous
     from goals as g
     inner join goal_values as gv on gv.goal_name = g.goal_name
+    left join carried as c on c.goal_name = g.goal_name
     left join stages as s on s.stage_model = g.stage_model and s.stage_name = g.stage_name
 ),
 
@@ -162,7 +170,7 @@ final as (
         j.previous_value,
         j.metric_value - j.previous_value as change_since_previous,
         j.missed_in_previous,
-        (select pr.batch_id from previous_run as pr) as previous_batch_id
+        j.previous_batch_id
     from judged as j
     where j.status is not null
 )
