@@ -3,7 +3,8 @@
 A finished run gets a markdown summary (row accounting, identity, quality with the freshness and volume
 checks and any warning, the primary stage funnel, the top dropout points) and a table of that funnel; a
 failed run gets a markdown note of what failed (a failed freshness or volume check among them) and how to
-rerun the night. Keys are fixed, so the UI's Artifacts page shows each as one series across nights.
+rerun the night. A third markdown artifact lists the goals the run missed (`alerts`) and the top red points.
+Keys are fixed, so the UI's Artifacts page shows each as one series across nights.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from journeys.config import Settings
 SUMMARY_KEY = "journeys-nightly-summary"
 FUNNEL_KEY = "journeys-nightly-funnel"
 FAILURE_KEY = "journeys-nightly-failure"
+ALERTS_KEY = "journeys-nightly-alerts"
 
 _FUNNEL_COLUMNS = (
     "stage_index",
@@ -173,6 +175,89 @@ def record_run(
     )
     create_table_artifact(
         funnel, key=FUNNEL_KEY, description=f"stage funnel {model} ({mode}), all cohorts, as of {as_of.isoformat()}"
+    )
+
+
+_ALERT_COLUMNS = (
+    "goal_name",
+    "stage_model",
+    "stage_name",
+    "metric",
+    "channel",
+    "touchpoint",
+    "owner",
+    "direction",
+    "threshold",
+    "status",
+    "metric_value",
+    "previous_value",
+    "missed_in_previous",
+)
+_RED_POINT_COLUMNS = (
+    "stage_model",
+    "red_rank",
+    "stage_name",
+    "unit_type",
+    "unit",
+    "owner",
+    "metric",
+    "n",
+    "share",
+    "stage_share",
+    "lift",
+    "excess_over_norm",
+)
+
+
+def alerts_and_red_points(con: Any, top: int = 5) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Every row of `alerts` (by stage model, stage, goal) and the `top` red points of each stage model."""
+    alerts = db.fetch(
+        con,
+        f"select {', '.join(_ALERT_COLUMNS)} from alerts order by stage_model, stage_index, goal_name",
+    )
+    red = db.fetch(
+        con,
+        f"select {', '.join(_RED_POINT_COLUMNS)} from red_points where red_rank <= $top order by stage_model, red_rank",
+        {"top": top},
+    )
+    return (
+        [dict(zip(_ALERT_COLUMNS, r, strict=True)) for r in alerts],
+        [dict(zip(_RED_POINT_COLUMNS, r, strict=True)) for r in red],
+    )
+
+
+def alerts_markdown(
+    *, batch_id: str, as_of: datetime, alerts: list[dict[str, Any]], red_points: list[dict[str, Any]]
+) -> str:
+    """The markdown of one run's missed goals and top red points."""
+    new = sum(1 for a in alerts if a["missed_in_previous"] is not True)
+    return "\n".join(
+        [
+            f"# journeys-nightly alerts as of {as_of.isoformat()}",
+            "",
+            f"batch `{batch_id}`",
+            "",
+            f"## Goals missed: {len(alerts)}"
+            + (f" ({new} not missed in the previous run or without a previous value)" if alerts else ""),
+            "",
+            _markdown_table(alerts) if alerts else "_every configured goal is met_",
+            "",
+            "## Top red points (significantly above their stage's dropout or negative-sentiment share)",
+            "",
+            _markdown_table(red_points) if red_points else "_none_",
+        ]
+    )
+
+
+def record_alerts(settings: Settings, *, batch_id: str, as_of: datetime) -> None:
+    """Create the markdown artifact of the run's alerts and top red points, from the published warehouse."""
+    with db.connect(str(settings.warehouse_path), read_only=True) as con:
+        alerts, red_points = alerts_and_red_points(con)
+    create_markdown_artifact(
+        alerts_markdown(batch_id=batch_id, as_of=as_of, alerts=alerts, red_points=red_points),
+        key=ALERTS_KEY,
+        description=f"journeys-nightly as of {as_of.isoformat()}: {len(alerts)} goal(s) missed,"
+        f" {len(red_points)} top red point(s)",
     )
 
 

@@ -65,7 +65,7 @@ def _table(rows: list[tuple], headers: list[str]) -> str:
 
 
 def print_summary(result: dict[str, Any], warehouse: str) -> None:
-    """Print row accounting, the primary funnel, the top dropout points and where every output is."""
+    """Print row accounting, the primary funnel, the top dropout points, the journey map, alerts and outputs."""
     from journeys import db
 
     ing = result["ingest"]
@@ -134,6 +134,7 @@ def print_summary(result: dict[str, Any], warehouse: str) -> None:
             )
         )
         print_journey_map(con, model)
+        print_alerts(con)
     print("\noutputs")
     for name, path in sorted(result["outputs"].items()):
         print(f"  {name:22s} {path}")
@@ -201,6 +202,27 @@ def print_journey_map(con: Any, model: str) -> None:
                     "lift",
                     "above norm",
                 ],
+            )
+        )
+    else:
+        print("  none")
+
+
+def print_alerts(con: Any) -> None:
+    """Print the goals the run missed (`alerts`) with the previous run's value, or that none was missed."""
+    from journeys import db
+
+    rows = db.fetch(
+        con,
+        "select goal_name, stage_model, stage_name, coalesce(channel, touchpoint, mode), metric,"
+        " direction || ' ' || round(threshold, 3), status, round(metric_value, 3), round(previous_value, 3), owner"
+        " from alerts order by stage_model, stage_index, goal_name",
+    )
+    print("\nalerts: goals missed (`goals` in the config; previous = the last published run)")
+    if rows:
+        print(
+            _table(
+                rows, ["goal", "stage model", "stage", "unit", "metric", "target", "status", "now", "previous", "owner"]
             )
         )
     else:

@@ -286,6 +286,7 @@ def nightly(
     identity = built.get("resolve-identity", {}).get("identity", {})
     marts = {k: v for k, v in built.get("build-marts", {}).items()}
     artifacts.record_run(settings, batch_id=batch_id, as_of=as_of, ingest=ingest, identity=identity, quality=checks)
+    artifacts.record_alerts(settings, batch_id=batch_id, as_of=as_of)
     return {
         "batch_id": batch_id,
         "as_of": as_of.isoformat(),

@@ -16,6 +16,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     SecretStr,
     ValidationError,
     field_validator,
@@ -522,6 +523,80 @@ class RedPointsConfig(_Strict):
     )
 
 
+GoalMetric = Literal["conversion_rate", "flow_rate", "monetised_value", "dropout_share", "mean_sentiment"]
+
+GOAL_METRIC_UNIT = {
+    "conversion_rate": "stage",
+    "flow_rate": "cell",
+    "monetised_value": "cell",
+    "dropout_share": "touchpoint",
+    "mean_sentiment": "touchpoint",
+}
+"""What a goal's metric is measured on: a stage (`stage_funnel`), a CxC cell (`stage_channel_matrix`: stage and
+channel) or a touchpoint at a stage (`touchpoint_performance`)."""
+
+_GOAL_METRIC_RANGE = {
+    "conversion_rate": (0.0, 1.0),
+    "flow_rate": (0.0, 1.0),
+    "dropout_share": (0.0, 1.0),
+    "mean_sentiment": (-1.0, 1.0),
+}
+
+
+class Goal(_Strict):
+    """A target for one metric of the journey map; a run whose value misses it writes a row of `alerts`."""
+
+    name: str = Field(
+        min_length=1, description="Name of the goal, unique among the goals; the key of its row in `alerts`."
+    )
+    stage_model: str = Field(description="Name of a configured stage model (its YAML's `name`).")
+    metric: GoalMetric = Field(
+        description="`conversion_rate` of a stage (`stage_funnel`), `flow_rate` or `monetised_value` of a CxC cell"
+        " (`stage_channel_matrix`), `dropout_share` (`touchpoint_performance.share_dropped_at_stage`) or"
+        " `mean_sentiment` of a touchpoint at a stage (`touchpoint_performance`)."
+    )
+    stage: str = Field(description="Name of the stage the metric is read at; a stage of `stage_model`.")
+    channel: str | None = Field(
+        None, description="Channel of the cell, one of `channels`; required for flow_rate and monetised_value only."
+    )
+    touchpoint: str | None = Field(
+        None,
+        description="Touchpoint as in the events' touchpoint column; required for dropout_share and mean_sentiment"
+        " only. Not checked at load time (touchpoints are data); one with no events at the stage alerts `no_value`.",
+    )
+    mode: FunnelMode | None = Field(
+        None,
+        description="Funnel mode of a conversion_rate goal, one of the stage model's configured `modes`; default"
+        " its first. The other metrics use the stage model's first mode as their marts do.",
+    )
+    threshold: float = Field(
+        description="The target value: a share in [0, 1] for the rates and dropout_share, [-1, 1] for"
+        " mean_sentiment, revenue units for monetised_value."
+    )
+    direction: Literal["min", "max"] = Field(
+        description="`min`: the value must be at least the threshold; `max`: at most. Equal meets the goal."
+    )
+
+    @model_validator(mode="after")
+    def _keys_of_its_metric(self) -> Goal:
+        unit = GOAL_METRIC_UNIT[self.metric]
+        if (unit == "cell") != (self.channel is not None):
+            raise ValueError(f"channel: {'required' if unit == 'cell' else 'not used'} for metric {self.metric}")
+        if (unit == "touchpoint") != (self.touchpoint is not None):
+            raise ValueError(
+                f"touchpoint: {'required' if unit == 'touchpoint' else 'not used'} for metric {self.metric}"
+            )
+        if self.mode is not None and self.metric != "conversion_rate":
+            raise ValueError(f"mode: only a conversion_rate goal has one, not {self.metric}")
+        low_high = _GOAL_METRIC_RANGE.get(self.metric)
+        if low_high is not None and not low_high[0] <= self.threshold <= low_high[1]:
+            hint = " (a share: write 0.5 for 50 %)" if low_high[0] == 0 else ""
+            raise ValueError(
+                f"threshold: {self.metric} lies in [{low_high[0]:g}, {low_high[1]:g}], got {self.threshold:g}{hint}"
+            )
+        return self
+
+
 class Settings(BaseSettings):
     """Everything a run needs; one instance per run, passed by the flow."""
 
@@ -575,6 +650,10 @@ class Settings(BaseSettings):
     red_points: RedPointsConfig = Field(
         default_factory=RedPointsConfig, description="Thresholds of the red_points mart."
     )
+    goals: list[Goal] = Field(
+        default_factory=list,
+        description="Targets for journey-map metrics; each run writes the missed ones to `alerts` (see Goal).",
+    )
     identity: IdentityConfig = Field(default_factory=IdentityConfig, description="Identity guardrails.")
     quality: QualityConfig = Field(default_factory=QualityConfig, description="Quality thresholds.")
     models_dir: Path | None = Field(
@@ -584,6 +663,8 @@ class Settings(BaseSettings):
     )
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig, description="Schedule of `journeys serve`.")
     config_dir: Path = Field(Path("."), description="Directory of the config file; relative paths resolve here.")
+    # The stage models the goals were checked against, reused by the run so it reads each file once.
+    _checked_stage_models: tuple[tuple[Any, StageModelRef], ...] | None = PrivateAttr(default=None)
 
     @classmethod
     def settings_customise_sources(
@@ -606,10 +687,60 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
+    def _goals_name_what_exists(self) -> Settings:
+        # Caught at load, not by an empty alert at the end of a run: a misspelt stage never alerts otherwise.
+        if not self.goals:
+            return self
+        names = [g.name for g in self.goals]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"goals: duplicate goal names {dupes}")
+        from journeys.stages import load_stage_model
+
+        loaded = []
+        for i, ref in enumerate(self.stage_models):
+            try:
+                loaded.append((load_stage_model(ref.path, self.config_dir), ref))
+            except (OSError, ValueError) as exc:
+                raise ValueError(f"goals: cannot check them against stage_models[{i}]: {exc}") from None
+        self._checked_stage_models = tuple(loaded)
+        configured = {model.name: (model, ref) for model, ref in loaded}
+        for i, goal in enumerate(self.goals):
+            key = f"goals[{i}] ({goal.name!r})"
+            if goal.stage_model not in configured:
+                raise ValueError(
+                    f"{key}.stage_model: {goal.stage_model!r} is not a configured stage model;"
+                    f" configured: {sorted(configured)}"
+                )
+            model, ref = configured[goal.stage_model]
+            stages = [st.name for st in model.stages]
+            if goal.stage not in stages:
+                raise ValueError(f"{key}.stage: {goal.stage!r} is not a stage of {model.name}; stages: {stages}")
+            last = goal.stage == stages[-1]
+            if goal.metric in ("conversion_rate", "flow_rate") and last:
+                raise ValueError(
+                    f"{key}.stage: {goal.stage!r} is the last stage of {model.name}: it has no {goal.metric}"
+                )
+            if goal.metric == "monetised_value" and model.purchase_stage is None:
+                raise ValueError(
+                    f"{key}.metric: {model.name} names no purchase_stage, so its cells have no monetised_value"
+                )
+            if goal.mode is not None and goal.mode not in ref.modes:
+                raise ValueError(f"{key}.mode: {goal.mode!r} is not computed for {model.name}; its modes: {ref.modes}")
+            if goal.channel is not None and goal.channel not in self.channels:
+                raise ValueError(f"{key}.channel: {goal.channel!r} is not one of `channels` {self.channels}")
+        return self
+
+    @model_validator(mode="after")
     def _models_dir_exists(self) -> Settings:
         if self.models_path is not None and not Path(self.models_path).is_dir():
             raise ValueError(f"models_dir: {self.models_path} is not a folder of SQL models")
         return self
+
+    @property
+    def checked_stage_models(self) -> tuple[tuple[Any, StageModelRef], ...] | None:
+        """The (stage model, ref) pairs loaded to check the goals at load time; None when there are no goals."""
+        return self._checked_stage_models
 
     @property
     def models_path(self) -> str | None:

@@ -52,8 +52,18 @@ ASSIGNMENT_TABLE = "int_event_customers"
 RUN_TIME_PARAMS = frozenset({"as_of", "run_at", "batch_id"})
 """Parameters that change every run: a customer-partitioned model using one is rebuilt in full."""
 
-_UNSHAPING_SETTINGS = ("data_root", "config_dir", "memory_limit", "threads", "schedule", "quality", "sources")
-"""Settings that do not change the rows of a built table (sources shape only what ingest loads next)."""
+_UNSHAPING_SETTINGS = (
+    "data_root",
+    "config_dir",
+    "memory_limit",
+    "threads",
+    "schedule",
+    "quality",
+    "sources",
+    "goals",
+)
+"""Settings that do not change the rows of a kept table (sources shape only what ingest loads next; goals only
+`alerts`, which every run rebuilds whole)."""
 
 _OWN_TABLES = (STATE_TABLE, BATCHES_TABLE, AFFECTED_TABLE)
 

@@ -102,7 +102,14 @@ class Procedure:
 
 
 _PROCEDURES: dict[str, Procedure] = {}
-_PROCEDURE_MODULES = ("journeys.ingest", "journeys.build", "journeys.identity", "journeys.stages", "journeys.funnel")
+_PROCEDURE_MODULES = (
+    "journeys.ingest",
+    "journeys.build",
+    "journeys.identity",
+    "journeys.stages",
+    "journeys.funnel",
+    "journeys.alerts",
+)
 
 
 def register(procedure: Procedure) -> Procedure:

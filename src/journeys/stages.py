@@ -144,7 +144,13 @@ def load_stage_model(ref: str, config_dir: Path | None = None) -> StageModel:
 
 def stage_models_for(settings: Settings) -> list[tuple[StageModel, StageModelRef]]:
     """The configured stage models with their run settings; names must be unique."""
-    out = [(load_stage_model(r.path, settings.config_dir), r) for r in settings.stage_models]
+    checked = settings.checked_stage_models
+    # The files the config's goals were checked against, not a second read that an edit could make differ.
+    out = (
+        list(checked)
+        if checked is not None
+        else [(load_stage_model(r.path, settings.config_dir), r) for r in settings.stage_models]
+    )
     names = [m.name for m, _ in out]
     if len(set(names)) != len(names):
         raise ValueError(f"stage models configured twice: {names}")

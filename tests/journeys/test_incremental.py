@@ -184,3 +184,19 @@ def test_incremental_runs_equal_full_rebuild_every_day(tmp_path):
     assert compared == list(range(1, DAYS + 1))
     assert all(0 < n < total for n, total in affected), affected
     assert merges >= 1, "the day-20 message should merge two earlier customers"
+
+
+def test_goals_do_not_force_a_full_rebuild():
+    # Goals shape only `alerts`, which every run rebuilds whole: editing them keeps the kept build usable.
+    as_of = GenerateSpec().as_of
+    goal = {
+        "name": "g",
+        "stage_model": "generic_lifecycle",
+        "metric": "conversion_rate",
+        "stage": "awareness",
+        "threshold": 0.5,
+        "direction": "min",
+    }
+    plain = build.run_context(Settings(), as_of)
+    with_goal = build.run_context(Settings(goals=[goal]), as_of)
+    assert incremental.state_fingerprint(plain) == incremental.state_fingerprint(with_goal)

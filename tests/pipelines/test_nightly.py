@@ -193,6 +193,24 @@ def test_outputs_are_published(run):
     assert comments and all(c for (c,) in comments)
 
 
+def test_the_alerts_are_published_and_posted_as_an_artifact(run):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    _, _, result, settings = run
+    alerts = pl.read_parquet(settings.marts_dir / "alerts" / "alerts.parquet")
+    # The demo config's goals: the sample misses its consideration conversion goal, on a first run.
+    assert "consideration_converts" in alerts["goal_name"].to_list()
+    assert alerts["previous_batch_id"].null_count() == alerts.height
+    with get_client(sync_client=True) as client:
+        posted = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[artifacts.ALERTS_KEY]))
+        )
+    text = next(a.data for a in posted if result["batch_id"] in (a.data or ""))
+    assert f"## Goals missed: {alerts.height}" in text and "| consideration_converts |" in text
+    assert "## Top red points" in text
+
+
 def test_every_mart_and_the_runs_table_say_which_run_published_them(run):
     _, _, result, settings = run
     last = runs(settings)[-1]
