@@ -167,7 +167,8 @@ validated as (
                     'field': 'revenue',
                     'column': $revenue_column,
                     'reason': format(
-                        'revenue: expected a decimal number (18,2), got ''{}''', journeys_redact(left(revenue_text, 100))
+                        'revenue: expected a decimal number (18,2), got ''{}''',
+                        journeys_redact(left(revenue_text, 100))
                     )
                 }
             when sentiment_text is not null and sentiment_raw is null
