@@ -225,11 +225,12 @@ class SourceConfig(_Strict):
     )
     redact_attributes: bool = Field(
         True,
-        description="Scan `attributes` for personal data: a column named like an e-mail or phone column (`Email`,"
-        " `mobile_no`, `tel`) keeps a salted hash of its value, and anything in any value (nested ones too) or"
-        " name that looks like an e-mail address or a phone number becomes `<redacted-email>` /"
-        " `<redacted-phone>`. False keeps the values as they are, for a source whose attributes the scan would"
-        " mistake (ids written like phone numbers); `attributes` then says which columns are kept.",
+        description="Scan `attributes` (other than identifier columns) for personal data: a column named like an"
+        " e-mail or phone column (`Email`, `mobile_no`, `tel`) keeps a salted hash of its value, and anything in"
+        " any value (nested ones too) or name that looks like an e-mail address or a phone number becomes"
+        " `<redacted-email>` / `<redacted-phone>`. False keeps the values as they are, for a source whose"
+        " attributes the scan would mistake (ids written like phone numbers); `attributes` then says which"
+        " columns are kept.",
     )
     keep_rows: list[RowFilter] = Field(
         default_factory=list,

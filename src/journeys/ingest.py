@@ -861,11 +861,15 @@ def _event_list_expr(src: SourceConfig, types: dict[str, str], params: dict[str,
 
 
 def _attribute_expr(src: SourceConfig, col: str, col_type: str) -> str:
-    """SQL for one attribute's JSON value: a column named like an e-mail or phone column is a salted hash."""
-    if src.redact_attributes and pii.pii_named(col):
+    """SQL for one attribute's JSON value, e-mails and phones redacted (see `SourceConfig.redact_attributes`)."""
+    if not src.redact_attributes or col in src.identifiers:
+        # An identifier's value is in the lake's identifiers as it is: hold_constant reads it here unchanged.
+        return _json_expr(col, col_type)
+    if pii.pii_named(col):
         # Hashed as an e-mail identifier is (trim, lower case): an `Email` column's hash matches the lake's.
         return f"to_json('sha256:' || sha256($pii_salt || nullif(lower(trim({_text_expr(col, col_type)})), '')))"
-    return _json_expr(col, col_type)
+    # Scanned as JSON text, so nested values are too: an e-mail or phone anywhere is redacted.
+    return f"journeys_redact_json({_json_expr(col, col_type)})"
 
 
 def map_source_rows(con: duckdb.DuckDBPyConnection, src: SourceConfig, params: dict[str, Any]) -> None:
@@ -943,9 +947,6 @@ def map_source_rows(con: duckdb.DuckDBPyConnection, src: SourceConfig, params: d
         )
         params.update({f"ak{i}": pii.redacted(c) if src.redact_attributes else c for i, c in enumerate(keep)})
         attributes = f"cast(to_json(map_from_entries(list_filter([{entries}], lambda e: e.v is not null))) as json)"
-        if src.redact_attributes:
-            # Values (nested ones too) are scanned as JSON text: an e-mail or phone anywhere is redacted.
-            attributes = f"journeys_redact_json({attributes})"
     else:
         attributes = "'{}'::json"
 

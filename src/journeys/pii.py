@@ -42,6 +42,11 @@ PHONE_CANDIDATE_PATTERN = (
 """A run that may be a phone number; `phone_like` decides (RE2 and Python syntax alike)."""
 
 _EXTENSION_PATTERN = r"(?i)\d\s*(?:;\s*ext=|ext\.?|extension|x|#)\s*\d{1,6}$"
+_SEP = "[\t ().\\-/_" + _OTHER_SEPARATORS + "]"
+MAY_HOLD_PII_PATTERN = (
+    r"(?i)@|[+(]\d|\d\s*(?:;\s*ext=|ext|x|#)\s*\d" + rf"|\d{_SEP}+\d+{_SEP}+\d|\d{_SEP}+\d{{5}}|\d{{5}}{_SEP}+\d"
+)
+"""A cheap test that a text may hold an e-mail or a phone: false for most values, which then skip the work."""
 _DATE_PATTERN = r"^(?:\d{4}[-/.]\d{1,2}[-/.]\d{1,2}|\d{1,2}[-/.]\d{1,2}[-/.]\d{2,4})(?:\D|$)"
 _PII_NAME_PATTERN = r"(?i)(?:e[-_ ]?mail|phone|telefon|mobile|msisdn|(?:^|[^a-z])(?:tel|cell|fax|sms)(?:[^a-z]|$))"
 
@@ -112,12 +117,14 @@ create or replace temp macro journeys_phone_like(c) as
 create or replace temp macro journeys_redact_emails(t) as
     regexp_replace(t, {_sql_literal(EMAIL_PATTERN)}, '<redacted-email>', 'g');
 
+-- Most texts hold neither an '@' nor a phone-like run: one regex match spares them the list work.
 create or replace temp macro journeys_redact(t) as
-    case when t is not null then list_reduce(
+    case when t is null or not regexp_matches(t, {_sql_literal(MAY_HOLD_PII_PATTERN)}) then t else list_reduce(
         list_prepend(
             journeys_redact_emails(t),
             list_filter(
-                regexp_extract_all(journeys_redact_emails(t), {_sql_literal(PHONE_CANDIDATE_PATTERN)}),
+                -- Candidates from the text itself (one e-mail pass, not two): an e-mail holds no phone run.
+                regexp_extract_all(t, {_sql_literal(PHONE_CANDIDATE_PATTERN)}),
                 lambda c: journeys_phone_like(c)
             )
         ),
@@ -129,10 +136,9 @@ create or replace temp macro journeys_mask(t) as
 
 create or replace temp macro journeys_redact_json(j) as
     case
-        when j is null then null
-        when json_valid(journeys_redact(cast(j as varchar))) then cast(journeys_redact(cast(j as varchar)) as json)
+        when j is null or not regexp_matches(cast(j as varchar), {_sql_literal(MAY_HOLD_PII_PATTERN)}) then j
         -- Redaction that broke the JSON (an '@' right after a quote): keep only the shape, as a string.
-        else to_json(journeys_mask(cast(j as varchar)))
+        else coalesce(try_cast(journeys_redact(cast(j as varchar)) as json), to_json(journeys_mask(cast(j as varchar))))
     end;
 """
 """Macros journeys_redact(text), journeys_redact_json(json), journeys_mask(text), journeys_phone_like(run)."""
