@@ -34,6 +34,7 @@ def csv_field(value: str) -> str:
     return '"' + value.replace('"', '""') + '"'
 
 
+GA_COOKIE = "GA1.2.4817259.1767225"
 NOTE_HEADER = "hit_id,hit_time,platform,action,email,phone,client_id,order_value,E-Mail,note\n"
 
 
@@ -109,7 +110,7 @@ def test_attributes_hash_pii_named_columns_and_redact_pii_anywhere_in_values_and
         tmp_path,
         "web/a.csv",
         NOTE_HEADER.replace("\n", f",order_ref,{csv_field(MAIL_PLAIN)}\n")
-        + f"h1,2026-01-15 10:00:00,desktop,pageview,,,c1,,{csv_field(MAIL_INTL)},"
+        + f"h1,2026-01-15 10:00:00,desktop,pageview,,,{GA_COOKIE},,{csv_field(MAIL_INTL)},"
         + f"{csv_field('call ' + PHONE_EXT + ' or ' + MAIL_QUOTED)},ord-1234567,2026-01-15\n",
     )
     nested = {"profile": {"mail": MAIL_INTL, "phones": [PHONE_DOTS, PHONE_DOT_SEP]}, "n": 3, "day": "2026-01-10"}
@@ -128,6 +129,9 @@ def test_attributes_hash_pii_named_columns_and_redact_pii_anywhere_in_values_and
     assert web["E-Mail"] == "sha256:" + hashlib.sha256((SALT + MAIL_INTL.lower()).encode()).hexdigest()
     assert web["note"] == "call <redacted-phone> or <redacted-email>"
     assert (web["order_ref"], web["<redacted-email>"]) == ("ord-1234567", "2026-01-15")
+    # An identifier column keeps its value (the lake's cookie id, read by hold_constant), though it looks like
+    # a phone with dots.
+    assert web["client_id"] == GA_COOKIE
     assert by_id["email:e1"]["nested"] == {
         "profile": {"mail": "<redacted-email>", "phones": ["<redacted-phone>", "<redacted-phone>"]},
         "n": 3,
