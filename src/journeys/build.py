@@ -274,8 +274,10 @@ models.register(
                     " and for unparsed rows whose reader names no column.",
                     "reason": "Field, what was expected and what was found, in words (e.g. occurred_at: expected"
                     " timestamp ..., got ...).",
-                    "raw": "The row as JSON text with email and phone values replaced by 'sha256:' + salted hash, or"
-                    " the unparsed text with anything like an email address or phone number masked.",
+                    "raw": "The row as JSON text: known-safe mapped columns (id, times, channel, event type,"
+                    " touchpoint, revenue, sentiment) as read with e-mails and phones redacted, identifier columns"
+                    " as 'sha256:' + salted hash, every other column only its shape (digits 9, letters x); an"
+                    " unparsed line only its shape.",
                     "batch_id": "Id of the run that quarantined the row.",
                     "quarantined_at": "Wall-clock time (UTC) at which that run's ingest batch started.",
                 },

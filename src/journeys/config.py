@@ -86,7 +86,7 @@ def snake(value: str) -> str:
 
 
 UNSET_PII_SALT = "change-me"
-"""The placeholder salt of an unconfigured project; ingest refuses to hash with it."""
+"""The placeholder salt of an unconfigured project; loading a config (and ingest) refuses it."""
 
 
 class _Strict(BaseModel):
@@ -166,6 +166,7 @@ _LINK_FORBIDDEN = (
     "attributes",
     "timezone",
     "timestamp_format",
+    "redact_attributes",
 )
 """Keys that describe events: a `links` source has none, and giving one is a config error, not ignored."""
 
@@ -222,6 +223,15 @@ class SourceConfig(_Strict):
     revenue: str | None = Field(None, description="Column with revenue (decimal).")
     attributes: list[str] | None = Field(
         None, description="Columns kept in `attributes`; None keeps every column not mapped above."
+    )
+    redact_attributes: bool = Field(
+        True,
+        description="Scan `attributes` (other than identifier columns) for personal data: a column named like an"
+        " e-mail or phone column (`Email`, `mobile_no`, `tel`) keeps a salted hash of its value, and anything in"
+        " any value (nested ones too) or name that looks like an e-mail address or a phone number becomes"
+        " `<redacted-email>` / `<redacted-phone>`. False keeps the values as they are, for a source whose"
+        " attributes the scan would mistake (ids written like phone numbers); `attributes` then says which"
+        " columns are kept.",
     )
     keep_rows: list[RowFilter] = Field(
         default_factory=list,
@@ -605,8 +615,9 @@ class Settings(BaseSettings):
     data_root: Path = Field(Path("data"), description="Root of landing/, lake/, warehouse/ and marts/.")
     pii_salt: SecretStr = Field(
         SecretStr(UNSET_PII_SALT),
-        description="Salt for hashing email and phone; set JOURNEYS_PII_SALT. Ingest refuses the default and an"
-        " empty salt: anyone could rebuild the hashes of known e-mails.",
+        description="Salt for hashing email and phone; set JOURNEYS_PII_SALT. Loading a config (file or"
+        " environment) refuses the default and an empty salt, and so does ingest: anyone could rebuild the"
+        " hashes of known e-mails.",
     )
     default_phone_region: str = Field(
         "US",
@@ -867,10 +878,17 @@ def load_settings(
     data = _deep_merge(data, env)
     data.update(overrides)
     try:
-        return Settings(**data)
+        settings = Settings(**data)
     except ValidationError as exc:
         # `from None`: the pydantic report repeats every input and runs to dozens of lines.
         raise ConfigError(_config_message(exc, origin, env_keys)) from None
+    try:
+        settings.require_pii_salt()
+    except ConfigError as exc:
+        # Refused when loading, not at the first hash: a run must not get as far as reading landing files.
+        where = "JOURNEYS_PII_SALT (environment)" if "pii_salt" in env_keys and "pii_salt" not in overrides else origin
+        raise ConfigError(f"{where}: {exc}") from None
+    return settings
 
 
 def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:

@@ -31,7 +31,7 @@ from typing import Any, BinaryIO
 import duckdb
 import pyarrow as pa
 
-from journeys import db, models, phones
+from journeys import db, models, phones, pii
 from journeys.config import Settings, SourceConfig, parse_duration_us
 
 log = logging.getLogger(__name__)
@@ -42,7 +42,7 @@ PII_TYPES = ("email", "phone")
 _BATCH_RE = re.compile(r"^[A-Za-z0-9_.\-]+$")
 _HASH_CHUNK = 1 << 20
 
-# Static helper SQL (no values inside): identifier normalisation and raw-text redaction.
+# Static helper SQL (no values inside): identifier normalisation (redaction macros come from journeys.pii).
 _MACROS = r"""
 create or replace temp macro journeys_snake(v) as
     trim(regexp_replace(lower(trim(v)), '[^a-z0-9]+', '_', 'g'), '_');
@@ -56,20 +56,6 @@ create or replace temp macro journeys_identifier(id_type, v, salt, region) as
         else nullif(trim(v), '')
     end;
 
--- Rows the reader could not split into columns keep their text for diagnosis, with anything that
--- looks like an e-mail address or a phone number masked (no raw PII may reach the lake).
-create or replace temp macro journeys_redact_once(t) as
-    regexp_replace(
-        t,
-        '(^|[,;\t|"''\[{:=\s])(\+?[0-9(][0-9 ().\-/]{5,}[0-9])([,;\t|"''\]}]|\s*$)',
-        '\1<redacted>\3',
-        'g'
-    );
-
-create or replace temp macro journeys_redact(t) as
-    journeys_redact_once(journeys_redact_once(
-        regexp_replace(t, '[A-Za-z0-9._%+\-]+@[A-Za-z0-9\-]+(\.[A-Za-z0-9\-]+)+', '<redacted-email>', 'g')
-    ));
 """
 
 _ID_LIST_TYPE = "struct(id_type varchar, id_value varchar)[]"
@@ -437,9 +423,10 @@ def check_sources(con: duckdb.DuckDBPyConnection, files: list[LandingFile]) -> d
         try:
             cols = file_columns(con, f)
         except (duckdb.Error, UnicodeError, csv.Error) as exc:
+            # `from None`: the reader's own message (and its chained traceback) may quote a row.
             raise SourceError(
-                f"source {src.name!r}, file {str(f.path)!r}: cannot be read as {src.format}: {exc}"
-            ) from exc
+                f"source {src.name!r}, file {str(f.path)!r}: cannot be read as {src.format}: {pii.redacted(str(exc))}"
+            ) from None
         required = src.mapped_columns()
         if src.format == "jsonl":
             # JSON objects simply omit keys they have no value for: only the keys every event needs
@@ -449,8 +436,10 @@ def check_sources(con: duckdb.DuckDBPyConnection, files: list[LandingFile]) -> d
             required = [c for c in required if c in needed] if cols else []
         for col in required:
             if col not in cols:
+                # A headerless file's first row is taken for its header: its names may be an e-mail or a phone.
                 raise SourceError(
-                    f"source {src.name!r}, file {str(f.path)!r}: column {col!r} not found; columns are {cols}"
+                    f"source {src.name!r}, file {str(f.path)!r}: column {col!r} not found; columns are"
+                    f" {pii.redacted_names(cols)}"
                 )
         if src.format == "jsonl":
             cols = cols + [c for c in src.mapped_columns() if c not in cols]
@@ -514,7 +503,7 @@ def check_channels(
             params,
         )
         if unknown:
-            names = [r[0] for r in unknown[:10]] + (["..."] if len(unknown) > 10 else [])
+            names = pii.redacted_names([r[0] for r in unknown[:10]]) + (["..."] if len(unknown) > 10 else [])
             raise SourceError(
                 f"source {src.name!r}, file {str(f.path)!r}: column {col!r} gives channel(s) {names} that are not"
                 f" in `channels`; add them to `channels` or map them in sources[{index[src.name]}].channel.map"
@@ -563,10 +552,11 @@ def _load_rejects(con: duckdb.DuckDBPyConnection) -> None:
         create or replace temp table src_rejects as
         select
             cast(line as bigint) as line,
-            first(column_name order by column_idx) as column_name,
+            journeys_redact(first(column_name order by column_idx)) as column_name,
             -- One message per line: a short row reports a "missing column" error for every absent column.
+            -- The reader's message may quote the line; a header that is really a data row names columns.
             'row: ' || replace(lower(first(error_type order by column_idx)), '_', ' ') || ': '
-                || first(error_message order by column_idx) as error,
+                || journeys_redact(first(error_message order by column_idx)) as error,
             first(csv_line) as csv_line
         from journeys_reject_errors
         group by line
@@ -686,7 +676,7 @@ def _read_rows(con: duckdb.DuckDBPyConnection, f: LandingFile, columns: list[str
             where not {parsed_blank}
             union all by name
             select line as __line, error as __reader_error, column_name as __reader_column,
-                   journeys_redact(csv_line) as __reader_raw
+                   journeys_mask(csv_line) as __reader_raw
             from src_rejects
             where not {rejected_blank}
             """,
@@ -738,12 +728,12 @@ def _read_rows(con: duckdb.DuckDBPyConnection, f: LandingFile, columns: list[str
                 else 'row: broken JSON line: expected a JSON object, got text that is not valid JSON'
             end as __reader_error,
             null::varchar as __reader_column,
-            case when __j_doc is null then journeys_redact(__j_text) end as __reader_raw
+            case when __j_doc is null then journeys_mask(__j_text) end as __reader_raw
             {extract_sql}
         from docs
         union all by name
         select line as __line, error as __reader_error, null as __reader_column,
-               journeys_redact(csv_line) as __reader_raw
+               journeys_mask(csv_line) as __reader_raw
         from src_rejects
         """,
         params,
@@ -870,6 +860,18 @@ def _event_list_expr(src: SourceConfig, types: dict[str, str], params: dict[str,
     return f"[{', '.join(items)}]"
 
 
+def _attribute_expr(src: SourceConfig, col: str, col_type: str) -> str:
+    """SQL for one attribute's JSON value, e-mails and phones redacted (see `SourceConfig.redact_attributes`)."""
+    if not src.redact_attributes or col in src.identifiers:
+        # An identifier's value is in the lake's identifiers as it is: hold_constant reads it here unchanged.
+        return _json_expr(col, col_type)
+    if pii.pii_named(col):
+        # Hashed as an e-mail identifier is (trim, lower case): an `Email` column's hash matches the lake's.
+        return f"to_json('sha256:' || sha256($pii_salt || nullif(lower(trim({_text_expr(col, col_type)})), '')))"
+    # Scanned as JSON text, so nested values are too: an e-mail or phone anywhere is redacted.
+    return f"journeys_redact_json({_json_expr(col, col_type)})"
+
+
 def map_source_rows(con: duckdb.DuckDBPyConnection, src: SourceConfig, params: dict[str, Any]) -> None:
     """Table stg_source_rows: src_rows mapped onto the fixed raw columns stg_events.sql (or stg_links.sql) reads.
 
@@ -941,9 +943,9 @@ def map_source_rows(con: duckdb.DuckDBPyConnection, src: SourceConfig, params: d
     keep = [c for c in keep if c in types and src.identifiers.get(c) not in PII_TYPES]
     if keep:
         entries = ", ".join(
-            f"{{'k': cast($ak{i} as varchar), 'v': {_json_expr(c, types[c])}}}" for i, c in enumerate(keep)
+            f"{{'k': cast($ak{i} as varchar), 'v': {_attribute_expr(src, c, types[c])}}}" for i, c in enumerate(keep)
         )
-        params.update({f"ak{i}": c for i, c in enumerate(keep)})
+        params.update({f"ak{i}": pii.redacted(c) if src.redact_attributes else c for i, c in enumerate(keep)})
         attributes = f"cast(to_json(map_from_entries(list_filter([{entries}], lambda e: e.v is not null))) as json)"
     else:
         attributes = "'{}'::json"
@@ -988,16 +990,34 @@ def map_source_rows(con: duckdb.DuckDBPyConnection, src: SourceConfig, params: d
     db.execute(con, sql, params)
 
 
+def safe_columns(src: SourceConfig) -> set[str]:
+    """Mapped columns whose values are no personal data: event id, times, channel, event type, touchpoint, amounts."""
+    cols = [*src.event_id_columns, src.occurred_at, src.revenue, src.sentiment]
+    cols += [e.occurred_at for e in src.events or []]
+    cols += [f.column for f in (src.channel, src.event_type, src.touchpoint) if f is not None]
+    return {c for c in cols if c is not None and c not in src.identifiers}
+
+
 def raw_row_expr(con: duckdb.DuckDBPyConnection, src: SourceConfig, params: dict[str, Any]) -> str:
-    """SQL for a quarantined row's raw text: the row as JSON, e-mail/phone values replaced by salted hashes."""
+    """SQL for a quarantined row's raw text: the row as JSON, only its known-safe columns readable.
+
+    Known-safe mapped columns keep their value (with anything that looks like an e-mail or a phone
+    redacted), identifier columns become salted hashes, and every other column keeps only its shape
+    (`xxx@xxx.xx`, `+9 999`): an unmapped column may hold anything. Names are redacted too (a header
+    may be a data row).
+    """
     types = _column_types(con)
+    safe = safe_columns(src)
     parts = []
     for i, col in enumerate(c for c in types if not c.startswith("__")):
-        params[f"qk{i}"] = col
-        if src.identifiers.get(col) in PII_TYPES:
-            value = f"'sha256:' || sha256($pii_salt || coalesce({_text_expr(col, types[col])}, ''))"
+        params[f"qk{i}"] = pii.redacted(col)
+        text = _text_expr(col, types[col])
+        if col in src.identifiers:
+            value = f"'sha256:' || sha256($pii_salt || {text})"
+        elif col in safe:
+            value = f"journeys_redact_json({_json_expr(col, types[col])})"
         else:
-            value = _json_expr(col, types[col])
+            value = f"to_json(journeys_mask({text}))"
         parts.append(f"$qk{i}, {value}")
     return f"cast(json_object({', '.join(parts)}) as varchar)" if parts else "null::varchar"
 
@@ -1242,7 +1262,7 @@ def _connect(settings: Settings, *, spill: bool) -> duckdb.DuckDBPyConnection:
     # Row order of a parsed file is how rows get their line numbers.
     db.execute(con, "set preserve_insertion_order = true")
     db.execute(con, "set TimeZone = 'UTC'")
-    for stmt in _MACROS.split(";\n"):
+    for stmt in (_MACROS + pii.SQL_MACROS).split(";\n"):
         if stmt.strip():
             db.execute(con, stmt)
     return con
@@ -1347,6 +1367,7 @@ def ingest_file(
         raise FileNotReady("its content changed while it was read")
     params = _model_params(settings, f, batch_id=batch_id, ingested_at=ingested_at, min_at=min_at, max_at=max_at)
     links = f.source.kind == "links"
+    mapped = set(f.source.mapped_columns())
     staged = "stg_links" if links else "stg_events"
     id_col = "link_id" if links else "event_id"
     normalise_phones(con, settings, f.source)
@@ -1431,7 +1452,7 @@ def ingest_file(
                 "loaded": loaded,
                 "quarantined": quarantined,
                 "duplicates": duplicates,
-                "columns": columns,
+                "columns": [c if c in mapped else pii.redacted(c) for c in columns],
                 "new_columns": new_columns,
                 "blank": blank,
                 "held": held,
@@ -1497,7 +1518,9 @@ def schema_drift(
             continue  # no header: nothing to compare
         baseline = seen.setdefault(src.name, set())
         mapped = set(src.mapped_columns())
-        new = [c for c in cols if c not in baseline and c not in mapped]
+        # Names as the manifest keeps them (redacted): a header may be a data row holding an e-mail.
+        names = [c if c in mapped else pii.redacted(c) for c in cols]
+        new = [n for c, n in zip(cols, names, strict=True) if n not in baseline and c not in mapped]
         if baseline and new:
             kept = src.attributes is None or all(c in src.attributes for c in new)
             where = "kept in attributes" if kept else "not kept: the source lists its attributes explicitly"
@@ -1507,7 +1530,7 @@ def schema_drift(
                 "schema drift: source %r, file %r: new column(s) %s not in the mapping; %s", src.name, f.rel, new, where
             )
             drift[f.ordinal] = new
-        baseline.update(cols)
+        baseline.update(names)
     return drift
 
 
@@ -1583,6 +1606,9 @@ def ingest_sources(settings: Settings, *, as_of: datetime, batch_id: str) -> Ing
                     max_at=max_at,
                     new_columns=drift.get(f.ordinal, []),
                 )
+            except duckdb.Error as exc:
+                # A reader or cast error may quote the row; the original (chained) would reach the logs.
+                raise type(exc)(f"landing file {f.rel}: {pii.redacted(str(exc))}") from None
             except FileNotReady as why:
                 log.warning("landing file %s is not ready: %s", f.rel, why)
                 for table in _FILE_TABLES:

@@ -8,6 +8,12 @@ from journeys.config import ConfigError, MappedField, Settings, SourceConfig, lo
 REPO = Path(__file__).resolve().parents[2]
 
 
+@pytest.fixture(autouse=True)
+def _test_salt(monkeypatch):
+    """Loading refuses a config without a real salt; these tests are about other keys."""
+    monkeypatch.setenv("JOURNEYS_PII_SALT", "test-salt")
+
+
 def test_demo_config_loads_and_resolves_paths_against_its_directory():
     s = load_settings(REPO / "journeys.yaml")
     assert s.root == (REPO / "data" / "demo").resolve()
@@ -271,6 +277,39 @@ def test_ingest_refuses_the_placeholder_or_an_empty_salt(tmp_path, make_settings
     with pytest.raises(ConfigError, match=r"^pii_salt: expected a secret salt \(set JOURNEYS_PII_SALT"):
         ingest_sources(make_settings(tmp_path, pii_salt=salt), as_of=datetime(2026, 11, 1), batch_id="b1")
     assert not (tmp_path / "lake").exists()
+
+
+@pytest.mark.parametrize(
+    ("file_salt", "env_salt", "where", "what"),
+    [
+        ("pii_salt: change-me\n", None, "file", "the placeholder 'change-me'"),
+        ("", None, "file", "the placeholder 'change-me'"),  # no salt anywhere: the default placeholder
+        ("pii_salt: ''\n", None, "file", "an empty one"),
+        ("pii_salt: real-salt\n", "", "env", "an empty one"),
+        ("", "change-me", "env", "the placeholder 'change-me'"),
+    ],
+)
+def test_loading_refuses_the_placeholder_or_an_empty_salt_naming_the_key(
+    tmp_path, monkeypatch, file_salt, env_salt, where, what
+):
+    monkeypatch.delenv("JOURNEYS_PII_SALT")
+    if env_salt is not None:
+        monkeypatch.setenv("JOURNEYS_PII_SALT", env_salt)
+    p = write_config(tmp_path, "data_root: data\n" + file_salt)
+    origin = str(p) if where == "file" else "JOURNEYS_PII_SALT (environment)"
+    msg = config_error(p)
+    assert msg.startswith(f"{origin}: pii_salt: expected a secret salt (set JOURNEYS_PII_SALT"), msg
+    assert what in msg
+
+
+def test_a_real_salt_loads_from_the_file_or_the_environment_and_the_demo_config_has_one(tmp_path, monkeypatch):
+    monkeypatch.delenv("JOURNEYS_PII_SALT")
+    p = write_config(tmp_path, "pii_salt: s3cret\n")
+    assert load_settings(p).pii_salt.get_secret_value() == "s3cret"
+    monkeypatch.setenv("JOURNEYS_PII_SALT", "from-env")
+    assert load_settings(p).pii_salt.get_secret_value() == "from-env"
+    monkeypatch.delenv("JOURNEYS_PII_SALT")
+    assert load_settings(REPO / "journeys.yaml").pii_salt.get_secret_value() == "demo-salt-not-secret"
 
 
 def test_journey_map_settings_parse_and_reject_unknown_keys(tmp_path):

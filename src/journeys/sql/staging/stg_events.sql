@@ -8,7 +8,8 @@
 -- unless the source lists several `events`), carrying the canonical event columns, whether an optional
 -- event was skipped (empty time), for events that fail validation the quarantine field/column/reason,
 -- and held_back for a valid event later than the run's limit (as_of + max_future).
--- Macros journeys_snake / journeys_identifier come from journeys.ingest (static SQL, no values).
+-- Macros journeys_snake / journeys_identifier come from journeys.ingest, journeys_redact from journeys.pii
+-- (static SQL, no values): a reason may quote a safe column's value, never an e-mail or phone in it.
 with
 
 source_rows as (
@@ -142,7 +143,7 @@ validated as (
                     'reason': format(
                         'occurred_at: expected timestamp ''{}'', got ''{}''',
                         case when occurred_native then 'ISO 8601' else coalesce($timestamp_format, 'ISO 8601') end,
-                        left(occurred_text, 100)
+                        journeys_redact(left(occurred_text, 100))
                     )
                 }
             when occurred_utc < $min_occurred_at
@@ -165,20 +166,27 @@ validated as (
                 then {
                     'field': 'revenue',
                     'column': $revenue_column,
-                    'reason': format('revenue: expected a decimal number (18,2), got ''{}''', left(revenue_text, 100))
+                    'reason': format(
+                        'revenue: expected a decimal number (18,2), got ''{}''',
+                        journeys_redact(left(revenue_text, 100))
+                    )
                 }
             when sentiment_text is not null and sentiment_raw is null
                 then {
                     'field': 'sentiment',
                     'column': $sentiment_column,
-                    'reason': format('sentiment: expected a number, got ''{}''', left(sentiment_text, 100))
+                    'reason': format(
+                        'sentiment: expected a number, got ''{}''', journeys_redact(left(sentiment_text, 100))
+                    )
                 }
             when sentiment_value not between -1 and 1
                 then {
                     'field': 'sentiment',
                     'column': $sentiment_column,
                     'reason': format(
-                        'sentiment: expected a {} score, got ''{}''', coalesce($sentiment_scale, 'unit'), sentiment_text
+                        'sentiment: expected a {} score, got ''{}''',
+                        coalesce($sentiment_scale, 'unit'),
+                        journeys_redact(sentiment_text)
                     )
                 }
             -- Set by journeys.ingest for a phone it could not read; the reason never repeats the value.
