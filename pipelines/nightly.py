@@ -1,4 +1,4 @@
-"""The nightly journey flow: ingest -> the model catalog's steps -> checks -> publish -> report.
+"""The nightly journey flow: compact the lake -> ingest -> the model catalog's steps -> checks -> publish -> report.
 
 Tasks are thin: each opens the run's working DuckDB file by path, calls one function of `journeys`, and
 returns a small dict of counts. Flow parameters are the only way settings enter a run; the flow resolves
@@ -27,7 +27,7 @@ import duckdb
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from journeys import build, db, dictionary, incremental, publish, quality
+from journeys import build, db, dictionary, incremental, lake, publish, quality
 from journeys import report as html_report
 from journeys.build import RunContext
 from journeys.config import Settings, load_settings
@@ -103,6 +103,26 @@ def ingest_task(context: RunContext) -> dict[str, Any]:
         "files_skipped": sum(1 for f in report.files if f.skipped and not f.not_ready),
         "files_not_ready": {f.file: f.not_ready for f in report.files if f.not_ready},
         "affected_dates": [str(d) for d in report.affected_dates],
+    }
+
+
+@task(name="compact-lake", cache_policy=NO_CACHE)
+def compact_task(context: RunContext) -> dict[str, Any]:
+    """Merge each date partition's small event files (of checked batches) into files near the target size."""
+    settings = context.settings
+    report = lake.compact_events(settings, lake.checked_batches(settings))
+    get_run_logger().info(
+        "compact-lake: %d -> %d event files; %d partition(s) rewritten, %d rows",
+        report.files_before,
+        report.files_after,
+        len(report.partitions_compacted),
+        report.rows_rewritten,
+    )
+    return {
+        "files_before": report.files_before,
+        "files_after": report.files_after,
+        "partitions": report.partitions_compacted,
+        "rows": report.rows_rewritten,
     }
 
 
@@ -270,6 +290,8 @@ def nightly(
     with publish.run_lock(settings):
         publish.clear_stale_run_files(settings)
         try:
+            # Before ingest: the previous runs' files are checked by then, and this run reads the compacted lake.
+            compaction = compact_task(context)
             ingest = ingest_task(context)
             plan = plan_task(context, working, full_refresh)
             context = dataclasses.replace(context, mode=plan["mode"])
@@ -291,6 +313,7 @@ def nightly(
         "batch_id": batch_id,
         "as_of": as_of.isoformat(),
         "build": plan,
+        "compaction": compaction,
         "ingest": ingest,
         "identity": identity,
         "journeys": built.get("stitch-journeys", {}),

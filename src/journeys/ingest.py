@@ -1,9 +1,11 @@
 """Ingest landing files into the Parquet lake of canonical events; bad rows go to quarantine.
 
 One landing file at a time: read it with DuckDB into a staging table, map its columns onto the canonical
-event (sql/staging/stg_events.sql), split rows into loaded / quarantined / duplicates / held back, write
-each part aside and rename it into place, then record the file in the manifest so an unchanged file is
-never ingested twice.
+event (sql/staging/stg_events.sql) and split rows into loaded / quarantined / duplicates / held back. The
+loaded events of every file of the run are gathered and written to the lake once, at the end, one file per
+event_date the run touches (not one per landing file per date: a lake of ~250-row files is slow to read);
+only then are the run's files recorded in the manifest, so an unchanged file is never ingested twice and a
+file is never marked done before its rows are in the lake.
 
 A valid row later than the run's limit (as_of + quality.max_future) is held back in state/held/ as a
 canonical event, never quarantined; the first run whose limit passes it moves it into the lake (released)
@@ -31,7 +33,7 @@ from typing import Any, BinaryIO
 import duckdb
 import pyarrow as pa
 
-from journeys import db, models, phones, pii
+from journeys import db, lake, models, phones, pii
 from journeys.config import Settings, SourceConfig, parse_duration_us
 
 log = logging.getLogger(__name__)
@@ -1073,11 +1075,40 @@ def write_quarantine(
     return n
 
 
-def write_events(
-    con: duckdb.DuckDBPyConnection, settings: Settings, f: LandingFile, batch_id: str, tmp: Path
-) -> list[date]:
-    """Write table stg_loaded to the lake, one file per event_date, each renamed into place; return dates."""
-    return _write_event_table(con, settings, "stg_loaded", f"{batch_id}-{f.ordinal}", tmp)
+def _create_run_tables(con: duckdb.DuckDBPyConnection) -> None:
+    """Tables run_events and run_links: what the run loaded so far, waiting for the lake write (flush_run)."""
+    cols = ", ".join(f"{db.quote_ident(c)} {t}" for c, t in EVENT_SCHEMA.items())
+    db.execute(con, f"create or replace temp table run_events ({cols})")
+    cols = ", ".join(f"{db.quote_ident(c)} {t}" for c, t in LINK_SCHEMA.items())
+    db.execute(con, f"create or replace temp table run_links ({cols})")
+
+
+def gather(con: duckdb.DuckDBPyConnection, links: bool) -> None:
+    """Append one file's loaded rows (table stg_loaded) to the run's events or links."""
+    table, columns = ("run_links", LINK_COLUMNS) if links else ("run_events", EVENT_COLUMNS)
+    cols = ", ".join(db.quote_ident(c) for c in columns)
+    db.execute(con, f"insert into {table} select {cols} from stg_loaded")
+
+
+def flush_run(con: duckdb.DuckDBPyConnection, settings: Settings, *, stem: str, max_at: datetime | None) -> None:
+    """Write the run's gathered events and links to the lake, then rewrite released held files, then the manifest.
+
+    The order is what keeps a kill safe: rows are in the lake before held files lose them (the next run drops
+    held rows whose ids it finds in the lake) and before the manifest marks their files done.
+    """
+    tmp = settings.lake_dir / "_tmp" / f"{stem}-flush"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        _write_event_table(con, settings, "run_events", stem, tmp)
+        write_links(con, settings, stem, tmp)
+        if max_at is not None:
+            rewrite_held(con, settings, max_at, tmp)
+        write_manifest(con, settings, tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    db.execute(con, "delete from run_events")
+    db.execute(con, "delete from run_links")
 
 
 def _write_event_table(
@@ -1134,11 +1165,13 @@ def release_held(
     ingested_at: datetime,
     max_at: datetime,
 ) -> tuple[int, list[date]]:
-    """Move held-back rows no later than `max_at` into the lake as events of this batch; return count and dates.
+    """Gather held-back rows no later than `max_at` into the run's events (this batch); return count and dates.
 
-    The lake is written first, the held files rewritten after: a run killed in between left rows in both,
-    and the next run, finding their ids in the lake, only drops them from state/held/ (never loads twice).
+    They reach the lake with the run's other events (flush_run), and only then are the held files rewritten
+    without them (rewrite_held): a run killed in between left rows in both, and the next run, finding their
+    ids in the lake, only drops them from state/held/ (never loads twice).
     """
+    db.execute(con, f"create or replace temp table held_rows as {_HELD_ROWS_SQL}")
     if not any(held_dir(settings).glob("source=*/*.parquet")):
         return 0, []
     db.execute(
@@ -1161,49 +1194,58 @@ def release_held(
         {"batch_id": batch_id, "ingested_at": ingested_at, "max_at": max_at},
     )
     released = db.fetch(con, "select count(*) from stg_released")[0][0]
-    tmp = settings.lake_dir / "_tmp" / f"{batch_id}-held"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
-        dates = _write_event_table(con, settings, "stg_released", f"{batch_id}-held", tmp)
-        db.execute(con, "insert into lake_ids select event_id from stg_released")
-        touched = [
-            r[0]
-            for r in db.fetch(
-                con,
-                "select distinct filename from held_rows where occurred_at <= $max_at order by filename",
-                {"max_at": max_at},
-            )
-        ]
-        cols = ", ".join(db.quote_ident(c) for c in EVENT_COLUMNS)
-        for k, name in enumerate(touched):
-            path = Path(name)
-            left = db.fetch(
-                con,
-                "select count(*) from held_rows where filename = $f and occurred_at > $max_at",
-                {"f": name, "max_at": max_at},
-            )[0][0]
-            if left == 0:
-                path.unlink()
-                continue
-            out = tmp / f"held-{k}.parquet"
-            db.execute(
-                con,
-                f"copy (select {cols} from held_rows where filename = $f and occurred_at > $max_at"
-                " order by occurred_at, event_id) to $out (format parquet)",
-                {"f": name, "max_at": max_at, "out": str(out)},
-            )
-            _fsync_replace(out, path)
-        db.execute(
+    dates = [r[0] for r in db.fetch(con, "select distinct event_date from stg_released order by 1")]
+    cols = ", ".join(db.quote_ident(c) for c in EVENT_COLUMNS)
+    db.execute(con, f"insert into run_events select {cols} from stg_released")
+    db.execute(con, "insert into lake_ids select event_id from stg_released")
+    db.execute(
+        con,
+        "delete from held_ids where event_id in (select event_id from held_rows where occurred_at <= $max_at)",
+        {"max_at": max_at},
+    )
+    db.execute(con, "drop table stg_released")
+    return released, dates
+
+
+# An empty stand-in with the held files' columns, so rewrite_held has a table to read when nothing is held.
+_HELD_ROWS_SQL = (
+    "select *, null::varchar as filename from ("
+    + "select "
+    + ", ".join(f"null::{t} as {db.quote_ident(c)}" for c, t in EVENT_SCHEMA.items())
+    + ") where false"
+)
+
+
+def rewrite_held(con: duckdb.DuckDBPyConnection, settings: Settings, max_at: datetime, tmp: Path) -> None:
+    """Rewrite the held files that release_held took rows from, keeping only the rows still later than `max_at`."""
+    touched = [
+        r[0]
+        for r in db.fetch(
             con,
-            "delete from held_ids where event_id in (select event_id from held_rows where occurred_at <= $max_at)",
+            "select distinct filename from held_rows where occurred_at <= $max_at order by filename",
             {"max_at": max_at},
         )
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    for table in ("held_rows", "stg_released"):
-        db.execute(con, f"drop table if exists {db.quote_ident(table)}")
-    return released, dates
+    ]
+    cols = ", ".join(db.quote_ident(c) for c in EVENT_COLUMNS)
+    for k, name in enumerate(touched):
+        path = Path(name)
+        left = db.fetch(
+            con,
+            "select count(*) from held_rows where filename = $f and occurred_at > $max_at",
+            {"f": name, "max_at": max_at},
+        )[0][0]
+        if left == 0:
+            path.unlink()
+            continue
+        out = tmp / f"held-{k}.parquet"
+        db.execute(
+            con,
+            f"copy (select {cols} from held_rows where filename = $f and occurred_at > $max_at"
+            " order by occurred_at, event_id) to $out (format parquet)",
+            {"f": name, "max_at": max_at, "out": str(out)},
+        )
+        _fsync_replace(out, path)
+    db.execute(con, "delete from held_rows")
 
 
 def count_held(settings: Settings) -> int:
@@ -1215,19 +1257,18 @@ def count_held(settings: Settings) -> int:
         return int(db.fetch(con, sql, {"g": held_glob(settings)})[0][0])
 
 
-def write_links(
-    con: duckdb.DuckDBPyConnection, settings: Settings, f: LandingFile, batch_id: str, tmp: Path
-) -> list[date]:
-    """Write table stg_loaded (links) to lake/links/source=<name>/, renamed into place; links have no dates."""
-    if db.fetch(con, "select count(*) from stg_loaded")[0][0] == 0:
-        return []
+def write_links(con: duckdb.DuckDBPyConnection, settings: Settings, stem: str, tmp: Path) -> None:
+    """Write table run_links to lake/links/source=<name>/<stem>.parquet, one file per source, renamed into place."""
     cols = ", ".join(db.quote_ident(c) for c in LINK_COLUMNS)
-    out = tmp / "links.parquet"
-    db.execute(
-        con, f"copy (select {cols} from stg_loaded order by source_line) to $out (format parquet)", {"out": str(out)}
-    )
-    _fsync_replace(out, settings.links_dir / f"source={f.source.name}" / f"{batch_id}-{f.ordinal}.parquet")
-    return []
+    for (source,) in db.fetch(con, "select distinct source from run_links order by 1"):
+        out = tmp / f"links-{source}.parquet"
+        db.execute(
+            con,
+            f"copy (select {cols} from run_links where source = $source order by source_file, source_line)"
+            " to $out (format parquet)",
+            {"source": source, "out": str(out)},
+        )
+        _fsync_replace(out, settings.links_dir / f"source={source}" / f"{stem}.parquet")
 
 
 def write_manifest(con: duckdb.DuckDBPyConnection, settings: Settings, tmp: Path) -> None:
@@ -1301,6 +1342,7 @@ def _load_state(con: duckdb.DuckDBPyConnection, settings: Settings) -> None:
             "insert into lake_ids select event_id from read_parquet($glob, hive_partitioning = false)",
             {"glob": events_glob(settings)},
         )
+    _create_run_tables(con)
     # A held row's id is taken: a later row with it is a duplicate, as it would be had the row loaded.
     db.execute(con, "create or replace temp table held_ids (event_id varchar, held_file varchar)")
     if any(held_dir(settings).glob("source=*/*.parquet")):
@@ -1359,7 +1401,7 @@ def ingest_file(
     max_at: datetime,
     new_columns: list[str] | None = None,
 ) -> tuple[FileReport, list[date]]:
-    """Ingest one landing file: stage, validate, de-duplicate, write lake + quarantine, record in manifest."""
+    """Ingest one landing file: stage, validate, de-duplicate, write quarantine, gather its events for flush_run."""
     read_source_rows(con, f, columns)
     # The rows must be the bytes that were fingerprinted: an exporter rewriting the file meanwhile would
     # otherwise leave a partial version recorded under the full file's hash, skipped by every later run.
@@ -1425,15 +1467,23 @@ def ingest_file(
     )[0][0]
     duplicates = read - quarantined - loaded - held
 
+    dates: list[date] = []
+    if not links:
+        dates = [r[0] for r in db.fetch(con, "select distinct event_date from stg_loaded order by 1")]
     tmp = settings.lake_dir / "_tmp" / f"{batch_id}-{f.ordinal}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
+        # Quarantine and held rows are named after the file version, so a rerun overwrites them; loaded rows
+        # wait in the run's tables for the one lake write at the end of ingest (flush_run).
         write_quarantine(con, settings, f, params, tmp)
-        dates = write_links(con, settings, f, batch_id, tmp) if links else write_events(con, settings, f, batch_id, tmp)
-        db.execute(con, f"insert into lake_ids select {id_col} from stg_loaded")
         if not links:  # links have no time, so nothing of them is ever held back
             write_held(con, settings, f, tmp)
+        # All or nothing per file: a failure on a later file flushes only whole files.
+        db.execute(con, "begin transaction")
+        gather(con, links)
+        db.execute(con, f"insert into lake_ids select {id_col} from stg_loaded")
+        if not links:
             db.execute(con, "delete from held_ids where held_file = $own", {"own": own_held})
             db.execute(con, "insert into held_ids select event_id, $own from stg_held", {"own": own_held})
         db.execute(
@@ -1461,8 +1511,11 @@ def ingest_file(
                 "events_skipped": skipped,
             },
         )
-        # Only now, with data in place, is the file marked done: a crash before this re-ingests it.
-        write_manifest(con, settings, tmp)
+        db.execute(con, "commit")
+    except BaseException:
+        with contextlib.suppress(duckdb.Error):
+            db.execute(con, "rollback")
+        raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     for table in _FILE_TABLES:
@@ -1543,6 +1596,8 @@ def ingest_sources(settings: Settings, *, as_of: datetime, batch_id: str) -> Ing
 
     # A reset killed after its new lake was ready is completed before anything is read.
     finish_reset(settings)
+    # So is a compaction killed mid-swap: until then a partition may hold rows twice.
+    lake.finish_compaction(settings)
     files = landing_files(settings)
     if not files:
         log.warning("no landing file under %s matches any source's path glob", settings.landing_dir)
@@ -1587,36 +1642,57 @@ def ingest_sources(settings: Settings, *, as_of: datetime, batch_id: str) -> Ing
             con, settings, batch_id=batch_id, ingested_at=ingested_at, max_at=max_at
         )
         affected.update(released_dates)
-        for f in files:
-            if f.ordinal not in todo_ordinals:
-                report.files.append(FileReport(f.source.name, f.rel, 0, 0, 0, 0, skipped=True))
-                continue
+        ingested: list[int] = []
+
+        def flush() -> None:
+            # One lake file per event_date for the whole run; named after its first file, so a retry of the
+            # same batch (which skips the files already recorded) never overwrites an earlier attempt's file.
+            releasing = db.fetch(con, "select count(*) from held_rows where occurred_at <= $m", {"m": max_at})[0][0]
+            if ingested or releasing:
+                stem = f"{batch_id}-{min(ingested)}" if ingested else f"{batch_id}-held"
+                flush_run(con, settings, stem=stem, max_at=max_at)
+                ingested.clear()
+
+        try:
+            for f in files:
+                if f.ordinal not in todo_ordinals:
+                    report.files.append(FileReport(f.source.name, f.rel, 0, 0, 0, 0, skipped=True))
+                    continue
+                try:
+                    if _ends_mid_line(f) and pending.get(f.rel) != f.sha256:
+                        still_pending[f.rel] = f.sha256
+                        raise FileNotReady("it ends inside a line (still being written?); read if unchanged next run")
+                    file_report, dates = ingest_file(
+                        con,
+                        settings,
+                        f,
+                        columns[f.ordinal],
+                        batch_id=batch_id,
+                        ingested_at=ingested_at,
+                        min_at=min_at,
+                        max_at=max_at,
+                        new_columns=drift.get(f.ordinal, []),
+                    )
+                except duckdb.Error as exc:
+                    # A reader or cast error may quote the row; the original (chained) would reach the logs.
+                    raise type(exc)(f"landing file {f.rel}: {pii.redacted(str(exc))}") from None
+                except FileNotReady as why:
+                    log.warning("landing file %s is not ready: %s", f.rel, why)
+                    for table in _FILE_TABLES:
+                        db.execute(con, f"drop table if exists {db.quote_ident(table)}")
+                    report.files.append(FileReport(f.source.name, f.rel, 0, 0, 0, 0, skipped=True, not_ready=str(why)))
+                    continue
+                ingested.append(f.ordinal)
+                report.files.append(file_report)
+                affected.update(dates)
+        except Exception:
+            # A retry skips what is in the manifest: the files finished before the failure are kept.
             try:
-                if _ends_mid_line(f) and pending.get(f.rel) != f.sha256:
-                    still_pending[f.rel] = f.sha256
-                    raise FileNotReady("it ends inside a line (still being written?); read if unchanged next run")
-                file_report, dates = ingest_file(
-                    con,
-                    settings,
-                    f,
-                    columns[f.ordinal],
-                    batch_id=batch_id,
-                    ingested_at=ingested_at,
-                    min_at=min_at,
-                    max_at=max_at,
-                    new_columns=drift.get(f.ordinal, []),
-                )
-            except duckdb.Error as exc:
-                # A reader or cast error may quote the row; the original (chained) would reach the logs.
-                raise type(exc)(f"landing file {f.rel}: {pii.redacted(str(exc))}") from None
-            except FileNotReady as why:
-                log.warning("landing file %s is not ready: %s", f.rel, why)
-                for table in _FILE_TABLES:
-                    db.execute(con, f"drop table if exists {db.quote_ident(table)}")
-                report.files.append(FileReport(f.source.name, f.rel, 0, 0, 0, 0, skipped=True, not_ready=str(why)))
-                continue
-            report.files.append(file_report)
-            affected.update(dates)
+                flush()
+            except Exception:
+                log.exception("could not write the files finished before the failure; a rerun ingests them again")
+            raise
+        flush()
     if still_pending or pending_file.exists():
         pending_file.parent.mkdir(parents=True, exist_ok=True)
         tmp = pending_file.with_name(f".{pending_file.name}.tmp")

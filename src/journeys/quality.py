@@ -239,7 +239,8 @@ def unchecked_event_files(settings: Settings, published_batches: list[str]) -> l
     done = set(published_batches)
     out = []
     for path in sorted(settings.events_dir.glob("event_date=*/*.parquet")):
-        # Ingest names a file `<batch_id>-<ordinal>[-<k>].parquet`, and a batch id may hold '-' itself.
+        # Ingest names a file `<batch_id>-<ordinal>[-<k>].parquet`, compaction `<checked batch>-c<digest>.parquet`
+        # (journeys.lake), and a batch id may hold '-' itself.
         prefixes = {path.stem[:i] for i, ch in enumerate(path.stem) if ch == "-"}
         if not prefixes & done:
             out.append(path)

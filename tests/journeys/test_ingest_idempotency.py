@@ -130,7 +130,7 @@ class Crash(Exception):
 
 
 @pytest.mark.parametrize("when", ["before_manifest", "between_partitions"])
-def test_ingest_dying_mid_file_is_completed_by_the_next_run(landing, whole, tmp_path, monkeypatch, when):
+def test_ingest_dying_mid_write_is_completed_by_the_next_run(landing, whole, tmp_path, monkeypatch, when):
     import journeys.ingest as ingest
 
     crashed = tmp_path / "crashed"
@@ -140,8 +140,8 @@ def test_ingest_dying_mid_file_is_completed_by_the_next_run(landing, whole, tmp_
     real_replace, real_manifest = ingest._fsync_replace, ingest.write_manifest
 
     def dying_replace(src, dst):
-        # The third file's second event partition: some of its parts are in the lake, the rest not.
-        if "events" in dst.parts and dst.name.startswith("crash-2"):
+        # The run's second event partition: some of its events are in the lake, the rest not.
+        if "events" in dst.parts and dst.name.startswith("crash-"):
             calls["n"] += 1
             if calls["n"] == 2:
                 raise Crash
@@ -149,7 +149,7 @@ def test_ingest_dying_mid_file_is_completed_by_the_next_run(landing, whole, tmp_
 
     def dying_manifest(con, settings, tmp):
         calls["n"] += 1
-        if calls["n"] == 3:  # the third file is in the lake but not yet recorded as ingested
+        if calls["n"] == 1:  # the run's events are in the lake, no file is recorded as ingested yet
             raise Crash
         real_manifest(con, settings, tmp)
 
@@ -170,3 +170,43 @@ def test_ingest_dying_mid_file_is_completed_by_the_next_run(landing, whole, tmp_
     ws = whole[0]
     assert table(events_glob(s), "event_id") == table(events_glob(ws), "event_id")
     assert table(quarantine_glob(s), "source_file, line") == table(quarantine_glob(ws), "source_file, line")
+
+
+def test_a_failing_file_keeps_the_files_finished_before_it_and_a_retry_reads_only_the_rest(
+    landing, whole, tmp_path, monkeypatch
+):
+    import journeys.ingest as ingest
+
+    copy_landing(landing, tmp_path)
+    s = settings_for(tmp_path)
+    real = ingest.ingest_file
+    calls = {"n": 0}
+
+    def flaky(*args, **kw):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise OSError("the share went away")
+        return real(*args, **kw)
+
+    monkeypatch.setattr(ingest, "ingest_file", flaky)
+    with pytest.raises(OSError, match="share"):
+        ingest_sources(s, as_of=SPEC.as_of, batch_id="retry")
+    monkeypatch.undo()
+    # The two finished files are in the lake and the manifest; the retry (same batch) skips them.
+    again = ingest_sources(s, as_of=SPEC.as_of, batch_id="retry")
+    ws, one = whole
+    assert sum(1 for f in again.files if f.skipped) == 2
+    assert again.read == one.read - sum(f.read for f in one.files[:2])
+    assert table(events_glob(s), "event_id") == table(events_glob(ws), "event_id")
+    # One lake file per date for each attempt, named apart: the retry never overwrote the first one's files.
+    names = {p.name for p in s.events_dir.rglob("*.parquet")}
+    assert names == {"retry-0.parquet", "retry-2.parquet"}
+
+
+def test_one_run_writes_one_lake_file_per_event_date(whole):
+    s, report = whole
+    landing_files = [f for f in report.files if f.loaded]
+    parts = sorted(s.events_dir.glob("event_date=*"))
+    assert len(landing_files) > len({f.source for f in landing_files}) and len(parts) > 1
+    assert {p.name for part in parts for p in part.glob("*.parquet")} == {"one-0.parquet"}
+    assert all(len(list(part.glob("*.parquet"))) == 1 for part in parts)

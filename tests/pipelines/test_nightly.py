@@ -342,6 +342,11 @@ def test_lake_events_are_checked_once_by_the_run_that_publishes_them(run):
     assert result["quality"]["events_checked"] == 2
     assert result["quality"]["event_dates"] == result["ingest"]["affected_dates"] == ["2026-10-20"]
     assert len(runs(settings)) == len(history) + 2
+    # The failed run's files, checked since by the run before, were merged into their dates' files first.
+    assert result["compaction"]["partitions"] == ["event_date=2026-10-10", "event_date=2026-10-12"]
+    assert result["compaction"]["files_after"] == result["compaction"]["files_before"] - 2
+    for day in ("2026-10-10", "2026-10-12"):
+        assert len(list((settings.events_dir / f"event_date={day}").glob("*.parquet"))) == 1
 
 
 def test_an_incremental_run_publishes_what_a_full_refresh_does(run):
