@@ -146,12 +146,6 @@ def test_time_to_next_puts_a_transition_on_a_bucket_edge_in_the_upper_bucket(bui
     assert rows == [(1, "< 1h", 1), (1, "1h-1d", 1), (1, "1-3d", 1), (1, "14-30d", 1), (2, "1-3d", 1)]
 
 
-def test_survival_follows_every_stage_but_the_last(built):
-    # K reached stage 3; no journey reached 4 or 5, and the last stage has no next stage to reach
-    rows = db.fetch(built, "select distinct stage_index from stage_survival where mode = 'ordered' order by 1")
-    assert rows == [(1,), (2,), (3,)]
-
-
 # ---------------------------------------------------------------- order independence
 
 CASES = {
