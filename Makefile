@@ -8,7 +8,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 120
 export DO_NOT_TRACK := 1
 
-.PHONY: demo test test-fast lint bench clean browser
+.PHONY: demo test test-fast lint bench mutate clean browser
 
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -52,6 +52,12 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py
+
+# The mutation score (README "Mutation score"; not part of `make test`): each mutant of tools/mutants.toml is
+# planted in a copy of src/ and its tests run; fails below the threshold or when a mutant no longer applies.
+MUTATE_THRESHOLD ?= 0.9
+mutate: $(STAMP)
+	$(BIN)/python tools/mutate.py --threshold $(MUTATE_THRESHOLD)
 
 clean:
 	rm -rf $(VENV) .prefect data/demo benchmarks/out

@@ -152,6 +152,12 @@ def test_kaplan_meier_matches_hand_computed_curve(built):
     assert [r[5] for r in rows] == pytest.approx([w[5] for w in want])
 
 
+def test_survival_follows_every_stage_but_the_last(built):
+    # D reached renewal, the last stage: it has no next stage, so no curve (stages 1 to 4 do)
+    rows = db.fetch(built, "select distinct stage_index from stage_survival where mode = 'ordered' order by 1")
+    assert rows == [(1,), (2,), (3,), (4,)]
+
+
 def test_time_to_next_histogram_buckets_converters(built):
     rows = db.fetch(
         built,

@@ -116,6 +116,36 @@ def test_journey_gaps_count_a_transition_at_the_budget_as_within(built):
     assert rows == [(1, 4, 0), (2, 1, 0), (3, 0, 0), (4, 0, 0), (5, None, None)]
 
 
+def test_journey_span_and_first_and_last_touchpoint_as_listed(built):
+    rows = db.fetch(
+        built, "select journey_id, started_at, ended_at, first_touchpoint, last_touchpoint from journeys order by 1"
+    )
+    # J's j1 and j2 share an instant: the first touchpoint is j1's, the lower event_id
+    assert rows == [
+        ("G/j0001", datetime(2026, 8, 1, 10), datetime(2026, 8, 31, 10, 30), "ads:ad_click", "web:page_view"),
+        ("H/j0001", datetime(2026, 10, 1), datetime(2026, 10, 1), "ads:ad_click", "ads:ad_click"),
+        (
+            "I/j0001",
+            datetime(2026, 9, 1, 12),
+            datetime(2026, 9, 15, 12),
+            "social:social_engagement",
+            "email:email_click",
+        ),
+        ("J/j0001", datetime(2026, 9, 5, 10), datetime(2026, 9, 5, 11), "ads:ad_click", "email:email_click"),
+        ("K/j0001", datetime(2026, 8, 31, 23), datetime(2026, 9, 3, 1), "web:page_view", "store:purchase"),
+    ]
+
+
+def test_time_to_next_puts_a_transition_on_a_bucket_edge_in_the_upper_bucket(built):
+    rows = db.fetch(
+        built,
+        "select stage_index, bucket_label, journeys_converted from stage_time_to_next where mode = 'ordered'"
+        " order by stage_index, bucket_index",
+    )
+    # stage 1: G 1800 s, J 3600 s (= 1h), K 86400 s (= 1d), I 1209600 s (= 14d); stage 2: K 86400 s
+    assert rows == [(1, "< 1h", 1), (1, "1h-1d", 1), (1, "1-3d", 1), (1, "14-30d", 1), (2, "1-3d", 1)]
+
+
 # ---------------------------------------------------------------- order independence
 
 CASES = {

@@ -53,3 +53,23 @@ def test_recent_journeys_are_in_progress_not_dropped():
     )[0]
     # Nobody converted: everyone is censored at as_of, the recent half after 2 days, the rest after 60.
     assert survival == (100, 200, 0, 200)
+
+
+def test_a_journey_closed_at_stage_one_drops_out_at_stage_one():
+    con = db.connect()
+    db.execute(
+        con,
+        """create table events as
+           select 'x1' as event_id, timestamp '2026-09-01 10:00' as occurred_at, date '2026-09-01' as event_date,
+                  'test' as source, 'ads' as channel, 'ad_click' as event_type, 'ads:ad_click' as touchpoint,
+                  []::struct(id_type varchar, id_value varchar)[] as identifiers, null::double as sentiment,
+                  null::decimal(18, 2) as revenue, '{}'::json as attributes, 'X' as customer_key""",
+    )
+    db.execute(con, "create table int_event_customers as select event_id, customer_key from events")
+    db.execute(con, "create table customers as select distinct customer_key, 0 as bucket from events")
+    settings = Settings(stage_models=[StageModelRef(path="generic_lifecycle")])
+    build.build_after_identity(con, build.run_context(settings, AS_OF))
+    # idle 61 days at as_of (> 30d): closed at awareness without converting
+    assert db.fetch(con, "select furthest_stage, is_closed, dropout_stage from journey_stages") == [(1, True, 1)]
+    rows = db.fetch(con, "select stage_index, last_touchpoint, journeys_dropped, owner from stage_dropout")
+    assert rows == [(1, "ads:ad_click", 1, "marketing")]

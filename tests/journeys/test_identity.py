@@ -334,6 +334,17 @@ def test_bridging_event_merges_previous_customers(tmp_path: Path) -> None:
     assert keys(con3) == k2
 
 
+def test_customers_first_seen_at_one_instant_merge_into_the_smaller_key(tmp_path: Path) -> None:
+    first = [("x1", 0, [("email", "x@x"), ("device_id", "dx")]), ("y1", 0, [("email", "y@x")])]
+    con1, _ = run(first)
+    k1 = keys(con1)
+    prev = write_map(con1, tmp_path / "map1.parquet")
+    second = [*first, ("bridge", 120, [("email", "y@x"), ("device_id", "dx")])]
+    for events in (second, list(reversed(second))):
+        con2, _ = run(events, previous_identity_map=prev)
+        assert set(keys(con2).values()) == {min(k1["x1"], k1["y1"])}  # a tie on first seen: the smaller key
+
+
 def test_merge_history_survives_a_rerun_that_merges_nothing(tmp_path: Path) -> None:
     first = [("x1", 0, [("email", "x@x"), ("device_id", "dx")]), ("y1", 60, [("email", "y@x")])]
     con1, _ = run(first)

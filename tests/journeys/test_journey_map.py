@@ -185,3 +185,75 @@ def test_stage_neighbours_match_the_hand_computation(built):
         " order by stage_index, direction, neighbour_rank"
     ).pl()
     _close(got.to_dicts(), want)
+
+
+def test_stage_dropout_owner_is_the_last_touchpoints_before_the_stages(built):
+    rows = db.fetch(
+        built,
+        "select stage_index, last_touchpoint, journeys_dropped, share_of_stage_dropouts, mean_last_sentiment, owner"
+        " from stage_dropout where stage_model = 'generic_lifecycle' order by stage_index, last_touchpoint",
+    )
+    # R's last event r3 is chat:chat_message, owned by sales although consideration is ecommerce's; T's t2,
+    # Q's q4 and P's p4 have no touchpoint owner of their own (call_centre:call is customer_service's anyway)
+    assert rows == [
+        (2, "chat:chat_message", 1, 0.5, 0.0, "sales"),
+        (2, "web:add_to_cart", 1, 0.5, None, "ecommerce"),
+        (3, "web:renewal_purchase", 1, 1.0, None, "sales"),
+        (4, "call_centre:call", 1, 1.0, -0.5, "customer_service"),
+    ]
+
+
+OVERLAP_MODEL = """
+name: overlap
+version: 1
+stages:
+  - name: browse
+    rules:
+      - event_type: [page_view, search]
+    touchpoint_owners: {"web:page_view": zeta_team, "web:search": alpha_team}
+  - name: buy
+    rules:
+      - event_type: [page_view, purchase]
+    owner: sales
+"""
+
+
+@pytest.fixture(scope="module")
+def overlap(tmp_path_factory):
+    """A model whose stages both match page_view, whose first stage has no owner, and three events of one journey."""
+    model = tmp_path_factory.mktemp("overlap") / "overlap.yaml"
+    model.write_text(OVERLAP_MODEL, encoding="utf-8")
+    con = db.connect()
+    db.execute(
+        con,
+        """create table events as
+           select event_id, occurred_at, occurred_at::date as event_date, 'test' as source, 'web' as channel,
+                  event_type, 'web:' || event_type as touchpoint,
+                  []::struct(id_type varchar, id_value varchar)[] as identifiers, null::double as sentiment,
+                  null::decimal(18, 2) as revenue, '{}'::json as attributes, 'V' as customer_key
+           from (values
+               ('v1', timestamp '2026-10-01 10:00', 'page_view'),
+               ('v2', timestamp '2026-10-01 10:05', 'search'),
+               ('v3', timestamp '2026-10-01 10:10', 'purchase')
+           ) as v(event_id, occurred_at, event_type)""",
+    )
+    db.execute(con, "create table int_event_customers as select event_id, customer_key from events")
+    db.execute(con, "create table customers as select distinct customer_key, 0 as bucket from events")
+    settings = Settings(stage_models=[StageModelRef(path=str(model))])
+    build.build_after_identity(con, build.run_context(settings, AS_OF))
+    return con
+
+
+def test_an_event_matching_two_stages_takes_the_first(overlap):
+    rows = db.fetch(overlap, "select event_id, stage_index from journey_events order by event_id")
+    assert rows == [("v1", 1), ("v2", 1), ("v3", 2)]
+
+
+def test_a_cell_counts_journeys_once_and_without_a_stage_owner_takes_its_touchpoint_owners(overlap):
+    rows = db.fetch(
+        overlap,
+        "select stage_index, events_in_cell, journeys_in_cell, journeys_moved_on, customers_moved_on, owner"
+        " from stage_channel_matrix order by stage_index",
+    )
+    # browse/web: v1 and v2, one journey that moved on; its owners tie at one event each: the first by name
+    assert rows == [(1, 2, 1, 1, 1, "alpha_team"), (2, 1, 1, None, None, "sales")]
