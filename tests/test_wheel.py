@@ -43,11 +43,14 @@ def test_flow_runs_from_the_installed_wheel(wheel, tmp_path):
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
     py = venv / "bin" / "python"
+    # Without PYTHONPATH: a checkout on it makes pip see `journeys` as installed already and skip the wheel.
+    clean = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     subprocess.run(
         [str(py), "-m", "pip", "install", "-q", "--no-deps", "--no-index", str(wheel)],
         check=True,
         capture_output=True,
         timeout=300,
+        env=clean,
     )
     # The wheel's dependencies come from the project's venv; its editable `journeys` must not: a path
     # added by a .pth file is not a site dir, so the editable finder's own .pth there is never run.
@@ -64,14 +67,15 @@ def test_flow_runs_from_the_installed_wheel(wheel, tmp_path):
     env["PREFECT_HOME"] = str(tmp_path / "prefect")
     work = tmp_path / "work"
     work.mkdir()
-    where = subprocess.run(
+    located = subprocess.run(
         [str(py), "-c", "import journeys.models as m; print(m.shipped_models_dir())"],
         cwd=work,
         env=env,
-        check=True,
         capture_output=True,
         text=True,
-    ).stdout.strip()
+    )
+    assert located.returncode == 0, located.stderr[-3000:]
+    where = located.stdout.strip()
     assert where.startswith(str(venv)), where
     config = work / "journeys.yaml"
     config.write_text((REPO / "journeys.yaml").read_text().replace("data_root: data/demo", "data_root: root"))

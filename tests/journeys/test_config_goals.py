@@ -7,7 +7,7 @@ import pytest
 from journeys.config import ConfigError, load_settings
 
 REPO = Path(__file__).resolve().parents[2]
-HEAD = "stage_models: [{path: generic_lifecycle, modes: [ordered, any_order]}]\ngoals:\n"
+HEAD = "pii_salt: test-salt-goals\nstage_models: [{path: generic_lifecycle, modes: [ordered, any_order]}]\ngoals:\n"
 FLOW = "  - {name: g, stage_model: generic_lifecycle, stage: consideration, threshold: 0.5, direction: min, "
 
 
