@@ -9,6 +9,7 @@ non-zero when either fails; each one's output is printed whole, one after the ot
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -28,18 +29,19 @@ def main(argv: list[str]) -> int:
     }
     procs = {}
     started = time.monotonic()
-    for name, selection in halves.items():
-        env = {**os.environ, "PREFECT_HOME": tempfile.mkdtemp(prefix=f"journeys-prefect-{name}-")}
-        log = tempfile.TemporaryFile(mode="w+")
-        cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *selection, *argv]
-        procs[name] = (subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT), log)
     status = 0
-    for name, (proc, log) in procs.items():
-        code = proc.wait()
-        log.seek(0)
-        print(f"===== {name}: exit {code} =====")
-        sys.stdout.write(log.read())
-        status = status or code
+    with contextlib.ExitStack() as stack:
+        for name, selection in halves.items():
+            env = {**os.environ, "PREFECT_HOME": tempfile.mkdtemp(prefix=f"journeys-prefect-{name}-")}
+            log = stack.enter_context(tempfile.TemporaryFile(mode="w+"))
+            cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *selection, *argv]
+            procs[name] = (subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT), log)
+        for name, (proc, log) in procs.items():
+            code = proc.wait()
+            log.seek(0)
+            print(f"===== {name}: exit {code} =====")
+            sys.stdout.write(log.read())
+            status = status or code
     print(f"===== both halves done in {time.monotonic() - started:.0f} s: {'passed' if status == 0 else 'FAILED'}")
     return status
 

@@ -138,7 +138,12 @@ def test_incremental_runs_equal_full_rebuild_every_day(tmp_path):
     generated = tmp_path / "generated"
     spec = GenerateSpec(events=1_500, seed=11, malformed_rate=0.0)
     generate_sample(spec, generated)
-    parts = split_landing(generated / "landing", DAYS)
+    # Three of the six sources (web, calls, cdp: cookies, devices, customer ids, e-mails, phones) keep every
+    # identifier type that links customers and halve the per-day fixed costs of ingest.
+    parts = {
+        day: {rel: part for rel, part in files.items() if rel.parts[0] in ("web", "calls", "cdp")}
+        for day, files in split_landing(generated / "landing", DAYS).items()
+    }
     root = tmp_path / "root"
     # One stage model in one mode: the incremental rules are per customer, not per stage model, and the suite
     # must stay short (the flow test in tests/pipelines runs the demo config's three funnels incrementally).
