@@ -4,7 +4,7 @@ The suite is dominated by end-to-end flows that wait on Prefect servers, cron mi
 and subprocesses as much as they compute, so two processes on a 2-core machine finish in about 55 % of the
 serial time (more processes only contend for the cores: measured, four took longer than two). Each gets its
 own PREFECT_HOME (an ephemeral server's database must not be shared) and about half of the work: the
-Prefect flows (tests/pipelines, the wheel) with the ClickHouse differentials, and everything else. Exit
+Prefect flows (tests/pipelines, the wheel), and everything else. Exit
 status is non-zero when either fails; each one's output is printed whole, one after the other.
 """
 
@@ -19,12 +19,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-FLOWS = [
-    "tests/pipelines",
-    "tests/test_wheel.py",
-    "tests/journeys/test_funnel.py",
-    "tests/journeys/test_funnel_options.py",
-]
+FLOWS = ["tests/pipelines", "tests/test_wheel.py"]
 
 
 def main(argv: list[str]) -> int:
