@@ -282,7 +282,7 @@ def build_step(con: duckdb.DuckDBPyConnection, context: Any, step: models.Step) 
                 _merge(con, t)
             out[node] = models.build(con, catalog, context, [node])[node]
     # Tables no later per-customer node reads are complete now; the checks and the publication read them.
-    later = [n for s in catalog.steps()[_step_index(catalog, step) + 1 :] for n in s.nodes if n in subset]
+    later = [n for s in catalog.steps()[catalog.steps().index(step) + 1 :] for n in s.nodes if n in subset]
     still_needed = {t for n in later for t in _outputs(catalog, n)} | {t for n in later for t in catalog.node_reads(n)}
     for t in sorted(_pending(con) - still_needed):
         _merge(con, t)
@@ -292,18 +292,9 @@ def build_step(con: duckdb.DuckDBPyConnection, context: Any, step: models.Step) 
             if _exists(con, AFFECTED_TABLE)
             else 0
         }
-        for t in _OWN_TABLES[2:]:
-            db.execute(con, f"drop table if exists {t}")
+        db.execute(con, f"drop table if exists {AFFECTED_TABLE}")
         db.execute(con, f"drop table if exists {_prev(ASSIGNMENT_TABLE)}")
     return out
-
-
-def _step_index(catalog: models.Catalog, step: models.Step) -> int:
-    steps = catalog.steps()
-    for i, s in enumerate(steps):
-        if s == step:
-            return i
-    raise ValueError(f"step {step.name} is not one of the catalog's steps")
 
 
 def seal_build(con: duckdb.DuckDBPyConnection, fingerprint: str, batch_id: str) -> None:
