@@ -22,6 +22,32 @@ DEMO_CONFIG = Path(__file__).resolve().parents[1] / "journeys.yaml"
 """The demo's config (its sources match what `journeys generate` writes), beside the `pipelines` package."""
 
 
+EXAMPLES: dict[str, list[str]] = {
+    "demo": ["journeys demo", "journeys demo --events 200000 --plant-fault"],
+    "run": [
+        "journeys run",
+        "journeys run --as-of 2026-11-01T02:00:00+00:00 --config prod.yaml",
+        "journeys run --full-refresh --data-root /data/journeys",
+    ],
+    "reset": ["journeys reset --config journeys.yaml && journeys run"],
+    "generate": ["journeys generate --events 1000000 --data-root data/sample"],
+    "evaluate-identity": ["journeys evaluate-identity --data-root data/sample"],
+    "report": ["journeys report --data-root data/demo"],
+    "docs": ["journeys docs --warehouse data/demo/warehouse/journeys.duckdb --out docs/tables.md"],
+    "query": [
+        'journeys query "select * from stage_funnel order by all"',
+        'journeys query "select * from journeys" --format parquet --out journeys.parquet',
+    ],
+    "analyst-db": [
+        "journeys analyst-db",
+        'journeys analyst-db --sql "create view busy as select * from warehouse.customers where n_events > 50"',
+    ],
+    "serve": ["prefect server start  # in another terminal", "journeys serve --config journeys.yaml"],
+    "backfill": ["journeys backfill --from 2026-11-01 --to 2026-11-07 --dry-run"],
+}
+"""Example command lines shown under each subcommand's --help."""
+
+
 class UsageError(Exception):
     """A command line that cannot be carried out as given (exit status 2, one line, no traceback)."""
 
@@ -246,9 +272,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     # Config and data root are checked here, before Prefect (and its server) starts.
     settings = _settings(args)
     as_of = _as_of(args.as_of)
+    from journeys import progress
     from pipelines.nightly import nightly
 
-    result = nightly(config_path=args.config, as_of=as_of, data_root=args.data_root, full_refresh=args.full_refresh)
+    with progress.shown():
+        result = nightly(config_path=args.config, as_of=as_of, data_root=args.data_root, full_refresh=args.full_refresh)
     print_summary(result, str(settings.warehouse_path))
     return 0
 
@@ -256,13 +284,14 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_reset(args: argparse.Namespace) -> int:
     import uuid
 
-    from journeys import reset
+    from journeys import progress, reset
 
     settings = _settings(args)
     as_of = _as_of(args.as_of) or datetime.now(UTC)
     batch_id = f"{as_of.astimezone(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
     print(f"re-ingesting every landing file under {settings.landing_dir} as of {as_of.isoformat()} (batch {batch_id})")
-    report = reset.reset_lake(settings, as_of=as_of, batch_id=batch_id)
+    with progress.shown():
+        report = reset.reset_lake(settings, as_of=as_of, batch_id=batch_id)
     print(
         f"rows: read={report.read} = loaded {report.loaded} + quarantined {report.quarantined}"
         f" + duplicates {report.duplicates} + held back {report.held}  ({len(report.files)} files)"
@@ -334,9 +363,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
         f"generated {res.n_true_events} events of {res.n_persons} persons across "
         f"{len({p.parent.name for p in res.files})} sources under {res.landing_dir}"
     )
+    from journeys import progress
     from pipelines.nightly import nightly
 
-    result = nightly(config_path=config, as_of=spec.as_of, data_root=str(root))
+    with progress.shown():
+        result = nightly(config_path=config, as_of=spec.as_of, data_root=str(root))
     print_summary(result, str(settings.warehouse_path))
     return 0
 
@@ -459,6 +490,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_backfill(args: argparse.Namespace) -> int:
+    from journeys import progress
     from journeys.config import load_settings
     from pipelines.schedule import scheduled_nights, timed_nightly
 
@@ -472,7 +504,8 @@ def cmd_backfill(args: argparse.Namespace) -> int:
         if args.dry_run:
             continue
         # A failed night stops the backfill: later nights must not be built on top of a gap.
-        result = flow(config_path=args.config, as_of=as_of, data_root=args.data_root)
+        with progress.shown():
+            result = flow(config_path=args.config, as_of=as_of, data_root=args.data_root)
         ing = result["ingest"]
         print(f"  loaded {ing['loaded']}, quarantined {ing['quarantined']}, duplicates {ing['duplicates']}")
     return 0
@@ -489,8 +522,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     d = sub.add_parser("demo", help="generate a realistic sample in its own folder, run the nightly flow")
-    d.add_argument("--events", type=int, default=50_000)
-    d.add_argument("--seed", type=int, default=42)
+    d.add_argument(
+        "--events", type=int, default=50_000, help="events to generate (default: 50000), e.g. --events 200000"
+    )
+    d.add_argument("--seed", type=int, default=42, help="random seed of the sample (default: 42): same seed, same data")
     d.add_argument(
         "--folder",
         default=DEMO_FOLDER,
@@ -525,9 +560,13 @@ def build_parser() -> argparse.ArgumentParser:
     rs.set_defaults(func=cmd_reset)
 
     g = sub.add_parser("generate", help="write synthetic landing files with ground truth")
-    g.add_argument("--events", type=int, default=100_000)
-    g.add_argument("--seed", type=int, default=42)
-    g.add_argument("--data-root", required=True)
+    g.add_argument(
+        "--events", type=int, default=100_000, help="events to generate (default: 100000), e.g. --events 1000000"
+    )
+    g.add_argument("--seed", type=int, default=42, help="random seed (default: 42): same seed, same files")
+    g.add_argument(
+        "--data-root", required=True, help="folder to write landing/ and truth/ under, e.g. --data-root data/sample"
+    )
     g.add_argument(
         "--plant-fault",
         action="store_true",
@@ -588,19 +627,26 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--path", help="the analysts' database (default: <data root>/analysts/analysts.duckdb)")
     a.add_argument("--data-root", help="override the config's data root")
     a.add_argument("--sql", action="append", help="a statement to run in it (repeatable); without: how to open it")
-    a.add_argument("--max-rows", type=int, default=40)
+    a.add_argument("--max-rows", type=int, default=40, help="rows shown per statement (default: 40)")
     a.set_defaults(func=cmd_analyst_db)
 
-    s = sub.add_parser("serve", help="register the scheduled deployment (config `schedule`) and run its flow runs")
+    s = sub.add_parser(
+        "serve", parents=[config], help="register the scheduled deployment (config `schedule`) and run its flow runs"
+    )
     s.add_argument("--data-root", help="override the config's data root")
     s.set_defaults(func=cmd_serve)
 
-    b = sub.add_parser("backfill", help="run the flow once per scheduled night in a date range, oldest first")
+    b = sub.add_parser(
+        "backfill", parents=[config], help="run the flow once per scheduled night in a date range, oldest first"
+    )
     b.add_argument("--from", dest="first", required=True, help="first day (YYYY-MM-DD, in the schedule's zone)")
     b.add_argument("--to", dest="last", required=True, help="last day, inclusive")
     b.add_argument("--data-root", help="override the config's data root")
     b.add_argument("--dry-run", action="store_true", help="only list the nights")
     b.set_defaults(func=cmd_backfill)
+    for name, parser in sub.choices.items():
+        parser.formatter_class = argparse.RawDescriptionHelpFormatter
+        parser.epilog = "examples:\n" + "\n".join(f"  {line}" for line in EXAMPLES[name])
     return p
 
 
@@ -627,5 +673,21 @@ def main(argv: list[str] | None = None) -> int:
         raise
 
 
+def entry() -> None:
+    """The installed `journeys` script: `main`, then an exit that skips the interpreter's module teardown."""
+    code = main()
+    # DuckDB 2.0's bindings (nanobind) report their module-level type objects as "leaked" when the
+    # interpreter tears modules down after a flow run: 40 lines of false alarm after every run. Exit
+    # handlers (Prefect's temporary server, logging) still run; then the process ends without teardown.
+    import atexit
+    import os
+
+    sys.stdout.flush()
+    atexit._run_exitfuncs()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

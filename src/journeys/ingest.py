@@ -33,7 +33,7 @@ from typing import Any, BinaryIO
 import duckdb
 import pyarrow as pa
 
-from journeys import db, lake, models, phones, pii
+from journeys import db, lake, models, phones, pii, progress
 from journeys.config import Settings, SourceConfig, parse_duration_us
 
 log = logging.getLogger(__name__)
@@ -1654,7 +1654,7 @@ def ingest_sources(settings: Settings, *, as_of: datetime, batch_id: str) -> Ing
                 ingested.clear()
 
         try:
-            for f in files:
+            for f in progress.track(files, "ingest", label=lambda f: f.rel):
                 if f.ordinal not in todo_ordinals:
                     report.files.append(FileReport(f.source.name, f.rel, 0, 0, 0, 0, skipped=True))
                     continue

@@ -39,7 +39,7 @@ from typing import Any, Literal
 import duckdb
 import yaml
 
-from journeys import db
+from journeys import db, progress
 
 LAYERS = ("staging", "intermediate", "marts")
 MATERIALIZED = ("table", "temp", "view")
@@ -462,7 +462,7 @@ def build(
         if n not in catalog.procedures or catalog.procedures[n].run is not None
     ]
     out: dict[str, Any] = {}
-    for node in catalog.order(wanted):
+    for node in progress.track(catalog.order(wanted), "build", label=str):
         if node in catalog.procedures:
             run = catalog.procedures[node].run
             assert run is not None  # filtered above

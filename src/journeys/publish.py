@@ -19,7 +19,7 @@ from typing import Any
 
 import duckdb
 
-from journeys import db
+from journeys import db, progress
 from journeys.config import Settings
 from journeys.models import Model
 
@@ -92,7 +92,7 @@ def publish_marts(
     staging = runs / f".{batch_id}.tmp"
     shutil.rmtree(staging, ignore_errors=True)
     tables = list(marts)
-    for m in tables:
+    for m in progress.track(tables, "publish", label=lambda m: m.name):
         _copy_parquet(con, m.name, m.grain, staging / f"{m.name}.parquet", metadata)
     final = runs / batch_id
     shutil.rmtree(final, ignore_errors=True)

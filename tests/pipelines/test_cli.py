@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import argparse
 import hashlib
+import shlex
 from pathlib import Path
 
 import pytest
@@ -213,3 +215,18 @@ def test_reset_after_a_bad_mapping_then_a_run_gives_the_marts_of_a_first_run(tmp
         history = con.sql("select rows_read, rows_held, rows_released from runs order by published_at").fetchall()
         assert con.sql("select count(*) from events where event_id = 'web:w6'").fetchall() == [(1,)]
     assert history == [(6, 1, 0), (0, 0, 0), (0, 0, 1)]
+
+
+def test_every_option_has_help_and_every_command_examples_that_parse():
+    parser = cli.build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    assert set(sub.choices) == set(cli.EXAMPLES)
+    for name, command in sub.choices.items():
+        silent = [a.dest for a in command._actions if a.option_strings and not a.help]
+        assert not silent, f"journeys {name}: options without help: {silent}"
+        assert "examples:" in command.format_help()
+        for line in cli.EXAMPLES[name]:
+            words = shlex.split(line.split("&&")[0].split("#")[0])
+            if words[0] != "journeys":
+                continue
+            assert parser.parse_args(words[1:]).command == name, line
