@@ -34,9 +34,8 @@ demo: $(STAMP)
 test: $(STAMP) browser
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/sqlfluff lint src/journeys/sql
-	$(BIN)/mypy
-	# Two pytest processes side by side (the Prefect flows, the rest): the suite stays under 10 minutes.
+	# sqlfluff and mypy, then two pytest processes (the Prefect flows, the rest), all side by side: the
+	# suite stays under 10 minutes.
 	$(BIN)/python tools/run_tests.py
 
 # The inner loop: lint and every test not marked slow (end-to-end flows, crash and wheel tests), under 2 min.
