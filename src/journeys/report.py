@@ -788,7 +788,7 @@ nav a{margin-right:14px} .meta{color:#52606d;font-size:13px} .note{color:#52606d
 .grid{display:grid;grid-template-columns:1fr 1fr;gap:12px} .chart{min-height:200px}
 table{border-collapse:collapse;font-size:13px;margin:6px 0 12px} th,td{padding:3px 8px;border-bottom:1px solid #e4e7eb}
 th{text-align:left;background:#f5f7fa} td.num{text-align:right;font-variant-numeric:tabular-nums}
-.none{color:#7b8794;font-style:italic}
+.none{color:#7b8794;font-style:italic} table.alerts td{white-space:nowrap}
 .ok{color:#1b7a3d;font-weight:600} .bad{color:#b42318;font-weight:600} .warn{color:#9a6700}
 #js-errors{display:none;background:#fde8e8;color:#b42318;padding:8px}
 """
