@@ -109,7 +109,7 @@ def _chromium() -> str | None:
     return shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 
 
-def test_browser_draws_every_chart(written, tmp_path):
+def test_browser_draws_every_chart(site, written, tmp_path):
     browser = _chromium()
     if browser is None:
         pytest.skip("no chromium on this machine: `make browser` (run by `make test`) installs Debian's as root")
@@ -138,7 +138,7 @@ def test_browser_draws_every_chart(written, tmp_path):
     assert 'data-js-errors="0"' in dom.stdout
     assert "Uncaught" not in dom.stderr, dom.stderr[-2000:]
     # The Sankey of each model's paths drew its nodes and links; the red points drew their Wilson intervals.
-    with db.connect(written.path.parents[1] / "warehouse" / "journeys.duckdb", read_only=True) as con:
+    with db.connect(site.warehouse_path, read_only=True) as con:
         sankeys = db.fetch(con, "select count(distinct stage_model) from journey_paths where path_type = 'stage'")[0][0]
     assert dom.stdout.count('class="sankey"') == sankeys == 2
     assert dom.stdout.count('class="sankey-node"') > 2 * sankeys
@@ -226,7 +226,7 @@ def test_path_links_carry_every_top_path_from_its_first_step_to_its_outcome(site
         assert sum(m["journeys"] for m in mine if m["step"] == 1) == journeys
         assert sum(m["journeys"] for m in mine if m["outcome"]) == journeys
         assert sum(m["journeys"] for m in mine if m["outcome"] == "converted") == converted
-        # Steps only move forward by one, so the flow cannot loop.
+        # A link goes to the next step or to an outcome, never both or neither.
         assert all((m["to_name"] is None) == (m["outcome"] is not None) for m in mine)
         assert all(m["journeys"] > 0 for m in mine)
 
