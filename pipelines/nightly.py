@@ -246,6 +246,8 @@ def publish_task(context: RunContext, working: str, ingest: dict[str, Any], chec
         {
             "batch_id": context.batch_id,
             "as_of": context.as_of.isoformat(),
+            # The report tells "no goal missed" from "no goal configured" by the run's own goals.
+            "goals": len(settings.goals),
             "quality": {**checks["outcome"], "report": checks["report"]},
         },
     )

@@ -12,6 +12,7 @@ import html
 import json
 import os
 import time
+import urllib.parse
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -26,6 +27,10 @@ from journeys.config import Settings
 LATEST = "journeys.html"
 RUN_RECORD = "last_published.json"
 TOP_DROPOUTS = 12
+# The report stays readable and bounded at any data size: a Sankey of more than ~20 paths is a tangle, and red
+# points past the first ten per stage model are in the `red_points` mart for whoever needs them.
+TOP_PATHS = 20
+TOP_RED_POINTS = 10
 
 
 @dataclass(frozen=True)
@@ -388,6 +393,273 @@ def _matrix_section(con: duckdb.DuckDBPyConnection, charts: _Charts) -> str:
     return "\n".join(parts)
 
 
+def _models(con: duckdb.DuckDBPyConnection) -> list[str]:
+    """The run's stage models, the primary one (the one `journeys` carries) first."""
+    found = [r[0] for r in db.fetch(con, "select distinct sd.stage_model from stage_definitions as sd")]
+    primary = db.fetch(con, "select any_value(j.stage_model) from journeys as j")[0][0]
+    return sorted(found, key=lambda m: (m != primary, m))
+
+
+# How each goal metric reads: shares as percentages (their change in points), the rest as plain numbers.
+_SHARE_METRICS = {"conversion_rate", "flow_rate", "dropout_share"}
+
+
+def _metric_text(metric: str, value: Any, *, signed: bool = False) -> str:
+    if value is None:
+        return ""
+    v = float(value)
+    if metric in _SHARE_METRICS:
+        return f"{v * 100:+.1f} pp" if signed else f"{v:.1%}"
+    if metric == "monetised_value":
+        return f"{v:+,.0f}" if signed else f"{v:,.0f}"
+    return f"{v:+.2f}" if signed else f"{v:.2f}"
+
+
+def _alerts_section(con: duckdb.DuckDBPyConnection, present: set[str], goals: int) -> str:
+    parts = [
+        "<h2 id='alerts'>Alerts</h2>",
+        "<p class='note'>Goals (<code>goals</code> in the config) this run misses, or whose metric has no value;"
+        " previous: the last published run with an earlier as_of (blank on a first run).</p>",
+    ]
+    if "alerts" not in present:
+        return "\n".join([*parts, "<p class='none'>This warehouse has no <code>alerts</code> table.</p>"])
+    rows = _rows(
+        con,
+        "select a.goal_name, a.stage_model, a.stage_name, coalesce(a.channel, a.touchpoint, a.mode) as unit,"
+        " a.metric, a.direction, a.threshold, a.status, a.metric_value, a.previous_value, a.change_since_previous,"
+        " a.missed_in_previous, coalesce(a.owner, '(no owner)') as owner from alerts as a"
+        " order by a.status = 'no_value', a.stage_model, a.stage_index, a.goal_name",
+    )
+    if not rows:
+        if goals:
+            return "\n".join([*parts, f"<p class='ok'>No goal missed: all {goals} goals met.</p>"])
+        return "\n".join([*parts, "<p class='none'>No goals configured.</p>"])
+    missed = sum(r["status"] == "missed" for r in rows)
+    parts.append(
+        f"<p class='bad'>{missed} of {goals} goals missed"
+        + (f", {len(rows) - missed} without a value this run" if len(rows) > missed else "")
+        + ".</p>"
+    )
+    shown = [
+        {
+            **r,
+            "target": f"{'≥' if r['direction'] == 'min' else '≤'} {_metric_text(r['metric'], r['threshold'])}",
+            "now": _metric_text(r["metric"], r["metric_value"]),
+            "previous": _metric_text(r["metric"], r["previous_value"]),
+            "change": _metric_text(r["metric"], r["change_since_previous"], signed=True),
+            "since": {True: "ongoing", False: "new"}.get(r["missed_in_previous"], ""),
+        }
+        for r in rows
+    ]
+    columns = [
+        ("goal_name", "goal", ""),
+        ("stage_model", "stage model", ""),
+        ("stage_name", "stage", ""),
+        ("unit", "channel / touchpoint / mode", ""),
+        ("metric", "metric", ""),
+        ("target", "target", ""),
+        ("status", "status", ""),
+        ("now", "now", "num"),
+        ("previous", "previous run", "num"),
+        ("change", "change", "num"),
+        ("since", "since", ""),
+        ("owner", "owner", ""),
+    ]
+    return "\n".join([*parts, _table(shown, columns, "alerts")])
+
+
+def _path_links(con: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
+    """The Sankey's links: each top stage path split into steps, step k to k + 1, the last step to its outcome."""
+    return _rows(
+        con,
+        "with paths as (select jp.stage_model, jp.journeys, jp.journeys_converted,"
+        " string_split(jp.step_path, ' > ') as steps from journey_paths as jp"
+        " where jp.path_type = 'stage' and jp.repeats_collapsed and jp.path_rank <= $top),"
+        " steps as (select p.stage_model, p.journeys, p.journeys_converted, p.steps,"
+        " unnest(p.steps) as stage_name, generate_subscripts(p.steps, 1) as step from paths as p),"
+        " moves as (select s.stage_model, s.step, s.stage_name, s.steps[s.step + 1] as to_name,"
+        " null as outcome, s.journeys from steps as s where s.step < len(s.steps)"
+        " union all select s.stage_model, s.step, s.stage_name, null, 'converted', s.journeys_converted"
+        " from steps as s where s.step = len(s.steps)"
+        " union all select s.stage_model, s.step, s.stage_name, null, 'not converted',"
+        " s.journeys - s.journeys_converted from steps as s where s.step = len(s.steps))"
+        " select m.stage_model, m.step, m.stage_name, m.to_name, m.outcome, sum(m.journeys)::bigint as journeys"
+        " from moves as m where m.journeys > 0 group by all"
+        " order by m.stage_model, m.step, m.stage_name, m.to_name, m.outcome",
+        {"top": TOP_PATHS},
+    )
+
+
+def _paths_section(con: duckdb.DuckDBPyConnection, present: set[str], charts: _Charts) -> str:
+    import plotly.graph_objects as go
+
+    parts = [
+        "<h2 id='paths'>Top paths</h2>",
+        f"<p class='note'>The {TOP_PATHS} most frequent stage paths per stage model (repeats of a stage in a row"
+        " count once; conversion in the model's first funnel mode). A node is a stage at a step of the path, so a"
+        " journey that goes back shows as a later step, not a loop.</p>",
+    ]
+    if "journey_paths" not in present:
+        return "\n".join([*parts, "<p class='none'>This warehouse has no <code>journey_paths</code> table.</p>"])
+    paths = _group(
+        _rows(
+            con,
+            "select jp.stage_model, jp.path_rank, jp.step_path, jp.n_steps, jp.journeys, jp.share,"
+            " jp.journeys_converted, jp.conversion_rate, jp.median_duration_s from journey_paths as jp"
+            " where jp.path_type = 'stage' and jp.repeats_collapsed and jp.path_rank <= $top"
+            " order by jp.stage_model, jp.path_rank",
+            {"top": TOP_PATHS},
+        ),
+        "stage_model",
+    )
+    links = _group(_path_links(con), "stage_model")
+    order = {
+        (r["stage_model"], r["stage_name"]): int(r["stage_index"])
+        for r in _rows(con, "select sd.stage_model, sd.stage_name, sd.stage_index from stage_definitions as sd")
+    }
+    outcomes = {"converted": "#1b7a3d", "not converted": "#9aa5b1"}
+    columns = [
+        ("path_rank", "#", ""),
+        ("step_path", "stage path", ""),
+        ("journeys", "journeys", ""),
+        ("share", "share of journeys", "pct"),
+        ("journeys_converted", "converted", ""),
+        ("conversion_rate", "conversion", "pct"),
+        ("median_duration_s", "median days", "days"),
+    ]
+    for model in _models(con):
+        rows = paths.get((model,), [])
+        if not rows:
+            parts += [f"<h3>{_esc(model)}</h3>", "<p class='none'>No journey has a step of this model.</p>"]
+            continue
+        moves = links[(model,)]
+        # A node is (step, stage) so the flow runs left to right; the outcomes close it.
+        steps = sorted({(m["step"], m["stage_name"]) for m in moves})
+        node = {key: i for i, key in enumerate([*steps, *outcomes])}
+        fig = go.Figure(
+            go.Sankey(
+                arrangement="snap",
+                node={
+                    "label": [f"step {step}: {name}" for step, name in steps] + list(outcomes),
+                    "color": [_COLORS[(order.get((model, name), 1) - 1) % len(_COLORS)] for _, name in steps]
+                    + list(outcomes.values()),
+                    "pad": 14,
+                    "thickness": 14,
+                    "hovertemplate": "%{label}: %{value:,} journeys<extra></extra>",
+                },
+                link={
+                    "source": [node[(m["step"], m["stage_name"])] for m in moves],
+                    "target": [node[m["outcome"] or (m["step"] + 1, m["to_name"])] for m in moves],
+                    "value": [int(m["journeys"]) for m in moves],
+                    "color": [
+                        "rgba(27,122,61,0.45)" if m["outcome"] == "converted" else "rgba(123,135,148,0.35)"
+                        for m in moves
+                    ],
+                    "hovertemplate": "%{source.label} → %{target.label}: %{value:,} journeys<extra></extra>",
+                },
+            )
+        )
+        covered = sum(float(r["share"]) for r in rows)
+        fig.update_layout(
+            title=f"{model}: top {len(rows)} stage paths ({covered:.0%} of journeys)",
+            height=420,
+            font={"size": 11},
+        )
+        parts += [
+            f"<h3 id='paths-{_esc(model)}'>{_esc(model)}</h3>",
+            f"<div class='chart'>{charts.div(fig, model + '-paths')}</div>",
+            _table(rows, columns, "compact"),
+        ]
+    return "\n".join(parts)
+
+
+def _red_points_section(con: duckdb.DuckDBPyConnection, present: set[str], charts: _Charts) -> str:
+    import plotly.graph_objects as go
+
+    parts = [
+        "<h2 id='red-points'>Red points</h2>",
+        "<p class='note'>Touchpoints and stage x channel cells whose dropout (or negative-sentiment) share is"
+        " significantly above their stage's: the share with its Wilson interval against the stage's norm, ranked"
+        f" by the journeys lost (or negative readings) above the norm; the top {TOP_RED_POINTS} per stage"
+        " model.</p>",
+    ]
+    if "red_points" not in present:
+        return "\n".join([*parts, "<p class='none'>This warehouse has no <code>red_points</code> table.</p>"])
+    red = _group(
+        _rows(
+            con,
+            "select rp.stage_model, rp.red_rank, rp.stage_name, rp.unit_type, rp.unit, rp.channel,"
+            " coalesce(rp.owner, '(no owner)') as owner, rp.metric, rp.n, rp.k, rp.share, rp.share_low,"
+            " rp.share_high, rp.stage_share, rp.lift, rp.excess_over_norm from red_points as rp"
+            " where rp.red_rank <= $top order by rp.stage_model, rp.red_rank",
+            {"top": TOP_RED_POINTS},
+        ),
+        "stage_model",
+    )
+    columns = [
+        ("red_rank", "#", ""),
+        ("stage_name", "stage", ""),
+        ("unit_type", "unit", ""),
+        ("unit", "touchpoint / channel", ""),
+        ("channel", "channel", ""),
+        ("owner", "owner", ""),
+        ("metric", "metric", ""),
+        ("n", "n", ""),
+        ("k", "k", ""),
+        ("share", "share", "pct"),
+        ("stage_share", "stage norm", "pct"),
+        ("lift", "lift", ""),
+        ("excess_over_norm", "lost above norm", ""),
+    ]
+    for model in _models(con):
+        rows = red.get((model,), [])
+        parts.append(f"<h3 id='red-{_esc(model)}'>{_esc(model)}</h3>")
+        if not rows:
+            parts.append(
+                "<p class='none'>No red point: no touchpoint or cell is significantly worse than its stage.</p>"
+            )
+            continue
+        names = [f"{r['red_rank']}. {r['stage_name']} · {r['unit']} ({r['metric'].replace('_', ' ')})" for r in rows]
+        fig = go.Figure(
+            [
+                go.Scatter(
+                    x=[r["share"] for r in rows],
+                    y=names,
+                    mode="markers",
+                    name="share (Wilson interval)",
+                    marker={"color": "#b42318", "size": 10},
+                    error_x={
+                        "type": "data",
+                        "symmetric": False,
+                        "array": [r["share_high"] - r["share"] for r in rows],
+                        "arrayminus": [r["share"] - r["share_low"] for r in rows],
+                        "color": "#b42318",
+                    },
+                    customdata=[[r["owner"], float(r["excess_over_norm"])] for r in rows],
+                    hovertemplate="%{y}: %{x:.1%} (owner %{customdata[0]}, %{customdata[1]:.1f} above norm)"
+                    "<extra></extra>",
+                ),
+                go.Scatter(
+                    x=[r["stage_share"] for r in rows],
+                    y=names,
+                    mode="markers",
+                    name="stage norm",
+                    marker={"color": "#52606d", "symbol": "line-ns-open", "size": 16, "line": {"width": 3}},
+                    hovertemplate="%{y}: stage norm %{x:.1%}<extra></extra>",
+                ),
+            ]
+        )
+        fig.update_layout(
+            title=f"{model}: share vs the stage's norm",
+            height=110 + 34 * len(rows),
+            xaxis={"tickformat": ".0%", "rangemode": "tozero"},
+            yaxis={"autorange": "reversed", "automargin": True},
+            legend={"orientation": "h", "y": -0.15},
+        )
+        parts += [f"<div class='chart'>{charts.div(fig, model + '-red')}</div>", _table(rows, columns, "compact")]
+    return "\n".join(parts)
+
+
 def _accounting_section(con: duckdb.DuckDBPyConnection, settings: Settings, batch_id: str | None) -> str:
     from journeys import ingest
 
@@ -474,9 +746,16 @@ def _accounting_section(con: duckdb.DuckDBPyConnection, settings: Settings, batc
 
 def _quality_section(record: Mapping[str, Any], out_dir: Path) -> str:
     parts = ["<h2 id='quality'>Data quality</h2>"]
+    # Great Expectations' Data Docs are built by the quality step, which records where (relative to reports/).
+    docs = str(record.get("data_docs") or "")
+    link = (
+        f"<p>Great Expectations Data Docs: <a href='{_esc(urllib.parse.quote(docs))}'>{_esc(docs)}</a></p>"
+        if docs
+        else ""
+    )
     q = record.get("quality") or {}
     if not q:
-        return parts[0] + "<p class='none'>No quality outcome recorded for this run.</p>"
+        return parts[0] + "<p class='none'>No quality outcome recorded for this run.</p>" + link
     ok = q.get("success", True)
     parts.append(
         f"<p class='{'ok' if ok else 'bad'}'>{'PASSED' if ok else 'FAILED'}: {_fmt(q.get('expectations_run'))}"
@@ -495,6 +774,8 @@ def _quality_section(record: Mapping[str, Any], out_dir: Path) -> str:
     md = Path(str(q.get("report") or ""))
     if md.name and (out_dir / md.name).exists():
         parts.append(f"<p>Full quality report: <a href='{_esc(md.name)}'>{_esc(md.name)}</a></p>")
+    if link:
+        parts.append(link)
     return "\n".join(parts)
 
 
@@ -507,16 +788,20 @@ nav a{margin-right:14px} .meta{color:#52606d;font-size:13px} .note{color:#52606d
 .grid{display:grid;grid-template-columns:1fr 1fr;gap:12px} .chart{min-height:200px}
 table{border-collapse:collapse;font-size:13px;margin:6px 0 12px} th,td{padding:3px 8px;border-bottom:1px solid #e4e7eb}
 th{text-align:left;background:#f5f7fa} td.num{text-align:right;font-variant-numeric:tabular-nums}
-.none{color:#7b8794;font-style:italic}
+.none{color:#7b8794;font-style:italic} table.alerts td{white-space:nowrap}
 .ok{color:#1b7a3d;font-weight:600} .bad{color:#b42318;font-weight:600} .warn{color:#9a6700}
 #js-errors{display:none;background:#fde8e8;color:#b42318;padding:8px}
 """
 
-# Any script error (a chart that failed to draw) is shown at the top and counted for the browser test.
-_ERROR_HOOK = """<script>window.__reportErrors=[];window.addEventListener('error',function(e){
-window.__reportErrors.push(String(e.message));var b=document.getElementById('js-errors');
+# Any script error or console error (a chart that failed to draw) is shown at the top and counted for the
+# browser test.
+_ERROR_HOOK = """<script>window.__reportErrors=[];function __reportError(m){window.__reportErrors.push(String(m));
+var b=document.getElementById('js-errors');
 if(b){b.style.display='block';b.textContent='Some charts failed to draw: '+window.__reportErrors.join('; ');}
-document.documentElement.setAttribute('data-js-errors',String(window.__reportErrors.length));});</script>"""
+document.documentElement.setAttribute('data-js-errors',String(window.__reportErrors.length));}
+window.addEventListener('error',function(e){__reportError(e.message);});
+var __consoleError=console.error;console.error=function(){__reportError(Array.prototype.join.call(arguments,' '));
+return __consoleError.apply(console,arguments);};</script>"""
 
 
 def render_report(settings: Settings, record: Mapping[str, Any], warehouse: Path | None = None) -> tuple[str, int]:
@@ -531,9 +816,14 @@ def render_report(settings: Settings, record: Mapping[str, Any], warehouse: Path
         needed = {"stage_funnel", "stage_survival", "stage_dropout", "stage_channel_matrix"}
         if needed - present:
             raise FileNotFoundError(f"{warehouse} lacks {sorted(needed - present)}: not a published warehouse")
+        # The number of goals tells "none missed" from "none configured"; the run's own count, where recorded.
+        goals = int(record.get("goals", len(settings.goals)))
         body = [
+            _alerts_section(con, present, goals),
             _funnel_section(con, charts),
+            _red_points_section(con, present, charts),
             _dropout_section(con, charts),
+            _paths_section(con, present, charts),
             _matrix_section(con, charts),
             _accounting_section(con, settings, batch_id),
             _quality_section(record, reports_dir(settings)),
@@ -553,7 +843,8 @@ def render_report(settings: Settings, record: Mapping[str, Any], warehouse: Path
 <div id="js-errors"></div>
 <h1>Customer journeys</h1>
 <p class="meta">{meta}</p>
-<nav><a href="#funnel">Funnel</a><a href="#dropout">Dropout</a><a href="#channels">Stage x channel</a>
+<nav><a href="#alerts">Alerts</a><a href="#funnel">Funnel</a><a href="#red-points">Red points</a>
+<a href="#dropout">Dropout</a><a href="#paths">Paths</a><a href="#channels">Stage x channel</a>
 <a href="#accounting">Row accounting</a><a href="#quality">Quality</a></nav>
 {chr(10).join(body)}
 </body></html>

@@ -188,6 +188,10 @@ def test_outputs_are_published(run):
     report = Path(result["report"]["path"])
     assert report.name == f"journeys-{result['batch_id']}.html"
     assert (report.parent / "journeys.html").read_bytes() == report.read_bytes()
+    # The run records its goals, so its report can tell "no goal missed" from "no goal configured".
+    from journeys.report import read_run_record
+
+    assert read_run_record(settings)["goals"] == len(settings.goals) == 5
     with duckdb.connect(str(settings.warehouse_path), read_only=True) as con:
         comments = con.sql("select comment from duckdb_columns() where table_name = 'stage_funnel'").fetchall()
     assert comments and all(c for (c,) in comments)
