@@ -25,7 +25,9 @@ MAP_NODES = (
     "journey_paths",
     "stage_neighbours",
     "journey_gaps",
+    "alerts",
 )
+"""The nodes of the journey map (issue 10): its intermediate, its marts, and the goals' alerts built on them."""
 
 
 def main(argv: list[str] | None = None) -> int:

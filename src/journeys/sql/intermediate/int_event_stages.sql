@@ -14,6 +14,8 @@ journey_events as (
     select
         je.event_id,
         je.journey_id,
+        je.journey_key,
+        je.event_seq,
         je.occurred_at,
         je.event_type,
         je.channel,
@@ -120,6 +122,8 @@ occurrence_stages as (
 event_signature_stages as (
     select
         je.event_id,
+        je.journey_key,
+        je.event_seq,
         ss.stage_model,
         ss.plain_stage_index
     from journey_events as je
@@ -133,6 +137,9 @@ event_signature_stages as (
 final as (
     select
         es.event_id,
+        -- the event's place in its journey: later models join events on these integers, not on event_id
+        es.journey_key,
+        es.event_seq,
         es.stage_model,
         -- least() skips nulls: the earlier of the plain stage and the occurrence stage, whichever exist.
         least(es.plain_stage_index, os.stage_index) as stage_index

@@ -93,9 +93,9 @@ final as (
             else error('more than 2^24 journeys for one customer: journey_key would collide') end::hugeint
             as journey_key,
         n.customer_key || '/s' || lpad(n.session_no::varchar, 6, '0') as session_id,
-        row_number() over (
-            partition by n.customer_key, n.journey_no order by n.occurred_at, n.event_id
-        ) as event_seq,
+        row_number() over journey_order as event_seq,
+        -- the journey's next event; the journey map's time to next (one sort with event_seq)
+        lead(n.occurred_at) over journey_order as next_event_at,
         n.occurred_at,
         n.occurred_at::date as event_date,
         n.source,
@@ -106,6 +106,7 @@ final as (
         n.revenue,
         n.attributes
     from numbered as n
+    window journey_order as (partition by n.customer_key, n.journey_no order by n.occurred_at, n.event_id)
 )
 
 select * from final

@@ -23,13 +23,12 @@ journey_events as (
         je.touchpoint,
         je.sentiment,
         je.revenue,
-        -- journey_key: the integer twin of journey_id partitions and joins faster
-        lead(je.occurred_at) over (partition by je.journey_key order by je.event_seq) as next_event_at
+        je.next_event_at
     from int_journey_events as je
 ),
 
 event_stages as (
-    select es.stage_model, es.event_id, es.stage_index from int_event_stages as es
+    select es.stage_model, es.journey_key, es.event_seq, es.stage_index from int_event_stages as es
 ),
 
 stages as (
@@ -62,7 +61,8 @@ staged as (
         coalesce(tpo.owner, s.owner) as owner,
         len(s.designed_channels) = 0 or list_contains(s.designed_channels, je.channel) as is_designed_channel
     from event_stages as es
-    inner join journey_events as je on je.event_id = es.event_id
+    -- (journey_key, event_seq): two integers join faster than the event_id text
+    inner join journey_events as je on je.journey_key = es.journey_key and je.event_seq = es.event_seq
     inner join stages as s on s.stage_model = es.stage_model and s.stage_index = es.stage_index
     left join touchpoint_owners as tpo on tpo.stage_model = es.stage_model and tpo.touchpoint = je.touchpoint
 ),
