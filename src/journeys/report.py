@@ -495,6 +495,8 @@ def _quality_section(record: Mapping[str, Any], out_dir: Path) -> str:
     md = Path(str(q.get("report") or ""))
     if md.name and (out_dir / md.name).exists():
         parts.append(f"<p>Full quality report: <a href='{_esc(md.name)}'>{_esc(md.name)}</a></p>")
+    if record.get("data_docs") and (out_dir / str(record["data_docs"])).exists():
+        parts.append(f"<p>Great Expectations Data Docs: <a href='{_esc(record['data_docs'])}'>this run's</a></p>")
     return "\n".join(parts)
 
 
