@@ -176,11 +176,7 @@ class Suite:
     expectations: tuple[dict[str, Any], ...]
     origin: str  # "shipped", "edited" (a shipped suite the user changed) or "yours" (a suite of the user's)
     path: str  # the file it was read from
-    notes: str | None = None
-
-    def as_json(self) -> dict[str, Any]:
-        """The suite as GX's ExpectationSuite JSON."""
-        return {"name": self.name, "expectations": [dict(e) for e in self.expectations], "notes": self.notes}
+    notes: str | None = None  # the file's `notes`: Data Docs show them on the suite's page
 
 
 def suites_dir(settings: Settings) -> Path:
@@ -379,7 +375,15 @@ class _Validator:
         self._defs: dict[str, Any] = {}
 
     def validate(
-        self, suite: str, batch: str, frame: Any, expectations: list[Any], *, empty_ok: bool = True, raw: bool = False
+        self,
+        suite: str,
+        batch: str,
+        frame: Any,
+        expectations: list[Any],
+        *,
+        empty_ok: bool = True,
+        raw: bool = False,
+        notes: str | None = None,
     ) -> None:
         """Validate one batch; an empty batch is skipped unless `empty_ok` is False (row-count suites).
 
@@ -391,7 +395,7 @@ class _Validator:
         if suite not in self._defs:
             asset = self.source.add_dataframe_asset(suite)
             bd = asset.add_batch_definition_whole_dataframe(suite)
-            s = self.ctx.suites.add(gx.ExpectationSuite(name=suite, expectations=list(expectations)))
+            s = self.ctx.suites.add(gx.ExpectationSuite(name=suite, expectations=list(expectations), notes=notes))
             self._defs[suite] = self.ctx.validation_definitions.add(
                 gx.ValidationDefinition(name=suite, data=bd, suite=s)
             )
@@ -481,7 +485,7 @@ def validate_warehouse(
     suites = load_suites(settings, catalog) if suites is None else suites
     n_stages = db.fetch(con, "select coalesce(max(n_stages), 0) from stage_definitions")[0][0]
     v = _Validator(run_parameters(settings, as_of, n_stages), run_name)
-    validate_grains(con, v, catalog, list(suites[GRAIN_SUITE].expectations))
+    validate_grains(con, v, catalog, suites[GRAIN_SUITE])
     ev = suites[EVENTS_SUITE]
     # The suite's columns, and the two the bookkeeping needs under names no suite uses.
     wanted = suite_columns(ev, list(ingest_event_columns()))
@@ -502,7 +506,7 @@ def validate_warehouse(
             dates.update(str(d)[:10] for d in frame.pop("__date").unique())
             batches.update(str(b) for b in frame.pop("__batch").unique())
             v.report.events_checked += len(frame)
-            v.validate(EVENTS_SUITE, f"events#{i}", frame, list(ev.expectations))
+            v.validate(EVENTS_SUITE, f"events#{i}", frame, list(ev.expectations), notes=ev.notes)
         v.report.event_dates, v.report.event_batches = sorted(dates), sorted(batches)
     present = {
         r[0] for r in db.fetch(con, "select table_name from duckdb_tables() union select view_name from duckdb_views()")
@@ -519,7 +523,7 @@ def validate_warehouse(
         cols = ", ".join(map(db.quote_ident, suite_columns(suite, available))) or "1 as __row"
         for i, frame in enumerate(_frames(con, f"select {cols} from {db.quote_ident(table)}", batch_rows)):
             frame = frame.drop(columns=["__row"], errors="ignore")
-            v.validate(suite.name, f"{table}#{i}", frame, list(suite.expectations))
+            v.validate(suite.name, f"{table}#{i}", frame, list(suite.expectations), notes=suite.notes)
     return v.report.merged(check_identity(con, settings))
 
 
@@ -742,16 +746,14 @@ def grain_summary(con: duckdb.DuckDBPyConnection, catalog: models.Catalog) -> li
     return out
 
 
-def validate_grains(
-    con: duckdb.DuckDBPyConnection, v: _Validator, catalog: models.Catalog, expectations: list[Any]
-) -> None:
+def validate_grains(con: duckdb.DuckDBPyConnection, v: _Validator, catalog: models.Catalog, suite: Suite) -> None:
     """One GX run of the grain suite over the grain summary of every kept table (counted in DuckDB, set-based)."""
     import pandas as pd
 
     summary = grain_summary(con, catalog)
     frame = pd.DataFrame(summary, columns=["model", "grain", "rows", "null_grain_rows", "duplicate_grain_keys"])
     before = len(v.report.failures)
-    v.validate(GRAIN_SUITE, f"{len(summary)} tables", frame, expectations)
+    v.validate(GRAIN_SUITE, f"{len(summary)} tables", frame, list(suite.expectations), notes=suite.notes)
     # GX names the offending counts; the report should name the tables and their grain.
     for f in v.report.failures[before:]:
         col = f.column or ""
@@ -1022,11 +1024,11 @@ def validate_landing(
                     # that are all blank are padding, counted by ingest, and fail nothing; nor do rows
                     # that keep_rows leaves out.)
                     empty = con.sql(f"select {shown} from raw_rows limit 0").df()
-                    v.validate(suite, f.rel, empty, expectations, empty_ok=False, raw=True)
+                    v.validate(suite, f.rel, empty, expectations, empty_ok=False, raw=True, notes=raw.notes)
             label = files[0].rel if len(files) == 1 else f"{len(files)} files {files[0].rel} .. {files[-1].rel}"
             sql = f"select {shown} from raw_rows order by __file, __line"
             for i, frame in enumerate(_frames(con, sql, batch_rows)):
-                v.validate(suite, f"{label}#{i}", frame, expectations, raw=True)
+                v.validate(suite, f"{label}#{i}", frame, expectations, raw=True, notes=raw.notes)
     return report.merged(v.report)
 
 
