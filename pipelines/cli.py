@@ -165,6 +165,8 @@ def print_summary(result: dict[str, Any], warehouse: str) -> None:
     for name, path in sorted(result["outputs"].items()):
         print(f"  {name:22s} {path}")
     print(f"  {'quality report':22s} {result['quality']['report']}")
+    if result["quality"].get("data_docs"):
+        print(f"  {'Data Docs':22s} {Path(result['quality']['report']).parent / result['quality']['data_docs']}")
     if result.get("report"):
         print(f"  {'HTML report':22s} {result['report']['latest']}")
     print(f'\nquery it: journeys query "select * from stage_funnel order by all" --warehouse {warehouse}')
@@ -273,7 +275,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     settings = _settings(args)
     as_of = _as_of(args.as_of)
     from journeys import progress
+    from journeys.quality import load_suites
     from pipelines.nightly import nightly
+
+    load_suites(settings)  # a suite file GX cannot read: exit status 2, naming the file and the expectation
 
     with progress.shown():
         result = nightly(config_path=args.config, as_of=as_of, data_root=args.data_root, full_refresh=args.full_refresh)

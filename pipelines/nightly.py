@@ -142,7 +142,7 @@ def build_step_task(context: RunContext, working: str, step: Step) -> dict[str, 
 
 
 @task(name="check-quality", retries=0, cache_policy=NO_CACHE)
-def quality_task(context: RunContext, working: str) -> dict[str, Any]:
+def quality_task(context: RunContext, working: str, suites: dict[str, quality.Suite]) -> dict[str, Any]:
     """Great Expectations suites on every layer; a failure stops publication and keeps the last good marts."""
     settings = context.settings
 
@@ -152,28 +152,38 @@ def quality_task(context: RunContext, working: str) -> dict[str, Any]:
         # an earlier ingest attempt of this run and the rows of a run that failed its checks.
         published = quality.published_batches(con)
         files = [str(p) for p in quality.unchecked_event_files(settings, published)]
-        suites = quality.validate_warehouse(
+        checked = quality.validate_warehouse(
             con,
             settings,
             as_of=context.as_of,
             event_files=files,
             published_batches=published,
             catalog=context.catalog,
+            suites=suites,
+            run_name=context.batch_id,
         )
         ops = quality.check_freshness_and_volume(con, settings, as_of=context.as_of)
-        return suites.merged(ops)
+        return checked.merged(ops)
 
     report = _on_working(settings, working, check)
     # Raw landing rows of this batch and the per-file quarantine-share limit gate publication too.
-    report = quality.validate_landing(settings, batch_id=context.batch_id).merged(report)
-    path = quality.write_quality_report(report, settings.root / "reports" / f"quality-{context.batch_id}.md")
+    report = quality.validate_landing(settings, batch_id=context.batch_id, suites=suites).merged(report)
+    reports = html_report.reports_dir(settings)
+    # A failed run's Data Docs too: they show what failed. The published run's site is kept for its report.
+    docs = quality.write_data_docs(
+        report, reports, context.batch_id, keep=[str(html_report.read_run_record(settings).get("batch_id"))]
+    )
+    path = quality.write_quality_report(report, reports / f"quality-{context.batch_id}.md")
     if not report.success:
         publish.discard_working_warehouse(Path(working))
-        raise quality.QualityError(f"{report.summary()}\nreport: {path}\nthe previous marts stay published")
-    get_run_logger().info("quality: %s (report %s)", report.summary(), path)
+        raise quality.QualityError(
+            f"{report.summary()}\nreport: {path}\nData Docs: {docs}\nthe previous marts stay published"
+        )
+    get_run_logger().info("quality: %s (report %s, Data Docs %s)", report.summary(), path, docs)
     return {
         "expectations": report.expectations_run,
         "report": str(path),
+        "data_docs": docs.relative_to(reports).as_posix(),
         "suites": dict(report.suites),
         "warnings": list(report.warnings),
         "events_checked": report.events_checked,
@@ -249,6 +259,7 @@ def publish_task(context: RunContext, working: str, ingest: dict[str, Any], chec
             # The report tells "no goal missed" from "no goal configured" by the run's own goals.
             "goals": len(settings.goals),
             "quality": {**checks["outcome"], "report": checks["report"]},
+            "data_docs": checks["data_docs"],
         },
     )
     return paths
@@ -292,6 +303,10 @@ def nightly(
     with publish.run_lock(settings):
         publish.clear_stale_run_files(settings)
         try:
+            # Suite files are read once, like the config, and a bad one stops the run before it ingests.
+            for note in quality.sync_suites(settings):
+                get_run_logger().info("quality: %s", note)
+            suites = quality.load_suites(settings, context.catalog)
             # Before ingest: the previous runs' files are checked by then, and this run reads the compacted lake.
             compaction = compact_task(context)
             ingest = ingest_task(context)
@@ -300,7 +315,7 @@ def nightly(
             for step in context.catalog.steps():
                 counts = build_step_task.with_options(name=step.name)(context, working, step)
                 built.setdefault(step.name, {}).update(counts)
-            checks = quality_task(context, working)
+            checks = quality_task(context, working, suites)
             outputs = publish_task(context, working, ingest, checks)
             # Under the lock, so the report and the run record describe the warehouse it read.
             written = report_task(context)

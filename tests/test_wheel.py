@@ -1,4 +1,4 @@
-"""The package runs from a wheel: SQL models and stage models ship as package data."""
+"""The package runs from a wheel: SQL models, stage models and GX suites ship as package data."""
 
 from __future__ import annotations
 
@@ -30,13 +30,15 @@ def wheel(tmp_path_factory) -> Path:
     return path
 
 
-def test_wheel_carries_every_sql_and_stage_model(wheel):
+def test_wheel_carries_every_sql_and_stage_model_and_suite(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
     sql = {f"journeys/sql/{p.parent.name}/{p.name}" for p in (REPO / "src/journeys/sql").glob("*/*.sql")}
     stage_models = {f"journeys/stage_models/{p.name}" for p in (REPO / "src/journeys/stage_models").glob("*.yaml")}
-    assert len(sql) > 40
+    suites = {f"journeys/expectations/{p.name}" for p in (REPO / "src/journeys/expectations").glob("*.json")}
+    assert len(sql) > 40 and len(suites) >= 6
     assert sql <= names
     assert stage_models <= names
+    assert suites <= names
 
 
 def test_flow_runs_from_the_installed_wheel(wheel, tmp_path):

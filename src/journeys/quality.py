@@ -1,22 +1,32 @@
 """Great Expectations suites per layer (raw landing rows, canonical events, identity, journeys, marts).
 
-GX 1.x has no DuckDB data source and its SQL route fails on DuckDB, so batches are pulled from DuckDB as
-pandas frames of at most `batch_rows` rows (per source for raw landing rows, whole days for events)
-and validated there. Besides the suites, every landing file is held to `quality.max_quarantine_share`.
+The suites are GX ExpectationSuite JSON files: the shipped ones in `journeys/expectations/`, copied into the
+data root's GX project folder `gx/expectations/` where a user edits them or adds suites of their own (one per
+table); an edited file is never overwritten. GX 1.x has no DuckDB data source and its SQL route fails on
+DuckDB, so batches are pulled from DuckDB as pandas frames of at most `batch_rows` rows (per source for raw
+landing rows, whole days for events) and validated there. Each run's results become GX Data Docs under
+`reports/data_docs/`. Besides the suites, every landing file is held to `quality.max_quarantine_share`.
 """
 
 from __future__ import annotations
 
+import hashlib
+import html
+import json
 import os
+import re
+import shutil
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import duckdb
 
-from journeys import db, models
-from journeys.config import Settings, parse_duration_us
+from journeys import db, models, pii
+from journeys.config import ConfigError, Settings, parse_duration_us
 
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
 
@@ -62,6 +72,9 @@ class QualityReport:
     event_batches: list[str] = field(default_factory=list)  # their ingest batches
     checks: list[str] = field(default_factory=list)  # outcome of the freshness and volume checks, one line each
     identity: list[str] = field(default_factory=list)  # outcome of the identity checks, one line each
+    # For the Data Docs: each GX suite run (its JSON) and each validation result, PII already scrubbed.
+    suite_docs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    results: list[tuple[str, str, Any]] = field(default_factory=list)  # (suite, batch label, GX result)
 
     @property
     def success(self) -> bool:
@@ -83,6 +96,8 @@ class QualityReport:
             event_batches=sorted({*self.event_batches, *other.event_batches}),
             checks=self.checks + other.checks,
             identity=self.identity + other.identity,
+            suite_docs={**self.suite_docs, **other.suite_docs},
+            results=self.results + other.results,
         )
 
     def outcome(self) -> dict[str, Any]:
@@ -123,6 +138,198 @@ class QualityError(RuntimeError):
     """A suite failed: the run's marts must not be published."""
 
 
+# --- the suites: shipped JSON files, the data root's GX project folder, a user's own suites ---------------
+
+SUITES_DIR = Path("gx") / "expectations"
+"""The suites folder under the data root, laid out as a GX project's (`gx/expectations/<suite>.json`)."""
+
+SHIPPED_MANIFEST = "shipped_suites.json"
+"""In state/: sha256 of each suite file the run wrote, so a file the user changed is told from one it may replace."""
+
+EVENTS_SUITE, GRAIN_SUITE, RAW_SUITE = "canonical_events", "grain", "raw"
+SPECIAL_SUITES = (EVENTS_SUITE, GRAIN_SUITE, RAW_SUITE)
+"""Shipped suites that validate something other than one warehouse table (the others are named after theirs)."""
+
+PARAMETERS = ("channels", "max_occurred_at", "max_quarantine_share", "min_occurred_at", "n_stages")
+"""Values a suite may take as `{"$PARAMETER": name}`, filled in by each run from the config and the run."""
+
+SAMPLE_VALUES = 10
+"""Unexpected values kept per expectation (GX `partial_unexpected_count`): the report and Data Docs show these."""
+
+DATA_DOCS = "data_docs"
+"""Data Docs folder under reports/: one GX site per run (`<batch>/index.html`), `index.html` opens the latest."""
+
+KEEP_DATA_DOCS = 5
+"""Data Docs sites kept (newest first, besides the published run's): each is a few hundred kB."""
+
+_COLUMN_KWARGS = ("column", "column_A", "column_B")
+_LIST_KWARGS = ("column_list",)
+_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+@dataclass(frozen=True)
+class Suite:
+    """One expectation suite as the run uses it: GX ExpectationSuite JSON and where it came from."""
+
+    name: str
+    table: str | None  # the warehouse table it validates; None for the shipped special suites
+    expectations: tuple[dict[str, Any], ...]
+    origin: str  # "shipped", "edited" (a shipped suite the user changed) or "yours" (a suite of the user's)
+    path: str  # the file it was read from
+    notes: str | None = None  # the file's `notes`: Data Docs show them on the suite's page
+
+
+def suites_dir(settings: Settings) -> Path:
+    """The data root's suites folder, where a user reads, edits and adds suites."""
+    return settings.root / SUITES_DIR
+
+
+def shipped_suites() -> dict[str, str]:
+    """Name -> JSON text of every suite shipped with the package."""
+    folder = resources.files("journeys.expectations")
+    return {
+        entry.name.removesuffix(".json"): entry.read_text(encoding="utf-8")
+        for entry in sorted(folder.iterdir(), key=lambda e: e.name)
+        if entry.name.endswith(".json")
+    }
+
+
+def _sha(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def sync_suites(settings: Settings) -> list[str]:
+    """Write the shipped suites into the data root's suites folder; files a user changed are left as they are.
+
+    A file is the run's to replace only while it is byte for byte what a run wrote (its sha256 is in
+    state/shipped_suites.json): an edit, or a file put there by hand, makes it the user's for good.
+    Returns one line per suite a user edited whose shipped version differs from their file.
+    """
+    folder = suites_dir(settings)
+    manifest_path = settings.state_dir / SHIPPED_MANIFEST
+    written = json.loads(manifest_path.read_text(encoding="utf-8")) if manifest_path.exists() else {}
+    notes = []
+    for name, text in shipped_suites().items():
+        path = folder / f"{name}.json"
+        on_disk = path.read_text(encoding="utf-8") if path.exists() else None
+        if on_disk is None or (on_disk != text and _sha(on_disk) == written.get(name)):
+            _write_atomic(path, text)
+        elif on_disk != text:
+            notes.append(
+                f"suite {name}: your edited {SUITES_DIR / path.name} is used; the shipped version differs"
+                f" (journeys/expectations/{path.name}; delete your file to get it back)"
+            )
+            continue
+        written[name] = _sha(text)
+    _write_atomic(manifest_path, json.dumps(dict(sorted(written.items())), indent=2) + "\n")
+    return notes
+
+
+def _parameters_named(value: Any) -> set[str]:
+    if isinstance(value, dict):
+        if set(value) == {"$PARAMETER"}:
+            return {str(value["$PARAMETER"])}
+        return set().union(*(_parameters_named(v) for v in value.values()))
+    if isinstance(value, list):
+        return set().union(*(_parameters_named(v) for v in value))
+    return set()
+
+
+def _checked_suite(path: Path, text: str, origin: str, tables: Collection[str]) -> Suite:
+    """The suite of one JSON file, every expectation built by GX; ConfigError naming the file and expectation."""
+    from great_expectations.expectations.expectation_configuration import ExpectationConfiguration
+
+    name = path.stem
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path}: not valid JSON: {exc}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("expectations"), list):
+        raise ConfigError(f"{path}: expected a GX ExpectationSuite object with a list `expectations`")
+    if data.get("name", name) != name:
+        raise ConfigError(f"{path}: name {data['name']!r} differs from the file name; the file name is the suite's")
+    meta = data.get("meta") or {}
+    table = None if name in SPECIAL_SUITES else str(meta.get("table") or name)
+    if origin == "yours" and table not in tables:
+        raise ConfigError(
+            f"{path}: suite {name!r} validates table {table!r}, which this run does not build; name the file after"
+            f" a table, or set meta.table to one of {sorted(tables)}"
+        )
+    out = []
+    for i, exp in enumerate(data["expectations"]):
+        what = f"{path}: expectations[{i}]" + (f" ({exp.get('type')})" if isinstance(exp, dict) else "")
+        if not isinstance(exp, dict) or not isinstance(exp.get("type"), str):
+            raise ConfigError(f"{what}: expected an object with `type` and `kwargs`")
+        unknown = sorted(_parameters_named(exp.get("kwargs")) - set(PARAMETERS))
+        if unknown:
+            raise ConfigError(f"{what}: unknown $PARAMETER {unknown}; a run fills in {list(PARAMETERS)}")
+        if name == RAW_SUITE and set(exp.get("kwargs") or {}) & {*_COLUMN_KWARGS, *_LIST_KWARGS}:
+            raise ConfigError(f"{what}: {RAW_SUITE}.json applies to every source's rows and may name no column")
+        try:
+            ExpectationConfiguration(**exp).to_domain_obj()
+        except Exception as exc:  # GX raises its own errors, pydantic's and TypeError: all say the same thing
+            detail = " ".join(str(exc).split())
+            raise ConfigError(f"{what}: {detail[:400]}") from None
+        out.append(exp)
+    return Suite(name, table, tuple(out), origin, str(path), data.get("notes"))
+
+
+def load_suites(settings: Settings, catalog: models.Catalog | None = None) -> dict[str, Suite]:
+    """Every suite a run validates: the data root's suite files where they exist, else the shipped ones.
+
+    Raises ConfigError naming the file and the expectation for any that GX cannot build.
+    """
+    catalog = catalog or models.load_catalog(settings.models_path)
+    tables = {m.name for m in catalog.kept()} | {"events"}
+    folder = suites_dir(settings)
+    suites = {}
+    for name, text in shipped_suites().items():
+        path = folder / f"{name}.json"
+        if path.exists():
+            mine = path.read_text(encoding="utf-8")
+            suites[name] = _checked_suite(path, mine, "shipped" if mine == text else "edited", tables)
+        else:
+            suites[name] = _checked_suite(Path("journeys/expectations") / f"{name}.json", text, "shipped", tables)
+    for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        if path.stem not in suites:
+            suites[path.stem] = _checked_suite(path, path.read_text(encoding="utf-8"), "yours", tables)
+    return suites
+
+
+def suite_columns(suite: Suite, available: list[str]) -> list[str]:
+    """The columns of `available` a suite reads (in table order): all of them if one expectation is table-wide."""
+    wanted: set[str] = set()
+    for exp in suite.expectations:
+        kw = exp.get("kwargs") or {}
+        named = {kw[k] for k in _COLUMN_KWARGS if isinstance(kw.get(k), str)}
+        named |= {c for k in _LIST_KWARGS for c in kw.get(k) or [] if isinstance(c, str)}
+        if not named and not exp["type"].startswith("expect_table_row_count"):
+            return list(available)  # column sets, column counts: the whole table
+        wanted |= named
+        if isinstance(kw.get("row_condition"), str):
+            wanted |= set(_WORD.findall(kw["row_condition"]))
+    return [c for c in available if c in wanted]
+
+
+def run_parameters(settings: Settings, as_of: datetime, n_stages: int = 0) -> dict[str, Any]:
+    """The values of every $PARAMETER a suite may use, for one run."""
+    max_at = as_of.replace(tzinfo=None) + timedelta(microseconds=parse_duration_us(settings.quality.max_future) or 0)
+    return {
+        "channels": list(settings.channels),
+        "max_occurred_at": max_at,
+        "max_quarantine_share": settings.quality.max_quarantine_share,
+        "min_occurred_at": datetime.fromisoformat(settings.quality.min_occurred_at),
+        "n_stages": n_stages,
+    }
+
+
 def _context():
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
@@ -132,89 +339,101 @@ def _context():
     return ctx
 
 
-def _event_expectations(settings: Settings, as_of: datetime) -> list[Any]:
-    """The canonical_events suite: what every lake event must satisfy."""
-    import great_expectations.expectations as gxe
-
-    max_at = as_of.replace(tzinfo=None) + timedelta(microseconds=parse_duration_us(settings.quality.max_future) or 0)
-    return [
-        gxe.ExpectColumnValuesToNotBeNull(column="event_id"),
-        gxe.ExpectColumnValuesToBeUnique(column="event_id"),
-        gxe.ExpectColumnValuesToNotBeNull(column="occurred_at"),
-        gxe.ExpectColumnValuesToBeBetween(
-            column="occurred_at",
-            min_value=datetime.fromisoformat(settings.quality.min_occurred_at),
-            max_value=max_at,
-        ),
-        gxe.ExpectColumnValuesToBeInSet(column="channel", value_set=list(settings.channels)),
-        gxe.ExpectColumnValuesToNotBeNull(column="event_type"),
-        gxe.ExpectColumnValuesToBeBetween(column="sentiment", min_value=-1.0, max_value=1.0),
-    ]
+def _scrubbed(value: Any, scrub: Any) -> Any:
+    if isinstance(value, str):
+        return scrub(value)
+    if isinstance(value, dict):
+        return {k: _scrubbed(v, scrub) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_scrubbed(v, scrub) for v in value]
+    return value
 
 
-def model_expectations(n_stages: int) -> dict[str, list[Any]]:
-    """Expectations per model beyond its grain (unique and not null for every kept table, from the catalog)."""
-    import great_expectations.expectations as gxe
+def scrub_result(result: Any, *, raw: bool) -> None:
+    """Take personal data out of one GX expectation result (in place), before anyone stores or shows it.
 
-    return {
-        "identity_map": [
-            gxe.ExpectColumnValuesToNotBeNull(column="is_shared"),
-            # Every linked identifier has a customer; a held-back hub belongs to no one.
-            gxe.ExpectColumnValuesToNotBeNull(
-                column="customer_key", row_condition="is_shared == False", condition_parser="pandas"
-            ),
-        ],
-        "journeys": [
-            gxe.ExpectColumnValuesToBeBetween(column="n_events", min_value=1),
-            gxe.ExpectColumnValuesToBeBetween(column="furthest_stage", min_value=0, max_value=n_stages),
-        ],
-        "stage_conversion": [
-            gxe.ExpectColumnValuesToBeBetween(column="conversion_rate", min_value=0.0, max_value=1.0),
-            gxe.ExpectColumnValuesToBeBetween(column="conversion_from_start", min_value=0.0, max_value=1.0),
-            gxe.ExpectColumnValuesToBeBetween(column="journeys_entered", min_value=0),
-        ],
-    }
+    Mart values are hashed already, but a raw landing value is not known to be safe, so a raw suite's values
+    keep only their shape (as quarantine does) and other values lose whatever looks like an e-mail or phone.
+    The full lists of unexpected values are dropped: the bounded sample is what a reader needs.
+    """
+    scrub = pii.shape_masked if raw else pii.redacted
+    kept = {k: v for k, v in (result.result or {}).items() if k not in ("unexpected_list", "unexpected_index_list")}
+    result.result = _scrubbed(kept, scrub)
+    if result.exception_info:
+        result.exception_info = _scrubbed(result.exception_info, pii.redacted)
 
 
 class _Validator:
-    """Runs named suites over pandas batches and collects failures."""
+    """Runs named suites over pandas batches and collects failures and the results for Data Docs."""
 
-    def __init__(self) -> None:
+    def __init__(self, parameters: Mapping[str, Any] | None = None, run_name: str = "adhoc") -> None:
         self.ctx = _context()
         self.source = self.ctx.data_sources.add_pandas("journeys")
         self.report = QualityReport()
+        self.parameters = dict(parameters or {})
+        self.run_name = run_name
         self._defs: dict[str, Any] = {}
 
-    def validate(self, suite: str, batch: str, frame: Any, expectations: list[Any], *, empty_ok: bool = True) -> None:
-        """Validate one batch; an empty batch is skipped unless `empty_ok` is False (row-count suites)."""
+    def validate(
+        self,
+        suite: str,
+        batch: str,
+        frame: Any,
+        expectations: list[Any],
+        *,
+        empty_ok: bool = True,
+        raw: bool = False,
+        notes: str | None = None,
+    ) -> None:
+        """Validate one batch; an empty batch is skipped unless `empty_ok` is False (row-count suites).
+
+        `expectations` are GX expectations or their JSON dicts; `raw` marks landing rows (see scrub_result).
+        """
         import great_expectations as gx
+        from great_expectations.core.run_identifier import RunIdentifier
 
         if suite not in self._defs:
             asset = self.source.add_dataframe_asset(suite)
             bd = asset.add_batch_definition_whole_dataframe(suite)
-            s = self.ctx.suites.add(gx.ExpectationSuite(name=suite))
-            for e in expectations:
-                s.add_expectation(e)
+            s = self.ctx.suites.add(gx.ExpectationSuite(name=suite, expectations=list(expectations), notes=notes))
             self._defs[suite] = self.ctx.validation_definitions.add(
                 gx.ValidationDefinition(name=suite, data=bd, suite=s)
             )
+            self.report.suite_docs[suite] = s.to_json_dict()
         if len(frame) == 0 and empty_ok:
             return
-        result = self._defs[suite].run(batch_parameters={"dataframe": frame})
+        result = self._defs[suite].run(
+            batch_parameters={"dataframe": frame},
+            expectation_parameters=self.parameters,
+            result_format={"result_format": "SUMMARY", "partial_unexpected_count": SAMPLE_VALUES},
+            run_id=RunIdentifier(run_name=self.run_name, run_time=datetime.now(UTC)),
+        )
         self.report.suites[suite] = self.report.suites.get(suite, 0) + 1
         self.report.expectations_run += len(result.results)
         for r in result.results:
-            if not r.success:
-                kw = r.expectation_config.kwargs
-                self.report.failures.append(
-                    Failure(
-                        suite=suite,
-                        batch=batch,
-                        expectation=r.expectation_config.type,
-                        column=kw.get("column") or ",".join(kw.get("column_list") or []) or None,
-                        unexpected_count=r.result.get("unexpected_count"),
-                        sample=[str(v) for v in (r.result.get("partial_unexpected_list") or [])[:10]],
-                    )
+            scrub_result(r, raw=raw)
+        self.report.results.append((suite, batch, result))
+        for r in result.results:
+            if r.success:
+                continue
+            kw = r.expectation_config.kwargs
+            failure = Failure(
+                suite=suite,
+                batch=batch,
+                expectation=r.expectation_config.type,
+                column=kw.get("column") or ",".join(kw.get("column_list") or []) or None,
+                unexpected_count=r.result.get("unexpected_count"),
+                sample=[str(v) for v in (r.result.get("partial_unexpected_list") or [])[:SAMPLE_VALUES]],
+            )
+            if r.exception_info and r.exception_info.get("raised_exception"):
+                failure.sample = [f"error: {r.exception_info.get('exception_message')}"]
+            if str(getattr(r.expectation_config, "severity", "critical")).lower().endswith("critical"):
+                self.report.failures.append(failure)
+            else:
+                # A user's `severity: warning` (or info): reported, and the run still publishes.
+                self.report.warnings.append(
+                    f"[{suite} / {batch}] {failure.expectation}({failure.column or ''}):"
+                    f" {failure.unexpected_count} unexpected, e.g. {failure.sample[:5]}"
                 )
 
 
@@ -256,14 +475,21 @@ def validate_warehouse(
     published_batches: list[str] | None = None,
     batch_rows: int = BATCH_ROWS,
     catalog: models.Catalog | None = None,
+    suites: Mapping[str, Suite] | None = None,
+    run_name: str = "adhoc",
 ) -> QualityReport:
     """Run every suite: lake events (in row batches; only `event_files`, less rows of `published_batches`, if
-    given), identity, journeys, marts, and the grain (unique, not null) of every table the catalog publishes."""
-    v = _Validator()
+    given), the grain (unique, not null) of every table the catalog publishes, and each table's suite (shipped
+    or the user's, `suites` as load_suites gives them)."""
     catalog = catalog or models.load_catalog(settings.models_path)
-    validate_grains(con, v, catalog)
-    ev = _event_expectations(settings, as_of)
-    cols = "event_id, occurred_at, channel, event_type, sentiment, event_date, batch_id"
+    suites = load_suites(settings, catalog) if suites is None else suites
+    n_stages = db.fetch(con, "select coalesce(max(n_stages), 0) from stage_definitions")[0][0]
+    v = _Validator(run_parameters(settings, as_of, n_stages), run_name)
+    validate_grains(con, v, catalog, suites[GRAIN_SUITE])
+    ev = suites[EVENTS_SUITE]
+    # The suite's columns, and the two the bookkeeping needs under names no suite uses.
+    wanted = suite_columns(ev, list(ingest_event_columns()))
+    cols = ", ".join([*map(db.quote_ident, wanted), "event_date as __date", "batch_id as __batch"])
     if event_files is None:
         sql, params = f"select {cols} from events", {}
     else:
@@ -277,20 +503,35 @@ def validate_warehouse(
         batches: set[str] = set()
         # Batches of up to `batch_rows` rows: a GX run has a fixed cost, so one per day is slow.
         for i, frame in enumerate(_frames(con, sql, batch_rows, params)):
-            dates.update(str(d)[:10] for d in frame.pop("event_date").unique())
-            batches.update(str(b) for b in frame.pop("batch_id").unique())
+            dates.update(str(d)[:10] for d in frame.pop("__date").unique())
+            batches.update(str(b) for b in frame.pop("__batch").unique())
             v.report.events_checked += len(frame)
-            v.validate("canonical_events", f"events#{i}", frame, ev)
+            v.validate(EVENTS_SUITE, f"events#{i}", frame, list(ev.expectations), notes=ev.notes)
         v.report.event_dates, v.report.event_batches = sorted(dates), sorted(batches)
-    n_stages = db.fetch(con, "select coalesce(max(n_stages), 0) from stage_definitions")[0][0]
-    kept = {m.name for m in catalog.kept()}
-    for model, expectations in model_expectations(n_stages).items():
-        if model not in kept:
-            continue
-        cols = ", ".join(db.quote_ident(c) for c in dict.fromkeys(e.column for e in expectations))
-        for i, frame in enumerate(_frames(con, f"select {cols} from {db.quote_ident(model)}", batch_rows)):
-            v.validate(model, f"{model}#{i}", frame, expectations)
+    present = {
+        r[0] for r in db.fetch(con, "select table_name from duckdb_tables() union select view_name from duckdb_views()")
+    }
+    for suite in sorted((s for s in suites.values() if s.table is not None), key=lambda s: s.name):
+        table = str(suite.table)
+        if table not in present:
+            if suite.origin == "yours":
+                v.report.failures.append(
+                    Failure(suite.name, "run", "table", None, None, [f"{suite.path}: no table {table!r} to validate"])
+                )
+            continue  # a shipped suite of a table this catalog does not keep
+        available = [r[0] for r in db.fetch(con, f"select column_name from (describe {db.quote_ident(table)})")]
+        cols = ", ".join(map(db.quote_ident, suite_columns(suite, available))) or "1 as __row"
+        for i, frame in enumerate(_frames(con, f"select {cols} from {db.quote_ident(table)}", batch_rows)):
+            frame = frame.drop(columns=["__row"], errors="ignore")
+            v.validate(suite.name, f"{table}#{i}", frame, list(suite.expectations), notes=suite.notes)
     return v.report.merged(check_identity(con, settings))
+
+
+def ingest_event_columns() -> tuple[str, ...]:
+    """The lake's event columns (journeys.ingest.EVENT_SCHEMA), imported late: ingest is a large module."""
+    from journeys.ingest import EVENT_COLUMNS
+
+    return EVENT_COLUMNS
 
 
 def _days(us: float) -> str:
@@ -371,7 +612,9 @@ def check_identity(con: duckdb.DuckDBPyConnection, settings: Settings) -> Qualit
     """The identity section: the largest customer by linked identifiers and by events against
     `quality.identity`, what the guardrails held back, and the identifier-type trap."""
     report = QualityReport()
-    present = {r[0] for r in db.fetch(con, "select table_name from duckdb_tables()")}
+    present = {
+        r[0] for r in db.fetch(con, "select table_name from duckdb_tables() union select view_name from duckdb_views()")
+    }
     if not {"customers", "shared_identifiers"} <= present:
         return report
     check = settings.quality.identity
@@ -503,22 +746,19 @@ def grain_summary(con: duckdb.DuckDBPyConnection, catalog: models.Catalog) -> li
     return out
 
 
-def validate_grains(con: duckdb.DuckDBPyConnection, v: _Validator, catalog: models.Catalog) -> None:
-    """One GX run over the grain summary of every kept table (the counting happens in DuckDB, set-based)."""
-    import great_expectations.expectations as gxe
+def validate_grains(con: duckdb.DuckDBPyConnection, v: _Validator, catalog: models.Catalog, suite: Suite) -> None:
+    """One GX run of the grain suite over the grain summary of every kept table (counted in DuckDB, set-based)."""
     import pandas as pd
 
     summary = grain_summary(con, catalog)
     frame = pd.DataFrame(summary, columns=["model", "grain", "rows", "null_grain_rows", "duplicate_grain_keys"])
-    expectations = [
-        gxe.ExpectColumnValuesToBeBetween(column="null_grain_rows", min_value=0, max_value=0),
-        gxe.ExpectColumnValuesToBeBetween(column="duplicate_grain_keys", min_value=0, max_value=0),
-    ]
     before = len(v.report.failures)
-    v.validate("grain", f"{len(summary)} tables", frame, expectations)
+    v.validate(GRAIN_SUITE, f"{len(summary)} tables", frame, list(suite.expectations), notes=suite.notes)
     # GX names the offending counts; the report should name the tables and their grain.
     for f in v.report.failures[before:]:
         col = f.column or ""
+        if col not in frame.columns:
+            continue
         f.sample = [
             f"{row['model']} ({row['grain']}): {row[col]} of {row['rows']} rows"
             if col == "null_grain_rows"
@@ -574,6 +814,87 @@ def write_quality_report(report: QualityReport, path: Path) -> Path:
     return path
 
 
+def _slug(text: str) -> str:
+    """A label safe as a file name and in a URL (Data Docs name a page after its batch)."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_")[:80] or "batch"
+
+
+def write_data_docs(report: QualityReport, reports_dir: Path, batch_id: str, *, keep: Collection[str] = ()) -> Path:
+    """Build this run's GX Data Docs (its suites and validation results only) into `reports/data_docs/<batch>/`.
+
+    `reports/data_docs/index.html` then opens that site. Older sites beyond the newest KEEP_DATA_DOCS go,
+    except those of the batches in `keep` (the published run's, which the HTML report links to).
+    Returns the site's index page.
+    """
+    import great_expectations as gx
+    from great_expectations.data_context.types.resource_identifiers import (
+        ExpectationSuiteIdentifier,
+        ValidationResultIdentifier,
+    )
+
+    root = reports_dir / DATA_DOCS
+    site = root / _slug(batch_id)
+    # Built aside and renamed into place: a reader never sees half a site.
+    tmp = root / f".{site.name}.{os.getpid()}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    ctx = _context()
+    ctx.update_data_docs_site(
+        "local_site",
+        {
+            "class_name": "SiteBuilder",
+            "show_how_to_buttons": False,
+            "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(tmp)},
+            "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+        },
+    )
+    for doc in report.suite_docs.values():
+        ctx.suites.add(gx.ExpectationSuite(**doc))
+    for i, (suite, batch, result) in enumerate(report.results):
+        suite_id = ExpectationSuiteIdentifier(name=suite)
+        # Numbered: two batches of one suite may share a label and a run time.
+        key = ValidationResultIdentifier(suite_id, result.meta["run_id"], _slug(f"{i:03d}-{batch}"))
+        ctx.validation_results_store.store_validation_results(result, key, suite_id)
+    ctx.build_data_docs(site_names=["local_site"])
+    _drop_unused_static(tmp)
+    shutil.rmtree(site, ignore_errors=True)
+    os.replace(tmp, site)
+    name = html.escape(site.name, quote=True)
+    _write_atomic(
+        root / "index.html",
+        f'<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>Data Docs {name}</title>'
+        f'<meta http-equiv="refresh" content="0; url={name}/index.html"></head>'
+        f'<body><p>Great Expectations Data Docs of the latest quality check: <a href="{name}/index.html">run {name}</a>'
+        "</p></body></html>\n",
+    )
+    _prune_data_docs(root, {site.name, *map(_slug, keep)})
+    return site / "index.html"
+
+
+def _drop_unused_static(site: Path) -> None:
+    """Remove GX's static images and fonts that no page or style sheet of the site names (most of its 4 MB)."""
+    texts = "".join(
+        p.read_text(encoding="utf-8", errors="replace") for p in site.rglob("*") if p.suffix in (".html", ".css")
+    )
+    for path in [*site.glob("static/images/*"), *site.glob("static/fonts/**/*")]:
+        if path.is_file() and path.name not in texts:
+            path.unlink()
+
+
+def _prune_data_docs(root: Path, keep: set[str]) -> None:
+    """Remove the sites beyond the newest KEEP_DATA_DOCS (but not those in `keep`) and dead runs' partial sites."""
+    sites = sorted(
+        (p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")),
+        key=lambda p: p.stat().st_mtime_ns,
+        reverse=True,
+    )
+    for old in sites[KEEP_DATA_DOCS:]:
+        if old.name not in keep:
+            shutil.rmtree(old, ignore_errors=True)
+    # Called under the run lock: a partial site is a dead run's.
+    for partial in root.glob(".*.tmp"):
+        shutil.rmtree(partial, ignore_errors=True)
+
+
 # --- landing layer: raw rows per source, and the quarantine share per file -----------------------------
 
 
@@ -622,8 +943,17 @@ def _has_data_rows(f: Any) -> bool:
     return f.lines > 1 if f.source.format == "csv" else True
 
 
-def validate_landing(settings: Settings, *, batch_id: str, batch_rows: int = BATCH_ROWS) -> QualityReport:
-    """RAW suite per source on the landing files ingested in `batch_id`, and the quarantine-share limit."""
+def validate_landing(
+    settings: Settings,
+    *,
+    batch_id: str,
+    batch_rows: int = BATCH_ROWS,
+    suites: Mapping[str, Suite] | None = None,
+) -> QualityReport:
+    """RAW suite per source on the landing files ingested in `batch_id`, and the quarantine-share limit.
+
+    Each source's suite `raw_<source>` is the not-null expectations its mapping implies plus the `raw` suite.
+    """
     from journeys import ingest
 
     report = QualityReport()
@@ -654,14 +984,13 @@ def validate_landing(settings: Settings, *, batch_id: str, batch_rows: int = BAT
                 f"schema drift: source {row['source']!r}, file {row['file']!r}: new column(s) {row['new_columns']}"
             )
 
-    v = _Validator()
+    raw = (load_suites(settings) if suites is None else suites)[RAW_SUITE]
+    v = _Validator({"max_quarantine_share": limit}, batch_id)
     this_batch = [
         landing[k]
         for k in ((r["source"], r["file"], r["sha256"]) for r in manifest if r["batch_id"] == batch_id)
         if k in landing
     ]
-    import great_expectations.expectations as gxe
-
     # One suite run per source over all of this batch's files of it, in bounded row batches: a GX run has
     # a fixed cost, so one per file is slow when a delivery is many small files.
     for src in settings.sources:
@@ -669,7 +998,7 @@ def validate_landing(settings: Settings, *, batch_id: str, batch_rows: int = BAT
         if not files:
             continue  # empty and header-only files: nothing to expect of their rows
         suite = f"raw_{src.name}"
-        expectations = [*_raw_expectations(src, limit), gxe.ExpectTableRowCountToBeBetween(min_value=1)]
+        expectations = [*_raw_expectations(src, limit), *raw.expectations]
         cols = list(dict.fromkeys([*src.event_id_columns, *src.required_time_columns]))
         # A links source has no id or time column to expect anything of: its frames hold the line only.
         shown = "* exclude (__file, __line)" if cols else "__line"
@@ -695,11 +1024,11 @@ def validate_landing(settings: Settings, *, batch_id: str, batch_rows: int = BAT
                     # that are all blank are padding, counted by ingest, and fail nothing; nor do rows
                     # that keep_rows leaves out.)
                     empty = con.sql(f"select {shown} from raw_rows limit 0").df()
-                    v.validate(suite, f.rel, empty, expectations, empty_ok=False)
+                    v.validate(suite, f.rel, empty, expectations, empty_ok=False, raw=True, notes=raw.notes)
             label = files[0].rel if len(files) == 1 else f"{len(files)} files {files[0].rel} .. {files[-1].rel}"
             sql = f"select {shown} from raw_rows order by __file, __line"
             for i, frame in enumerate(_frames(con, sql, batch_rows)):
-                v.validate(suite, f"{label}#{i}", frame, expectations)
+                v.validate(suite, f"{label}#{i}", frame, expectations, raw=True, notes=raw.notes)
     return report.merged(v.report)
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from datetime import datetime
 from pathlib import Path
 
@@ -325,3 +327,184 @@ def test_hubs_do_not_count_as_the_identifier_type_trap():
     assert db.fetch(con, "select distinct reason from shared_identifiers") == [("hub",)]
     report = check_identity(con, s)
     assert report.warnings == [] and report.identity[-1] == "identifier-type trap: ok"
+
+
+# --- suites as files: shipped, edited, a user's own; Data Docs ------------------------------------------
+
+
+def suite_file(settings: Settings, name: str, expectations: list[dict], **extra) -> Path:
+    from journeys.quality import suites_dir
+
+    path = suites_dir(settings) / f"{name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"name": name, "expectations": expectations, **extra}), encoding="utf-8")
+    return path
+
+
+def test_shipped_suites_are_written_once_and_a_users_edit_is_never_overwritten(tmp_path, make_settings):
+    from journeys.quality import SHIPPED_MANIFEST, load_suites, shipped_suites, suites_dir, sync_suites
+
+    s = make_settings(tmp_path)
+    assert sync_suites(s) == []
+    folder = suites_dir(s)
+    shipped = shipped_suites()
+    assert sorted(p.stem for p in folder.glob("*.json")) == sorted(shipped)
+    assert {"canonical_events", "grain", "identity_map", "journeys", "raw", "stage_conversion"} <= set(shipped)
+    for name, text in shipped.items():
+        assert (folder / f"{name}.json").read_text() == text
+        assert json.loads(text)["name"] == name  # GX's own ExpectationSuite JSON
+    # A file this project wrote is the project's to update (here: an older shipped version of it) ...
+    old = json.loads(shipped["journeys"])
+    old["expectations"] = old["expectations"][:1]
+    (folder / "journeys.json").write_text(json.dumps(old))
+    manifest = s.state_dir / SHIPPED_MANIFEST
+    written = json.loads(manifest.read_text())
+    written["journeys"] = hashlib.sha256(json.dumps(old).encode()).hexdigest()
+    manifest.write_text(json.dumps(written))
+    # ... a file the user edited, or added, is theirs for good.
+    edited = json.loads(shipped["stage_conversion"])
+    edited["expectations"].append({"type": "expect_column_values_to_not_be_null", "kwargs": {"column": "stage_name"}})
+    (folder / "stage_conversion.json").write_text(json.dumps(edited))
+    mine = suite_file(s, "customers", [{"type": "expect_column_values_to_not_be_null", "kwargs": {"column": "bucket"}}])
+    before = mine.read_bytes()
+    notes = sync_suites(s)
+    assert (folder / "journeys.json").read_text() == shipped["journeys"]
+    assert json.loads((folder / "stage_conversion.json").read_text()) == edited
+    assert mine.read_bytes() == before
+    assert len(notes) == 1 and "suite stage_conversion: your edited gx/expectations/stage_conversion.json" in notes[0]
+    assert sync_suites(s) == notes  # and so on every run
+    suites = load_suites(s)
+    assert (suites["journeys"].origin, suites["stage_conversion"].origin, suites["customers"].origin) == (
+        "shipped",
+        "edited",
+        "yours",
+    )
+    assert suites["stage_conversion"].expectations[-1]["kwargs"] == {"column": "stage_name"}
+    assert suites["customers"].table == "customers" and suites["canonical_events"].table is None
+
+
+@pytest.mark.parametrize(
+    ("expectation", "message"),
+    [
+        ({"type": "expect_column_values_to_be_betwen", "kwargs": {"column": "n_events"}}, "not found"),
+        ({"type": "expect_column_values_to_be_between", "kwargs": {"colum": "n_events", "min_value": 1}}, "colum"),
+        ({"type": "expect_column_values_to_be_between", "kwargs": {"column": "n_events"}}, "cannot both be None"),
+        (
+            {"type": "expect_column_values_to_be_in_set", "kwargs": {"column": "x", "value_set": {"$PARAMETER": "c"}}},
+            "unknown $PARAMETER ['c']",
+        ),
+        ({"kwargs": {"column": "n_events"}}, "expected an object with `type` and `kwargs`"),
+    ],
+)
+def test_an_invalid_user_expectation_is_rejected_naming_file_and_expectation(
+    tmp_path, make_settings, expectation, message
+):
+    from journeys.config import ConfigError
+    from journeys.quality import load_suites
+
+    s = make_settings(tmp_path)
+    ok = {"type": "expect_column_values_to_not_be_null", "kwargs": {"column": "customer_key"}}
+    path = suite_file(s, "customers", [ok, expectation])
+    with pytest.raises(ConfigError) as err:
+        load_suites(s)
+    assert str(err.value).startswith(f"{path}: expectations[1]")
+    assert expectation.get("type", "") in str(err.value) and message in str(err.value)
+
+
+def test_a_suite_file_of_no_table_or_not_json_is_rejected(tmp_path, make_settings):
+    from journeys.config import ConfigError
+    from journeys.quality import load_suites
+
+    s = make_settings(tmp_path)
+    path = suite_file(s, "custmers", [])
+    with pytest.raises(ConfigError, match=r"custmers.json: suite 'custmers' validates table 'custmers', which this"):
+        load_suites(s)
+    path.write_text("{not json")
+    with pytest.raises(ConfigError, match=r"custmers.json: not valid JSON"):
+        load_suites(s)
+    path.unlink()
+    # meta.table points a suite at a table of another name: a second suite for one table.
+    suite_file(s, "more_customers", [], meta={"table": "customers"})
+    assert load_suites(s)["more_customers"].table == "customers"
+
+
+def test_a_users_suite_fails_the_quality_step_like_a_shipped_one_and_shows_in_data_docs(tmp_path, published):
+    from journeys import db
+    from journeys.quality import load_suites, validate_warehouse, write_data_docs
+
+    # The user's suites live in their own data root here: the session's warehouse is only read.
+    s = published.settings
+    mine = s.model_copy(update={"data_root": tmp_path})
+    suite_file(
+        mine,
+        "customers",
+        [
+            {"type": "expect_column_values_to_not_be_null", "kwargs": {"column": "customer_key"}},
+            {"type": "expect_column_values_to_be_between", "kwargs": {"column": "n_events", "max_value": 1}},
+            {
+                "type": "expect_column_values_to_be_between",
+                "kwargs": {"column": "n_identifiers", "max_value": 1},
+                "severity": "warning",
+            },
+        ],
+    )
+    suites = load_suites(mine, published.context.catalog)
+    with db.connect(s.warehouse_path, read_only=True) as con:
+        report = validate_warehouse(
+            con, s, as_of=published.context.as_of, catalog=published.context.catalog, suites=suites, run_name="b1"
+        )
+    assert not report.success
+    assert [(f.suite, f.batch, f.expectation, f.column) for f in report.failures] == [
+        ("customers", "customers#0", "expect_column_values_to_be_between", "n_events")
+    ]
+    assert report.failures[0].unexpected_count > 0 and report.failures[0].sample
+    # `severity: warning` warns and still publishes; the shipped suites ran as before.
+    assert [w.split(":")[0] for w in report.warnings] == [
+        "[customers / customers#0] expect_column_values_to_be_between(n_identifiers)"
+    ]
+    assert {"canonical_events", "grain", "identity_map", "journeys", "stage_conversion", "customers"} <= set(
+        report.suites
+    )
+
+    index = write_data_docs(report, tmp_path / "reports", "b1")
+    assert index == tmp_path / "reports" / "data_docs" / "b1" / "index.html"
+    pages = sorted(p.relative_to(index.parent).as_posix() for p in index.parent.rglob("*.html"))
+    assert "expectations/customers.html" in pages and "expectations/canonical_events.html" in pages
+    [failed] = [p for p in pages if p.startswith("validations/customers/b1/")]
+    assert "n_events" in (index.parent / failed).read_text()
+    assert "b1/index.html" in (tmp_path / "reports" / "data_docs" / "index.html").read_text()
+    # Only the pages' own assets are kept: a site is well under GX's 4 MB of images and fonts.
+    assert sum(p.stat().st_size for p in index.parent.rglob("*") if p.is_file()) < 1_500_000
+
+
+def test_data_docs_keep_the_newest_sites_and_the_published_ones(tmp_path):
+    import os
+
+    from journeys.quality import KEEP_DATA_DOCS, _prune_data_docs
+
+    root = tmp_path / "data_docs"
+    for i in range(KEEP_DATA_DOCS + 2):
+        (root / f"run{i}").mkdir(parents=True)
+        os.utime(root / f"run{i}", ns=(i * 10**9, i * 10**9))
+    (root / ".run9.123.tmp").mkdir()  # a dead run's partial site
+    _prune_data_docs(root, keep={"run0"})
+    assert sorted(p.name for p in root.iterdir()) == ["run0", *[f"run{i}" for i in range(2, KEEP_DATA_DOCS + 2)]]
+
+
+def test_no_raw_email_or_phone_reaches_the_report_or_data_docs(tmp_path):
+    import pandas as pd
+
+    from journeys.quality import _Validator, write_data_docs
+
+    frame = pd.DataFrame({"v": ["ok", "ana.lopez@example.com", "call +1 (415) 555-0100", "fine"]})
+    only_ok = [{"type": "expect_column_values_to_be_in_set", "kwargs": {"column": "v", "value_set": ["ok", "fine"]}}]
+    v = _Validator(run_name="b1")
+    v.validate("mart", "mart#0", frame, only_ok)
+    v.validate("raw_web", "web/a.csv#0", frame, only_ok, raw=True)
+    mart, raw = v.report.failures
+    assert mart.sample == ["<redacted-email>", "call <redacted-phone>"]
+    assert raw.sample == ["xxx.xxxxx@xxxxxxx.xxx", "xxxx +9 (999) 999-9999"]  # raw text keeps its shape only
+    index = write_data_docs(v.report, tmp_path / "reports", "b1")
+    text = " ".join(p.read_text(errors="replace") for p in index.parent.rglob("*.html"))
+    assert "<redacted-email>" in text or "&lt;redacted-email&gt;" in text
+    assert "ana.lopez" not in text and "555-0100" not in text and "415" not in text

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import shlex
 from pathlib import Path
 
@@ -80,6 +81,17 @@ def test_config_error_exits_2_with_one_line_per_problem_before_prefect(tmp_path,
     assert f"{bad}: session_timeout: expected a duration such as 30d, 36h, 90m, 45s or 2w, got '30 days'" in err
     assert f"{bad}: sources[0].format: Input should be 'csv', 'jsonl' or 'parquet', got 'xlsx'" in err
     assert all(line.startswith(f"{bad}: ") for line in err)
+
+
+def test_a_suite_file_gx_cannot_read_exits_2_naming_it_before_prefect(tmp_path, capsys, no_flow):
+    (tmp_path / "journeys.yaml").write_text(USER_CONFIG)
+    suite = tmp_path / "data" / "gx" / "expectations" / "customers.json"
+    suite.parent.mkdir(parents=True)
+    typo = {"type": "expect_column_values_to_be_betwen", "kwargs": {"column": "n_events", "max_value": 9}}
+    suite.write_text(json.dumps({"name": "customers", "expectations": [typo]}))
+    assert cli.main(["run", "--config", str(tmp_path / "journeys.yaml")]) == 2
+    err = capsys.readouterr().err
+    assert f"{suite}: expectations[0] (expect_column_values_to_be_betwen): " in err and "not found" in err
 
 
 def test_missing_data_root_fails_clearly(tmp_path, capsys, no_flow):

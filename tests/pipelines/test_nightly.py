@@ -15,6 +15,7 @@ import pytest
 from prefect.testing.utilities import prefect_test_harness
 
 from journeys import build, models, publish, stages
+from journeys import report as html_report
 from journeys.config import load_settings
 from journeys.generate import GenerateSpec, generate_sample
 from pipelines import artifacts, cli
@@ -192,6 +193,10 @@ def test_outputs_are_published(run):
     from journeys.report import read_run_record
 
     assert read_run_record(settings)["goals"] == len(settings.goals) == 5
+    # The run's Great Expectations Data Docs, recorded for `journeys report` and linked from its quality section.
+    docs = result["quality"]["data_docs"]
+    assert docs == f"data_docs/{result['batch_id']}/index.html" and (report.parent / docs).is_file()
+    assert f"href='{docs}'" in report.read_text() and html_report.read_run_record(settings)["data_docs"] == docs
     with duckdb.connect(str(settings.warehouse_path), read_only=True) as con:
         comments = con.sql("select comment from duckdb_columns() where table_name = 'stage_funnel'").fetchall()
     assert comments and all(c for (c,) in comments)

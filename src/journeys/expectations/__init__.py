@@ -1,0 +1,1 @@
+"""The shipped Great Expectations suites, one GX ExpectationSuite JSON file per suite (package data)."""
