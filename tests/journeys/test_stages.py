@@ -188,6 +188,8 @@ def test_an_optional_stage_loads_and_reaches_the_stage_table_and_the_funnel_spec
     ref = StageModelRef(path=path)
     assert stage_definitions_table([(model, ref)]).column("optional").to_pylist() == [False, True, False, False]
     assert build.funnel_specs([(model, ref)])[0].optional_stages == (2,)
+    # the shipped travel model: many travellers go from booking to the trip without a pre-trip contact
+    assert load_stage_model("travel").optional_stage_indexes == (4,)
 
 
 @pytest.mark.parametrize(
