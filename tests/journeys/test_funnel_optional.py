@@ -110,7 +110,7 @@ def funnel_cases(draw):
 
 
 # Several stage models per example share one build: a build costs the same for one model or eight.
-@settings(max_examples=15, deadline=None)
+@settings(max_examples=10, deadline=None)
 @given(cases=st.lists(funnel_cases(), min_size=1, max_size=5))
 def test_optional_stages_match_a_brute_force_reference(cases):
     rows, excluded, specs = [], [], []
