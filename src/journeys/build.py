@@ -106,6 +106,7 @@ def funnel_specs(stage_models: list[tuple[StageModel, Any]] | tuple[tuple[StageM
             strict_deduplication=ref.strict_deduplication,
             exclusions=tuple(Exclusion(tuple(ex.between), tuple(ex.event_type)) for ex in ref.exclusions),
             hold_constant=ref.hold_constant,
+            optional_stages=m.optional_stage_indexes,
         )
         for m, ref in stage_models
     ]

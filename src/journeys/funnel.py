@@ -37,6 +37,19 @@ the journey reached it (reached_at = the earliest).
   rows; "entered at i" there means e <= i <= furthest.)
 - `any_order`: level L is reached once any event of a stage >= L occurred; furthest_stage is the highest
   stage seen. The window and the options do not apply.
+- `optional_stages` (stage YAML `optional: true`, never the first or last stage): a chain may go from its
+  stage-s step straight to a stage-t step when every stage strictly between s and t is optional, so a
+  chain's stages rise but need not be consecutive. A stage is reached when a valid chain ends at one of its
+  events: a skipped optional stage is not reached, and one taken after a later stage (1, 3, 2 with 2
+  optional) is reached when its own chain (1, 2) is valid. The window, strict_increase and the latest-end
+  rule apply to the step s -> t as to any step (the latest end among the stages it may follow); an
+  exclusion `between: [i, j]` checks the step into stage t when i < t <= j, over the whole time since the
+  chain's step before (so an exclusion that ends at a skipped optional stage does not apply). `strict`
+  stops at a stage-t event before any stage it may follow was reached; `strict_deduplication` is
+  unchanged (a repeat of a reached stage). `any_order`: an optional stage is reached by its own events
+  only, at its first one; a required level L by any event of a stage >= L, as before. `open` enters at
+  the lowest stage seen and skips like `ordered`. Reached stages then need not be contiguous, and
+  reached_at is non-decreasing over the required stages only.
 - reached_at of level L is the occurred_at of the event at which the journey first reached level L: the
   earliest valid level-L chain end (chains of different levels may start at different a1), in
   `any_order` the earliest event of a stage >= L. It is non-decreasing in L.
@@ -45,7 +58,11 @@ Stage events with stage_index outside 1..n_stages of their model are ignored.
 
 Implementation: every chain partition gets one HUGEINT `funnel_key` (from the integer journey_key of
 int_journey_events), and one pass per step ASOF-joins that step's events to the previous step's chain
-ends on it; strict, strict_deduplication and the merge of partitions are set-based filters afterwards.
+ends on it (with optional stages, to the latest end of any step it may follow: each end carries
+`reach_step`, the highest step it may precede); strict, strict_deduplication and the merge of partitions
+are set-based filters afterwards. The latest end stays the best one across optional stages: an end's
+deadline never falls as its time rises, whichever step it is at, and every end a step may follow is
+checked against the same exclusions (those before the step's own stage).
 """
 
 from __future__ import annotations
@@ -70,7 +87,8 @@ create or replace temp table int_funnel_chain_ends (
     prev_us bigint,
     deadline_us bigint,
     step_window_us bigint,
-    strict_increase boolean
+    strict_increase boolean,
+    reach_step integer
 )
 """
 
@@ -116,6 +134,7 @@ class FunnelSpec:
     strict_deduplication: bool = False
     exclusions: tuple[Exclusion, ...] = ()
     hold_constant: str | None = None  # attribute key; its value is int_stage_events.hold_value
+    optional_stages: tuple[int, ...] = ()  # 1-based stages a chain may skip; never the first or the last
 
     def __post_init__(self) -> None:
         if not isinstance(self.stage_model, str) or not self.stage_model:
@@ -136,6 +155,24 @@ class FunnelSpec:
                 raise ValueError(f"exclusion {ex!r} does not fit a model of {self.n_stages} stages")
         if self.hold_constant is not None and (not isinstance(self.hold_constant, str) or not self.hold_constant):
             raise ValueError(f"hold_constant must be None or an attribute key, got {self.hold_constant!r}")
+        if (
+            not isinstance(self.optional_stages, tuple)
+            or len(set(self.optional_stages)) != len(self.optional_stages)
+            or not all(isinstance(i, int) and 1 < i < self.n_stages for i in self.optional_stages)
+        ):
+            raise ValueError(
+                f"optional_stages must be distinct stages strictly between 1 and {self.n_stages},"
+                f" got {self.optional_stages!r}"
+            )
+
+    @property
+    def reach_offsets(self) -> list[int]:
+        """Per stage s (from 1): how many stages above s a chain may step next (1 + the optional stages after s)."""
+        offsets, run = [], 1
+        for s in range(self.n_stages, 0, -1):
+            offsets.append(run)
+            run = run + 1 if s in self.optional_stages else 1
+        return offsets[::-1]
 
 
 def _family(mode: str) -> int | None:
@@ -156,6 +193,8 @@ def _spec_params(specs: list[FunnelSpec]) -> dict[str, list]:
         "strict_increase": [s.strict_increase for _, s, _ in rows],
         "strict_dedup": [s.strict_deduplication for _, s, _ in rows],
         "hold": [s.hold_constant is not None for _, s, _ in rows],
+        "optional_stages": [sorted(s.optional_stages) for _, s, _ in rows],
+        "reach_offsets": [s.reach_offsets for _, s, _ in rows],
     }
 
 

@@ -78,6 +78,12 @@ class Stage(BaseModel):
     touchpoint_owners: dict[str, str] = Field(default_factory=dict)
     designed_channels: list[str] = Field(default_factory=list)
     time_budget: str | None = None
+    optional: bool = Field(
+        False,
+        description="A journey may skip this stage on its way to later ones: an ordered or strict chain may go from"
+        " the stage before it straight to the stage after it (see README, Optional stages). Not allowed on the"
+        " first stage, the last stage or the purchase_stage.",
+    )
 
 
 class StageModel(BaseModel):
@@ -109,7 +115,25 @@ class StageModel(BaseModel):
             raise ValueError(f"stage model {self.name!r}: no stages")
         if self.purchase_stage is not None and self.purchase_stage not in names:
             raise ValueError(f"stage model {self.name!r}: purchase_stage {self.purchase_stage!r} is not one of {names}")
+        # The first stage is where a closed funnel is entered and the last is conversion itself; a skippable
+        # purchase would let P(purchase) and monetised value count customers who never bought.
+        fixed = {
+            0: "the first stage is where a closed funnel is entered",
+            len(self.stages) - 1: "journeys convert at the last stage",
+        }
+        if self.purchase_stage is not None:
+            fixed.setdefault(names.index(self.purchase_stage), "it is the purchase_stage")
+        for i, why in sorted(fixed.items()):
+            if self.stages[i].optional:
+                raise ValueError(
+                    f"stage model {self.name!r}: stages[{i}] ({self.stages[i].name!r}): optional: not allowed, {why}"
+                )
         return self
+
+    @property
+    def optional_stage_indexes(self) -> tuple[int, ...]:
+        """1-based positions of the optional stages."""
+        return tuple(i for i, st in enumerate(self.stages, start=1) if st.optional)
 
     @property
     def purchase_stage_index(self) -> int | None:
@@ -174,6 +198,7 @@ def stage_definitions_table(models: list[tuple[StageModel, StageModelRef]]) -> p
                     "designed_channels": st.designed_channels,
                     "time_budget_us": parse_duration_us(st.time_budget),
                     "purchase_stage_index": model.purchase_stage_index,
+                    "optional": st.optional,
                 }
             )
     schema = pa.schema(
@@ -188,6 +213,7 @@ def stage_definitions_table(models: list[tuple[StageModel, StageModelRef]]) -> p
             ("designed_channels", pa.list_(pa.string())),
             ("time_budget_us", pa.int64()),
             ("purchase_stage_index", pa.int32()),
+            ("optional", pa.bool_()),
         ]
     )
     return pa.Table.from_pylist(rows, schema=schema)
@@ -282,6 +308,8 @@ _STAGE_TABLES = {
             " next; null when none.",
             "purchase_stage_index": "Position of the model's purchase_stage (the stage at which a customer has"
             " bought); null when the model names none.",
+            "optional": "True when journeys may skip the stage: a chain may go from the stage before it to the stage"
+            " after it, and the stage counts only the journeys that reached it.",
         },
     ),
     "stage_rule_conditions": (

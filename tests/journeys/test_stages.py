@@ -7,7 +7,12 @@ import pytest
 
 from journeys import build, db
 from journeys.config import StageModelRef
-from journeys.stages import load_stage_model, shipped_stage_models, stage_rule_conditions_table
+from journeys.stages import (
+    load_stage_model,
+    shipped_stage_models,
+    stage_definitions_table,
+    stage_rule_conditions_table,
+)
 
 AS_OF = datetime(2026, 12, 31)
 
@@ -158,3 +163,46 @@ def test_occurrence_is_read_as_a_number_and_a_flag_in_the_rule_table(tmp_path):
         (2, 1, False),
         (3, 3, True),
     ]
+
+
+def _optional_model_file(tmp_path, optional_line: str) -> str:
+    path = tmp_path / "shop.yaml"
+    path.write_text(
+        "name: shop\nversion: 1\npurchase_stage: purchase\nstages:\n"
+        "  - name: browse\n    rules: [{event_type: [page_view]}]\n"
+        "  - name: compare\n    rules: [{event_type: [compare]}]\n"
+        "  - name: purchase\n    rules: [{event_type: [purchase]}]\n"
+        "  - name: review\n    rules: [{event_type: [review]}]\n"
+    )
+    text = path.read_text()
+    stage, line = optional_line.split(":", 1)
+    path.write_text(text.replace(f"  - name: {stage}\n", f"  - name: {stage}\n    optional:{line}\n"))
+    return str(path)
+
+
+def test_an_optional_stage_loads_and_reaches_the_stage_table_and_the_funnel_spec(tmp_path):
+    path = _optional_model_file(tmp_path, "compare: true")
+    model = load_stage_model(path)
+    assert [s.optional for s in model.stages] == [False, True, False, False]
+    assert model.optional_stage_indexes == (2,)
+    ref = StageModelRef(path=path)
+    assert stage_definitions_table([(model, ref)]).column("optional").to_pylist() == [False, True, False, False]
+    assert build.funnel_specs([(model, ref)])[0].optional_stages == (2,)
+    # the shipped travel model: many travellers go from booking to the trip without a pre-trip contact
+    assert load_stage_model("travel").optional_stage_indexes == (4,)
+
+
+@pytest.mark.parametrize(
+    ("optional_line", "expected"),
+    [
+        ("browse: true", r"stages\[0\] \('browse'\): optional: not allowed, the first stage"),
+        ("review: true", r"stages\[3\] \('review'\): optional: not allowed, journeys convert at the last stage"),
+        ("purchase: true", r"stages\[2\] \('purchase'\): optional: not allowed, it is the purchase_stage"),
+        ("compare: sometimes", r"stages\.1\.optional\s+Input should be a valid boolean"),
+    ],
+)
+def test_an_optional_stage_where_it_cannot_be_skipped_is_rejected_naming_the_stage_and_key(
+    tmp_path, optional_line, expected
+):
+    with pytest.raises(ValueError, match=rf"(?s)stage model .*shop\.yaml: .*{expected}"):
+        load_stage_model(_optional_model_file(tmp_path, optional_line))

@@ -5,8 +5,9 @@
 -- publish: false
 -- procedure: funnel
 -- One row per funnel partition whose scan stops early, with the (time, step) where it stops:
--- strict_break for `strict` (the first stage event, after the first step-1 event, whose previous step has
--- not been reached yet; ties order by stage, so "before" compares (occurred_at, step)), dedup_break for
+-- strict_break for `strict` (the first stage event, after the first step-1 event, before which no step it may
+-- follow has been reached: the previous step, or an earlier one when only optional stages lie between; ties
+-- order by stage, so "before" compares (occurred_at, step)), dedup_break for
 -- `strict_deduplication` (the first event of a step >= 2 that was already reached; a second event of that
 -- step at the very instant it was reached counts).
 with
@@ -33,8 +34,11 @@ funnel_events as not materialized (
 step_reached as not materialized (
     select
         int_funnel_step_reached.funnel_key,
+        int_funnel_step_reached.model_no,
+        int_funnel_step_reached.family_no,
         int_funnel_step_reached.step,
-        int_funnel_step_reached.reached_us
+        int_funnel_step_reached.reached_us,
+        int_funnel_step_reached.reach_step
     from int_funnel_step_reached
 ),
 
@@ -42,6 +46,26 @@ strict_models as (
     select distinct funnel_specs.model_no
     from funnel_specs
     where funnel_specs.mode = 'strict'
+),
+
+followed_steps as (
+    -- each reached step of a strict partition, once for every later step that may follow it
+    select
+        step_reached.funnel_key,
+        unnest(range(step_reached.step + 1, step_reached.reach_step + 1)) as step,
+        step_reached.reached_us
+    from step_reached
+    where step_reached.family_no = 0
+        and step_reached.model_no in (select strict_models.model_no from strict_models)
+),
+
+previous_reached as (
+    select
+        followed_steps.funnel_key,
+        followed_steps.step,
+        min(followed_steps.reached_us) as reached_us
+    from followed_steps
+    group by followed_steps.funnel_key, followed_steps.step
 ),
 
 strict_break_candidates as (
@@ -53,9 +77,9 @@ strict_break_candidates as (
     inner join step_reached as first_step
         on first_step.funnel_key = funnel_events.funnel_key
         and first_step.step = 1
-    left join step_reached as previous_step
+    left join previous_reached as previous_step
         on previous_step.funnel_key = funnel_events.funnel_key
-        and previous_step.step = funnel_events.step - 1
+        and previous_step.step = funnel_events.step
     where funnel_events.family_no = 0
         and funnel_events.model_no in (select strict_models.model_no from strict_models)
         and funnel_events.step >= 2

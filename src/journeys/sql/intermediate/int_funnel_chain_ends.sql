@@ -6,14 +6,16 @@
 -- procedure: funnel
 -- One row per valid step-$level chain end: an event at chain step $level that completes a chain of
 -- steps 1..$level (in (occurred_at, stage) order) within its model's window, per funnel partition.
--- deadline_us is the latest time the next step may have; prev_us the time of the step before.
+-- deadline_us is the latest time the next step may have; prev_us the time of the step before; reach_step the
+-- highest step this end may precede (the next, or a later one when only optional stages lie between).
 with
 
 level_events as (
     select
         int_funnel_events.funnel_key,
         int_funnel_events.model_no,
-        int_funnel_events.occurred_us
+        int_funnel_events.occurred_us,
+        int_funnel_events.reach_step
     from int_funnel_events
     where int_funnel_events.step = $level
 ),
@@ -29,6 +31,7 @@ model_windows as (
 ),
 
 previous_ends as (
+    -- the ends this step may follow: the previous step's, and an earlier step's across optional stages
     select
         int_funnel_chain_ends.funnel_key,
         int_funnel_chain_ends.occurred_us,
@@ -36,7 +39,7 @@ previous_ends as (
         int_funnel_chain_ends.step_window_us,
         int_funnel_chain_ends.strict_increase
     from int_funnel_chain_ends
-    where int_funnel_chain_ends.step = $level - 1
+    where int_funnel_chain_ends.step < $level and int_funnel_chain_ends.reach_step >= $level
 ),
 
 exclusion_events as (
@@ -59,7 +62,8 @@ first_steps as (
             else level_events.occurred_us + model_windows.window_us
         end as deadline_us,
         model_windows.step_window_us,
-        model_windows.strict_increase
+        model_windows.strict_increase,
+        level_events.reach_step
     from level_events
     inner join model_windows
         on model_windows.model_no = level_events.model_no
@@ -70,7 +74,8 @@ next_steps as (
     -- The latest previous end at or before this event (ties on occurred_at go to the lower stage, so a
     -- previous-step end at the same instant precedes this event: hence >=) carries the latest start and
     -- the latest time, which is the best for the window, exclusions and strict_increase alike; it is
-    -- also the one ClickHouse's scan holds when it meets this event.
+    -- also the one ClickHouse's scan holds when it meets this event. Across optional stages the latest end of
+    -- any step this one may follow is still the best: an end's deadline never falls as its time rises.
     select
         level_events.funnel_key,
         level_events.occurred_us,
@@ -78,7 +83,8 @@ next_steps as (
         coalesce(level_events.occurred_us + previous_ends.step_window_us, previous_ends.deadline_us)
             as deadline_us,
         previous_ends.step_window_us,
-        previous_ends.strict_increase
+        previous_ends.strict_increase,
+        level_events.reach_step
     from level_events
     asof inner join previous_ends
         on previous_ends.funnel_key = level_events.funnel_key
@@ -110,7 +116,8 @@ final as (
         first_steps.prev_us,
         first_steps.deadline_us,
         first_steps.step_window_us,
-        first_steps.strict_increase
+        first_steps.strict_increase,
+        first_steps.reach_step
     from first_steps
     union all
     select
@@ -120,7 +127,8 @@ final as (
         unexcluded_next_steps.prev_us,
         unexcluded_next_steps.deadline_us,
         unexcluded_next_steps.step_window_us,
-        unexcluded_next_steps.strict_increase
+        unexcluded_next_steps.strict_increase,
+        unexcluded_next_steps.reach_step
     from unexcluded_next_steps
 )
 

@@ -9,6 +9,7 @@
 -- closed chains; stage - entry_stage + 1 in open chains (entry_stage = the journey's lowest stage).
 -- funnel_key: journey_key * 2048 + model_no * 2 + family_no (no hold), or a negative dense rank over
 -- (journey_key, model_no, family_no, hold_value) (hold); one integer key per partition.
+-- reach_step: the highest step a chain end at this event may precede (step + 1, more when optional stages follow).
 with
 
 funnel_families as (
@@ -17,7 +18,8 @@ funnel_families as (
         int_funnel_specs.model_no,
         int_funnel_specs.family_no,
         int_funnel_specs.n_stages,
-        int_funnel_specs.hold
+        int_funnel_specs.hold,
+        int_funnel_specs.reach_offsets
     from int_funnel_specs
     where int_funnel_specs.family_no is not null
 ),
@@ -40,7 +42,8 @@ family_events as not materialized (
         funnel_families.hold,
         int_stage_events.hold_value,
         int_stage_events.stage_index,
-        epoch_us(int_stage_events.occurred_at) as occurred_us
+        epoch_us(int_stage_events.occurred_at) as occurred_us,
+        funnel_families.reach_offsets[int_stage_events.stage_index] as reach_offset
     from int_stage_events
     inner join funnel_families
         on funnel_families.stage_model = int_stage_events.stage_model
@@ -79,7 +82,8 @@ plain_keys as (
         stepped.family_no,
         stepped.step,
         stepped.stage_index,
-        stepped.occurred_us
+        stepped.occurred_us,
+        stepped.step + stepped.reach_offset as reach_step
     from stepped
     where not stepped.hold
 ),
@@ -94,7 +98,8 @@ hold_keys as (
         stepped.family_no,
         stepped.step,
         stepped.stage_index,
-        stepped.occurred_us
+        stepped.occurred_us,
+        stepped.step + stepped.reach_offset as reach_step
     from stepped
     where stepped.hold
 ),

@@ -5,7 +5,7 @@
 -- publish: false
 -- procedure: funnel
 -- One row per (funnel partition, chain step) reached: the step is first reached at its earliest valid
--- chain end. The partition's journey, model, family and entry stage are decoded from funnel_key, except
+-- chain end; reach_step is the highest step it may precede (see int_funnel_chain_ends). The partition's journey, model, family and entry stage are decoded from funnel_key, except
 -- for partitions whose key cannot be decoded arithmetically (hold keys) or that start above stage 1 (open).
 with
 
@@ -24,7 +24,8 @@ chain_ends as not materialized (
     select
         int_funnel_chain_ends.funnel_key,
         int_funnel_chain_ends.step,
-        int_funnel_chain_ends.occurred_us
+        int_funnel_chain_ends.occurred_us,
+        int_funnel_chain_ends.reach_step
     from int_funnel_chain_ends
 ),
 
@@ -32,7 +33,9 @@ step_reached as (
     select
         chain_ends.funnel_key,
         chain_ends.step,
-        min(chain_ends.occurred_us) as reached_us
+        min(chain_ends.occurred_us) as reached_us,
+        -- one value per partition and step: it follows from the step's stage
+        max(chain_ends.reach_step) as reach_step
     from chain_ends
     group by chain_ends.funnel_key, chain_ends.step
 ),
@@ -54,6 +57,7 @@ final as (
         step_reached.funnel_key,
         step_reached.step,
         step_reached.reached_us,
+        step_reached.reach_step,
         coalesce(special_partitions.journey_key, step_reached.funnel_key // 2048) as journey_key,
         coalesce(special_partitions.model_no, cast((step_reached.funnel_key % 2048) // 2 as integer))
             as model_no,

@@ -6,7 +6,8 @@
 -- params: as_of, dropout_timeout_us
 -- One row per (stage model, funnel mode, journey): how far the journey got and whether it is over.
 -- entry_stage is 1 except in open mode (the journey's lowest stage); stages_over_budget lists the stages
--- i whose time from reaching i to reaching i + 1 exceeded stage i's time_budget; conformance_score is the
+-- i whose time from reaching i to reaching the next stage it reached exceeded stage i's time_budget;
+-- stages_skipped the optional stages between entry_stage and furthest_stage it did not reach; conformance_score is the
 -- share of the journey's staged events that follow the designed journey (int_map_events.follows_design).
 with
 
@@ -35,6 +36,31 @@ reached as (
         max(sr.reached_at) as furthest_reached_at
     from int_journey_stage_reached as sr
     group by sr.stage_model, sr.mode, sr.journey_id
+),
+
+-- only optional stages can be skipped, so models without them join nothing here
+skipped as (
+    select
+        r.stage_model,
+        r.mode,
+        r.journey_id,
+        list(sd.stage_index order by sd.stage_index) as stages_skipped
+    from reached as r
+    inner join stage_definitions as sd
+        on sd.stage_model = r.stage_model
+        and sd.optional
+        and sd.stage_index > r.entry_stage
+        and sd.stage_index < r.furthest_stage
+    where
+        not exists (
+            select 1
+            from int_journey_stage_reached as sr
+            where sr.stage_model = r.stage_model
+                and sr.mode = r.mode
+                and sr.journey_id = r.journey_id
+                and sr.stage_index = sd.stage_index
+        )
+    group by r.stage_model, r.mode, r.journey_id
 ),
 
 stage_budgets as (
@@ -88,6 +114,7 @@ journey_modes as (
         r.entered_at,
         r.furthest_reached_at,
         coalesce(ob.stages_over_budget, []::integer[]) as stages_over_budget,
+        coalesce(sk.stages_skipped, []::integer[]) as stages_skipped,
         cf.conformance_score
     from journeys as j
     cross join model_modes as mm
@@ -95,6 +122,8 @@ journey_modes as (
         on r.journey_id = j.journey_id and r.stage_model = mm.stage_model and r.mode = mm.mode
     left join over_budget as ob
         on ob.journey_id = j.journey_id and ob.stage_model = mm.stage_model and ob.mode = mm.mode
+    left join skipped as sk
+        on sk.journey_id = j.journey_id and sk.stage_model = mm.stage_model and sk.mode = mm.mode
     left join conformance as cf
         on cf.journey_id = j.journey_id and cf.stage_model = mm.stage_model
 ),
@@ -132,6 +161,7 @@ final as (
         s.is_closed,
         s.is_converted,
         s.stages_over_budget,
+        s.stages_skipped,
         s.conformance_score,
         case when s.is_closed and not s.is_converted and s.furthest_stage >= 1 then s.furthest_stage end
             as dropout_stage,

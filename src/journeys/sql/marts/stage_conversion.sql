@@ -10,7 +10,9 @@
 -- Breakdowns: none, first_channel, last_channel, first_touchpoint and, when configured, the attribute.
 -- Open mode (journeys enter at their lowest stage): entered at i = entry_stage <= i <= furthest_stage;
 -- conversion_from_start divides by every journey that entered the funnel (= entered at 1 when closed).
--- Time budget: journeys_within_budget counts converters of stage i whose time to i + 1 was within
+-- Optional stages: a journey entered stage i only if it did not skip it (journey_stages.stages_skipped), and
+-- converted from i when it got further than i (furthest_stage > i), whichever later stage came next.
+-- Time budget: journeys_within_budget counts converters of stage i whose time to the next stage they reached was within
 -- stage i's time_budget; share_within_budget = that / converters (null without a budget).
 with
 
@@ -71,6 +73,7 @@ outcome_counts as (
         jg.stage_model, jg.mode, jg.cohort_period, jg.cohort, jg.breakdown, jg.breakdown_value,
         jg.entry_stage,
         jg.furthest_stage,
+        jg.stages_skipped,
         count(*) as n_journeys,
         count(*) filter (where jg.is_closed and not jg.is_converted) as n_dropped,
         count(*) filter (where not jg.is_closed) as n_in_progress
@@ -94,9 +97,11 @@ stage_counts as (
         coalesce(sum(oc.n_journeys), 0) as journeys_in_funnel,
         coalesce(sum(oc.n_journeys) filter (
             where oc.entry_stage <= sg.stage_index and oc.furthest_stage >= sg.stage_index
+            and not list_contains(oc.stages_skipped, sg.stage_index)
         ), 0) as journeys_entered,
         coalesce(sum(oc.n_journeys) filter (
             where oc.entry_stage <= sg.stage_index and oc.furthest_stage > sg.stage_index
+            and not list_contains(oc.stages_skipped, sg.stage_index)
         ), 0) as journeys_converted,
         coalesce(sum(oc.n_dropped) filter (where oc.furthest_stage = sg.stage_index), 0) as journeys_dropped,
         coalesce(sum(oc.n_in_progress) filter (where oc.furthest_stage = sg.stage_index), 0)
