@@ -11,7 +11,8 @@
 with
 
 map_events as (
-    select me.stage_model, me.journey_id, me.event_seq, me.stage_index, me.touchpoint from int_map_events as me
+    select me.stage_model, me.journey_key, me.journey_id, me.event_seq, me.stage_index, me.touchpoint
+    from int_map_events as me
 ),
 
 map_modes as (
@@ -37,6 +38,7 @@ stages as (
 ordered_steps as (
     select
         me.stage_model,
+        me.journey_key,
         me.journey_id,
         me.event_seq,
         s.stage_name,
@@ -45,7 +47,8 @@ ordered_steps as (
         lag(me.touchpoint) over journey_order as prev_touchpoint
     from map_events as me
     inner join stages as s on s.stage_model = me.stage_model and s.stage_index = me.stage_index
-    window journey_order as (partition by me.stage_model, me.journey_id order by me.event_seq)
+    -- journey_key: the integer twin of journey_id sorts and groups faster
+    window journey_order as (partition by me.stage_model, me.journey_key order by me.event_seq)
 ),
 
 steps as (
@@ -59,7 +62,7 @@ steps as (
 journey_paths as (
     select
         st.stage_model,
-        st.journey_id,
+        any_value(st.journey_id) as journey_id,
         string_agg(st.stage_name, ' > ' order by st.event_seq) as stage_path,
         string_agg(st.stage_name, ' > ' order by st.event_seq) filter (where st.is_new_stage) as stage_path_collapsed,
         string_agg(st.touchpoint, ' > ' order by st.event_seq) as touchpoint_path,
@@ -70,7 +73,7 @@ journey_paths as (
         count(*) filter (where st.is_new_stage) as n_steps_stage_collapsed,
         count(*) filter (where st.is_new_touchpoint) as n_steps_touchpoint_collapsed
     from steps as st
-    group by st.stage_model, st.journey_id
+    group by st.stage_model, st.journey_key
 ),
 
 variants as (
