@@ -634,35 +634,82 @@ def check_channels(
             )
 
 
-def _line_numbers(con: duckdb.DuckDBPyConnection, f: LandingFile, first_line: int, blank_lines: bool) -> None:
-    """Table src_line_map(k, line): the k-th parsed row sits on physical line `line`.
+def _line_numbers(
+    con: duckdb.DuckDBPyConnection, f: LandingFile, first_line: int, blank_lines: bool, quote: str = ""
+) -> None:
+    """Table src_line_map(k, line, last_line): the k-th parsed row sits on physical lines `line` to `last_line`.
 
-    Rows the reader rejected (and, for CSV, blank lines) are not in the parsed output, so the parsed
-    rows take the remaining line numbers in order. Exact unless a quoted CSV field spans lines.
+    Rows the reader rejected (and, for CSV, blank lines) are not in the parsed output, so the parsed rows
+    take the remaining rows' lines in order. A row starts on a line before which the file holds an even
+    number of `quote` characters (quotes are escaped by doubling): a quoted field with line breaks makes
+    one row of several lines. The reader numbers such a row as one line, so src_rejects' lines are turned
+    into physical ones here. Table src_blank(line, t): the blank lines that start a row.
     """
-    blank = ""
     db.execute(con, "create or replace temp table src_blank (line bigint, t varchar)")
+    db.execute(con, "create or replace temp table src_starts (logical bigint, line bigint, last_line bigint)")
     if blank_lines:
-        # Only blankness matters here, so the scan must not fail on what the real read quarantines: any
-        # byte decodes as latin-1, and a NUL (this scan's delimiter) just splits off an ignored column.
+        # Only blankness and quotes matter here, so the scan must not fail on what the real read quarantines:
+        # any byte decodes as latin-1, and a NUL (this scan's delimiter) just splits off an ignored column.
         db.execute(
             con,
-            "insert into src_blank select row_number() over () as line, __j_text as t from read_csv($path, "
-            "auto_detect = false, columns = {'__j_text': 'VARCHAR'}, header = false, delim = $nul, quote = '', "
-            "escape = '', encoding = 'latin-1', strict_mode = false, compression = $compression)",
+            "create or replace temp table src_physical as select row_number() over () as line, __j_text as t"
+            " from read_csv($path, auto_detect = false, columns = {'__j_text': 'VARCHAR'}, header = false,"
+            " delim = $nul, quote = '', escape = '', encoding = 'latin-1', strict_mode = false,"
+            " compression = $compression)",
             _lines_params(f),
         )
+        db.execute(
+            con,
+            """
+            insert into src_starts
+            with quotes as (
+                select line, t,
+                    coalesce(sum(length(coalesce(t, '')) - length(replace(coalesce(t, ''), $quote, '')))
+                        over (order by line rows between unbounded preceding and 1 preceding), 0) as before
+                from src_physical
+            ),
+            starts as (select line, t from quotes where before % 2 = 0)
+            select
+                row_number() over (order by line) as logical,
+                line,
+                coalesce(lead(line) over (order by line) - 1, $last_line) as last_line
+            from starts
+            """,
+            {"quote": quote, "last_line": f.lines},
+        )
+        # An unterminated quote leaves no row start after it: then each line stands for a row, as the reader
+        # (which rejects that row) gives no better clue.
+        n_starts = db.fetch(con, "select count(*) from src_starts")[0][0]
+        n_rows = db.fetch(con, "select (select count(*) from src_parsed) + (select count(*) from src_rejects)")[0][0]
+        if n_starts < n_rows + first_line - 1:
+            db.execute(con, "delete from src_starts")
+            db.execute(con, "insert into src_starts select line, line, line from src_physical")
+        else:
+            db.execute(
+                con,
+                "update src_rejects as r set line = s.line from src_starts as s where s.logical = r.line",
+            )
+        db.execute(
+            con,
+            "insert into src_blank select p.line, p.t from src_physical as p"
+            " semi join src_starts as s on s.line = p.line",
+        )
+        db.execute(con, "drop table src_physical")
         blank = f"union all select line from src_blank where {_BLANK_TEXT.format('t')}"
+        rows = "select line, last_line from src_starts"
+    else:
+        blank = ""
+        rows = "select range as line, range as last_line from range(1, $last_line + 1)"
     db.execute(
         con,
         f"""
         create or replace temp table src_line_map as
         with skipped as (select line from src_rejects {blank}),
         candidates as (
-            select range as line from range($first_line, $last_line + 1)
-            where range not in (select line from skipped)
+            select line, last_line from ({rows})
+            where line >= $first_line and line not in (select line from skipped)
         )
-        select row_number() over (order by line) as k, line from candidates
+        select row_number() over (order by line) as k, line, last_line from candidates
         """,
         {"first_line": first_line, "last_line": max(f.lines, first_line)},
     )
@@ -774,7 +821,7 @@ def _read_rows(con: duckdb.DuckDBPyConnection, f: LandingFile, columns: list[str
             con, "select (select count(*) from src_parsed), (select count(*) from src_rejects)"
         )[0]
         # Empty lines are skipped by the reader; only look for them when the counts say there are some.
-        _line_numbers(con, f, 2, blank_lines=f.lines != n_parsed + n_rejected + 1)
+        _line_numbers(con, f, 2, blank_lines=f.lines != n_parsed + n_rejected + 1, quote=f.source.quote)
         # Qualified: a file column may be called `line` or `k`, as src_line_map's are.
         parsed_blank = _BLANK_TEXT.format("concat(" + ", ".join(f"p.{db.quote_ident(c)}" for c in columns) + ")")
         # A row too short or too long for the header is rejected by the reader; padding rows often are.
