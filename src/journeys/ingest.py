@@ -402,7 +402,7 @@ def landing_files(settings: Settings) -> list[LandingFile]:
                     compression=compression,
                     known_lines=lines,
                     known_mixed=mixed,
-                    copy_dir=settings.tmp_dir / "landing-copies",
+                    copy_dir=settings.tmp_dir / "landing-copies",  # see drop_landing_copies
                 )
             )
     return found
@@ -1775,10 +1775,15 @@ def ingest_sources(settings: Settings, *, as_of: datetime, batch_id: str) -> Ing
     try:
         return _ingest_sources(settings, as_of=as_of, batch_id=batch_id)
     finally:
-        # Copies of files with mixed line breaks are scratch: gone whether the run ends well or not.
-        shutil.rmtree(settings.tmp_dir / "landing-copies", ignore_errors=True)
-        with contextlib.suppress(OSError):
-            settings.tmp_dir.rmdir()  # only when empty
+        # Scratch, and a landing file's raw content: gone whether the run ends well or not.
+        drop_landing_copies(settings)
+
+
+def drop_landing_copies(settings: Settings) -> None:
+    """Delete the LF copies of landing files with mixed line breaks (LandingFile.content) under the tmp folder."""
+    shutil.rmtree(settings.tmp_dir / "landing-copies", ignore_errors=True)
+    with contextlib.suppress(OSError):
+        settings.tmp_dir.rmdir()  # only when empty
 
 
 def _ingest_sources(settings: Settings, *, as_of: datetime, batch_id: str) -> IngestReport:
