@@ -109,6 +109,9 @@ def print_summary(result: dict[str, Any], warehouse: str) -> None:
         + (f"; {ing['filtered']} rows left out by keep_rows" if ing.get("filtered") else "")
     )
     print_held(ing.get("released", 0), ing.get("still_held", 0))
+    # A refused file blocks only itself, so the run is green: this line is where its owner learns of it.
+    for file, why in ing.get("files_refused", {}).items():
+        print(f"refused landing file {file}: {why}; nothing of it loaded until it is replaced or removed")
     plan = result.get("build") or {}
     if plan:
         affected = result.get("steps", {}).get("build-marts", {}).get("incremental", {}).get("affected_customers")

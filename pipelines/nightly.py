@@ -100,8 +100,9 @@ def ingest_task(context: RunContext) -> dict[str, Any]:
         "filtered": report.filtered,
         "events": report.events,
         "files": len(report.files),
-        "files_skipped": sum(1 for f in report.files if f.skipped and not f.not_ready),
+        "files_skipped": sum(1 for f in report.files if f.skipped and not f.not_ready and not f.refused),
         "files_not_ready": {f.file: f.not_ready for f in report.files if f.not_ready},
+        "files_refused": {f.file: f.refused for f in report.files if f.refused},
         "affected_dates": [str(d) for d in report.affected_dates],
     }
 

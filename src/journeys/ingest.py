@@ -134,6 +134,8 @@ class FileReport:
     """Optional events of loaded or duplicate rows whose time was empty: not events, not quarantined."""
     not_ready: str | None = None
     """Why the file was left for a later run (still being written); nothing of it was loaded."""
+    refused: str | None = None
+    """Why ingest refused the file (too wide, unreadable); nothing of it was loaded, later runs try it again."""
     held: int = 0
     """Valid rows later than the run's limit, kept in state/held/ until a run's as_of passes them."""
 
@@ -199,6 +201,16 @@ class FileNotReady(Exception):
     """A landing file still being written: it is left for a later run, nothing of it is loaded."""
 
 
+class FileRefused(Exception):
+    """A landing file ingest will not read (too wide, unreadable data pages): the rest of the batch goes on."""
+
+
+MAX_COLUMNS = 500
+"""Most columns a landing file may have: a wider one is refused before it is read. Exports have tens of
+columns; a 49 MB CSV of 10,000 exhausts a 4 GB memory limit, and mapping 1,000 needs more than 512 MB and
+~40 s whatever the rows (500 columns x 5,000 rows: 11 s within 512 MB)."""
+
+
 @dataclass(frozen=True)
 class LandingFile:
     """One landing file found for a source, with its content fingerprint."""
@@ -211,21 +223,71 @@ class LandingFile:
     ordinal: int
     compression: str = "none"
     known_lines: int | None = None
+    known_mixed: bool | None = None
+    copy_dir: Path | None = None
+    """Where a copy with its line breaks made uniform is written when the file mixes them (see `content`)."""
 
     @cached_property
-    def lines(self) -> int:
-        """Physical lines of the (decompressed) content."""
-        if self.known_lines is not None:
-            return self.known_lines
+    def _scan(self) -> tuple[int, bool]:
+        if self.known_lines is not None and self.known_mixed is not None:
+            return self.known_lines, self.known_mixed
         # Decompressing is the expensive part of a fingerprint, so it waits until a file is ingested:
         # an unchanged compressed file is hashed each run but never inflated again.
         with open_landing(self.path, self.compression) as fh:
             return _count_lines(fh)
 
     @property
+    def lines(self) -> int:
+        """Physical lines of the (decompressed) content, a lone CR counting as a line break."""
+        return self._scan[0]
+
+    @property
+    def mixed_line_breaks(self) -> bool:
+        """The text mixes CRLF with LF, or has a CR on its own: DuckDB's reader cannot split such a file."""
+        return self.source.format != "parquet" and self._scan[1]
+
+    @cached_property
+    def content(self) -> tuple[Path, str]:
+        """The path and compression the readers read: the file itself, or a copy with every line break LF."""
+        if not self.mixed_line_breaks:
+            return self.path, self.compression
+        # DuckDB takes the first line's break for the whole file and stops at any other (a spreadsheet's CRLF
+        # rows after an LF header, a lone CR). A copy with CRLF and CR turned into LF reads as one file; a
+        # quoted cell's CRLF becomes LF too. The fingerprint stays the landing file's own.
+        if self.copy_dir is None:
+            raise ValueError(f"landing file {self.rel} mixes line breaks and has no folder for its copy")
+        out = self.copy_dir / f"{self.sha256}.txt"
+        if not out.exists():
+            self.copy_dir.mkdir(parents=True, exist_ok=True)
+            part = out.with_name(f".{out.name}.part")
+            with open_landing(self.path, self.compression) as src, part.open("wb") as dst:
+                carry = b""
+                while chunk := src.read(_HASH_CHUNK):
+                    data = carry + chunk
+                    # A CR at the end of a chunk may be the first half of a CRLF.
+                    carry = data[-1:] if data.endswith(b"\r") else b""
+                    dst.write(data[: len(data) - len(carry)].replace(b"\r\n", b"\n").replace(b"\r", b"\n"))
+                dst.write(carry.replace(b"\r", b"\n"))
+            os.replace(part, out)
+        return out, "none"
+
+    @cached_property
     def empty(self) -> bool:
-        """No content at all (for a compressed file: nothing once decompressed)."""
-        return self.size == 0 or self.lines == 0
+        """No content (for a compressed file: nothing once decompressed); a CSV of nothing but white space too."""
+        if self.size == 0 or self.lines == 0:
+            return True
+        # A CSV of one line break has no header to map: it is an empty export, not a file missing every
+        # column. (A JSON-lines file of blank lines is read: its blank rows are counted.)
+        return self.source.format == "csv" and _only_white_space(self)
+
+
+def _only_white_space(f: LandingFile) -> bool:
+    """True when the (decompressed) content holds nothing but white space; stops at the first other byte."""
+    with open_landing(*f.content) as fh:
+        while chunk := fh.read(_HASH_CHUNK):
+            if chunk.strip():
+                return False
+    return True
 
 
 def events_glob(settings: Settings) -> str:
@@ -276,27 +338,39 @@ def open_landing(path: Path, compression: str = "none") -> BinaryIO:
     return io.BufferedReader(pa.CompressedInputStream(pa.OSFile(str(path)), compression))
 
 
-def _count_lines(fh: BinaryIO, digest: Any = None) -> int:
-    """Physical lines in a stream (a last line without a newline counts), optionally hashing the bytes."""
-    lines = 0
+def _count_lines(fh: BinaryIO, digest: Any = None) -> tuple[int, bool]:
+    """Physical lines in a stream (a last line without a break counts) and whether it mixes line breaks.
+
+    LF, CRLF and a lone CR each end a line; the bytes are optionally hashed on the way.
+    """
+    lf = cr = crlf = 0
     last = b""
     while chunk := fh.read(_HASH_CHUNK):
         if digest is not None:
             digest.update(chunk)
-        lines += chunk.count(b"\n")
+        lf += chunk.count(b"\n")
+        if b"\r" in chunk:
+            cr += chunk.count(b"\r")
+            crlf += chunk.count(b"\r\n")
+        if last == b"\r" and chunk[:1] == b"\n":
+            crlf += 1
         last = chunk[-1:]
-    return lines + 1 if last and last != b"\n" else lines
+    lone_cr = cr - crlf
+    lines = lf + lone_cr
+    mixed = lone_cr > 0 or 0 < crlf < lf
+    return (lines + 1 if last and last not in (b"\n", b"\r") else lines), mixed
 
 
-def file_fingerprint(path: Path) -> tuple[str, int | None, str]:
-    """sha256 of a file's bytes, its physical line count (None when compressed) and its compression."""
+def file_fingerprint(path: Path) -> tuple[str, int | None, str, bool | None]:
+    """sha256 of a file's bytes, its line count and mixed line breaks (None when compressed), its compression."""
     digest = hashlib.sha256()
     with path.open("rb") as fh:
         head = fh.read(4)
         compression = next((name for magic, name in _MAGIC if head.startswith(magic)), "none")
         fh.seek(0)
-        lines = _count_lines(fh, digest)
-    return digest.hexdigest(), (lines if compression == "none" else None), compression
+        lines, mixed = _count_lines(fh, digest)
+    plain = compression == "none"
+    return digest.hexdigest(), (lines if plain else None), compression, (mixed if plain else None)
 
 
 def _ends_mid_line(f: LandingFile) -> bool:
@@ -317,7 +391,7 @@ def landing_files(settings: Settings) -> list[LandingFile]:
     found: list[LandingFile] = []
     for source in settings.sources:
         for path in sorted(p for p in settings.landing_dir.glob(source.path) if p.is_file()):
-            sha, lines, compression = file_fingerprint(path)
+            sha, lines, compression, mixed = file_fingerprint(path)
             found.append(
                 LandingFile(
                     source=source,
@@ -328,6 +402,8 @@ def landing_files(settings: Settings) -> list[LandingFile]:
                     ordinal=len(found),
                     compression=compression,
                     known_lines=lines,
+                    known_mixed=mixed,
+                    copy_dir=settings.tmp_dir / "landing-copies",  # see drop_landing_copies
                 )
             )
     return found
@@ -343,34 +419,65 @@ _CSV_OPTIONS = (
 )
 
 
+# Names a file column cannot be read under as it is: DuckDB's row id, the Parquet reader's row number.
+# (Ingest's own working columns all start with `__`.)
+_RESERVED_NAMES = frozenset({"rowid", "file_row_number"})
+_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def read_names(names: list[str], mapped: list[str]) -> list[str]:
+    """The names a file's columns are read under: printable, unique whatever their case, none of ingest's own."""
+    # DuckDB names are case-insensitive (`page` and `PAGE` clash) and ingest's working columns (`__line`,
+    # `__reader_error`) share the table with the file's. A mapped name spelt exactly keeps it, wherever it
+    # stands; any other clashing name gets `_<position>`, a leading `__` is dropped, control characters
+    # (a NUL) are removed and an empty name becomes `column<position>`.
+    keep = {n: i for i, n in reversed(list(enumerate(names))) if n in set(mapped) and not _reserved(n)}
+    taken = {n.lower() for n in keep}
+    out: list[str] = []
+    for i, raw in enumerate(names):
+        if keep.get(raw) == i:
+            out.append(raw)
+            continue
+        name = _CONTROL_CHARS.sub("", raw).strip()
+        name = name.lstrip("_") if name.startswith("__") else name
+        name = name or f"column{i}"
+        while name.lower() in taken or _reserved(name):
+            name = f"{name}_{i}"
+        taken.add(name.lower())
+        out.append(name)
+    return out
+
+
+def _reserved(name: str) -> bool:
+    return name.startswith("__") or name.lower() in _RESERVED_NAMES
+
+
 def csv_header(f: LandingFile) -> list[str]:
-    """Column names from a CSV file's header line (duplicates get a numeric suffix)."""
+    """Column names from a CSV file's header line, as read_names makes them readable."""
     # Only the header line is decoded here: a badly encoded byte in a data row is that row's problem
     # (the reader quarantines it), not a reason to reject the whole file.
-    with open_landing(f.path, f.compression) as fh:
+    with open_landing(*f.content) as fh:
         line = fh.readline().decode(f.source.encoding)
     first = next(csv.reader([line], delimiter=f.source.delimiter, quotechar=f.source.quote), [])
-    names: list[str] = []
-    for i, raw in enumerate(first):
-        name = raw.lstrip("\ufeff").strip() if i == 0 else raw.strip()
-        name = name or f"column{i}"
-        names.append(name if name not in names else f"{name}_{i}")
-    return names
+    names = [raw.lstrip("\ufeff").strip() if i == 0 else raw.strip() for i, raw in enumerate(first)]
+    return read_names(names, f.source.mapped_columns())
 
 
 def _csv_params(f: LandingFile, columns: list[str]) -> dict[str, Any]:
+    path, compression = f.content
     return {
-        "path": str(f.path),
+        "path": str(path),
         "delim": f.source.delimiter,
         "quote": f.source.quote,
         "encoding": f.source.encoding,
-        "compression": f.compression,
+        "compression": compression,
         "columns": dict.fromkeys(columns, "VARCHAR"),
     }
 
 
 def _lines_params(f: LandingFile) -> dict[str, Any]:
-    return {"path": str(f.path), "nul": "\x00", "compression": f.compression}
+    path, compression = f.content
+    return {"path": str(path), "nul": "\x00", "compression": compression}
 
 
 def _jsonl_lines_sql(options: str = "") -> str:
@@ -391,8 +498,12 @@ def file_columns(con: duckdb.DuckDBPyConnection, f: LandingFile) -> list[str]:
         return csv_header(f)
     if fmt == "parquet":
         return [r[0] for r in db.fetch(con, "describe select * from read_parquet($path)", {"path": str(f.path)})]
+    # A line the reader cannot take (bad UTF-8, over the line size limit) is that row's problem: the real
+    # read quarantines it, so the key scan leaves it out instead of failing the file.
     sql = f"""
-        with lines as (select row_number() over () as n, __j_text as t from ({_jsonl_lines_sql()})),
+        with lines as (
+            select row_number() over () as n, __j_text as t from ({_jsonl_lines_sql(", ignore_errors = true")})
+        ),
         objects as (select n, t::json as j from lines where json_valid(t) and json_type(t) = 'OBJECT'),
         keys as (select n, unnest(json_keys(j)) as k from objects)
         select k from keys group by k order by min(n), k
@@ -400,8 +511,13 @@ def file_columns(con: duckdb.DuckDBPyConnection, f: LandingFile) -> list[str]:
     return [r[0] for r in db.fetch(con, sql, _lines_params(f))]
 
 
-def check_sources(con: duckdb.DuckDBPyConnection, files: list[LandingFile]) -> dict[int, list[str]]:
-    """Columns of every file to ingest; raises SourceError when a mapped column is missing."""
+def check_sources(
+    con: duckdb.DuckDBPyConnection, files: list[LandingFile], refused: dict[int, str] | None = None
+) -> dict[int, list[str]]:
+    """Columns of every file to ingest; raises SourceError when a mapped column is missing.
+
+    A file wider than MAX_COLUMNS is refused: named in `refused` (by ordinal) when it is given, else a SourceError.
+    """
     columns: dict[int, list[str]] = {}
     checked_zones: set[str] = set()
     for f in files:
@@ -429,6 +545,12 @@ def check_sources(con: duckdb.DuckDBPyConnection, files: list[LandingFile]) -> d
             raise SourceError(
                 f"source {src.name!r}, file {str(f.path)!r}: cannot be read as {src.format}: {pii.redacted(str(exc))}"
             ) from None
+        if len(cols) > MAX_COLUMNS:
+            why = f"it has {len(cols)} columns, more than the {MAX_COLUMNS} ingest reads (journeys.ingest.MAX_COLUMNS)"
+            if refused is None:
+                raise SourceError(f"source {src.name!r}, file {str(f.path)!r}: {why}")
+            refused[f.ordinal] = why
+            continue
         required = src.mapped_columns()
         if src.format == "jsonl":
             # JSON objects simply omit keys they have no value for: only the keys every event needs
@@ -450,8 +572,9 @@ def check_sources(con: duckdb.DuckDBPyConnection, files: list[LandingFile]) -> d
 
 
 def _json_path(key: str) -> str:
-    """JSON path of one top-level key, quoted so that any key text is taken literally."""
-    return '$."' + key.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    """JSON pointer (RFC 6901) of one top-level key: any key text is taken literally, the empty key too."""
+    # A `$."..."` path cannot name the empty key; a pointer escapes only `~` and `/`.
+    return "/" + key.replace("~", "~0").replace("/", "~1")
 
 
 def _distinct_values_sql(f: LandingFile, columns: list[str], col: str) -> tuple[str, dict[str, Any]]:
@@ -512,35 +635,82 @@ def check_channels(
             )
 
 
-def _line_numbers(con: duckdb.DuckDBPyConnection, f: LandingFile, first_line: int, blank_lines: bool) -> None:
-    """Table src_line_map(k, line): the k-th parsed row sits on physical line `line`.
+def _line_numbers(
+    con: duckdb.DuckDBPyConnection, f: LandingFile, first_line: int, blank_lines: bool, quote: str = ""
+) -> None:
+    """Table src_line_map(k, line, last_line): the k-th parsed row sits on physical lines `line` to `last_line`.
 
-    Rows the reader rejected (and, for CSV, blank lines) are not in the parsed output, so the parsed
-    rows take the remaining line numbers in order. Exact unless a quoted CSV field spans lines.
+    Rows the reader rejected (and, for CSV, blank lines) are not in the parsed output, so the parsed rows
+    take the remaining rows' lines in order. A row starts on a line before which the file holds an even
+    number of `quote` characters (quotes are escaped by doubling): a quoted field with line breaks makes
+    one row of several lines. The reader numbers such a row as one line, so src_rejects' lines are turned
+    into physical ones here. Table src_blank(line, t): the blank lines that start a row.
     """
-    blank = ""
     db.execute(con, "create or replace temp table src_blank (line bigint, t varchar)")
+    db.execute(con, "create or replace temp table src_starts (logical bigint, line bigint, last_line bigint)")
     if blank_lines:
-        # Only blankness matters here, so the scan must not fail on what the real read quarantines: any
-        # byte decodes as latin-1, and a NUL (this scan's delimiter) just splits off an ignored column.
+        # Only blankness and quotes matter here, so the scan must not fail on what the real read quarantines:
+        # any byte decodes as latin-1, and a NUL (this scan's delimiter) just splits off an ignored column.
         db.execute(
             con,
-            "insert into src_blank select row_number() over () as line, __j_text as t from read_csv($path, "
-            "auto_detect = false, columns = {'__j_text': 'VARCHAR'}, header = false, delim = $nul, quote = '', "
-            "escape = '', encoding = 'latin-1', strict_mode = false, compression = $compression)",
+            "create or replace temp table src_physical as select row_number() over () as line, __j_text as t"
+            " from read_csv($path, auto_detect = false, columns = {'__j_text': 'VARCHAR'}, header = false,"
+            " delim = $nul, quote = '', escape = '', encoding = 'latin-1', strict_mode = false,"
+            " compression = $compression)",
             _lines_params(f),
         )
+        db.execute(
+            con,
+            """
+            insert into src_starts
+            with quotes as (
+                select line, t,
+                    coalesce(sum(length(coalesce(t, '')) - length(replace(coalesce(t, ''), $quote, '')))
+                        over (order by line rows between unbounded preceding and 1 preceding), 0) as before
+                from src_physical
+            ),
+            starts as (select line, t from quotes where before % 2 = 0)
+            select
+                row_number() over (order by line) as logical,
+                line,
+                coalesce(lead(line) over (order by line) - 1, $last_line) as last_line
+            from starts
+            """,
+            {"quote": quote, "last_line": f.lines},
+        )
+        # An unterminated quote leaves no row start after it: then each line stands for a row, as the reader
+        # (which rejects that row) gives no better clue.
+        n_starts = db.fetch(con, "select count(*) from src_starts")[0][0]
+        n_rows = db.fetch(con, "select (select count(*) from src_parsed) + (select count(*) from src_rejects)")[0][0]
+        if n_starts < n_rows + first_line - 1:
+            db.execute(con, "delete from src_starts")
+            db.execute(con, "insert into src_starts select line, line, line from src_physical")
+        else:
+            db.execute(
+                con,
+                "update src_rejects as r set line = s.line from src_starts as s where s.logical = r.line",
+            )
+        db.execute(
+            con,
+            "insert into src_blank select p.line, p.t from src_physical as p"
+            " semi join src_starts as s on s.line = p.line",
+        )
+        db.execute(con, "drop table src_physical")
         blank = f"union all select line from src_blank where {_BLANK_TEXT.format('t')}"
+        rows = "select line, last_line from src_starts"
+    else:
+        blank = ""
+        rows = "select range as line, range as last_line from range(1, $last_line + 1)"
     db.execute(
         con,
         f"""
         create or replace temp table src_line_map as
         with skipped as (select line from src_rejects {blank}),
         candidates as (
-            select range as line from range($first_line, $last_line + 1)
-            where range not in (select line from skipped)
+            select line, last_line from ({rows})
+            where line >= $first_line and line not in (select line from skipped)
         )
-        select row_number() over (order by line) as k, line from candidates
+        select row_number() over (order by line) as k, line, last_line from candidates
         """,
         {"first_line": first_line, "last_line": max(f.lines, first_line)},
     )
@@ -579,8 +749,16 @@ _BLANK_TEXT = "regexp_full_match(coalesce({}, ''), '\\s*')"
 
 
 def read_source_rows(con: duckdb.DuckDBPyConnection, f: LandingFile, columns: list[str]) -> None:
-    """Table src_rows: the file's rows as read and kept by its filters (file columns + __line, __reader_*)."""
-    _read_rows(con, f, columns)
+    """Table src_rows: the file's rows as read and kept by its filters (file columns + __line, __reader_*).
+
+    Raises FileRefused when the reader fails on the file as a whole (a corrupt Parquet page; not one bad row).
+    """
+    try:
+        _read_rows(con, f, columns)
+    except (duckdb.InvalidInputException, duckdb.IOException) as exc:
+        # Row-level problems are quarantined by the reader; what reaches here spoils the whole file. Its
+        # message may quote a row, hence redacted and not chained.
+        raise FileRefused(f"cannot be read as {f.source.format}: {pii.redacted(str(exc))}") from None
     keep_rows(con, f.source)
 
 
@@ -622,11 +800,13 @@ def _read_rows(con: duckdb.DuckDBPyConnection, f: LandingFile, columns: list[str
         )
         return
     if fmt == "parquet":
+        names = read_names(columns, f.source.mapped_columns())
+        cols = "".join(f", {db.quote_ident(c)} as {db.quote_ident(n)}" for c, n in zip(columns, names, strict=True))
         db.execute(
             con,
             "create or replace temp table src_rows as select file_row_number + 1 as __line, "
-            "null::varchar as __reader_error, null::varchar as __reader_column, null::varchar as __reader_raw, "
-            "* exclude (file_row_number) from read_parquet($path, file_row_number = true)",
+            "null::varchar as __reader_error, null::varchar as __reader_column, null::varchar as __reader_raw"
+            f"{cols} from read_parquet($path, file_row_number = true)",
             {"path": str(f.path)},
         )
         return
@@ -642,8 +822,9 @@ def _read_rows(con: duckdb.DuckDBPyConnection, f: LandingFile, columns: list[str
             con, "select (select count(*) from src_parsed), (select count(*) from src_rejects)"
         )[0]
         # Empty lines are skipped by the reader; only look for them when the counts say there are some.
-        _line_numbers(con, f, 2, blank_lines=f.lines != n_parsed + n_rejected + 1)
-        parsed_blank = _BLANK_TEXT.format("concat(" + ", ".join(db.quote_ident(c) for c in columns) + ")")
+        _line_numbers(con, f, 2, blank_lines=f.lines != n_parsed + n_rejected + 1, quote=f.source.quote)
+        # Qualified: a file column may be called `line` or `k`, as src_line_map's are.
+        parsed_blank = _BLANK_TEXT.format("concat(" + ", ".join(f"p.{db.quote_ident(c)}" for c in columns) + ")")
         # A row too short or too long for the header is rejected by the reader; padding rows often are.
         # A reject whose line text DuckDB did not keep is never taken for blank: it is quarantined.
         rejected_blank = (
@@ -701,9 +882,10 @@ def _read_rows(con: duckdb.DuckDBPyConnection, f: LandingFile, columns: list[str
     )
     params: dict[str, Any] = {}
     extracts = []
-    for i, col in enumerate(columns):
+    # JSON keys are case-sensitive and may be empty: each key is read by its exact path, under a readable name.
+    for i, (col, name) in enumerate(zip(columns, read_names(columns, f.source.mapped_columns()), strict=True)):
         params[f"k{i}"] = _json_path(col)
-        extracts.append(f"json_extract(__j_doc, $k{i}) as {db.quote_ident(col)}")
+        extracts.append(f"json_extract(__j_doc, $k{i}) as {db.quote_ident(name)}")
     extract_sql = "".join(f", {e}" for e in extracts)
     db.execute(
         con,
@@ -755,10 +937,12 @@ def _text_expr(col: str, col_type: str) -> str:
     q = db.quote_ident(col)
     if col_type == "JSON":
         return f"json_extract_string({q}, '$')"
-    if col_type == "TIMESTAMP WITH TIME ZONE":
+    # Any precision (a Parquet `timestamp[ns, UTC]` is TIMESTAMPTZ_NS): strftime takes each as it is and
+    # stops at microseconds, the lake's precision, so nanoseconds are cut, never rounded up a microsecond.
+    if col_type.startswith("TIMESTAMPTZ") or col_type.endswith("WITH TIME ZONE"):
         return f"strftime(timezone('UTC', {q}), '%Y-%m-%d %H:%M:%S.%f') || '+00:00'"
     if col_type.startswith("TIMESTAMP"):
-        return f"strftime(cast({q} as timestamp), '%Y-%m-%d %H:%M:%S.%f')"
+        return f"strftime({q}, '%Y-%m-%d %H:%M:%S.%f')"
     return f"cast({q} as varchar)"
 
 
@@ -1589,6 +1773,21 @@ def schema_drift(
 
 def ingest_sources(settings: Settings, *, as_of: datetime, batch_id: str) -> IngestReport:
     """Ingest every new or changed landing file of every configured source into the lake."""
+    try:
+        return _ingest_sources(settings, as_of=as_of, batch_id=batch_id)
+    finally:
+        # Scratch, and a landing file's raw content: gone whether the run ends well or not.
+        drop_landing_copies(settings)
+
+
+def drop_landing_copies(settings: Settings) -> None:
+    """Delete the LF copies of landing files with mixed line breaks (LandingFile.content) under the tmp folder."""
+    shutil.rmtree(settings.tmp_dir / "landing-copies", ignore_errors=True)
+    with contextlib.suppress(OSError):
+        settings.tmp_dir.rmdir()  # only when empty
+
+
+def _ingest_sources(settings: Settings, *, as_of: datetime, batch_id: str) -> IngestReport:
     settings.require_pii_salt()
     if not _BATCH_RE.match(batch_id):
         raise ValueError(f"batch_id must match {_BATCH_RE.pattern}, got {batch_id!r}")
@@ -1612,10 +1811,11 @@ def ingest_sources(settings: Settings, *, as_of: datetime, batch_id: str) -> Ing
     todo = [f for f in files if (f.source.name, f.rel, f.sha256) not in done]
 
     # Every file is checked before anything is written: a wrong mapping must not leave half a batch.
+    refused: dict[int, str] = {}
     with _connect(settings, spill=False) as con:
-        columns = check_sources(con, todo)
-        check_channels(con, settings, todo, columns)
-    drift = schema_drift(todo, columns, known)
+        columns = check_sources(con, todo, refused)
+        check_channels(con, settings, [f for f in todo if f.ordinal not in refused], columns)
+    drift = schema_drift([f for f in todo if f.ordinal not in refused], columns, known)
 
     as_of_utc = _utc_naive(as_of)
     max_at = as_of_utc + timedelta(microseconds=parse_duration_us(settings.quality.max_future) or 0)
@@ -1659,6 +1859,8 @@ def ingest_sources(settings: Settings, *, as_of: datetime, batch_id: str) -> Ing
                     report.files.append(FileReport(f.source.name, f.rel, 0, 0, 0, 0, skipped=True))
                     continue
                 try:
+                    if f.ordinal in refused:
+                        raise FileRefused(refused[f.ordinal])
                     if _ends_mid_line(f) and pending.get(f.rel) != f.sha256:
                         still_pending[f.rel] = f.sha256
                         raise FileNotReady("it ends inside a line (still being written?); read if unchanged next run")
@@ -1681,6 +1883,13 @@ def ingest_sources(settings: Settings, *, as_of: datetime, batch_id: str) -> Ing
                     for table in _FILE_TABLES:
                         db.execute(con, f"drop table if exists {db.quote_ident(table)}")
                     report.files.append(FileReport(f.source.name, f.rel, 0, 0, 0, 0, skipped=True, not_ready=str(why)))
+                    continue
+                except FileRefused as why:
+                    # Not recorded in the manifest: every run names it again until it is replaced or removed.
+                    log.error("source %r, landing file %s refused, nothing of it loaded: %s", f.source.name, f.rel, why)
+                    for table in _FILE_TABLES:
+                        db.execute(con, f"drop table if exists {db.quote_ident(table)}")
+                    report.files.append(FileReport(f.source.name, f.rel, 0, 0, 0, 0, skipped=True, refused=str(why)))
                     continue
                 ingested.append(f.ordinal)
                 report.files.append(file_report)

@@ -1029,6 +1029,7 @@ def validate_landing(
             sql = f"select {shown} from raw_rows order by __file, __line"
             for i, frame in enumerate(_frames(con, sql, batch_rows)):
                 v.validate(suite, f"{label}#{i}", frame, expectations, raw=True, notes=raw.notes)
+    ingest.drop_landing_copies(settings)  # the raw reads above may have made some
     return report.merged(v.report)
 
 

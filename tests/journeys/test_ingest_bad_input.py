@@ -9,6 +9,7 @@ read = loaded + quarantined + duplicates + held.
 from __future__ import annotations
 
 import io
+import json
 import logging
 import re
 from dataclasses import dataclass, field
@@ -21,7 +22,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from journeys.config import MappedField, Settings, SourceConfig
-from journeys.ingest import SourceError, events_glob, ingest_sources, quarantine_glob
+from journeys.ingest import MAX_COLUMNS, SourceError, events_glob, ingest_sources, quarantine_glob
 
 AS_OF = datetime(2026, 3, 1)
 CORPUS = Path(__file__).resolve().parent / "bad_input"
@@ -41,6 +42,35 @@ def parquet(**columns: pa.Array | list) -> bytes:
 
 def corpus(name: str) -> bytes:
     return (CORPUS / name).read_bytes()
+
+
+def corrupt_parquet() -> bytes:
+    """A Parquet file whose footer is sound but whose first data page does not decompress."""
+    n = 1000
+    buf = io.BytesIO()
+    table = pa.table(
+        {
+            "receipt_id": [f"r{i}" for i in range(n)],
+            "sold_at": pa.array([datetime(2026, 1, 5)] * n, pa.timestamp("us")),
+            "amount": [1.0] * n,
+            "card": ["L1"] * n,
+        }
+    )
+    pq.write_table(table, buf, compression="snappy")
+    data = bytearray(buf.getvalue())
+    data[200:260] = bytes(b ^ 0xFF for b in data[200:260])  # inside receipt_id's first page
+    return bytes(data)
+
+
+def wide_csv(columns: int, rows: int) -> str:
+    """A CSV of the web source with `columns` columns in all: the mapped ones, then unmapped x0, x1, ..."""
+    extra = columns - HEADER.count(",") - 1
+    return (
+        HEADER.rstrip("\n")
+        + "".join(f",x{i}" for i in range(extra))
+        + "\n"
+        + "".join(row(f"h{r}").rstrip("\n") + ",v" * extra + "\n" for r in range(rows))
+    )
 
 
 SOURCES = [
@@ -96,6 +126,10 @@ class Case:
     reasons: list[tuple[str, int, str, str | None, str]] = field(default_factory=list)
     error: str | None = None  # regex the SourceError message must match (then nothing is written)
     warning: str | None = None  # regex a logged warning must match
+    # regex the refusal of file P/W... must match: that file alone is not read, the rest of the batch loads
+    refused: tuple[str, str] | None = None
+    # event_id -> expected values of some lake columns (attributes compared as parsed JSON)
+    lake: dict[str, dict] = field(default_factory=dict)
 
 
 W = "web/a.csv"
@@ -432,6 +466,195 @@ CASES = [
         1,
         0,
     ),
+    # --- hostile files (issue 12): each blocks at most itself
+    Case(
+        "columns_named_like_ingest_internals",
+        {
+            W: HEADER.replace("\n", ",__line,rowid,$param,__reader_error\n")
+            + row(rest="desktop,pageview,,,c1,,/home,1,2,3,4")
+            + row("h2", rest="desktop,pageview,,,c1,,/home,5,6,7,8")
+        },
+        2,
+        0,
+        lake={
+            "web:h1": {
+                "source_line": 2,
+                "attributes": {
+                    "client_id": "c1",
+                    "page": "/home",
+                    "line": "1",
+                    "rowid_10": "2",
+                    "$param": "3",
+                    "reader_error": "4",
+                },
+            },
+            "web:h2": {"source_line": 3},
+        },
+    ),
+    Case(
+        "header_names_differing_only_in_case",
+        {W: "HIT_ID," + HEADER.replace("\n", ",PAGE\n") + "X1," + row(rest="desktop,pageview,,,c1,,/home,/HOME")},
+        1,
+        0,
+        lake={"web:h1": {"attributes": {"HIT_ID_0": "X1", "client_id": "c1", "page": "/home", "PAGE_10": "/HOME"}}},
+    ),
+    Case(
+        "nul_in_header",
+        {W: HEADER.replace("page", "pa\x00ge") + row() + row("h2")},
+        2,
+        0,
+        lake={"web:h1": {"attributes": {"client_id": "c1", "page": "/home"}}},
+    ),
+    Case(
+        "cr_inside_quoted_field",
+        {W: HEADER + 'h1,2026-01-15 10:00:00,desktop,pageview,,,c1,,"a\rb"\n' + row("h2")},
+        2,
+        0,
+        lake={
+            "web:h1": {"source_line": 2, "attributes": {"client_id": "c1", "page": "a\nb"}},
+            "web:h2": {"source_line": 4},
+        },
+    ),
+    Case(
+        "crlf_inside_quoted_field",
+        {W: HEADER + 'h1,2026-01-15 10:00:00,desktop,pageview,,,c1,,"a\r\nb"\n' + row("h2")},
+        2,
+        0,
+        lake={
+            "web:h1": {"source_line": 2, "attributes": {"client_id": "c1", "page": "a\nb"}},
+            "web:h2": {"source_line": 4},
+        },
+    ),
+    Case(
+        "spreadsheet_crlf_rows_lf_in_cells",
+        {
+            W: (
+                HEADER
+                + 'h1,2026-01-15 10:00:00,desktop,pageview,,,c1,,"a\nb"\n'
+                + row("h2")
+                + 'h3,2026-01-15 10:00:00,desktop,pageview,,,c1,,"x\n\n  \nz"\n'
+                + "\n"
+                + "h4,2026-01-15 10:00:00,desktop\n"
+                + row("h5", when="bad")
+            )
+            .replace("\n", "\r\n")
+            # the cells' own line breaks stay LF, as a spreadsheet writes them
+            .replace("a\r\nb", "a\nb")
+            .replace("x\r\n\r\n  \r\nz", "x\n\n  \nz")
+        },
+        3,
+        2,
+        blank=1,
+        reasons=[
+            (W, 10, "row", "action", "missing columns"),
+            (W, 11, "occurred_at", "hit_time", TS + "'bad'"),
+        ],
+        lake={
+            "web:h1": {"source_line": 2, "attributes": {"client_id": "c1", "page": "a\nb"}},
+            "web:h2": {"source_line": 4},
+            "web:h3": {"source_line": 5, "attributes": {"client_id": "c1", "page": "x\n\n  \nz"}},
+        },
+    ),
+    Case(
+        "mixed_line_endings",
+        {
+            W: HEADER
+            + row("h1").replace("\n", "\r\n")
+            + row("h2")
+            + row("h3").replace("\n", "\r")
+            + row("h4", when="bad")
+        },
+        3,
+        1,
+        reasons=[(W, 5, "occurred_at", "hit_time", TS + "'bad'")],
+        lake={"web:h1": {"source_line": 2}, "web:h2": {"source_line": 3}, "web:h3": {"source_line": 4}},
+    ),
+    Case(
+        "jsonl_empty_key",
+        {E: '{"": "v", "id": "e1", "ts": "2026-01-10T10:00:00Z", "event": "open"}\n'},
+        1,
+        0,
+        lake={"email:e1": {"attributes": {"column0": "v"}}},
+    ),
+    Case(
+        "jsonl_key_differing_in_case_from_mapped_key",
+        {
+            E: '{"ID": "x", "id": "e1", "ts": "2026-01-10T10:00:00Z", "event": "open"}\n'
+            '{"Id": "e2", "ts": "2026-01-10T10:00:00Z", "event": "open"}\n'
+        },
+        1,
+        1,
+        reasons=[(E, 2, "event_id", "id", "expected a value in column 'id', got an empty value")],
+        lake={"email:e1": {"attributes": {"ID_0": "x"}}},
+    ),
+    Case(
+        "jsonl_latin1_byte_in_one_line",
+        {
+            E: b'{"id": "e1", "ts": "2026-01-10T10:00:00Z", "event": "open"}\n'
+            b'{"id": "e2", "ts": "2026-01-10T10:00:00Z", "event": "open", "page": "caf\xe9"}\n'
+            b'{"id": "e3", "ts": "2026-01-10T10:00:00Z", "event": "open"}\n'
+        },
+        2,
+        1,
+        reasons=[(E, 2, "row", None, "invalid encoding")],
+    ),
+    Case(
+        "jsonl_line_over_2mb",
+        {
+            E: '{"id": "e1", "ts": "2026-01-10T10:00:00Z", "event": "open"}\n'
+            '{"id": "e2", "ts": "2026-01-10T10:00:00Z", "event": "open", "big": "' + "x" * 2_100_000 + '"}\n'
+            '{"id": "e3", "ts": "2026-01-10T10:00:00Z", "event": "open"}\n'
+        },
+        2,
+        1,
+        reasons=[(E, 2, "row", None, "line size")],
+    ),
+    Case(
+        "parquet_corrupt_data_page",
+        {P: corrupt_parquet(), W: HEADER + row()},
+        1,
+        0,
+        refused=(P, r"cannot be read as parquet: .*(decompression|corrupt)"),
+    ),
+    Case(
+        "parquet_timestamp_ns_utc",
+        {
+            P: parquet(
+                receipt_id=["r1", "r2"],
+                sold_at=pa.array([1767225600123456789, 1767225601000000999], pa.timestamp("ns", tz="UTC")),
+                amount=[1.0, 2.0],
+                card=["L1", None],
+            )
+        },
+        2,
+        0,
+        lake={
+            # nanoseconds are cut to the lake's microseconds, never rounded up
+            "pos:r1": {"occurred_at": datetime(2026, 1, 1, 0, 0, 0, 123456)},
+            "pos:r2": {"occurred_at": datetime(2026, 1, 1, 0, 0, 1)},
+        },
+    ),
+    Case("csv_of_a_single_newline", {W: "\n", "web/b.csv": "\r\n"}),
+    Case(
+        "attribute_key_with_double_quote",
+        {
+            W: HEADER.replace("\n", ',"a""b"\n') + row(rest='desktop,pageview,,,c1,,/home,"v"""'),
+            E: '{"id": "e1", "ts": "2026-01-10T10:00:00Z", "event": "open", "a\\"b": "w", "c/d~e": 1}\n',
+        },
+        2,
+        0,
+        lake={
+            "web:h1": {"attributes": {"client_id": "c1", "page": "/home", 'a"b': 'v"'}},
+            "email:e1": {"attributes": {'a"b': "w", "c/d~e": 1}},
+        },
+    ),
+    Case(
+        "csv_wider_than_max_columns",
+        {W: wide_csv(10_000, 3), "web/b.csv": HEADER + row("h9")},
+        1,
+        0,
+        refused=(W, f"it has 10000 columns, more than the {MAX_COLUMNS} ingest reads"),
+    ),
 ]
 
 
@@ -485,6 +708,21 @@ def test_bad_input(case: Case, tmp_path: Path, caplog: pytest.LogCaptureFixture)
     warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     if case.warning:
         assert any(re.search(case.warning, w) for w in warnings), warnings
+    lake = {e["event_id"]: e for e in lake_rows(events_glob(settings), "event_id")} if case.lake else {}
+    for event_id, want in case.lake.items():
+        got_row = {k: json.loads(v) if k == "attributes" else v for k, v in lake[event_id].items() if k in want}
+        assert got_row == want, (event_id, got_row)
+    refused = {f.file: f.refused for f in report.files if f.refused}
+    if case.refused:
+        file, why = case.refused
+        assert list(refused) == [file] and re.search(why, refused[file]), refused
+        assert any(file in w and "refused" in w for w in warnings), warnings
+        # Not recorded as ingested: the next run refuses it again, and still loads nothing twice.
+        again = ingest_sources(settings, as_of=AS_OF, batch_id="b2")
+        assert [f.file for f in again.files if f.refused] == [file]
+        assert (again.read, again.loaded) == (0, 0)
+    else:
+        assert not refused, refused
 
 
 def test_corpus_has_at_least_30_kinds() -> None:

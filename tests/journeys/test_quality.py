@@ -112,6 +112,21 @@ def test_file_over_the_quarantine_share_fails_naming_file_and_share(tmp_path, se
     assert validate_landing(settings(tmp_path, max_share=0.5), batch_id="b1").success
 
 
+def test_a_file_mixing_line_breaks_is_checked_as_ingest_read_it_and_its_copy_is_deleted(tmp_path, settings):
+    lines = rows(4).splitlines(keepends=True)
+    land(
+        tmp_path,
+        "web/a.csv",
+        lines[0] + lines[1].replace("\n", "\r\n") + lines[2].replace("\n", "\r") + "".join(lines[3:]),
+    )
+    s = settings(tmp_path)
+    assert ingest_sources(s, as_of=AS_OF, batch_id="b1").loaded == 4
+    report = validate_landing(s, batch_id="b1")
+    assert report.success, report.summary()
+    assert [(f.file, f.read, f.quarantined) for f in report.files] == [("web/a.csv", 4, 0)]
+    assert not (tmp_path / "tmp").exists()  # the LF copy holds raw landing content: scratch only
+
+
 def test_the_limit_keeps_failing_later_runs_until_the_file_is_fixed(tmp_path, settings):
     land(tmp_path, "web/bad.csv", rows(10, bad=3))
     s = settings(tmp_path)

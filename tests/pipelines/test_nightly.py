@@ -111,6 +111,16 @@ def test_every_row_is_accounted_for(run):
     assert ing["quarantined"] == gen.n_malformed
 
 
+def test_the_summary_names_a_refused_landing_file(run, capsys):
+    _, _, result, settings = run
+    assert result["ingest"]["files_refused"] == {}  # the sample has no file to refuse
+    # A refused file leaves the run green (it blocks only itself), so the console must say so.
+    why = "cannot be read as parquet: Snappy decompression failure"
+    refused = {**result, "ingest": {**result["ingest"], "files_refused": {"pos/x.parquet": why}}}
+    cli.print_summary(refused, str(settings.warehouse_path))
+    assert f"refused landing file pos/x.parquet: {why}; nothing of it loaded" in capsys.readouterr().out
+
+
 def test_stage_conversion_equals_the_ground_truth_funnel(run):
     root, _, _, settings = run
     truth = pl.read_parquet(root / "truth" / "events.parquet").with_columns(
