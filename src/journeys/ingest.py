@@ -1065,7 +1065,9 @@ def write_quarantine(
                 from rejected as r
                 left join raws as w on w.__line = r.source_line
             )
-            select * from final order by line
+            -- The source is only the folder's name (source=<name>): pyarrow and pandas reject a hive key
+            -- that is also a column.
+            select * exclude (source) from final order by line
         ) to $out (format parquet)
         """,
         {**params, "out": str(out)},
@@ -1123,7 +1125,8 @@ def _write_event_table(
     db.execute(
         con,
         f"copy (select {cols} from {db.quote_ident(table)} order by event_date, occurred_at, event_id) to $out "
-        "(format parquet, partition_by (event_date), write_partition_columns true, overwrite true)",
+        # The date is only the folder's name: pyarrow and pandas reject a hive key that is also a column.
+        "(format parquet, partition_by (event_date), write_partition_columns false, overwrite true)",
         {"out": str(out)},
     )
     dates: list[date] = []
@@ -1259,7 +1262,8 @@ def count_held(settings: Settings) -> int:
 
 def write_links(con: duckdb.DuckDBPyConnection, settings: Settings, stem: str, tmp: Path) -> None:
     """Write table run_links to lake/links/source=<name>/<stem>.parquet, one file per source, renamed into place."""
-    cols = ", ".join(db.quote_ident(c) for c in LINK_COLUMNS)
+    # The source is only the folder's name (source=<name>): pyarrow and pandas reject a hive key that is also a column.
+    cols = ", ".join(db.quote_ident(c) for c in LINK_COLUMNS if c != "source")
     for (source,) in db.fetch(con, "select distinct source from run_links order by 1"):
         out = tmp / f"links-{source}.parquet"
         db.execute(

@@ -132,6 +132,8 @@ final as (
         s.is_closed,
         s.is_converted,
         s.stages_over_budget,
+        -- Most BI tools cannot show a list: the same stage indexes as text.
+        array_to_string(s.stages_over_budget, ',') as stages_over_budget_text,
         s.conformance_score,
         case when s.is_closed and not s.is_converted and s.furthest_stage >= 1 then s.furthest_stage end
             as dropout_stage,
