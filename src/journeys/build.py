@@ -184,9 +184,16 @@ def _create_lake_view(
     """
     portable = portable_from is not None
     cast = {c: _published_type(t) for c, t in schema.items()} if portable else dict(schema)
+    twins = [c for c, t in schema.items() if t == ingest.ID_LIST_TYPE] if portable else []
+    for c in twins:
+        cast[f"{c}_text"] = "varchar"
     if globlib.glob(glob):
         path = os.path.relpath(glob, portable_from) if portable_from is not None else glob
-        cols = ", ".join(_view_column(c, t, portable) for c, t in schema.items())
+        cols = ", ".join(
+            [_view_column(c, t, portable) for c, t in schema.items()]
+            # Most BI tools cannot show a list of structs: the same identifiers as JSON text beside it.
+            + [f"cast(to_json({db.quote_ident(c)}) as varchar) as {db.quote_ident(f'{c}_text')}" for c in twins]
+        )
         # A view cannot bind its file path; the path is ours, quoted by the one literal helper.
         body = (
             f"select {cols} from read_parquet({db.quote_literal(path)}, hive_partitioning = true, union_by_name = true)"
@@ -250,6 +257,8 @@ def publish_warehouse(con: duckdb.DuckDBPyConnection, context: RunContext) -> li
     for table, column in rows:
         t, c = db.quote_ident(table), db.quote_ident(column)
         db.execute(con, f"alter table {t} alter column {c} set data type timestamptz using timezone('UTC', {c})")
+    # The views' paths start from the warehouse's folder, which must exist for them to resolve.
+    context.settings.warehouse_path.parent.mkdir(parents=True, exist_ok=True)
     db.set_file_search_path(con, [context.settings.warehouse_path.parent])
     create_lake_views(con, context.settings, portable=True)
     return [f"{t}.{c}" for t, c in rows]
@@ -287,10 +296,13 @@ models.register(
                     "touchpoint": "Named point of contact; '<channel>:<event_type>' when the source gives none.",
                     "identifiers": "The event's identifiers as (id_type, id_value); email and phone are salted sha256"
                     " hex of the normalised value, empty values are left out.",
+                    "identifiers_text": "identifiers as JSON text for tools that cannot show a list"
+                    ' (\'[{"id_type":"email","id_value":"..."}]\'); \'[]\' when none.',
                     "sentiment": "Sentiment normalised to [-1, 1] from the source's sentiment_scale; null when none.",
                     "revenue": "Revenue in source units (no currency conversion), DECIMAL(18,2); null when none.",
                     "attributes": "JSON object of the source's other columns (not mapped, never identifiers),"
-                    " null values left out; '{}' when none.",
+                    " null values left out; '{}' when none. VARCHAR holding the JSON text (DuckDB 1.x clients lack"
+                    " the JSON type): json_extract and ->> read it as JSON.",
                     "ingested_at": "Wall-clock time (UTC) at which the ingest batch that loaded the event started.",
                     "batch_id": "Id of the run that loaded the event (in the flow: as_of as YYYYMMDDTHHMMSS, '-',"
                     " 8 hex digits).",
@@ -313,6 +325,7 @@ models.register(
                     "source": "Configured name of the links source.",
                     "identifiers": "The identifiers the row links as (id_type, id_value), sorted; email and phone are"
                     " salted sha256 hex of the normalised value as in `events`, empty values are left out.",
+                    "identifiers_text": "identifiers as JSON text for tools that cannot show a list, as in `events`.",
                     "ingested_at": "Wall-clock time (UTC) at which the ingest batch that loaded the link started.",
                     "batch_id": "Id of the run that loaded the link.",
                     "source_file": "Landing file the link came from, relative to the landing folder.",

@@ -60,7 +60,7 @@ create or replace temp macro journeys_identifier(id_type, v, salt, region) as
 
 """
 
-_ID_LIST_TYPE = "struct(id_type varchar, id_value varchar)[]"
+ID_LIST_TYPE = "struct(id_type varchar, id_value varchar)[]"
 
 EVENT_SCHEMA: dict[str, str] = {
     "event_id": "varchar",
@@ -70,7 +70,7 @@ EVENT_SCHEMA: dict[str, str] = {
     "channel": "varchar",
     "event_type": "varchar",
     "touchpoint": "varchar",
-    "identifiers": "struct(id_type varchar, id_value varchar)[]",
+    "identifiers": ID_LIST_TYPE,
     "sentiment": "double",
     "revenue": "decimal(18, 2)",
     "attributes": "json",
@@ -86,7 +86,7 @@ EVENT_COLUMNS = tuple(EVENT_SCHEMA)
 LINK_SCHEMA: dict[str, str] = {
     "link_id": "varchar",
     "source": "varchar",
-    "identifiers": "struct(id_type varchar, id_value varchar)[]",
+    "identifiers": ID_LIST_TYPE,
     "ingested_at": "timestamp",
     "batch_id": "varchar",
     "source_file": "varchar",
@@ -900,7 +900,7 @@ def map_source_rows(con: duckdb.DuckDBPyConnection, src: SourceConfig, params: d
                 f" ph{i}.__ph_error)}} end"
             )
         id_items.append(f"{{'id_type': cast($idt{i} as varchar), 'id_value': {value}}}")
-    identifiers = f"cast([{', '.join(id_items)}] as {_ID_LIST_TYPE})"
+    identifiers = f"cast([{', '.join(id_items)}] as {ID_LIST_TYPE})"
     # The first failing identifier column (in config order) names the row's reason.
     identifier_reject = f"coalesce({', '.join(rejects)})" if rejects else "null"
 

@@ -263,7 +263,8 @@ def validate_warehouse(
     catalog = catalog or models.load_catalog(settings.models_path)
     validate_grains(con, v, catalog)
     ev = _event_expectations(settings, as_of)
-    cols = "event_id, occurred_at, channel, event_type, sentiment, event_date, batch_id"
+    # Naive UTC, as the bounds are: the published `events` view is TIMESTAMP WITH TIME ZONE (the connection is UTC).
+    cols = "event_id, occurred_at::timestamp as occurred_at, channel, event_type, sentiment, event_date, batch_id"
     if event_files is None:
         sql, params = f"select {cols} from events", {}
     else:
