@@ -215,6 +215,8 @@ def publish_task(context: RunContext, working: str, ingest: dict[str, Any], chec
     def publish_all(con: duckdb.DuckDBPyConnection) -> dict[str, str]:
         # State first: a run killed after it still counts as resolved (its keys and audit rows are kept).
         publish.write_identity_state(con, build.identity_state_path(settings), context.audit_history)
+        # After the kept build and the state (naive UTC, what the models compute with): what readers get.
+        build.publish_warehouse(con, context)
         metadata = publish.run_metadata(context.batch_id, context.as_of, published_at)
         paths = publish.publish_marts(con, settings, context.catalog.published(), context.batch_id, metadata)
         run = {

@@ -9,6 +9,7 @@ holds data in Python. What is built, in which order and by which flow task comes
 from __future__ import annotations
 
 import glob as globlib
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -174,22 +175,94 @@ def run_context(
     )
 
 
-def _create_lake_view(con: duckdb.DuckDBPyConnection, name: str, glob: str, schema: dict[str, str]) -> None:
-    """View `name` over the Parquet files of `glob`, or an empty view of the same columns when there are none."""
+def _create_lake_view(
+    con: duckdb.DuckDBPyConnection, name: str, glob: str, schema: dict[str, str], portable_from: Path | None = None
+) -> None:
+    """View `name` over the Parquet files of `glob`, or an empty view of the same columns when there are none.
+
+    With `portable_from` (the warehouse's folder) it is the published form: every reader's types (UTC-aware
+    times, JSON as text) and `glob` relative to that folder (see `db.set_file_search_path`).
+    """
+    portable = portable_from is not None
+    cast = {c: _published_type(t) for c, t in schema.items()} if portable else dict(schema)
+    twins = [c for c, t in schema.items() if t == ingest.ID_LIST_TYPE] if portable else []
+    for c in twins:
+        cast[f"{c}_text"] = "varchar"
     if globlib.glob(glob):
+        path = os.path.relpath(glob, portable_from) if portable_from is not None else glob
+        cols = ", ".join(
+            [_view_column(c, t, portable) for c, t in schema.items()]
+            # Most BI tools cannot show a list of structs: the same identifiers as JSON text beside it.
+            + [f"cast(to_json({db.quote_ident(c)}) as varchar) as {db.quote_ident(f'{c}_text')}" for c in twins]
+        )
         # A view cannot bind its file path; the path is ours, quoted by the one literal helper.
-        body = f"select * from read_parquet({db.quote_literal(glob)}, hive_partitioning = true, union_by_name = true)"
+        body = (
+            f"select {cols} from read_parquet({db.quote_literal(path)}, hive_partitioning = true, union_by_name = true)"
+        )
     else:
-        cols = ", ".join(f"null::{sql_type} as {db.quote_ident(col)}" for col, sql_type in schema.items())
-        body = f"select {cols} where false"
+        body = "select " + ", ".join(f"null::{t} as {db.quote_ident(c)}" for c, t in cast.items()) + " where false"
     db.execute(con, f"create or replace view {db.quote_ident(name)} as {body}")
 
 
-def create_lake_views(con: duckdb.DuckDBPyConnection, settings: Settings) -> None:
-    """Views `events`, `links` and `quarantine` over the lake, with absolute paths so any client can open them."""
-    _create_lake_view(con, "events", ingest.events_glob(settings), ingest.EVENT_SCHEMA)
-    _create_lake_view(con, "links", ingest.links_glob(settings), ingest.LINK_SCHEMA)
-    _create_lake_view(con, "quarantine", ingest.quarantine_glob(settings), ingest.QUARANTINE_SCHEMA)
+_HIVE_KEYS = frozenset({"event_date", "source"})
+"""Columns the lake keeps only in its folder names (`event_date=`, `source=`), not in the files."""
+
+
+def _view_column(column: str, sql_type: str, portable: bool) -> str:
+    """One column of a lake view: a hive key typed (readers infer it, older DuckDB releases differently)."""
+    q = db.quote_ident(column)
+    if column in _HIVE_KEYS:
+        return f"cast({q} as {sql_type}) as {q}"
+    return f"{_published_expr(q, sql_type) if portable else q} as {q}"
+
+
+def _published_type(sql_type: str) -> str:
+    """The type every reader takes: UTC-aware timestamps, JSON as text (DuckDB 1.x clients lack the JSON type)."""
+    return {"timestamp": "timestamptz", "json": "varchar"}.get(sql_type, sql_type)
+
+
+def _published_expr(column: str, sql_type: str) -> str:
+    """`column` converted to `_published_type` (naive times are UTC)."""
+    if sql_type == "timestamp":
+        return f"timezone('UTC', {column})"
+    if sql_type == "json":
+        return f"cast({column} as varchar)"
+    return column
+
+
+def create_lake_views(con: duckdb.DuckDBPyConnection, settings: Settings, *, portable: bool = False) -> None:
+    """Views `events`, `links` and `quarantine` over the lake: absolute paths in a build, portable once published."""
+    base = settings.warehouse_path.parent if portable else None
+    _create_lake_view(con, "events", ingest.events_glob(settings), ingest.EVENT_SCHEMA, base)
+    _create_lake_view(con, "links", ingest.links_glob(settings), ingest.LINK_SCHEMA, base)
+    _create_lake_view(con, "quarantine", ingest.quarantine_glob(settings), ingest.QUARANTINE_SCHEMA, base)
+
+
+def publish_warehouse(con: duckdb.DuckDBPyConnection, context: RunContext) -> list[str]:
+    """Give the kept tables and lake views the types every reader takes; return the columns converted.
+
+    Run at publication, after the build was kept for the next incremental run and the identity state was
+    written: those keep naive UTC timestamps, what the SQL models compute with. Here every TIMESTAMP of a kept
+    table becomes TIMESTAMP WITH TIME ZONE (the same instant, read as UTC), so the Parquet marts carry
+    isAdjustedToUTC and pandas, polars and BI tools show the zone; the lake views become portable.
+    """
+    tables = {m.name for m in context.catalog.kept() if m.materialized == "table"}
+    rows = db.fetch(
+        con,
+        "select table_name, column_name from duckdb_columns() where schema_name = 'main' and not internal"
+        " and data_type = 'TIMESTAMP' and list_contains($tables::varchar[], table_name)"
+        " and table_name in (select table_name from duckdb_tables() where not temporary)"
+        " order by table_name, column_index",
+        {"tables": sorted(tables)},
+    )
+    for table, column in rows:
+        t, c = db.quote_ident(table), db.quote_ident(column)
+        db.execute(con, f"alter table {t} alter column {c} set data type timestamptz using timezone('UTC', {c})")
+    # The views' paths start from the warehouse's folder, which must exist for them to resolve.
+    context.settings.warehouse_path.parent.mkdir(parents=True, exist_ok=True)
+    db.set_file_search_path(con, [context.settings.warehouse_path.parent])
+    create_lake_views(con, context.settings, portable=True)
+    return [f"{t}.{c}" for t, c in rows]
 
 
 def _lake_views(con: duckdb.DuckDBPyConnection, context: RunContext, params: Mapping[str, Any]) -> dict[str, int]:
@@ -224,10 +297,13 @@ models.register(
                     "touchpoint": "Named point of contact; '<channel>:<event_type>' when the source gives none.",
                     "identifiers": "The event's identifiers as (id_type, id_value); email and phone are salted sha256"
                     " hex of the normalised value, empty values are left out.",
+                    "identifiers_text": "identifiers as JSON text for tools that cannot show a list"
+                    ' (\'[{"id_type":"email","id_value":"..."}]\'); \'[]\' when none.',
                     "sentiment": "Sentiment normalised to [-1, 1] from the source's sentiment_scale; null when none.",
                     "revenue": "Revenue in source units (no currency conversion), DECIMAL(18,2); null when none.",
                     "attributes": "JSON object of the source's other columns (not mapped, never identifiers),"
-                    " null values left out; '{}' when none.",
+                    " null values left out; '{}' when none. VARCHAR holding the JSON text (DuckDB 1.x clients lack"
+                    " the JSON type): json_extract and ->> read it as JSON.",
                     "ingested_at": "Wall-clock time (UTC) at which the ingest batch that loaded the event started.",
                     "batch_id": "Id of the run that loaded the event (in the flow: as_of as YYYYMMDDTHHMMSS, '-',"
                     " 8 hex digits).",
@@ -250,6 +326,7 @@ models.register(
                     "source": "Configured name of the links source.",
                     "identifiers": "The identifiers the row links as (id_type, id_value), sorted; email and phone are"
                     " salted sha256 hex of the normalised value as in `events`, empty values are left out.",
+                    "identifiers_text": "identifiers as JSON text for tools that cannot show a list, as in `events`.",
                     "ingested_at": "Wall-clock time (UTC) at which the ingest batch that loaded the link started.",
                     "batch_id": "Id of the run that loaded the link.",
                     "source_file": "Landing file the link came from, relative to the landing folder.",

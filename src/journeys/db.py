@@ -40,8 +40,9 @@ def connect(
     threads: int = 2,
     temp_directory: str | Path | None = None,
     read_only: bool = False,
+    search_path: list[str | Path] | None = None,
 ) -> duckdb.DuckDBPyConnection:
-    """Open DuckDB with bounded memory and a spill directory."""
+    """Open DuckDB with bounded memory, a spill directory, UTC as its time zone and the file's folder to find files."""
     config: dict[str, Any] = {
         "memory_limit": memory_limit,
         "threads": threads,
@@ -54,7 +55,26 @@ def connect(
         # BI tools still bundle DuckDB 1.x, which cannot open a file in 2.0's storage format.
         config["storage_compatibility_version"] = "v1.0.0"
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-    return duckdb.connect(str(path) if path is not None else ":memory:", read_only=read_only, config=config)
+    con = duckdb.connect(str(path) if path is not None else ":memory:", read_only=read_only, config=config)
+    folders = [*(search_path or []), *([Path(path).resolve().parent] if path is not None else [])]
+    try:
+        # Every time is UTC: a naive value becomes TIMESTAMP WITH TIME ZONE as UTC whatever the machine's zone
+        # (a connect option would not autoload ICU, which the setting needs).
+        con.execute("set TimeZone = 'UTC'")
+        if folders:
+            set_file_search_path(con, folders)
+    except BaseException:
+        con.close()
+        raise
+    return con
+
+
+def set_file_search_path(con: duckdb.DuckDBPyConnection, folders: list[str | Path]) -> None:
+    """Resolve relative file paths against `folders`, then the working directory (the warehouse's lake views)."""
+    # The warehouse's views name the lake relative to the warehouse's folder, so a moved data root still reads;
+    # DuckDB stops looking in the working directory once the setting is made, so it is added last.
+    dirs = [str(Path(f).resolve()) for f in folders] + [str(Path.cwd())]
+    con.execute("set file_search_path = $1", [",".join(dict.fromkeys(dirs))])
 
 
 def _params_used(sql: str, params: Mapping[str, Any] | None) -> dict[str, Any] | None:
@@ -66,7 +86,7 @@ def _params_used(sql: str, params: Mapping[str, Any] | None) -> dict[str, Any] |
 
 
 def _bindable(value: Any) -> Any:
-    """A tz-aware datetime as naive UTC: DuckDB would render it in the machine's time zone (no ICU here)."""
+    """A tz-aware datetime as naive UTC: a naive value is UTC in every table, and the connection's zone is UTC."""
     if isinstance(value, datetime) and value.tzinfo is not None:
         return value.astimezone(UTC).replace(tzinfo=None)
     return value

@@ -60,7 +60,7 @@ create or replace temp macro journeys_identifier(id_type, v, salt, region) as
 
 """
 
-_ID_LIST_TYPE = "struct(id_type varchar, id_value varchar)[]"
+ID_LIST_TYPE = "struct(id_type varchar, id_value varchar)[]"
 
 EVENT_SCHEMA: dict[str, str] = {
     "event_id": "varchar",
@@ -70,7 +70,7 @@ EVENT_SCHEMA: dict[str, str] = {
     "channel": "varchar",
     "event_type": "varchar",
     "touchpoint": "varchar",
-    "identifiers": "struct(id_type varchar, id_value varchar)[]",
+    "identifiers": ID_LIST_TYPE,
     "sentiment": "double",
     "revenue": "decimal(18, 2)",
     "attributes": "json",
@@ -86,7 +86,7 @@ EVENT_COLUMNS = tuple(EVENT_SCHEMA)
 LINK_SCHEMA: dict[str, str] = {
     "link_id": "varchar",
     "source": "varchar",
-    "identifiers": "struct(id_type varchar, id_value varchar)[]",
+    "identifiers": ID_LIST_TYPE,
     "ingested_at": "timestamp",
     "batch_id": "varchar",
     "source_file": "varchar",
@@ -1084,7 +1084,7 @@ def map_source_rows(con: duckdb.DuckDBPyConnection, src: SourceConfig, params: d
                 f" ph{i}.__ph_error)}} end"
             )
         id_items.append(f"{{'id_type': cast($idt{i} as varchar), 'id_value': {value}}}")
-    identifiers = f"cast([{', '.join(id_items)}] as {_ID_LIST_TYPE})"
+    identifiers = f"cast([{', '.join(id_items)}] as {ID_LIST_TYPE})"
     # The first failing identifier column (in config order) names the row's reason.
     identifier_reject = f"coalesce({', '.join(rejects)})" if rejects else "null"
 
@@ -1249,7 +1249,9 @@ def write_quarantine(
                 from rejected as r
                 left join raws as w on w.__line = r.source_line
             )
-            select * from final order by line
+            -- The source is only the folder's name (source=<name>): pyarrow and pandas reject a hive key
+            -- that is also a column.
+            select * exclude (source) from final order by line
         ) to $out (format parquet)
         """,
         {**params, "out": str(out)},
@@ -1307,7 +1309,8 @@ def _write_event_table(
     db.execute(
         con,
         f"copy (select {cols} from {db.quote_ident(table)} order by event_date, occurred_at, event_id) to $out "
-        "(format parquet, partition_by (event_date), write_partition_columns true, overwrite true)",
+        # The date is only the folder's name: pyarrow and pandas reject a hive key that is also a column.
+        "(format parquet, partition_by (event_date), write_partition_columns false, overwrite true)",
         {"out": str(out)},
     )
     dates: list[date] = []
@@ -1443,7 +1446,8 @@ def count_held(settings: Settings) -> int:
 
 def write_links(con: duckdb.DuckDBPyConnection, settings: Settings, stem: str, tmp: Path) -> None:
     """Write table run_links to lake/links/source=<name>/<stem>.parquet, one file per source, renamed into place."""
-    cols = ", ".join(db.quote_ident(c) for c in LINK_COLUMNS)
+    # The source is only the folder's name (source=<name>): pyarrow and pandas reject a hive key that is also a column.
+    cols = ", ".join(db.quote_ident(c) for c in LINK_COLUMNS if c != "source")
     for (source,) in db.fetch(con, "select distinct source from run_links order by 1"):
         out = tmp / f"links-{source}.parquet"
         db.execute(

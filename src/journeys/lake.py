@@ -139,8 +139,10 @@ def compact_group(
     paths = [str(p) for p in files]
     db.execute(
         con,
-        "copy (select * from read_parquet($files::varchar[], hive_partitioning = false, union_by_name = true)"
-        " order by occurred_at, event_id) to $out (format parquet)",
+        # The date is the folder's name only (pyarrow and pandas reject a hive key that is also a column); files
+        # of lakes written before that still carry it, and leave it here.
+        "copy (select * exclude (event_date) from read_parquet($files::varchar[], hive_partitioning = true,"
+        " union_by_name = true) order by occurred_at, event_id) to $out (format parquet)",
         {"files": paths, "out": str(out)},
     )
     rows = _rows(con, [str(out)])

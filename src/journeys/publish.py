@@ -155,7 +155,8 @@ def open_analyst_db(path: Path, warehouse: Path, **connect: Any) -> duckdb.DuckD
     # The analysts' objects live in a file no run touches; a view over `warehouse.<table>` is resolved when
     # queried, so it reads the new warehouse once attached again after the nightly swap (a session attached
     # before the swap keeps reading the old file).
-    con = db.connect(path, **connect)
+    # The warehouse's lake views name the lake relative to the warehouse's folder.
+    con = db.connect(path, search_path=[warehouse.parent], **connect)
     try:
         # ATTACH binds its path; the alias is an identifier.
         db.execute(con, f"attach $p as {db.quote_ident(WAREHOUSE_ALIAS)} (read_only)", {"p": str(warehouse)})

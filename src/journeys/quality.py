@@ -489,7 +489,12 @@ def validate_warehouse(
     ev = suites[EVENTS_SUITE]
     # The suite's columns, and the two the bookkeeping needs under names no suite uses.
     wanted = suite_columns(ev, list(ingest_event_columns()))
-    cols = ", ".join([*map(db.quote_ident, wanted), "event_date as __date", "batch_id as __batch"])
+    # Naive UTC, as the bounds are: the published `events` view is TIMESTAMP WITH TIME ZONE (the connection is UTC).
+    picked = [
+        f"{db.quote_ident(c)}::timestamp as {db.quote_ident(c)}" if c == "occurred_at" else db.quote_ident(c)
+        for c in wanted
+    ]
+    cols = ", ".join([*picked, "event_date as __date", "batch_id as __batch"])
     if event_files is None:
         sql, params = f"select {cols} from events", {}
     else:

@@ -196,6 +196,7 @@ def stage_definitions_table(models: list[tuple[StageModel, StageModelRef]]) -> p
                     "stage_name": st.name,
                     "owner": st.owner,
                     "designed_channels": st.designed_channels,
+                    "designed_channels_text": ", ".join(st.designed_channels),
                     "time_budget_us": parse_duration_us(st.time_budget),
                     "purchase_stage_index": model.purchase_stage_index,
                     "optional": st.optional,
@@ -211,6 +212,7 @@ def stage_definitions_table(models: list[tuple[StageModel, StageModelRef]]) -> p
             ("stage_name", pa.string()),
             ("owner", pa.string()),
             ("designed_channels", pa.list_(pa.string())),
+            ("designed_channels_text", pa.string()),
             ("time_budget_us", pa.int64()),
             ("purchase_stage_index", pa.int32()),
             ("optional", pa.bool_()),
@@ -247,6 +249,7 @@ def stage_rule_conditions_table(models: list[tuple[StageModel, StageModelRef]]) 
                             "field": field,
                             "attribute_pos": pos,
                             "accepted": [str(v) for v in values],
+                            "accepted_text": ", ".join(str(v) for v in values),
                             "occurrence": rule.occurrence_n,
                             "occurrence_and_later": rule.occurrence_and_later,
                         }
@@ -261,6 +264,7 @@ def stage_rule_conditions_table(models: list[tuple[StageModel, StageModelRef]]) 
             ("field", pa.string()),
             ("attribute_pos", pa.int32()),
             ("accepted", pa.list_(pa.string())),
+            ("accepted_text", pa.string()),
             ("occurrence", pa.int32()),
             ("occurrence_and_later", pa.bool_()),
         ]
@@ -304,6 +308,8 @@ _STAGE_TABLES = {
             "stage_name": "Name of the stage.",
             "owner": "Department that owns the stage (YAML owner); null when none.",
             "designed_channels": "Channels the experience is designed for at this stage; empty list when none.",
+            "designed_channels_text": "designed_channels as one text for tools that cannot show a list, joined with"
+            " ', '; '' when none.",
             "time_budget_us": "Stage's time_budget in microseconds: the intended time from reaching it to reaching the"
             " next; null when none.",
             "purchase_stage_index": "Position of the model's purchase_stage (the stage at which a customer has"
@@ -326,6 +332,7 @@ _STAGE_TABLES = {
             "attribute_pos": "For 'attribute': 1-based position of the attribute key among every key a rule tests"
             " (sorted); null for the other fields.",
             "accepted": "Values that satisfy the condition (any one of them).",
+            "accepted_text": "accepted as one text for tools that cannot show a list, joined with ', '.",
             "occurrence": "The rule's occurrence n: it matches only the n-th event of the journey that meets all its"
             " conditions (in occurred_at, event_id order), or the n-th and later ones; null = every such event.",
             "occurrence_and_later": "True when the rule matches the n-th and later occurrences (`n+`), false for the"

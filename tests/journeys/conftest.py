@@ -36,5 +36,6 @@ def published(tmp_path_factory: pytest.TempPathFactory) -> Published:
         for step in context.catalog.steps():
             build.build_step(con, context, step)
         build.drop_intermediates(con, context)
+        build.publish_warehouse(con, context)
         dictionary.comment_warehouse(con, context.catalog)
     return Published(settings, context)

@@ -33,7 +33,10 @@ def run(tmp_path_factory):
         build.build_step(con, context, step)
     every = _columns(con)
     build.drop_intermediates(con, context)
+    # Publication's own columns (the lake views' text twins) are described too.
+    build.publish_warehouse(con, context)
     kept = _columns(con)
+    every = {t: list(dict.fromkeys([*every.get(t, []), *kept.get(t, [])])) for t in {*every, *kept}}
     con.close()
     return context.catalog, every, kept
 

@@ -22,6 +22,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from journeys import db
 from journeys.config import Settings, load_settings
 from journeys.generate import GenerateSpec, generate_sample
 
@@ -148,7 +149,8 @@ def assert_outputs_readable(s: Settings, marts_before: dict[str, int] | None) ->
         assert lake and not any("_tmp" in p.parts for p in lake)
         for p in lake:
             con.sql("select count(*) from read_parquet($p)", params={"p": str(p)}).fetchall()
-    with duckdb.connect(str(s.warehouse_path), read_only=True) as con:
+    # As `journeys query` opens it: the lake views are relative to the warehouse's folder.
+    with db.connect(s.warehouse_path, read_only=True) as con:
         assert con.sql("select count(*) from stage_conversion").fetchall()[0][0] > 0
         assert con.sql("select count(*) from journeys").fetchall()[0][0] > 0
         assert con.sql("select count(*) from events").fetchall()[0][0] > 0

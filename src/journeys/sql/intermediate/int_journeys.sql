@@ -29,7 +29,8 @@ journey_facts as (
         arg_max_null(je.sentiment, je.event_seq) as last_sentiment,
         arg_max(je.sentiment, je.event_seq) filter (where je.sentiment is not null) as last_known_sentiment,
         arg_min_null(json_extract_string(je.attributes, $breakdown_path), je.event_seq) as breakdown_attribute,
-        sum(je.revenue) as revenue
+        -- A sum of DECIMAL(18,2) is DECIMAL(38,2), which BI tools read as text or float: money stays (18,2).
+        sum(je.revenue)::decimal(18, 2) as revenue
     from journey_events as je
     group by je.journey_id
 ),

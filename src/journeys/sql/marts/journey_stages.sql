@@ -162,6 +162,9 @@ final as (
         s.is_converted,
         s.stages_over_budget,
         s.stages_skipped,
+        -- Most BI tools cannot show a list: the same stage indexes as text.
+        array_to_string(s.stages_skipped, ',') as stages_skipped_text,
+        array_to_string(s.stages_over_budget, ',') as stages_over_budget_text,
         s.conformance_score,
         case when s.is_closed and not s.is_converted and s.furthest_stage >= 1 then s.furthest_stage end
             as dropout_stage,

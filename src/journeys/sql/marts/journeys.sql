@@ -68,7 +68,9 @@ final as (
         ps.is_closed,
         ps.is_converted,
         ps.dropout_stage,
-        coalesce(sp.stage_path, []::varchar[]) as stage_path
+        coalesce(sp.stage_path, []::varchar[]) as stage_path,
+        -- Most BI tools cannot show a list: the same path as text, joined as journey_paths joins steps.
+        array_to_string(coalesce(sp.stage_path, []::varchar[]), ' > ') as stage_path_text
     from journeys as j
     inner join primary_stages as ps on ps.journey_id = j.journey_id
     left join any_order_stages as ao on ao.journey_id = j.journey_id

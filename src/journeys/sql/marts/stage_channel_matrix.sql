@@ -38,7 +38,8 @@ cells as (
         count(distinct me.customer_key) as customers_in_cell,
         -- Decimal sums are exact, so the mean does not depend on how threads split the rows.
         avg(me.sentiment::decimal(18, 6))::double as mean_sentiment,
-        sum(me.revenue) as revenue,
+        -- A sum of DECIMAL(18,2) is DECIMAL(38,2), which BI tools read as text or float: money stays (18,2).
+        sum(me.revenue)::decimal(18, 2) as revenue,
         count(distinct me.customer_key) filter (where me.moved_on) as customers_moved_on,
         count(distinct me.journey_id) filter (where me.moved_on) as journeys_moved_on,
         count(distinct me.journey_id) filter (where me.reached_purchase) as journeys_purchased,
@@ -120,13 +121,17 @@ final as (
         case when p.has_next_stage then p.journeys_moved_on end as journeys_moved_on,
         case when p.has_purchase_stage then p.journeys_purchased end as journeys_purchased,
         p.p_purchase,
+        -- Money is DECIMAL(18,2) (to the cent) in every published table; the rate per contact keeps
+        -- fractions of a cent (an e-mail or SMS costs less than one).
         case
             when p.has_purchase_stage then coalesce($customer_value::double, cv.avg_customer_value, 0)
-        end as avg_customer_value,
-        p.cost_per_contact,
-        p.events_in_cell * p.cost_per_contact as cost_to_serve,
-        p.customers_in_cell * p.p_purchase * coalesce($customer_value::double, cv.avg_customer_value, 0)
-        - p.events_in_cell * p.cost_per_contact as monetised_value,
+        end::decimal(18, 2) as avg_customer_value,
+        p.cost_per_contact::decimal(18, 4) as cost_per_contact,
+        (p.events_in_cell * p.cost_per_contact)::decimal(18, 2) as cost_to_serve,
+        (
+            p.customers_in_cell * p.p_purchase * coalesce($customer_value::double, cv.avg_customer_value, 0)
+            - p.events_in_cell * p.cost_per_contact
+        )::decimal(18, 2) as monetised_value,
         coalesce(s.owner, cto.touchpoint_owner) as owner
     from priced as p
     inner join stages as s on s.stage_model = p.stage_model and s.stage_index = p.stage_index
