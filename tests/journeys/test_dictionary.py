@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 
-from journeys import db, dictionary
+from journeys import db, dictionary, publish
 
 REPO = Path(__file__).resolve().parents[2]
 TABLES_MD = REPO / "docs" / "tables.md"
@@ -49,3 +50,16 @@ def test_docs_tables_md_is_current(published, con):
     assert TABLES_MD.read_text(encoding="utf-8") == want, (
         "docs/tables.md is out of date with the catalog: `make demo` then `journeys docs`"
     )
+
+
+def test_parquet_marts_carry_the_catalog_descriptions_as_field_metadata(published, con):
+    catalog = published.context.catalog
+    marts = publish.publish_marts(con, published.settings, catalog.published(), published.context.batch_id)
+    wrong = []
+    for table, path in marts.items():
+        columns = catalog.models[table].columns
+        for field in pq.read_schema(path):
+            got = (field.metadata or {}).get(b"description", b"").decode()
+            if not got or got != str(columns.get(field.name, "")).strip():
+                wrong.append(f"{table}.{field.name}: {got!r}")
+    assert len(marts) > 20 and not wrong, wrong

@@ -51,14 +51,14 @@ def _runs_seen(settings) -> dict[str, set[int]]:
 def test_a_run_killed_between_two_marts_leaves_the_previous_set_whole(settings, monkeypatch):
     con = db.connect()
     publish.publish_marts(con, settings, _marts(con, 1), "20261101T000000-aaaaaaaa")
-    real_copy = publish._copy_parquet
+    real_write = publish._write_mart
 
-    def dies_after_the_first(con_, table, order, final, metadata=None):
-        if table == "b":
+    def dies_after_the_first(con_, model, final, metadata=None):
+        if model.name == "b":
             raise KeyboardInterrupt("killed between two marts")
-        return real_copy(con_, table, order, final, metadata)
+        return real_write(con_, model, final, metadata)
 
-    monkeypatch.setattr(publish, "_copy_parquet", dies_after_the_first)
+    monkeypatch.setattr(publish, "_write_mart", dies_after_the_first)
     with pytest.raises(KeyboardInterrupt, match="killed between two marts"):
         publish.publish_marts(con, settings, _marts(con, 2), "20261102T000000-bbbbbbbb")
     assert _runs_seen(settings) == {"a": {1}, "b": {1}}
