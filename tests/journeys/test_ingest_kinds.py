@@ -189,6 +189,32 @@ def test_a_wide_row_exported_again_with_a_new_time_loads_only_that_event(tmp_pat
     assert rows(events_glob(s), "event_id", "event_id") == [("orders:o2:delivery",), ("orders:o2:purchase",)]
 
 
+def test_a_wide_row_loads_its_events_within_the_limit_and_holds_the_rest_until_as_of_passes_them(tmp_path):
+    land(
+        tmp_path,
+        "orders/a.csv",
+        WIDE_HEADER + "o1,c1,2026-02-27 10:00:00,,2026-03-20 09:00:00\n"  # delivered three weeks after as_of
+        "o2,c2,2026-03-10 10:00:00,,\n",  # its only event is later than the limit
+    )
+    s = settings(tmp_path, WIDE)
+    report = ingest(s)
+    (f,) = report.files
+    # A row counts once: loaded when any of its events loads, held only when none does.
+    assert (f.read, f.loaded, f.quarantined, f.duplicates, f.held) == (2, 1, 0, 0, 1)
+    assert report.still_held == 2
+    assert rows(events_glob(s), "event_id", "event_id") == [("orders:o1:purchase",)]
+    later = ingest_sources(s, as_of=datetime(2026, 4, 1), batch_id="b2")
+    assert (later.read, later.released, later.still_held) == (0, 2, 0)
+    assert rows(events_glob(s), "event_id, source_line", "event_id") == [
+        ("orders:o1:delivery", 2),
+        ("orders:o1:purchase", 2),
+        ("orders:o2:purchase", 3),
+    ]
+    again = ingest_sources(s, as_of=datetime(2026, 5, 1), batch_id="b3")
+    assert (again.released, again.still_held) == (0, 0)
+    assert len(rows(events_glob(s), "event_id", "event_id")) == 3
+
+
 # --- row filters ---------------------------------------------------------------------------------------
 
 
