@@ -650,15 +650,23 @@ def _line_numbers(
     db.execute(con, "create or replace temp table src_starts (logical bigint, line bigint, last_line bigint)")
     if blank_lines:
         # Only blankness and quotes matter here, so the scan must not fail on what the real read quarantines:
-        # any byte decodes as latin-1, and a NUL (this scan's delimiter) just splits off an ignored column.
-        db.execute(
-            con,
-            "create or replace temp table src_physical as select row_number() over () as line, __j_text as t"
-            " from read_csv($path, auto_detect = false, columns = {'__j_text': 'VARCHAR'}, header = false,"
-            " delim = $nul, quote = '', escape = '', encoding = 'latin-1', strict_mode = false,"
-            " compression = $compression)",
-            _lines_params(f),
-        )
+        # a NUL (this scan's delimiter) just splits off an ignored column, and latin-1 takes invalid UTF-8.
+        # DuckDB's latin-1 refuses the bytes 0x80-0x9f, which UTF-8 text is full of (`É` is c3 89, `"` curly
+        # e2 80 9c); line breaks and quotes are ASCII, so reading such a file as UTF-8 finds the same lines.
+        for encoding in ("latin-1", "utf-8"):
+            try:
+                db.execute(
+                    con,
+                    "create or replace temp table src_physical as select row_number() over () as line,"
+                    " __j_text as t from read_csv($path, auto_detect = false, columns = {'__j_text': 'VARCHAR'},"
+                    " header = false, delim = $nul, quote = '', escape = '', encoding = $encoding,"
+                    " strict_mode = false, compression = $compression)",
+                    {**_lines_params(f), "encoding": encoding},
+                )
+                break
+            except duckdb.InvalidInputException:
+                if encoding == "utf-8":
+                    raise
         db.execute(
             con,
             """
@@ -1937,11 +1945,20 @@ def require_events(settings: Settings, report: IngestReport) -> None:
     for f in report.files:
         matched[f.source] = matched.get(f.source, 0) + 1
     per_source = "; ".join(f"{s.name} {s.path!r}: {matched[s.name]} file(s)" for s in settings.sources)
+    # A first run on an export whose files all lack a final line break holds every file once; "check the
+    # glob" would send the user after the wrong problem.
+    not_ready = [f"{f.file} ({f.not_ready})" for f in report.files if f.not_ready]
+    advice = (
+        f" {len(not_ready)} file(s) not ready, held for the next run: {'; '.join(not_ready)}. Run again: a file"
+        " that ends inside a line is read once it is unchanged at a later run."
+        if not_ready
+        else " Check data_root and each source's path glob."
+    )
     raise NothingToPublishError(
         f"nothing to publish: the lake of data root {settings.root} holds no events after this run"
         f" (rows read {report.read}: quarantined {report.quarantined}, duplicates {report.duplicates};"
         f" blank {report.blank}). Landing files matched under {settings.landing_dir}:"
-        f" {per_source or 'no sources configured'}. Check data_root and each source's path glob."
+        f" {per_source or 'no sources configured'}.{advice}"
     )
 
 

@@ -14,7 +14,15 @@ import pytest
 from pydantic import ValidationError
 
 from journeys.config import DEFAULT_CHANNELS, MappedField, Settings, SourceConfig
-from journeys.ingest import IngestReport, SourceError, events_glob, ingest_sources, quarantine_glob
+from journeys.ingest import (
+    IngestReport,
+    NothingToPublishError,
+    SourceError,
+    events_glob,
+    ingest_sources,
+    quarantine_glob,
+    require_events,
+)
 
 AS_OF = datetime(2026, 3, 1)
 SALT = "test-salt"
@@ -552,6 +560,10 @@ def test_a_file_cut_inside_its_last_row_waits_and_the_complete_file_loads_once(t
         "it ends inside a line (still being written?); read if unchanged next run"
     ]
     assert not any(s.lake_dir.rglob("*.parquet"))
+    # A run that loaded nothing because of it says so, instead of sending the user to check the globs.
+    held = r"1 file\(s\) not ready, held for the next run: web/a.csv.*Run again"
+    with pytest.raises(NothingToPublishError, match=held):
+        require_events(s, first)
     path.write_text(full, encoding="utf-8")
     ingest(s, "b2")
     (row,) = events(s)

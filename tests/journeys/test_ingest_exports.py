@@ -135,6 +135,23 @@ def test_latin1_gzip_csv_is_decoded_with_the_source_encoding(tmp_path):
     assert ingest(s).loaded == 1
 
 
+def test_utf8_text_with_bytes_latin1_refuses_is_read_when_a_field_spans_lines(tmp_path):
+    # A quoted field with a line break makes the reader number lines itself; `É` (c3 89) and curly quotes
+    # (e2 80 9c) hold bytes 0x80-0x9f, which DuckDB's latin-1 refuses: the whole file was refused.
+    land(
+        tmp_path,
+        "web/a.csv",
+        HEADER + 'h1,2026-01-15 10:00:00,desktop,pageview,,,c1,,"/ÓTIMO\n\u201cproduto\u201d"\n'
+        "h2,2026-01-15 11:00:00,desktop,pageview,,,c1,,/É\n"
+        "h3,bad time,desktop,pageview,,,c1,,/x\n",
+    )
+    s = settings(tmp_path, WEB)
+    report = ingest(s)
+    assert (report.loaded, report.quarantined) == (2, 1)
+    assert rows(events_glob(s), "event_id, source_line", "event_id") == [("web:h1", 2), ("web:h2", 4)]
+    assert rows(quarantine_glob(s), "line", "line") == [(5,)]
+
+
 def test_truncated_gzip_fails_before_anything_is_written(tmp_path):
     whole = gzip.compress((HEADER + ROWS * 50).encode())
     bad = land(tmp_path, "web/a.csv.gz", whole[: len(whole) // 2])
