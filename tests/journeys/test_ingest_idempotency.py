@@ -150,7 +150,7 @@ def test_ingest_dying_mid_write_is_completed_by_the_next_run(landing, whole, tmp
     def dying_manifest(con, settings, tmp):
         calls["n"] += 1
         if calls["n"] == 1:  # the run's events are in the lake, no file is recorded as ingested yet
-            raise Crash("killed before the manifest")
+            raise Crash("killed before manifest")
         real_manifest(con, settings, tmp)
 
     if when == "before_manifest":
