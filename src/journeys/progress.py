@@ -4,12 +4,21 @@ The flow's steps are already Prefect task runs with their own log lines; what a 
 is the progress inside a step (landing files read, models built, marts written). Code that loops over such
 items wraps the loop in `track`; the command line turns the bar on with `shown` around a run. In the flow
 under a scheduler, in tests and in pipes there is no bar and `track` only passes the items through.
+
+Because every long step passes through `track`, it also holds the one test-only pause point: with
+`TEST_JOURNEYS_PAUSE_AT=<description>:<n>` (e.g. `publish:2`) and `TEST_JOURNEYS_PAUSE_FD` (a pipe's write
+end the process inherited), the `track` that is about to hand out the process's n-th item of that description
+(counted over all its `track` calls: a build step may build a single model) writes the point to the pipe and
+then blocks for good, so a crash test kills the run at a known step without polling. The names
+stay outside `JOURNEYS_*`, which is the config's namespace.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
@@ -59,6 +68,12 @@ def shown(console: Console | None = None) -> Iterator[bool]:
 
 def track(items: Iterable[T], description: str, label: Callable[[T], str] | None = None) -> Iterator[T]:
     """Yield `items`, advancing a bar named `description` (each item's `label` shown beside it) when one is shown."""
+    out = _tracked(items, description, label)
+    point = os.environ.get("TEST_JOURNEYS_PAUSE_AT", "").rpartition(":")
+    return _pausing(out, description, int(point[2])) if point[0] == description else out
+
+
+def _tracked(items: Iterable[T], description: str, label: Callable[[T], str] | None) -> Iterator[T]:
     bar = _bar
     if bar is None:
         yield from items
@@ -75,3 +90,18 @@ def track(items: Iterable[T], description: str, label: Callable[[T], str] | None
             bar.refresh()
     finally:
         bar.remove_task(task)
+
+
+_handed_out: dict[str, int] = {}
+_handed_out_lock = threading.Lock()
+
+
+def _pausing(items: Iterable[T], description: str, n: int) -> Iterator[T]:
+    """Yield `items`; before the process's n-th of `description`, say so on the pause pipe and block until killed."""
+    for item in items:
+        with _handed_out_lock:  # build steps run in threads of one process
+            i = _handed_out[description] = _handed_out.get(description, 0) + 1
+        if i == n:
+            os.write(int(os.environ["TEST_JOURNEYS_PAUSE_FD"]), f"{description}:{n}\n".encode())
+            threading.Event().wait()  # until the test's SIGKILL
+        yield item

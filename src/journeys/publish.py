@@ -12,7 +12,7 @@ import fcntl
 import os
 import shutil
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -246,17 +246,22 @@ class RunLockedError(RuntimeError):
 
 
 @contextlib.contextmanager
-def run_lock(settings: Settings, wait_s: float = 3600.0) -> Iterator[None]:
+def run_lock(settings: Settings, wait_s: float = 3600.0, on_busy: Callable[[], None] | None = None) -> Iterator[None]:
     """Hold the data root's run lock: a second run waits, then finds the work done and changes nothing."""
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     path = settings.state_dir / "run.lock"
     with path.open("a+") as fh:
         deadline = time.monotonic() + wait_s
+        busy = False
         while True:
             try:
                 fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
                 break
             except BlockingIOError:
+                # Once, at the first refusal: a test then knows this run really waited, without sleeping.
+                if on_busy is not None and not busy:
+                    on_busy()
+                busy = True
                 if time.monotonic() > deadline:
                     raise RunLockedError(f"{path} is held by another run") from None
                 time.sleep(0.5)

@@ -1,3 +1,4 @@
+import re
 from pathlib import Path
 
 import pytest
@@ -32,15 +33,15 @@ def test_env_overrides_file_and_overrides_beat_env(monkeypatch, tmp_path):
 def test_unknown_key_is_rejected(tmp_path):
     p = tmp_path / "j.yaml"
     p.write_text("data_rot: x\n")
-    with pytest.raises(ConfigError) as err:
+    with pytest.raises(ConfigError, match="data_rot: unknown key") as err:
         load_settings(p)
     assert str(err.value) == f"{p}: data_rot: unknown key; did you mean 'data_root'?"
 
 
 def test_mapped_field_needs_exactly_one_of_column_or_value():
-    with pytest.raises(ValidationError):
+    with pytest.raises(ValidationError, match="exactly one of"):
         MappedField()
-    with pytest.raises(ValidationError):
+    with pytest.raises(ValidationError, match="exactly one of"):
         MappedField(column="a", value="b")
 
 
@@ -126,8 +127,9 @@ def write_config(tmp_path, text: str, **fmt) -> Path:
     return p
 
 
-def config_error(path) -> str:
-    with pytest.raises(ConfigError) as err:
+def config_error(path, source: str | None = None) -> str:
+    # A config error first names where the value came from (the file unless said otherwise); callers check the rest.
+    with pytest.raises(ConfigError, match=f"^{re.escape(source or str(path))}: ") as err:
         load_settings(path)
     return str(err.value)
 
@@ -147,7 +149,7 @@ def test_config_errors_are_one_line_each_naming_file_key_and_expectation(tmp_pat
 
 def test_config_error_is_not_a_traceback_of_pydantic(tmp_path):
     p = write_config(tmp_path, "session_timeout: 30 days\n")
-    with pytest.raises(ConfigError) as err:
+    with pytest.raises(ConfigError, match=re.escape(f"{p}: session_timeout:")) as err:
         load_settings(p)
     assert err.value.__cause__ is None and err.value.__suppress_context__
     assert "errors.pydantic.dev" not in str(err.value)
@@ -212,7 +214,8 @@ def test_zero_timeout_is_rejected(tmp_path):
 
 def test_environment_value_error_names_the_variable(tmp_path, monkeypatch):
     monkeypatch.setenv("JOURNEYS_JOURNEY_TIMEOUT", "a month")
-    assert config_error(write_config(tmp_path, "data_root: data\n")) == (
+    source = "JOURNEYS_JOURNEY_TIMEOUT (environment)"
+    assert config_error(write_config(tmp_path, "data_root: data\n"), source) == (
         "JOURNEYS_JOURNEY_TIMEOUT (environment): journey_timeout: expected a duration such as 30d, 36h, 90m, 45s"
         " or 2w, got 'a month'"
     )
@@ -297,7 +300,7 @@ def test_loading_refuses_the_placeholder_or_an_empty_salt_naming_the_key(
         monkeypatch.setenv("JOURNEYS_PII_SALT", env_salt)
     p = write_config(tmp_path, "data_root: data\n" + file_salt)
     origin = str(p) if where == "file" else "JOURNEYS_PII_SALT (environment)"
-    msg = config_error(p)
+    msg = config_error(p, origin)
     assert msg.startswith(f"{origin}: pii_salt: expected a secret salt (set JOURNEYS_PII_SALT"), msg
     assert what in msg
 

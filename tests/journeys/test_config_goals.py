@@ -1,5 +1,6 @@
 """`goals` in the config: typed, unknown keys rejected, and what they name checked at load time."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,8 @@ FLOW = "  - {name: g, stage_model: generic_lifecycle, stage: consideration, thre
 def _error(tmp_path: Path, goals: str, head: str = HEAD) -> str:
     p = tmp_path / "j.yaml"
     p.write_text(head + goals)
-    with pytest.raises(ConfigError) as err:
+    # Every config error starts with the file's path; the callers check the rest.
+    with pytest.raises(ConfigError, match=f"^{re.escape(str(p))}: ") as err:
         load_settings(p)
     return str(err.value).removeprefix(f"{p}: ")
 

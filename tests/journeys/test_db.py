@@ -8,7 +8,7 @@ from journeys import db
 
 def test_quote_ident_escapes_quotes_and_rejects_empty():
     assert db.quote_ident('we"ird') == '"we""ird"'
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"^not a valid identifier: ''$"):
         db.quote_ident("")
 
 

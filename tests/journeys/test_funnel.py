@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 from pathlib import Path
 
 import chdb
@@ -225,22 +226,22 @@ def test_empty_input_and_no_specs_give_an_empty_table():
 
 
 @pytest.mark.parametrize(
-    "kwargs",
+    ("kwargs", "message"),
     [
-        {"stage_model": "", "n_stages": 3},
-        {"stage_model": "m", "n_stages": 0},
-        {"stage_model": "m", "n_stages": 3, "modes": ("sideways",)},
-        {"stage_model": "m", "n_stages": 3, "modes": ()},
-        {"stage_model": "m", "n_stages": 3, "window_us": -1},
+        ({"stage_model": "", "n_stages": 3}, "stage_model must be a non-empty string"),
+        ({"stage_model": "m", "n_stages": 0}, "n_stages must be a positive integer"),
+        ({"stage_model": "m", "n_stages": 3, "modes": ("sideways",)}, "unknown funnel modes ['sideways']"),
+        ({"stage_model": "m", "n_stages": 3, "modes": ()}, "modes must be non-empty and distinct"),
+        ({"stage_model": "m", "n_stages": 3, "window_us": -1}, "window_us must be None or a non-negative integer"),
     ],
 )
-def test_invalid_specs_are_rejected(kwargs):
-    with pytest.raises(ValueError):
+def test_invalid_specs_are_rejected(kwargs, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
         FunnelSpec(**kwargs)
 
 
 def test_duplicate_models_are_rejected():
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=re.escape("one FunnelSpec per stage model, got ['m', 'm']")):
         _run([], [FunnelSpec("m", 2), FunnelSpec("m", 3)])
 
 

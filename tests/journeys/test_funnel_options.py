@@ -3,6 +3,8 @@ chdb), window from the prior step, exclusions, hold-constant attributes and the 
 
 from __future__ import annotations
 
+import re
+
 import chdb
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -216,19 +218,19 @@ def test_open_mode_applies_the_window_and_options():
 
 
 @pytest.mark.parametrize(
-    "kwargs",
+    ("kwargs", "message"),
     [
-        {"window_from": "last_step"},
-        {"exclusions": (Exclusion((2, 4), ("x",)),)},
-        {"hold_constant": ""},
+        ({"window_from": "last_step"}, "window_from must be one of"),
+        ({"exclusions": (Exclusion((2, 4), ("x",)),)}, "does not fit a model of 3 stages"),
+        ({"hold_constant": ""}, "hold_constant must be None or an attribute key"),
     ],
 )
-def test_invalid_options_are_rejected(kwargs):
-    with pytest.raises(ValueError):
+def test_invalid_options_are_rejected(kwargs, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
         FunnelSpec("m", 3, **kwargs)
 
 
 @pytest.mark.parametrize("between", [(2, 2), (0, 1), (3, 1)])
 def test_invalid_exclusions_are_rejected(between):
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=re.escape(f"exclusion between must be two stages i < j, got {between!r}")):
         Exclusion(between, ("x",))

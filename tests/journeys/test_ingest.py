@@ -484,7 +484,7 @@ def test_missing_mapped_column_raises_before_anything_is_written(tmp_path):
     )
     bad = write(tmp_path, "calls/x.csv", "call_id;started;phone\nc1;2026-01-15 10:00:00;555\n")
     s = make_settings(tmp_path, web_source(), email_source(), calls)
-    with pytest.raises(SourceError) as err:
+    with pytest.raises(SourceError, match="'caller'") as err:
         ingest_sources(s, as_of=AS_OF, batch_id="b1")
     msg = str(err.value)
     assert "'calls'" in msg and str(bad) in msg and "'caller'" in msg and "call_id" in msg

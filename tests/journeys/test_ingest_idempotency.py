@@ -144,20 +144,20 @@ def test_ingest_dying_mid_write_is_completed_by_the_next_run(landing, whole, tmp
         if "events" in dst.parts and dst.name.startswith("crash-"):
             calls["n"] += 1
             if calls["n"] == 2:
-                raise Crash
+                raise Crash("killed between partitions")
         real_replace(src, dst)
 
     def dying_manifest(con, settings, tmp):
         calls["n"] += 1
         if calls["n"] == 1:  # the run's events are in the lake, no file is recorded as ingested yet
-            raise Crash
+            raise Crash("killed before manifest")
         real_manifest(con, settings, tmp)
 
     if when == "before_manifest":
         monkeypatch.setattr(ingest, "write_manifest", dying_manifest)
     else:
         monkeypatch.setattr(ingest, "_fsync_replace", dying_replace)
-    with pytest.raises(Crash):
+    with pytest.raises(Crash, match=f"^killed {when.replace('_', ' ')}$"):
         ingest_sources(s, as_of=SPEC.as_of, batch_id="crash")
     monkeypatch.undo()
     # What a killed process would leave aside (an exception cleans up after itself, SIGKILL does not).

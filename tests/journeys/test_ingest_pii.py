@@ -161,7 +161,7 @@ def test_a_headerless_file_never_puts_its_first_row_in_the_error_or_the_log(tmp_
     write(tmp_path, "web/a.csv", f"h1,2026-01-15 10:00:00,desktop,pageview,{MAIL_INTL},{csv_field(PHONE_EXT)}\n")
     s = make_settings(tmp_path, web_source())
     caplog.set_level(logging.DEBUG)
-    with pytest.raises(SourceError) as err:
+    with pytest.raises(SourceError, match="column 'hit_id' not found") as err:
         ingest_sources(s, as_of=AS_OF, batch_id="b1")
     message = str(err.value)
     assert "column 'hit_id' not found" in message and "<redacted-email>" in message

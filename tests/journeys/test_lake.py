@@ -140,19 +140,19 @@ def test_a_compaction_killed_at_any_step_is_completed_or_undone_before_the_next_
         calls["replace"] += 1
         # The journal is written (1), then the new file swapped in (2).
         if (kill_at, calls["replace"]) in {("journal", 1), ("swap", 2)}:
-            raise Kill
+            raise Kill(kill_at)
         real_replace(src, dst)
 
     def unlink(self, missing_ok=False):
         if self.parent.name.startswith("event_date=") and self.suffix == ".parquet":
             calls["delete"] += 1
             if (kill_at, calls["delete"]) in {("first_delete", 1), ("second_delete", 2)}:
-                raise Kill
+                raise Kill(kill_at)
         real_unlink(self, missing_ok=missing_ok)
 
     monkeypatch.setattr(lake.os, "replace", replace)
     monkeypatch.setattr(Path, "unlink", unlink)
-    with pytest.raises(Kill):
+    with pytest.raises(Kill, match=f"^{kill_at}$"):
         lake.compact_events(s, {"b1", "b2", "b3"})
     monkeypatch.undo()
     journal = s.events_dir / "_compaction.json"

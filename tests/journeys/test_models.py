@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -77,7 +78,7 @@ def test_table_functions_and_parameters_are_not_tables():
 )
 def test_a_bad_header_names_the_file_and_the_field(tmp_path, header, message):
     path = write_model(tmp_path, "marts", "m", "select 1 as k where 1 < $n\n", header=header)
-    with pytest.raises(models.CatalogError) as err:
+    with pytest.raises(models.CatalogError, match=re.escape(message)) as err:
         models.parse_model_file(path, "marts")
     assert str(path) in str(err.value)
     assert message in str(err.value)
@@ -278,9 +279,9 @@ def test_a_set_of_customers_builds_only_their_journeys(full_build, catalog):
 
 def test_the_run_context_is_frozen_and_holds_settings_resolved_once(full_build):
     _, context, _ = full_build
-    with pytest.raises(AttributeError):
+    with pytest.raises(AttributeError, match="cannot assign to field 'as_of'"):
         context.as_of = None  # type: ignore[misc]
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match="'mappingproxy' object does not support item assignment"):
         context.params["as_of"] = None  # type: ignore[index]
     assert [m.name for m, _ in context.stage_models] == ["generic_lifecycle", "cxc_consumer_cycle"]
     assert [s.stage_model for s in context.funnel_specs] == ["generic_lifecycle", "cxc_consumer_cycle"]

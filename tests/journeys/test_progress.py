@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 import re
+import select
+import signal
+import subprocess
+import sys
 
 from rich.console import Console
 
@@ -61,3 +66,29 @@ def test_prefect_log_lines_print_through_the_bar_and_get_their_console_back():
     finally:
         logger.removeHandler(handler)
     assert "ingest: read=3" in plain(out)
+
+
+def test_the_pause_point_says_where_it_stopped_and_hands_out_nothing_after(tmp_path):
+    # The crash test's hook, in a process of its own: it blocks for good, so only a kill ends it.
+    r, w = os.pipe()
+    # Counted over every track of the description: a build step may build a single model.
+    code = (
+        "from journeys import progress\n"
+        "for step in range(2):\n"
+        "    for i in progress.track(range(2), 'build'):\n"
+        "        print(step, i, flush=True)\n"
+    )
+    env = {**os.environ, "TEST_JOURNEYS_PAUSE_AT": "build:3", "TEST_JOURNEYS_PAUSE_FD": str(w)}
+    out = tmp_path / "out.txt"
+    with out.open("w") as fh:
+        proc = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=fh, pass_fds=(w,))
+    os.close(w)
+    try:
+        assert select.select([r], [], [], 60)[0], "the process never reached its pause point"
+        assert os.read(r, 100) == b"build:3\n"
+        assert proc.poll() is None  # blocked, not finished
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        os.close(r)
+    assert out.read_text() == "0 0\n0 1\n"

@@ -4,7 +4,6 @@ import shutil
 import subprocess
 import sys
 import threading
-import time
 
 import duckdb
 import pytest
@@ -135,20 +134,30 @@ def test_stale_working_files_are_cleared(settings):
 
 def test_second_run_waits_for_the_lock(settings):
     order = []
+    refused = threading.Event()
 
     def second():
-        with publish.run_lock(settings):
+        with publish.run_lock(settings, on_busy=refused.set):
             order.append("second")
 
     with publish.run_lock(settings):
         t = threading.Thread(target=second)
         t.start()
-        time.sleep(0.8)
+        # The first run lets go only once the second has been refused the lock, so the second really waited.
+        assert refused.wait(10), "the second run never found the lock held"
         order.append("first done")
-    t.join(5)
+    t.join(10)
+    assert not t.is_alive()
     assert order == ["first done", "second"]
 
 
 def test_lock_gives_up_after_its_wait(settings):
-    with publish.run_lock(settings), pytest.raises(publish.RunLockedError), publish.run_lock(settings, wait_s=0.6):
+    refusals = []
+    with (
+        publish.run_lock(settings),
+        pytest.raises(publish.RunLockedError, match=r"run\.lock is held by another run$"),
+        publish.run_lock(settings, wait_s=0.6, on_busy=lambda: refusals.append(1)),
+    ):
         pass
+    # It retried after its first refusal (0.6 s is past one 0.5 s pause) and reported being busy once.
+    assert refusals == [1]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from datetime import datetime
 from pathlib import Path
 
@@ -420,7 +421,7 @@ def test_an_invalid_user_expectation_is_rejected_naming_file_and_expectation(
     s = make_settings(tmp_path)
     ok = {"type": "expect_column_values_to_not_be_null", "kwargs": {"column": "customer_key"}}
     path = suite_file(s, "customers", [ok, expectation])
-    with pytest.raises(ConfigError) as err:
+    with pytest.raises(ConfigError, match=re.escape(message)) as err:
         load_suites(s)
     assert str(err.value).startswith(f"{path}: expectations[1]")
     assert expectation.get("type", "") in str(err.value) and message in str(err.value)

@@ -125,11 +125,11 @@ def test_reset_killed_before_its_new_lake_is_ready_leaves_the_old_one(tmp_path, 
     def dying(*args):
         calls["n"] += 1
         if calls["n"] == 1:
-            raise KeyboardInterrupt  # the new lake's events are written, its manifest is not
+            raise KeyboardInterrupt("killed before the manifest")  # the new lake's events are written
         real(*args)
 
     monkeypatch.setattr(ingest, "write_manifest", dying)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(KeyboardInterrupt, match=r"^killed before the manifest$"):
         reset.reset_lake(s, as_of=AS_OF, batch_id="reset")
     monkeypatch.undo()
     assert digest(s.root) == before
@@ -193,7 +193,7 @@ def test_reset_waits_for_the_run_lock_and_refuses_an_empty_landing(tmp_path):
     t.start()
     held.wait(10)
     try:
-        with pytest.raises(publish.RunLockedError):
+        with pytest.raises(publish.RunLockedError, match=r"run\.lock is held by another run$"):
             reset.reset_lake(s, as_of=AS_OF, batch_id="reset", lock_wait_s=0.2)
     finally:
         release.set()

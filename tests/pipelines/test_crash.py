@@ -1,5 +1,8 @@
 """Crash safety of the real `journeys run`: SIGKILL at ingest, build and publish never breaks the published outputs.
 
+Each kill lands at a named pause point (`journeys.progress`, TEST_JOURNEYS_PAUSE_AT): the run says on a pipe
+that it got there and waits, so every run of this test kills at the same step.
+
 Root A is killed three times while it takes in a second delivery, then finishes with a clean rerun; root B
 is a copy of A before the second delivery, run once without interruption. A's final marts must equal B's.
 All runs share one Prefect server started here: a killed client then leaves no temporary server behind,
@@ -9,6 +12,7 @@ and no run pays the server's start-up again.
 from __future__ import annotations
 
 import os
+import select
 import shutil
 import signal
 import socket
@@ -16,7 +20,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import duckdb
@@ -97,28 +101,37 @@ def env(tmp_path_factory) -> Iterator[dict[str, str]]:
             server.wait()
 
 
-def run_cli(root: Path, env: dict[str, str], kill_when: Callable[[], bool] | None = None) -> str:
-    """Run `journeys run` on `root`; with `kill_when`, SIGKILL it as soon as that returns True.
+def run_cli(root: Path, env: dict[str, str], kill_at: str | None = None) -> str:
+    """Run `journeys run` on `root`; with `kill_at` (a pause point, `<step>:<n>`), SIGKILL it there.
 
-    Returns "completed" or "killed"; a run that fails on its own fails the test with its output.
+    The run itself says when it reached the point (journeys.progress, TEST_JOURNEYS_PAUSE_AT) and waits to be
+    killed, so the kill lands at that step on every run, without polling. Returns "completed" or "killed"; a
+    run that fails on its own, or ends before its pause point, fails the test with its output.
     """
     cmd = [sys.executable, "-m", "pipelines.cli", "--config", CONFIG, "run", "--data-root", str(root), "--as-of", AS_OF]
     log = root.parent / f"{root.name}-{time.monotonic_ns()}.log"
+    r, w = os.pipe()
+    if kill_at is not None:
+        env = {**env, "TEST_JOURNEYS_PAUSE_AT": kill_at, "TEST_JOURNEYS_PAUSE_FD": str(w)}
     with log.open("wb") as out:
-        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.monotonic() + RUN_TIMEOUT_S
-        try:
-            while proc.poll() is None:
-                if kill_when is not None and kill_when():
-                    os.killpg(proc.pid, signal.SIGKILL)
-                    proc.wait()
-                    return "killed"
-                assert time.monotonic() < deadline, f"run timed out; log: {log}"
-                time.sleep(0.005)
-        finally:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+        proc = subprocess.Popen(
+            cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, pass_fds=(w,)
+        )
+    os.close(w)  # the run holds the only write end: the read below ends when it writes or exits
+    try:
+        if kill_at is not None:
+            assert select.select([r], [], [], RUN_TIMEOUT_S)[0], f"run timed out before {kill_at}; log: {log}"
+            reached = os.read(r, 100).decode()
+            assert reached == f"{kill_at}\n", f"run ended before {kill_at}: {log.read_text(errors='replace')[-4000:]}"
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            return "killed"
+        proc.wait(timeout=RUN_TIMEOUT_S)
+    finally:
+        os.close(r)
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
     assert proc.returncode == 0, log.read_text(errors="replace")[-4000:]
     return "completed"
 
@@ -180,25 +193,20 @@ def test_sigkill_at_any_point_keeps_outputs_and_a_rerun_completes(tmp_path, env)
     assert run_cli(b, env) == "completed"  # the uninterrupted reference
     s = settings_of(a)
     good_marts = mart_files(s)
-    builds_before = set(s.warehouse_path.parent.glob(".build-*"))
 
-    # 1. Mid-ingest: a file's parts are being written aside under lake/_tmp.
-    assert run_cli(a, env, kill_when=lambda: any((s.lake_dir / "_tmp").glob("*/*"))) == "killed"
+    # 1. Mid-ingest: the second delivery's first landing file is taken in (its parts written aside), the
+    # second is not.
+    assert run_cli(a, env, kill_at="ingest:2") == "killed"
     assert_outputs_readable(s, good_marts)
 
-    # 2. Mid-build: the run's working warehouse exists (ingest is done, identity/journeys are building).
-    def building() -> bool:
-        return bool(set(s.warehouse_path.parent.glob(".build-*")) - builds_before)
-
-    assert run_cli(a, env, kill_when=building) == "killed"
+    # 2. Mid-build: ingest is done, the run has built its first two models and not its third.
+    assert run_cli(a, env, kill_at="build:3") == "killed"
     assert_outputs_readable(s, good_marts)
 
-    # 3. Mid-publish: the first mart was renamed in (or one is being written aside).
-    def publishing() -> bool:
-        return any(s.marts_dir.glob("*/.*.tmp")) or mart_files(s) != good_marts
-
-    assert run_cli(a, env, kill_when=publishing) == "killed"
-    assert_outputs_readable(s, None)  # each mart is whole: the old one or the new one
+    # 3. Mid-publish: the first mart is written aside, the second is not; the published set is still the old one.
+    assert run_cli(a, env, kill_at="publish:2") == "killed"
+    assert any(s.marts_dir.glob("*/.*.tmp"))  # the kill really landed inside publish
+    assert_outputs_readable(s, good_marts)
 
     # A clean rerun finishes the work: the same marts as the uninterrupted run.
     assert run_cli(a, env) == "completed"
