@@ -870,6 +870,15 @@ def load_settings(
         config_dir = p.resolve().parent
     data.setdefault("config_dir", config_dir)
     env_keys = {k[len("JOURNEYS_") :].split("__")[0].lower() for k in os.environ if k.startswith("JOURNEYS_")}
+    # pydantic-settings skips an env var that names no field: a typo (JOURNEYS_MEMORY_LIMT) would be ignored.
+    unknown = sorted(
+        k for k in os.environ if k.startswith("JOURNEYS_") and k[9:].split("__")[0].lower() not in Settings.model_fields
+    )
+    if unknown:
+        raise ConfigError(
+            f"{', '.join(unknown)} (environment): not a setting; JOURNEYS_<KEY> sets a top-level key of"
+            f" journeys.yaml and JOURNEYS_<KEY>__<FIELD> one field of it"
+        )
     try:
         env = EnvSettingsSource(Settings)()
     except (SettingsError, ValueError) as exc:

@@ -410,3 +410,12 @@ def test_new_source_keys_load_from_yaml(tmp_path):
 )
 def test_new_source_keys_are_checked_at_load_naming_the_key(tmp_path, body, error):
     assert error in config_error(_sources_yaml(tmp_path, body))
+
+
+def test_an_environment_variable_that_names_no_setting_is_refused_naming_it(monkeypatch):
+    monkeypatch.setenv("JOURNEYS_MEMORY_LIMT", "1GB")
+    with pytest.raises(ConfigError, match=r"JOURNEYS_MEMORY_LIMT \(environment\): not a setting"):
+        load_settings(pii_salt="s")
+    monkeypatch.delenv("JOURNEYS_MEMORY_LIMT")
+    monkeypatch.setenv("JOURNEYS_MEMORY_LIMIT", "1GB")
+    assert load_settings(pii_salt="s").memory_limit == "1GB"

@@ -34,8 +34,8 @@ MONEY = re.compile(r"^(revenue|avg_customer_value|cost_to_serve|monetised_value)
 """Money amounts (cost_per_contact is a rate per contact and keeps four decimals)."""
 
 READER = Path(__file__).with_name("duckdb_reader.py")
-# `make test` installs DuckDB 1.1 beside the venv (Makefile); JOURNEYS_DUCKDB_1_1 points elsewhere.
-DUCKDB_1_1 = Path(os.environ.get("JOURNEYS_DUCKDB_1_1", Path(sys.prefix) / "duckdb-1.1"))
+# `make test` installs DuckDB 1.1 beside the venv (Makefile); TEST_JOURNEYS_DUCKDB_1_1 points elsewhere.
+DUCKDB_1_1 = Path(os.environ.get("TEST_JOURNEYS_DUCKDB_1_1", Path(sys.prefix) / "duckdb-1.1"))
 
 
 @pytest.fixture(scope="module")
