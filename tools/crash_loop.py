@@ -46,6 +46,9 @@ from journeys.config import Settings, load_settings  # noqa: E402
 CONFIG = str(REPO / "journeys.yaml")
 AS_OF = "2026-11-01T00:00:00+00:00"
 STEPS = ("ingest", "build", "publish")
+KINDS = ("ingest", "identity", "build", "publish")
+"""What a kill is drawn among, evenly: identity resolution is one item of `build` (the model `identity`), drawn
+on its own, or one kill in 90 would land there."""
 RUN_TIMEOUT_S = 900
 SERVER_TIMEOUT_S = 180
 
@@ -280,6 +283,7 @@ def copy_root(src: Path, dst: Path, delivery: Path | None) -> Path:
 class Kill:
     """One iteration: where it was killed, what was published after, and the verdict."""
 
+    kind: str
     step: str
     item: int
     label: str
@@ -339,12 +343,17 @@ def _loop(work: Path, env: dict[str, str], rng: random.Random, runs: int, events
         flush=True,
     )
 
+    points: dict[str, list[tuple[str, int, str]]] = {c: [] for c in KINDS}
+    for step in STEPS:
+        for n, label in enumerate(labels.get(step, []), 1):
+            kind = "identity" if (step, label) == ("build", "identity") else step
+            points[kind].append((step, n, label))
     kills: list[Kill] = []
     failures = 0
     for i in range(runs):
-        step = rng.choice([s for s in STEPS if labels.get(s)])
-        n = rng.randint(1, len(labels[step]))
-        k = Kill(step, n, labels[step][n - 1])
+        kind = rng.choice([c for c in KINDS if points[c]])
+        step, n, label = rng.choice(points[kind])
+        k = Kill(kind, step, n, label)
         root = work / f"kill-{i:02d}"
         shutil.rmtree(root, ignore_errors=True)
         copy_root(baseline, root, second)
@@ -383,7 +392,7 @@ def _loop(work: Path, env: dict[str, str], rng: random.Random, runs: int, events
     print(f"{'#':>3}  {'kill point':<34} {'published after the kill':<26} result")
     for i, k in enumerate(kills):
         print(f"{i:>3}  {f'{k.step}:{k.item} ({k.label})':<34} {k.published or '-':<26} {k.result}")
-    per_step = {s: sum(k.step == s for k in kills) for s in STEPS}
+    per_step = {c: sum(k.kind == c for k in kills) for c in KINDS}
     print(
         f"{len(kills) - failures}/{len(kills)} ok ({', '.join(f'{s} {c}' for s, c in per_step.items())}); "
         f"{time.monotonic() - t0:.0f} s in all",
