@@ -364,7 +364,7 @@ def _loop(work: Path, env: dict[str, str], rng: random.Random, runs: int, events
             if outcome != "killed":
                 raise AssertionError(f"the run {outcome}: its pause point was never handed out")
             batch = check_published(s, tables)
-            k.published = "earlier run" if batch == base_batch else f"new run {batch}"
+            k.published = {None: "nothing", base_batch: "earlier run"}.get(batch, f"new run {batch}")
             run(root, env)
             after = check_published(s, tables)
             if after in (None, base_batch):
