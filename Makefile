@@ -68,8 +68,8 @@ MUTATE_THRESHOLD ?= 0.9
 mutate: $(STAMP)
 	$(BIN)/python tools/mutate.py --threshold $(MUTATE_THRESHOLD)
 
-# The randomised crash loop (README "Crash safety: the randomised loop"; not part of `make test`, about 20
-# minutes): 20 SIGKILLs of `journeys run` at random items of ingest, build or publish on a 50k-event sample.
+# The randomised crash loop (README "Crash safety: the randomised loop"; not part of `make test`, about 11
+# minutes): 20 SIGKILLs of `journeys run` at random items of ingest, identity, build or publish, 50k events.
 CRASH_LOOP_ARGS ?=
 crash-loop: $(STAMP)
 	$(BIN)/python tools/crash_loop.py $(CRASH_LOOP_ARGS)
