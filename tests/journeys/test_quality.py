@@ -523,4 +523,7 @@ def test_no_raw_email_or_phone_reaches_the_report_or_data_docs(tmp_path):
     index = write_data_docs(v.report, tmp_path / "reports", "b1")
     text = " ".join(p.read_text(errors="replace") for p in index.parent.rglob("*.html"))
     assert "<redacted-email>" in text or "&lt;redacted-email&gt;" in text
-    assert "ana.lopez" not in text and "555-0100" not in text and "415" not in text
+    # The phone's parts with their punctuation: a bare "415" also turns up in the pages' own timestamps
+    # (microseconds), which made this check fail on some runs.
+    leaked = [n for n in ("ana.lopez", "example.com", "555-0100", "(415)", "415) 555") if n in text]
+    assert not leaked, leaked
