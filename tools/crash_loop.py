@@ -203,7 +203,13 @@ def run_cmd(root: Path) -> list[str]:
     return ["run", "--data-root", str(root), "--as-of", AS_OF]
 
 
-def run(root: Path, env: dict[str, str], kill_at: str | None = None, count_into: Path | None = None) -> str:
+def run(
+    root: Path,
+    env: dict[str, str],
+    kill_at: str | None = None,
+    count_into: Path | None = None,
+    timeout_s: float = RUN_TIMEOUT_S,
+) -> str:
     """Run `journeys run` on `root`: "completed", "killed" (SIGKILLed at pause point `kill_at`) or "not reached".
 
     With `count_into`, the run also writes the items each step handed out (see `_counted`). A run that fails
@@ -225,15 +231,15 @@ def run(root: Path, env: dict[str, str], kill_at: str | None = None, count_into:
     os.close(w)  # the run holds the only write end: the read ends when it writes or exits
     try:
         if kill_at is not None:
-            if not select.select([r], [], [], RUN_TIMEOUT_S)[0]:
-                raise RuntimeError(f"run did not reach {kill_at} within {RUN_TIMEOUT_S} s; log: {log}")
+            if not select.select([r], [], [], timeout_s)[0]:
+                raise RuntimeError(f"run did not reach {kill_at} within {timeout_s} s; log: {log}")
             reached = os.read(r, 100).decode()
             if reached == f"{kill_at}\n":
                 # The whole group: the run and any child it started.
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
                 return "killed"
-        proc.wait(timeout=RUN_TIMEOUT_S)
+        proc.wait(timeout=timeout_s)
     finally:
         os.close(r)
         if proc.poll() is None:

@@ -11,15 +11,7 @@ and no run pays the server's start-up again.
 
 from __future__ import annotations
 
-import os
-import select
 import shutil
-import signal
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,117 +19,36 @@ import duckdb
 import pytest
 
 from journeys import db
-from journeys.config import Settings, load_settings
+from journeys.config import Settings
 from journeys.generate import GenerateSpec, generate_sample
+from tools import crash_loop
 
 pytestmark = pytest.mark.slow
 
-REPO = Path(__file__).resolve().parents[2]
-CONFIG = str(REPO / "journeys.yaml")
-AS_OF = "2026-11-01T00:00:00+00:00"
 RUN_TIMEOUT_S = 240
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory) -> Iterator[dict[str, str]]:
     """Environment of the CLI subprocesses, pointing at a Prefect server of this module's own."""
-    home = tmp_path_factory.mktemp("prefect")
-    port = _free_port()
-    base = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    base.update(
-        PREFECT_HOME=str(home),
-        PREFECT_SERVER_ANALYTICS_ENABLED="false",
-        PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="180",
-        PREFECT_LOGGING_LEVEL="WARNING",
-        DO_NOT_TRACK="1",
-        GX_ANALYTICS_ENABLED="False",
-    )
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "prefect",
-            "server",
-            "start",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--no-ui",
-            "--no-services",
-            "--analytics-off",
-        ],
-        env=base,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}/api"
+    server = crash_loop.start_server(tmp_path_factory.mktemp("prefect"))
     try:
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            assert server.poll() is None, "prefect server exited"
-            assert time.monotonic() < deadline, "prefect server did not start"
-            time.sleep(0.5)
-        yield {**base, "PREFECT_API_URL": url}
+        yield server.env
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait()
+        server.stop()
 
 
 def run_cli(root: Path, env: dict[str, str], kill_at: str | None = None) -> str:
     """Run `journeys run` on `root`; with `kill_at` (a pause point, `<step>:<n>`), SIGKILL it there.
 
     The run itself says when it reached the point (journeys.progress, TEST_JOURNEYS_PAUSE_AT) and waits to be
-    killed, so the kill lands at that step on every run, without polling. Returns "completed" or "killed"; a
-    run that fails on its own, or ends before its pause point, fails the test with its output.
+    killed, so the kill lands at that step on every run, without polling (tools/crash_loop.run, shared with
+    the randomised loop). Returns "completed", "killed" or "not reached"; a run that fails raises with its log.
     """
-    cmd = [sys.executable, "-m", "pipelines.cli", "--config", CONFIG, "run", "--data-root", str(root), "--as-of", AS_OF]
-    log = root.parent / f"{root.name}-{time.monotonic_ns()}.log"
-    r, w = os.pipe()
-    if kill_at is not None:
-        env = {**env, "TEST_JOURNEYS_PAUSE_AT": kill_at, "TEST_JOURNEYS_PAUSE_FD": str(w)}
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, pass_fds=(w,)
-        )
-    os.close(w)  # the run holds the only write end: the read below ends when it writes or exits
-    try:
-        if kill_at is not None:
-            assert select.select([r], [], [], RUN_TIMEOUT_S)[0], f"run timed out before {kill_at}; log: {log}"
-            reached = os.read(r, 100).decode()
-            assert reached == f"{kill_at}\n", f"run ended before {kill_at}: {log.read_text(errors='replace')[-4000:]}"
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-            return "killed"
-        proc.wait(timeout=RUN_TIMEOUT_S)
-    finally:
-        os.close(r)
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-    assert proc.returncode == 0, log.read_text(errors="replace")[-4000:]
-    return "completed"
+    return crash_loop.run(root, env, kill_at, timeout_s=RUN_TIMEOUT_S)
 
 
-def settings_of(root: Path) -> Settings:
-    return load_settings(CONFIG, data_root=root)
+settings_of = crash_loop.settings_of
 
 
 def mart_files(s: Settings) -> dict[str, int]:
