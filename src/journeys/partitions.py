@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -121,9 +121,7 @@ def export_inputs(con: duckdb.DuckDBPyConnection, catalog: models.Catalog, area:
     return {t: _write(con, t, area / "inputs" / f"{t}.parquet") for t in layout(catalog).inputs}
 
 
-def build_group(
-    context: Any, area: str, inputs: Mapping[str, Any], group: int, buckets: list[int]
-) -> dict[str, Any]:
+def build_group(context: Any, area: str, inputs: Mapping[str, Any], group: int, buckets: list[int]) -> dict[str, Any]:
     """Build the partitioned models for `buckets` in a DuckDB file of their own; return their Parquet tables."""
     if os.environ.get(KILL_HOOK) == str(group):
         os.kill(os.getpid(), signal.SIGKILL)
@@ -134,7 +132,9 @@ def build_group(
     for stale in (path, path.with_name(path.name + ".wal")):
         # A retried group (its first worker died) starts from nothing.
         stale.unlink(missing_ok=True)
-    con = db.connect(path, memory_limit=settings.memory_limit, threads=settings.threads, temp_directory=settings.tmp_dir)
+    con = db.connect(
+        path, memory_limit=settings.memory_limit, threads=settings.threads, temp_directory=settings.tmp_dir
+    )
     try:
         models.build(con, context.catalog, context, list(shape.view_nodes))
         # customers first: the other inputs keep the rows of its restricted customers.
@@ -144,10 +144,7 @@ def build_group(
             if table == CUSTOMERS:
                 body = f"select * from ({body}) where list_contains($buckets::integer[], bucket)"
             elif "customer_key" in names:
-                body = (
-                    f"select * from ({body}) where customer_key in "
-                    f"(select cu.customer_key from {CUSTOMERS} as cu)"
-                )
+                body = f"select * from ({body}) where customer_key in (select cu.customer_key from {CUSTOMERS} as cu)"
             db.execute(con, f"create table {db.quote_ident(table)} as {body}", {"buckets": buckets})
         counts = models.build(con, context.catalog, context, list(shape.nodes))
         written = {t: _write(con, t, folder / "outputs" / t / f"group-{group}.parquet") for t in shape.outputs}
@@ -158,7 +155,7 @@ def build_group(
     return {"group": group, "buckets": buckets, "tables": written, "counts": counts}
 
 
-def load_outputs(con: duckdb.DuckDBPyConnection, results: list[Mapping[str, Any]]) -> dict[str, int]:
+def load_outputs(con: duckdb.DuckDBPyConnection, results: Sequence[Mapping[str, Any]]) -> dict[str, int]:
     """Create each partitioned table in the working file from every group's Parquet; return row counts."""
     tables = sorted({t for r in results for t in r["tables"]})
     out: dict[str, int] = {}
