@@ -28,6 +28,7 @@ EXAMPLES: dict[str, list[str]] = {
         "journeys run",
         "journeys run --as-of 2026-11-01T02:00:00+00:00 --config prod.yaml",
         "journeys run --full-refresh --data-root /data/journeys",
+        "journeys run --executor dask --dask-address tcp://scheduler:8786",
     ],
     "reset": ["journeys reset --config journeys.yaml && journeys run"],
     "generate": ["journeys generate --events 1000000 --data-root data/sample"],
