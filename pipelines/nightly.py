@@ -174,9 +174,21 @@ def _dask_runner(settings: Settings) -> Any:
 
     if settings.dask_address:
         return DaskTaskRunner(address=settings.dask_address)
-    # One thread per worker process: each task's DuckDB has `threads` of its own.
+    from prefect.client.orchestration import get_client
+
+    # Without it each worker process would start a temporary Prefect server of its own (about 10 s and a
+    # few hundred MB each) when the flow runs on one; the workers report to the flow's server instead.
+    api_url = str(get_client(sync_client=True).api_url).rstrip("/")
+    # One thread per worker process: each task's DuckDB has `threads` of its own. No dashboard: nobody
+    # watches a nightly run's cluster, and its fixed port would clash between runs on one machine.
     return DaskTaskRunner(
-        cluster_kwargs={"n_workers": settings.dask_workers, "threads_per_worker": 1, "processes": True}
+        cluster_kwargs={
+            "n_workers": settings.dask_workers,
+            "threads_per_worker": 1,
+            "processes": True,
+            "dashboard_address": None,
+            "env": {"PREFECT_API_URL": api_url},
+        }
     )
 
 
