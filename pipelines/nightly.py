@@ -202,17 +202,25 @@ def bucket_groups_flow(
         for i, buckets in enumerate(groups)
     ]
     from distributed import KilledWorker
+    from prefect.futures import PrefectWrappedFuture
 
     results = []
     for i, future in enumerate(futures):
         try:
             results.append(future.result())
-        except KilledWorker as exc:
-            # Dask's own message names only its task key; the run's log should say which buckets were lost.
-            raise RuntimeError(
-                f"bucket group {i} (buckets {groups[i]}): its Dask worker died while building it ({exc});"
-                " the run stops and the previous marts stay published"
-            ) from exc
+        except BaseException as exc:
+            # The groups not started yet never start. Dask cannot stop one already running on an existing
+            # cluster: it finishes unseen, writing only in this run's folder, which the next run removes.
+            for other in futures[i + 1 :]:
+                if isinstance(other, PrefectWrappedFuture):
+                    other.wrapped_future.cancel()
+            if isinstance(exc, KilledWorker):
+                # Dask's own message names only its task key; the run's log should say which buckets were lost.
+                raise RuntimeError(
+                    f"bucket group {i} (buckets {groups[i]}): its Dask worker died while building it ({exc});"
+                    " the run stops and the previous marts stay published"
+                ) from exc
+            raise
     return results
 
 
@@ -240,16 +248,17 @@ def build_on_dask(context: RunContext, working: str) -> dict[str, dict[str, Any]
     exported = export_inputs_task(context, working, Step("export-partition-inputs", tuple(catalog.order(early))))
     for node, count in exported["counts"].items():
         built.setdefault(catalog.task_of(node), {})[node] = count
-    groups = partitions.bucket_groups(context.settings.buckets, context.settings.dask_workers)
+    settings = context.settings
+    groups = partitions.bucket_groups(settings.buckets, None if settings.dask_address else settings.dask_workers)
     area = str(partitions.area_path(Path(working)))
-    results = bucket_groups_flow.with_options(task_runner=_dask_runner(context.settings))(
+    results = bucket_groups_flow.with_options(task_runner=_dask_runner(settings))(
         context, area, exported["inputs"], groups
     )
     loaded = load_partitions_task(context, working, results)
     for node in shape.nodes:
         tables = [m.name for m in catalog.models.values() if m.procedure == node and m.name in loaded]
         built.setdefault(catalog.task_of(node), {})[node] = {t: loaded[t] for t in tables} if tables else loaded[node]
-    built["build-buckets"] = {"groups": len(groups), "buckets": context.settings.buckets}
+    built["build-buckets"] = {"groups": len(groups), "buckets": settings.buckets}
     for step in rest:
         nodes = tuple(n for n in step.nodes if n not in early)
         if nodes:

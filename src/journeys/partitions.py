@@ -71,9 +71,12 @@ def _tables(catalog: models.Catalog, nodes: list[str], kind: str) -> list[str]:
     )
 
 
-def bucket_groups(buckets: int, workers: int) -> list[list[int]]:
-    """Buckets dealt round-robin into min(buckets, 4 x workers) groups: a few tasks per worker balance sizes."""
-    n = max(1, min(buckets, 4 * workers))
+def bucket_groups(buckets: int, workers: int | None) -> list[list[int]]:
+    """Buckets dealt round-robin into min(buckets, 4 x workers) groups: a few tasks per worker balance sizes.
+
+    `workers` None (a cluster whose size is not known): one group per bucket.
+    """
+    n = buckets if workers is None else max(1, min(buckets, 4 * workers))
     return [list(range(i, buckets, n)) for i in range(n)]
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from journeys import build, db, partitions
+from journeys import build, db, partitions, publish
 from tests.journeys.samples import ingested_sample
 
 
@@ -39,6 +39,8 @@ def test_bucket_groups_deal_every_bucket_once():
     assert sorted(b for g in groups for b in g) == list(range(16))
     assert partitions.bucket_groups(3, 2) == [[0], [1], [2]]
     assert partitions.bucket_groups(5, 1) == [[0, 4], [1], [2], [3]]
+    # An existing cluster's size is not in the config: one task per bucket.
+    assert partitions.bucket_groups(5, None) == [[0], [1], [2], [3], [4]]
 
 
 def test_groups_built_apart_give_the_single_file_tables(full, tmp_path):
@@ -72,3 +74,12 @@ def test_groups_built_apart_give_the_single_file_tables(full, tmp_path):
         db.execute(con, "detach loaded")
     partitions.remove_area(working)
     assert not Path(area).exists()
+
+
+def test_a_group_folder_left_by_a_failed_run_is_removed_by_the_next_run(make_settings, tmp_path):
+    settings = make_settings(tmp_path)
+    area = partitions.area_path(publish.working_warehouse_path(settings, "20261101T000000-dead"))
+    (area / "outputs" / "journeys").mkdir(parents=True)
+    (area / "outputs" / "journeys" / "group-3.parquet").write_bytes(b"late")
+    assert area in publish.clear_stale_run_files(settings)
+    assert not area.exists()
