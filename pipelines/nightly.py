@@ -4,7 +4,9 @@ Tasks are thin: each opens the run's working DuckDB file by path, calls one func
 returns a small dict of counts. Flow parameters are the only way settings enter a run; the flow resolves
 them once into a frozen run context that every task receives. The build tasks between ingest and the
 checks are the catalog's steps (resolve-identity, stitch-journeys, stage-funnels, build-marts): a new SQL
-model joins its layer's step without any change here.
+model joins its layer's step without any change here. With `executor: dask` the customer-partitioned nodes
+of those steps run instead as one task per bucket group in the `build-buckets` subflow on a DaskTaskRunner
+(`build_on_dask`, journeys.partitions); the other nodes run in their steps as before.
 """
 
 # No `from __future__ import annotations`: a served run unpickles the flow function by value with only the
