@@ -9,6 +9,7 @@ from pathlib import Path
 import duckdb
 import polars as pl
 import pytest
+from golden_compare import assert_matches_golden
 
 from journeys import build, db
 from journeys.config import FunnelExclusion, Settings, StageModelRef
@@ -53,14 +54,6 @@ def built() -> duckdb.DuckDBPyConnection:
     return build_events(GOLDEN / "events.csv", BOUNDARY_SETTINGS)
 
 
-def _close(got: list[dict], want: list[dict]) -> None:
-    assert len(got) == len(want)
-    for g, w in zip(got, want, strict=True):
-        assert set(g) == set(w)
-        for k, v in w.items():
-            assert g[k] == (pytest.approx(v) if isinstance(v, float) else v), (w, k)
-
-
 def test_journeys_on_the_timeouts_budget_and_exclusion_match_golden(built):
     want = pl.read_csv(GOLDEN / "expected_journeys.csv", schema_overrides={"dropout_stage": pl.Int32})
     got = built.sql(
@@ -75,27 +68,23 @@ def test_journeys_on_the_timeouts_budget_and_exclusion_match_golden(built):
 
 
 def test_stage_conversion_by_cohort_matches_golden(built):
-    want = pl.read_csv(GOLDEN / "expected_stage_conversion.csv").to_dicts()
-    cols = ", ".join(want[0])
-    got = built.sql(
-        f"select {cols} from stage_conversion where mode = 'ordered' and breakdown = 'none'"
-        " order by cohort, stage_index"
-    ).pl()
-    _close(got.to_dicts(), want)
+    assert_matches_golden(
+        built,
+        "boundaries",
+        "stage_conversion",
+        where="mode = 'ordered' and breakdown = 'none'",
+        order_by="cohort, stage_index",
+    )
 
 
 def test_stage_dropout_counts_and_last_sentiment_match_golden(built):
-    want = pl.read_csv(GOLDEN / "expected_stage_dropout.csv").to_dicts()
-    cols = ", ".join(want[0])
-    got = built.sql(f"select {cols} from stage_dropout where mode = 'ordered' order by stage_index, last_touchpoint")
-    _close(got.pl().to_dicts(), want)
+    assert_matches_golden(
+        built, "boundaries", "stage_dropout", where="mode = 'ordered'", order_by="stage_index, last_touchpoint"
+    )
 
 
 def test_stage_channel_matrix_counts_and_sentiment_match_golden(built):
-    want = pl.read_csv(GOLDEN / "expected_stage_channel_matrix.csv").to_dicts()
-    cols = ", ".join(want[0])
-    got = built.sql(f"select {cols} from stage_channel_matrix order by stage_index, channel")
-    _close(got.pl().to_dicts(), want)
+    assert_matches_golden(built, "boundaries", "stage_channel_matrix", order_by="stage_index, channel")
 
 
 def test_survival_reaches_next_stage_as_hand_computed(built):
