@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from datetime import datetime
 from pathlib import Path
 
@@ -124,7 +125,19 @@ def test_a_link_table_joins_two_orders_into_one_customer_and_adds_no_event_or_jo
         n_events, n_links = db.fetch(con, "select (select count(*) from events), (select count(*) from links)")[0]
         journeys = db.fetch(con, "select customer_key, n_events from journeys order by n_events desc")
         customers = db.fetch(con, "select count(*), sum(n_events) from customers")[0]
+    with db.connect() as published:
+        # the published form of the lake views, as the warehouse holds them: with the JSON text twin
+        db.set_file_search_path(published, [s.warehouse_path.parent])
+        build.create_lake_views(published, s, portable=True)
+        link_rows = db.fetch(
+            published,
+            "select source_line, source_file, identifiers, identifiers_text from links order by source_line",
+        )
     assert (n_events, n_links) == (3, 3)
+    # the text twin is the list as JSON; read back with Python's own parser
+    assert [json.loads(text) for *_, text in link_rows] == [ids for _, _, ids, _ in link_rows]
+    assert {"id_type": "email", "id_value": email} in json.loads(link_rows[0][3])
+    assert [(line, file) for line, file, _, _ in link_rows] == [(n, "crm/people.csv") for n in (2, 3, 4)]
     assert set(keys) == {"orders:o1", "orders:o2", "orders:o3"}
     assert keys["orders:o1"] == keys["orders:o2"] != keys["orders:o3"]
     assert [n for _, n in journeys] == [2, 1]
