@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 from datetime import datetime
+from decimal import Decimal
 from pathlib import Path
 
 import duckdb
@@ -122,6 +123,43 @@ def test_journey_span_and_first_and_last_touchpoint_as_listed(built):
         ),
         ("J/j0001", datetime(2026, 9, 5, 10), datetime(2026, 9, 5, 11), "ads:ad_click", "email:email_click"),
         ("K/j0001", datetime(2026, 8, 31, 23), datetime(2026, 9, 3, 1), "web:page_view", "store:purchase"),
+    ]
+
+
+def test_journey_stages_times_last_event_and_sentiment_as_listed(built):
+    rows = db.fetch(
+        built,
+        """select journey_id, customer_key, stage_model_version, n_stages, entered_at, furthest_reached_at,
+               started_at, ended_at, first_touchpoint, last_touchpoint, last_event_id, last_sentiment,
+               last_known_sentiment, breakdown_attribute
+           from journey_stages where mode = 'ordered' order by journey_id""",
+    )
+    t = datetime
+    # K: k1 (home page) matches no stage, so K enters at k2 on the next day; G's last event g3 has no
+    # sentiment, its latest known one is g2's; J's j1 and j2 share an instant; no breakdown attribute is set
+    assert rows == [
+        ("G/j0001", "G", 1, 5, t(2026, 8, 1, 10), t(2026, 8, 1, 10, 30), t(2026, 8, 1, 10), t(2026, 8, 31, 10, 30),
+         "ads:ad_click", "web:page_view", "g3", None, 0.75, None),
+        ("H/j0001", "H", 1, 5, t(2026, 10, 1), t(2026, 10, 1), t(2026, 10, 1), t(2026, 10, 1),
+         "ads:ad_click", "ads:ad_click", "h1", None, None, None),
+        ("I/j0001", "I", 1, 5, t(2026, 9, 1, 12), t(2026, 9, 15, 12), t(2026, 9, 1, 12), t(2026, 9, 15, 12),
+         "social:social_engagement", "email:email_click", "i2", 0.5, 0.5, None),
+        ("J/j0001", "J", 1, 5, t(2026, 9, 5, 10), t(2026, 9, 5, 11), t(2026, 9, 5, 10), t(2026, 9, 5, 11),
+         "ads:ad_click", "email:email_click", "j3", -0.25, -0.25, None),
+        ("K/j0001", "K", 1, 5, t(2026, 9, 1, 1), t(2026, 9, 3, 1), t(2026, 8, 31, 23), t(2026, 9, 3, 1),
+         "web:page_view", "store:purchase", "k4", None, None, None),
+    ]  # fmt: skip
+
+
+def test_journeys_revenue_and_any_order_stage_as_listed(built):
+    rows = db.fetch(built, "select journey_id, revenue, furthest_stage_any_order from journeys order by 1")
+    # only K's purchase (k4) carries revenue; the boundary settings compute 'ordered' only
+    assert rows == [
+        ("G/j0001", None, None),
+        ("H/j0001", None, None),
+        ("I/j0001", None, None),
+        ("J/j0001", None, None),
+        ("K/j0001", Decimal("30.00"), None),
     ]
 
 
