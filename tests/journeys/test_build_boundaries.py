@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
 
@@ -148,6 +148,29 @@ def test_journey_stages_times_last_event_and_sentiment_as_listed(built):
          "ads:ad_click", "email:email_click", "j3", -0.25, -0.25, None),
         ("K/j0001", "K", 1, 5, t(2026, 9, 1, 1), t(2026, 9, 3, 1), t(2026, 8, 31, 23), t(2026, 9, 3, 1),
          "web:page_view", "store:purchase", "k4", None, None, None),
+    ]  # fmt: skip
+
+
+def test_journey_events_of_one_journey_as_listed(built):
+    rows = db.fetch(
+        built,
+        """select event_id, customer_key, journey_id, event_seq, session_id, occurred_at, event_date, source,
+               channel, event_type, touchpoint, sentiment, revenue, stage_index, stage_name
+           from journey_events where customer_key = 'K' or event_id = 'g2' order by event_id""",
+    )
+    t, d = datetime, date
+    # K's gaps are all over 30 minutes: four sessions; k1 (the home page) matches no stage
+    assert rows == [
+        ("g2", "G", "G/j0001", 2, "G/s000001", t(2026, 8, 1, 10, 30), d(2026, 8, 1), "golden", "web", "page_view",
+         "web:page_view", 0.75, None, 2, "consideration"),
+        ("k1", "K", "K/j0001", 1, "K/s000001", t(2026, 8, 31, 23), d(2026, 8, 31), "golden", "web", "page_view",
+         "web:page_view", None, None, None, None),
+        ("k2", "K", "K/j0001", 2, "K/s000002", t(2026, 9, 1, 1), d(2026, 9, 1), "golden", "ads", "ad_impression",
+         "ads:ad_impression", None, None, 1, "awareness"),
+        ("k3", "K", "K/j0001", 3, "K/s000003", t(2026, 9, 2, 1), d(2026, 9, 2), "golden", "web", "add_to_cart",
+         "web:add_to_cart", None, None, 2, "consideration"),
+        ("k4", "K", "K/j0001", 4, "K/s000004", t(2026, 9, 3, 1), d(2026, 9, 3), "golden", "store", "purchase",
+         "store:purchase", None, Decimal("30.00"), 3, "purchase"),
     ]  # fmt: skip
 
 
