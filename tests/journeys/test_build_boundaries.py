@@ -189,11 +189,20 @@ def test_journeys_revenue_and_any_order_stage_as_listed(built):
 def test_time_to_next_puts_a_transition_on_a_bucket_edge_in_the_upper_bucket(built):
     rows = db.fetch(
         built,
-        "select stage_index, bucket_label, journeys_converted from stage_time_to_next where mode = 'ordered'"
-        " order by stage_index, bucket_index",
+        "select stage_index, bucket_label, journeys_converted, lower_s, upper_s, share from stage_time_to_next"
+        " where mode = 'ordered' order by stage_index, bucket_index",
     )
     # stage 1: G 1800 s, J 3600 s (= 1h), K 86400 s (= 1d), I 1209600 s (= 14d); stage 2: K 86400 s
-    assert rows == [(1, "< 1h", 1), (1, "1h-1d", 1), (1, "1-3d", 1), (1, "14-30d", 1), (2, "1-3d", 1)]
+    assert [r[:3] for r in rows] == [(1, "< 1h", 1), (1, "1h-1d", 1), (1, "1-3d", 1), (1, "14-30d", 1), (2, "1-3d", 1)]
+    # each bucket's bounds as its label says; four converters from stage 1, one from stage 2
+    h, d = 3600, 86400
+    assert [r[3:] for r in rows] == [
+        (0, h, 0.25),
+        (h, d, 0.25),
+        (d, 3 * d, 0.25),
+        (14 * d, 30 * d, 0.25),
+        (d, 3 * d, 1.0),
+    ]
 
 
 # ---------------------------------------------------------------- order independence
