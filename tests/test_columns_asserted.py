@@ -8,8 +8,9 @@ imported):
    tests/golden/<case>/expected_T.csv has the column in its header;
 2. registered: tests/asserted_columns.toml `[asserted.T]` names `"tests/<file>.py::<test>"` for the column, and
    that test function exists, asserts (an `assert` or a call to an `assert_*` helper), and mentions both T and
-   the column as a word of a string or as an identifier, in its own body or in a function of the same module
-   that it calls (followed transitively); comments and docstrings do not count;
+   the column as a word of a string or as an identifier, in its own body, in a function of the same module
+   that it calls (followed transitively) or in an upper-case module constant those use; comments and
+   docstrings do not count;
 3. enumerated: `[enumerated]` maps a column-name suffix to a test that itself lists the catalog's columns
    ending in it (it mentions the catalog, `columns` and the suffix as a string) and checks each.
 
@@ -64,9 +65,23 @@ def _functions(tree: ast.Module) -> dict[str, ast.FunctionDef]:
     return {n.name: n for n in tree.body if isinstance(n, ast.FunctionDef)}
 
 
+def _constants(tree: ast.Module) -> dict[str, ast.AST]:
+    return {
+        t.id: n.value
+        for n in tree.body
+        if isinstance(n, ast.Assign)
+        for t in n.targets
+        if isinstance(t, ast.Name) and t.id.isupper()
+    }
+
+
 def read_test(source: str, name: str) -> ReadTest | None:
-    """The test `name` of a module's source with the same-module functions it calls; None when it is absent."""
-    functions = _functions(ast.parse(source))
+    """The test `name` of a module's source with the same-module functions it calls and module constants it uses.
+
+    None when it is absent.
+    """
+    tree = ast.parse(source)
+    functions, constants = _functions(tree), _constants(tree)
     if not name.startswith("test_") or name not in functions:
         return None
     seen, todo = set(), [name]
@@ -76,10 +91,12 @@ def read_test(source: str, name: str) -> ReadTest | None:
             continue
         seen.add(current)
         todo.extend(n for n in _called_names(functions[current]) if n in functions)
+    body = [n for f in sorted(seen) for n in _nodes(functions[f])]
+    used = sorted({n.id for n in body if isinstance(n, ast.Name) and n.id in constants})
     words: set[str] = set()
     strings: set[str] = set()
     asserts = False
-    for node in (n for f in sorted(seen) for n in _nodes(functions[f])):
+    for node in body + [n for c in used for n in ast.walk(constants[c])]:
         if isinstance(node, ast.Constant) and isinstance(node.value, str):
             strings.add(node.value)
             words.update(WORD.findall(node.value))
@@ -241,6 +258,13 @@ def test_through_a_helper(con):
     assert _rows(con) == [(2,)]
 
 
+COLUMNS = "journey_id, n_events"
+
+
+def test_through_a_constant(con):
+    assert con.sql(f"select {COLUMNS} from journeys").fetchall() == [("A/j0001", 3)]
+
+
 def test_in_a_comment_only(con):
     """Checks journeys.first_channel."""
     # first_channel of journeys
@@ -285,6 +309,7 @@ def test_a_column_counts_when_the_test_or_its_helper_reads_it_and_asserts():
     assert registration_error(SOURCE, "test_reads_but_asserts_nothing", "journeys", "last_channel") == (
         "it asserts nothing"
     )
+    assert registration_error(SOURCE, "test_through_a_constant", "journeys", "n_events") is None
     assert registration_error(SOURCE, "test_missing", "journeys", "n_channels") == "no such test function"
     assert registration_error(SOURCE, "_rows", "journeys", "n_channels") == "no such test function"
 

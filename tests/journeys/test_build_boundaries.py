@@ -175,15 +175,45 @@ def test_journey_events_of_one_journey_as_listed(built):
 
 
 def test_journeys_revenue_and_any_order_stage_as_listed(built):
-    rows = db.fetch(built, "select journey_id, revenue, furthest_stage_any_order from journeys order by 1")
+    rows = db.fetch(
+        built, "select journey_id, stage_model, mode, revenue, furthest_stage_any_order from journeys order by 1"
+    )
     # only K's purchase (k4) carries revenue; the boundary settings compute 'ordered' only
+    primary = ("generic_lifecycle", "ordered")
     assert rows == [
-        ("G/j0001", None, None),
-        ("H/j0001", None, None),
-        ("I/j0001", None, None),
-        ("J/j0001", None, None),
-        ("K/j0001", Decimal("30.00"), None),
+        ("G/j0001", *primary, None, None),
+        ("H/j0001", *primary, None, None),
+        ("I/j0001", *primary, None, None),
+        ("J/j0001", *primary, None, None),
+        ("K/j0001", *primary, Decimal("30.00"), None),
     ]
+
+
+def test_journey_stages_channels_and_outcome_as_listed(built):
+    rows = db.fetch(
+        built,
+        "select journey_id, first_channel, last_channel, is_closed, is_converted from journey_stages"
+        " where mode = 'ordered' order by 1",
+    )
+    # H is idle exactly the dropout timeout at as_of: still open; no journey reaches renewal
+    assert rows == [
+        ("G/j0001", "ads", "web", True, False),
+        ("H/j0001", "ads", "ads", False, False),
+        ("I/j0001", "social", "email", True, False),
+        ("J/j0001", "ads", "email", True, False),
+        ("K/j0001", "web", "store", True, False),
+    ]
+
+
+def test_stage_conversion_by_first_channel_as_listed(built):
+    rows = db.fetch(
+        built,
+        "select breakdown_value, journeys_entered, journeys_converted from stage_conversion"
+        " where mode = 'ordered' and cohort = 'all' and breakdown = 'first_channel' and stage_index = 1 order by 1",
+    )
+    # first channels: G, H, J ads (G and J reach consideration), I social, K web (its first event, k1, is
+    # before it enters); each converts but H
+    assert rows == [("ads", 3, 2), ("social", 1, 1), ("web", 1, 1)]
 
 
 def test_time_to_next_puts_a_transition_on_a_bucket_edge_in_the_upper_bucket(built):
