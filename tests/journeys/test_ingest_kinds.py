@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
@@ -105,7 +105,9 @@ def _orders_and_crm(root: Path) -> Settings:
 
 def test_a_link_table_joins_two_orders_into_one_customer_and_adds_no_event_or_journey(tmp_path):
     s = _orders_and_crm(tmp_path)
+    started = datetime.now(UTC).replace(tzinfo=None)
     report = ingest(s)
+    finished = datetime.now(UTC).replace(tzinfo=None)
     assert counts(report, "orders") == (3, 3, 0, 0)
     assert counts(report, "crm") == (4, 3, 1, 0)
     assert [f.events for f in report.files if f.source == "crm"] == [0]
@@ -133,11 +135,15 @@ def test_a_link_table_joins_two_orders_into_one_customer_and_adds_no_event_or_jo
             published,
             "select source_line, source_file, identifiers, identifiers_text from links order by source_line",
         )
+        batches = db.fetch(published, "select distinct batch_id, ingested_at from links")
     assert (n_events, n_links) == (3, 3)
     # the text twin is the list as JSON; read back with Python's own parser
     assert [json.loads(text) for *_, text in link_rows] == [ids for _, _, ids, _ in link_rows]
     assert {"id_type": "email", "id_value": email} in json.loads(link_rows[0][3])
     assert [(line, file) for line, file, _, _ in link_rows] == [(n, "crm/people.csv") for n in (2, 3, 4)]
+    # one batch, "b1", started (naive UTC wall clock) within the ingest call; published as UTC-aware
+    [(batch, ingested_at)] = batches
+    assert batch == "b1" and started <= ingested_at.astimezone(UTC).replace(tzinfo=None) <= finished
     assert set(keys) == {"orders:o1", "orders:o2", "orders:o3"}
     assert keys["orders:o1"] == keys["orders:o2"] != keys["orders:o3"]
     assert [n for _, n in journeys] == [2, 1]
