@@ -176,16 +176,18 @@ def test_journey_events_of_one_journey_as_listed(built):
 
 def test_journeys_revenue_and_any_order_stage_as_listed(built):
     rows = db.fetch(
-        built, "select journey_id, stage_model, mode, revenue, furthest_stage_any_order from journeys order by 1"
+        built,
+        "select journey_id, customer_key, stage_model, mode, revenue, furthest_stage_any_order"
+        " from journeys order by 1",
     )
     # only K's purchase (k4) carries revenue; the boundary settings compute 'ordered' only
     primary = ("generic_lifecycle", "ordered")
     assert rows == [
-        ("G/j0001", *primary, None, None),
-        ("H/j0001", *primary, None, None),
-        ("I/j0001", *primary, None, None),
-        ("J/j0001", *primary, None, None),
-        ("K/j0001", *primary, Decimal("30.00"), None),
+        ("G/j0001", "G", *primary, None, None),
+        ("H/j0001", "H", *primary, None, None),
+        ("I/j0001", "I", *primary, None, None),
+        ("J/j0001", "J", *primary, None, None),
+        ("K/j0001", "K", *primary, Decimal("30.00"), None),
     ]
 
 
@@ -195,6 +197,9 @@ def test_journey_stages_channels_and_outcome_as_listed(built):
         "select journey_id, first_channel, last_channel, is_closed, is_converted from journey_stages"
         " where mode = 'ordered' order by 1",
     )
+    assert db.fetch(built, "select distinct stage_model, mode from journey_stages") == [
+        ("generic_lifecycle", "ordered")
+    ]
     # H is idle exactly the dropout timeout at as_of: still open; no journey reaches renewal
     assert rows == [
         ("G/j0001", "ads", "web", True, False),

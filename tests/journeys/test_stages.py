@@ -283,6 +283,15 @@ def test_stage_rule_conditions_rows_are_the_yaml_rules(warehouse):
     ]
 
 
+def test_stage_funnel_modes_are_the_configured_modes(warehouse):
+    # journeys.yaml: generic_lifecycle in ordered and any_order, cxc_consumer_cycle in ordered
+    assert db.fetch(warehouse, "select stage_model, mode from stage_funnel_modes order by all") == [
+        ("cxc_consumer_cycle", "ordered"),
+        ("generic_lifecycle", "any_order"),
+        ("generic_lifecycle", "ordered"),
+    ]
+
+
 def test_stage_touchpoint_owners_are_the_yaml_exceptions(warehouse):
     rows = db.fetch(
         warehouse,
