@@ -21,6 +21,7 @@ the guard until it is taken off the list.
 from __future__ import annotations
 
 import ast
+import functools
 import re
 import tomllib
 from collections.abc import Iterable, Mapping
@@ -45,6 +46,17 @@ class ReadTest:
     words: frozenset[str]
     strings: frozenset[str]
     asserts: bool
+
+
+@functools.lru_cache(maxsize=256)
+def _parse(source: str) -> ast.Module:
+    # each registry entry reads its test module again: parse every module once
+    return ast.parse(source)
+
+
+@functools.lru_cache(maxsize=4096)
+def _read_cached(source: str, name: str) -> ReadTest | None:
+    return _read_test(source, name)
 
 
 def _is_docstring(node: ast.AST) -> bool:
@@ -80,7 +92,11 @@ def read_test(source: str, name: str) -> ReadTest | None:
 
     None when it is absent.
     """
-    tree = ast.parse(source)
+    return _read_cached(source, name)
+
+
+def _read_test(source: str, name: str) -> ReadTest | None:
+    tree = _parse(source)
     functions, constants = _functions(tree), _constants(tree)
     if not name.startswith("test_") or name not in functions:
         return None
@@ -141,7 +157,7 @@ def enumeration_error(source: str, name: str, suffix: str) -> str | None:
 def golden_comparisons(source: str) -> list[tuple[str, str, int]]:
     """(case, table, line) of every `assert_matches_golden` call with literal names inside a `test_*` function."""
     found = []
-    for name, function in _functions(ast.parse(source)).items():
+    for name, function in _functions(_parse(source)).items():
         if not name.startswith("test_"):
             continue
         for node in _nodes(function):
