@@ -136,12 +136,21 @@ def test_a_link_table_joins_two_orders_into_one_customer_and_adds_no_event_or_jo
             "select source_line, source_file, identifiers, identifiers_text from links order by source_line",
         )
         batches = db.fetch(published, "select distinct batch_id, ingested_at from links")
+        link_ids = db.fetch(published, "select link_id, identifiers from links order by source_line")
     assert (n_events, n_links) == (3, 3)
     # the text twin is the list as JSON; read back with Python's own parser
     assert [json.loads(text) for *_, text in link_rows] == [ids for _, _, ids, _ in link_rows]
     assert {"id_type": "email", "id_value": email} in json.loads(link_rows[0][3])
     assert [(line, file) for line, file, _, _ in link_rows] == [(n, "crm/people.csv") for n in (2, 3, 4)]
     # one batch, "b1", started (naive UTC wall clock) within the ingest call; published as UTC-aware
+    # link_id: the source, then sha256 of the identifiers sorted, as compact JSON (hashlib and json, not DuckDB)
+    for link_id, ids in link_ids:
+        ordered = sorted(ids, key=lambda i: (i["id_type"], i["id_value"]))
+        text = json.dumps(
+            [{"id_type": i["id_type"], "id_value": i["id_value"]} for i in ordered], separators=(",", ":")
+        )
+        assert link_id == "crm:" + hashlib.sha256(text.encode()).hexdigest()
+    assert len({link_id for link_id, _ in link_ids}) == 3
     [(batch, ingested_at)] = batches
     assert batch == "b1" and started <= ingested_at.astimezone(UTC).replace(tzinfo=None) <= finished
     assert set(keys) == {"orders:o1", "orders:o2", "orders:o3"}
