@@ -173,7 +173,7 @@ def test_a_compaction_killed_at_any_step_is_completed_or_undone_before_the_next_
     assert lake_rows(s) == before
 
 
-@pytest.mark.parametrize("kill_at", [None, "journal", "swap", "delete"])
+@pytest.mark.parametrize("kill_at", ["journal", "swap", "delete"])
 def test_a_new_versions_rewrite_of_the_lake_killed_at_any_step_ends_in_the_same_lake(three_runs, monkeypatch, kill_at):
     s = three_runs
     # Compacted, so each date's file also holds rows of other landing files that must stay.
@@ -201,13 +201,13 @@ def test_a_new_versions_rewrite_of_the_lake_killed_at_any_step_ends_in_the_same_
                 raise Kill(kill_at)
         real_unlink(self, missing_ok=missing_ok)
 
-    if kill_at is not None:
-        monkeypatch.setattr(lake.os, "replace", replace)
-        monkeypatch.setattr(Path, "unlink", unlink)
-        with pytest.raises(Kill, match=f"^{kill_at}$"):
-            ingest_sources(s, as_of=AS_OF, batch_id="b4")
-        monkeypatch.undo()
-    # The rerun reads the new version again (the manifest does not have it yet) and replaces what is left.
+    monkeypatch.setattr(lake.os, "replace", replace)
+    monkeypatch.setattr(Path, "unlink", unlink)
+    with pytest.raises(Kill, match=f"^{kill_at}$"):
+        ingest_sources(s, as_of=AS_OF, batch_id="b4")
+    monkeypatch.undo()
+    # The rerun reads the new version again (the manifest does not have it yet) and replaces what is left; a
+    # kill at the first journal changed nothing, so that case is also the run that was never killed.
     report = ingest_sources(s, as_of=AS_OF, batch_id="b5")
     # What the killed run already took out of the lake (a whole first partition) is not counted again.
     assert report.accounting_ok() and (report.loaded, report.replaced) == (2, 1 if kill_at == "delete" else 3)
