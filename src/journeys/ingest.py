@@ -1905,7 +1905,7 @@ def _count_replaced(con: duckdb.DuckDBPyConnection, f: LandingFile, replaces: Re
         )
     # A row is one row however many of its events loaded or were held (a wide row may do both).
     lines = "select count(distinct source_line) from (" + " union all ".join(parts) + ")"
-    n = int(db.fetch(con, lines, {**version, "held": replaces.held_files})[0][0]) if parts else 0
+    n = int(db.fetch(con, lines, {**version, "held": replaces.held_files})[0][0])
     if replaces.quarantine_files:
         quarantined = (
             "select count(*) from read_parquet($q::varchar[], hive_partitioning = false) where source_file = $file"
