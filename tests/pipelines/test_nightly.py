@@ -105,6 +105,7 @@ def test_every_row_is_accounted_for(run):
     ing = result["ingest"]
     assert ing["read"] == ing["loaded"] + ing["quarantined"] + ing["duplicates"] + ing["held"]
     assert (ing["held"], ing["released"], ing["still_held"]) == (0, 0, 0)  # the sample ends at its as_of
+    assert ing["replaced"] == 0  # a first run: no landing file has an earlier version
     # The first run's quality step checks exactly the rows it loaded, on the dates ingest touched.
     assert result["quality"]["events_checked"] == ing["loaded"]
     assert result["quality"]["event_dates"] == ing["affected_dates"]
@@ -121,6 +122,13 @@ def test_the_summary_names_a_refused_landing_file(run, capsys):
     refused = {**result, "ingest": {**result["ingest"], "files_refused": {"pos/x.parquet": why}}}
     cli.print_summary(refused, str(settings.warehouse_path))
     assert f"refused landing file pos/x.parquet: {why}; nothing of it loaded" in capsys.readouterr().out
+
+
+def test_the_summary_says_how_many_rows_of_earlier_file_versions_were_replaced(run, capsys):
+    _, _, result, settings = run
+    replaced = {**result, "ingest": {**result["ingest"], "replaced": 3}}
+    cli.print_summary(replaced, str(settings.warehouse_path))
+    assert "; 3 rows of earlier versions of changed files replaced" in capsys.readouterr().out
 
 
 def test_stage_conversion_equals_the_ground_truth_funnel(run):
