@@ -168,6 +168,21 @@ def test_a_link_table_exported_again_is_all_duplicates(tmp_path):
     assert counts(again, "crm") == (2, 1, 0, 1)
 
 
+def test_a_link_table_corrected_at_the_same_path_replaces_its_earlier_links(tmp_path):
+    s = _orders_and_crm(tmp_path)
+    ingest(s)
+    # The same export file, corrected: o2 belongs to someone else, the ragged row is fixed, o3's link is gone.
+    land(tmp_path, "crm/people.csv", "order_id,person_id,email\no1,p1,ann@example.com\no2,p4,\no9,p3,\n")
+    again = ingest(s, "b2")
+    assert counts(again, "crm") == (3, 3, 0, 0)
+    # Three links of the earlier version left the lake, and its quarantine record of the ragged row.
+    assert [f.replaced for f in again.files if f.source == "crm"] == [4]
+    linked = rows(links_glob(s), "source_line, identifiers, batch_id", "source_line")
+    assert [(line, batch) for line, _, batch in linked] == [(2, "b2"), (3, "b2"), (4, "b2")]
+    assert {"id_type": "customer_id", "id_value": "p4"} in linked[1][1]
+    assert not list(s.quarantine_dir.rglob("*.parquet"))
+
+
 # --- one row, several events ---------------------------------------------------------------------------
 
 WIDE_HEADER = "order_id,customer,purchased_at,approved_at,delivered_at\n"
