@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
 
@@ -112,9 +112,15 @@ def test_csv_naive_berlin_times_become_utc_and_fields_are_mapped(tmp_path):
         + "h3,2025-07-01 01:30:00,Mobile Web,Add To Cart,,,c2,,\n",
     )  # summer: UTC+2, previous UTC day
     s = make_settings(tmp_path, web_source(), channels=[*DEFAULT_CHANNELS, "mobile_web"])
+    started = datetime.now(UTC).replace(tzinfo=None)
     report = ingest(s)
+    finished = datetime.now(UTC).replace(tzinfo=None)
     assert (report.read, report.loaded, report.quarantined) == (3, 3, 0)
     rows = {r["event_id"]: r for r in events(s)}
+    # one batch: its name, its file, and one wall-clock start (naive UTC) within the call
+    assert {(r["source"], r["source_file"], r["batch_id"]) for r in rows.values()} == {("web", "web/a.csv", "b1")}
+    (ingested_at,) = {r["ingested_at"] for r in rows.values()}
+    assert started <= ingested_at <= finished
     assert rows["web:h1"]["occurred_at"] == datetime(2026, 1, 15, 9, 0)
     assert rows["web:h2"]["occurred_at"] == datetime(2026, 2, 20, 22, 30)
     assert rows["web:h3"]["occurred_at"] == datetime(2025, 6, 30, 23, 30)
@@ -343,7 +349,9 @@ def test_quarantine_reasons_and_line_numbers(tmp_path):
         '{"id": "e5", "ts": "yesterday", "event": "open"}\n',
     )
     s = make_settings(tmp_path, web_source(), email_source())
+    started = datetime.now(UTC).replace(tzinfo=None)
     report = ingest(s)
+    finished = datetime.now(UTC).replace(tzinfo=None)
     web, mail = report.files
     assert (web.read, web.loaded, web.quarantined, web.duplicates, web.held) == (10, 2, 7, 0, 1)
     assert (mail.read, mail.loaded, mail.quarantined, mail.duplicates) == (4, 1, 3, 0)
@@ -369,6 +377,8 @@ def test_quarantine_reasons_and_line_numbers(tmp_path):
     )
     row = q[("web/a.csv", 3)]
     assert (row["source"], row["column"], row["batch_id"]) == ("web", "hit_time", "b1")
+    (quarantined_at,) = {r["quarantined_at"] for r in q.values()}
+    assert started <= quarantined_at <= finished
     assert '"hit_time":"2026-13-45 25:61:00"' in row["raw"]
     # A row the reader could not split keeps only its shape: nothing of it is known to be safe.
     assert q[("web/a.csv", 5)]["raw"] == "x9,9999-99-99 99:99:99,xxx"

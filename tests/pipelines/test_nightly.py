@@ -295,6 +295,36 @@ def test_the_alerts_are_published_and_posted_as_an_artifact(run):
     assert "## Top red points" in text
 
 
+def test_first_runs_row_counts_match_the_generator_and_the_lake(run):
+    from prefect.client.orchestration import get_client
+
+    root, gen, _, settings = run
+    first = runs(settings)[0]  # the fixture's run; later tests add runs and landing files
+    with duckdb.connect(str(settings.warehouse_path), read_only=True) as con:
+        con.execute("set file_search_path = ?", [str(settings.warehouse_path.parent)])
+        loaded, quarantined = con.execute(
+            "select (select count(*) from events where batch_id = $b),"
+            " (select count(*) from quarantine where batch_id = $b)",
+            {"b": first["batch_id"]},
+        ).fetchone()
+    # the generator's own counts of what it wrote, and the lake's rows of that batch
+    assert (first["landing_files"], first["files_ingested"]) == (len(gen.files), len(gen.files))
+    assert first["rows_loaded"] == loaded == first["events_in_lake"] == first["events_checked"]
+    assert first["rows_quarantined"] == quarantined == gen.n_malformed
+    assert first["rows_duplicate"] == gen.n_duplicates
+    # a first run: nothing held back earlier, no earlier file versions; the generator writes no blank rows
+    assert (first["rows_held"], first["rows_released"], first["rows_replaced"], first["rows_blank"]) == (0, 0, 0, 0)
+    assert first["rows_read"] == loaded + quarantined + gen.n_duplicates
+    assert first["event_batches"] == [first["batch_id"]] and first["quality_warnings"] == []
+    assert first["quality_report"] == str(root / "reports" / f"quality-{first['batch_id']}.md")
+    with get_client(sync_client=True) as client:
+        flow_run = client.read_flow_run(first["flow_run_id"])
+    assert flow_run.state is not None and flow_run.state.is_completed()
+    # wall-clock: published after the run's start, i.e. within this session, not its as_of
+    assert SPEC.as_of < first["published_at"] <= datetime.now(UTC)
+    assert first["published_at"] > datetime.now(UTC) - timedelta(hours=2)
+
+
 def test_every_mart_and_the_runs_table_say_which_run_published_them(run):
     _, _, result, settings = run
     last = runs(settings)[-1]
