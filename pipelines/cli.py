@@ -114,6 +114,7 @@ def print_summary(result: dict[str, Any], warehouse: str) -> None:
         )
         + (f"; {ing['blank']} blank rows skipped" if ing.get("blank") else "")
         + (f"; {ing['filtered']} rows left out by keep_rows" if ing.get("filtered") else "")
+        + (f"; {ing['replaced']} rows of earlier versions of changed files replaced" if ing.get("replaced") else "")
     )
     print_held(ing.get("released", 0), ing.get("still_held", 0))
     # A refused file blocks only itself, so the run is green: this line is where its owner learns of it.

@@ -78,7 +78,8 @@ def ingest_task(context: RunContext) -> dict[str, Any]:
     require_events(context.settings, report)
     log = get_run_logger()
     log.info(
-        "ingest: read=%d loaded=%d quarantined=%d duplicates=%d held=%d files=%d; released %d held rows, %d still held",
+        "ingest: read=%d loaded=%d quarantined=%d duplicates=%d held=%d files=%d; released %d held rows, %d still held;"
+        " %d rows of earlier file versions replaced",
         report.read,
         report.loaded,
         report.quarantined,
@@ -87,6 +88,7 @@ def ingest_task(context: RunContext) -> dict[str, Any]:
         len(report.files),
         report.released,
         report.still_held,
+        report.replaced,
     )
     if not report.accounting_ok():
         raise RuntimeError("row accounting broken: read != loaded + quarantined + duplicates + held")
@@ -97,6 +99,7 @@ def ingest_task(context: RunContext) -> dict[str, Any]:
         "duplicates": report.duplicates,
         "held": report.held,
         "released": report.released,
+        "replaced": report.replaced,
         "still_held": report.still_held,
         "blank": report.blank,
         "filtered": report.filtered,
@@ -359,6 +362,7 @@ def publish_task(context: RunContext, working: str, ingest: dict[str, Any], chec
             "rows_duplicate": ingest["duplicates"],
             "rows_held": ingest["held"],
             "rows_released": ingest["released"],
+            "rows_replaced": ingest.get("replaced", 0),
             "rows_blank": ingest["blank"],
             "events_in_lake": db.fetch(con, "select count(*) from events")[0][0],
             "expectations": checks["expectations"],
