@@ -295,3 +295,21 @@ def test_goals_do_not_force_a_full_rebuild():
     plain = build.run_context(Settings(), as_of)
     with_goal = build.run_context(Settings(goals=[goal]), as_of)
     assert incremental.state_fingerprint(plain) == incremental.state_fingerprint(with_goal)
+
+
+def test_the_dask_executor_keeps_the_kept_build_valid_but_builds_in_full(tmp_path):
+    as_of = GenerateSpec().as_of
+    plain = build.run_context(Settings(), as_of)
+    on_dask = build.run_context(Settings(executor="dask", dask_workers=3), as_of)
+    # Where the same SQL runs does not change a row: switching back to local is incremental again.
+    assert incremental.state_fingerprint(plain) == incremental.state_fingerprint(on_dask)
+    state = tmp_path / "state"
+    state.mkdir()
+    with duckdb.connect(str(incremental.build_state_path(state))) as con:
+        con.execute(f"create table {incremental.STATE_TABLE} as select 'fp' as fingerprint, 'run-1' as batch_id")
+    working = tmp_path / "working.duckdb"
+    plan = incremental.plan_build(state, working, "fp", full_refresh=False, incremental_executor="dask")
+    assert plan.mode == "full"
+    assert plan.reason.startswith("executor: dask rebuilds every customer on the cluster; the build kept by run run-1")
+    assert not working.exists()
+    assert incremental.plan_build(state, working, "fp", full_refresh=False).mode == "incremental"
