@@ -88,6 +88,8 @@ def ingest_task(context: RunContext) -> dict[str, Any]:
     )
     if not report.accounting_ok():
         raise RuntimeError("row accounting broken: read != loaded + quarantined + duplicates + held")
+    for name in report.sources_refused():
+        log.error("ingest: every new landing file of source %r was refused; check its mapping", name)
     return {
         "read": report.read,
         "loaded": report.loaded,
@@ -103,6 +105,7 @@ def ingest_task(context: RunContext) -> dict[str, Any]:
         "files_skipped": sum(1 for f in report.files if f.skipped and not f.not_ready and not f.refused),
         "files_not_ready": {f.file: f.not_ready for f in report.files if f.not_ready},
         "files_refused": {f.file: f.refused for f in report.files if f.refused},
+        "sources_refused": report.sources_refused(),
         "affected_dates": [str(d) for d in report.affected_dates],
     }
 

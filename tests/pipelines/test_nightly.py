@@ -119,6 +119,12 @@ def test_the_summary_names_a_refused_landing_file(run, capsys):
     refused = {**result, "ingest": {**result["ingest"], "files_refused": {"pos/x.parquet": why}}}
     cli.print_summary(refused, str(settings.warehouse_path))
     assert f"refused landing file pos/x.parquet: {why}; nothing of it loaded" in capsys.readouterr().out
+    assert cli.run_status(refused) == cli.run_status(result) == 0
+    # Every new file of a source refused: published all the same, but the exit status raises the alarm.
+    whole = {**refused, "ingest": {**refused["ingest"], "sources_refused": ["pos"]}}
+    cli.print_summary(whole, str(settings.warehouse_path))
+    assert "source 'pos': EVERY new landing file was refused" in capsys.readouterr().out
+    assert cli.run_status(whole) == cli.SOURCE_REFUSED == 3
 
 
 def test_stage_conversion_equals_the_ground_truth_funnel(run):
