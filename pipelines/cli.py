@@ -558,7 +558,14 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--plant-fault", action="store_true", help="generate the sample with a planted red point")
     d.set_defaults(func=cmd_demo)
 
-    r = sub.add_parser("run", parents=[config], help="run the nightly flow on the configured data root")
+    r = sub.add_parser(
+        "run",
+        parents=[config],
+        help="run the nightly flow on the configured data root",
+        description="Run the nightly flow on the configured data root.\n\nexit status: 0 published; 1 the run"
+        " stopped (nothing to publish,\na failed quality check, the run lock); 2 the config or command line;"
+        f" {SOURCE_REFUSED} published,\nbut every new landing file of some source was refused (its mapping?)",
+    )
     r.add_argument("--as-of", help="ISO time the run is as of (default: now, UTC)")
     r.add_argument("--data-root", help="override the config's data root")
     r.add_argument(
