@@ -90,6 +90,25 @@ def _markdown_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _refused_markdown(ingest: dict[str, Any]) -> list[str]:
+    """Lines naming the refused landing files, and the sources of which every new file was refused."""
+    refused = ingest.get("files_refused", {})
+    if not refused:
+        return []
+    return [
+        "## Refused landing files",
+        "",
+        *[
+            f"**Every new landing file of source `{name}` was refused**: nothing of it loaded in this run;"
+            " its mapping probably does not fit its files."
+            for name in ingest.get("sources_refused", [])
+        ],
+        "",
+        *[f"- `{file}`: {why}" for file, why in refused.items()],
+        "",
+    ]
+
+
 def run_summary_markdown(
     *,
     batch_id: str,
@@ -119,6 +138,7 @@ def run_summary_markdown(
             f" {ingest.get('released', 0)} held rows released, {ingest.get('still_held', 0)} still held;"
             f" {ingest['files']} landing files, {ingest['files_skipped']} of them unchanged since an earlier run.",
             "",
+            *_refused_markdown(ingest),
             f"identity: {identity.get('n_customers')} customers from {identity.get('n_identifiers')} identifiers,"
             f" {identity.get('n_merges')} merges, {identity.get('n_splits')} splits,"
             f" {identity.get('n_shared_identifiers')} shared identifiers held back.",
@@ -171,7 +191,12 @@ def record_run(
         ),
         key=SUMMARY_KEY,
         description=f"journeys-nightly as of {as_of.isoformat()}: rows, identity, quality, funnel"
-        + (f" ({len(quality['warnings'])} quality warning(s))" if quality.get("warnings") else ""),
+        + (f" ({len(quality['warnings'])} quality warning(s))" if quality.get("warnings") else "")
+        + (
+            f"; every new file of {', '.join(ingest['sources_refused'])} refused"
+            if ingest.get("sources_refused")
+            else ""
+        ),
     )
     create_table_artifact(
         funnel, key=FUNNEL_KEY, description=f"stage funnel {model} ({mode}), all cohorts, as of {as_of.isoformat()}"

@@ -97,6 +97,17 @@ def _table(rows: list[tuple], headers: list[str]) -> str:
     return "\n".join(out)
 
 
+SOURCE_REFUSED = 3
+"""Exit status of a run that published but refused every new file of a source: a scheduler's alarm."""
+
+
+def run_status(result: dict[str, Any]) -> int:
+    """Exit status of a finished run: SOURCE_REFUSED when a source had every new file refused, else 0."""
+    # The rest of the batch is published (a bad file blocks only itself), but a source that delivered nothing
+    # usable is most likely a wrong mapping: a zero status would let a cron job or CI step pass over it.
+    return SOURCE_REFUSED if result["ingest"].get("sources_refused") else 0
+
+
 def print_summary(result: dict[str, Any], warehouse: str) -> None:
     """Print row accounting, the primary funnel, the top dropout points, the journey map, alerts and outputs."""
     from journeys import db
@@ -120,6 +131,11 @@ def print_summary(result: dict[str, Any], warehouse: str) -> None:
     # A refused file blocks only itself, so the run is green: this line is where its owner learns of it.
     for file, why in ing.get("files_refused", {}).items():
         print(f"refused landing file {file}: {why}; nothing of it loaded until it is replaced or removed")
+    for name in ing.get("sources_refused", []):
+        print(
+            f"source {name!r}: EVERY new landing file was refused, nothing of {name!r} loaded in this run;"
+            f" its mapping probably does not fit its files (exit status {SOURCE_REFUSED})"
+        )
     plan = result.get("build") or {}
     if plan:
         affected = result.get("steps", {}).get("build-marts", {}).get("incremental", {}).get("affected_customers")
@@ -303,7 +319,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             **_executor_options(args),
         )
     print_summary(result, str(settings.warehouse_path))
-    return 0
+    return run_status(result)
 
 
 def cmd_reset(args: argparse.Namespace) -> int:
@@ -394,7 +410,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     with progress.shown():
         result = nightly(config_path=config, as_of=spec.as_of, data_root=str(root))
     print_summary(result, str(settings.warehouse_path))
-    return 0
+    return run_status(result)
 
 
 def cmd_query(args: argparse.Namespace) -> int:
@@ -559,7 +575,14 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--plant-fault", action="store_true", help="generate the sample with a planted red point")
     d.set_defaults(func=cmd_demo)
 
-    r = sub.add_parser("run", parents=[config], help="run the nightly flow on the configured data root")
+    r = sub.add_parser(
+        "run",
+        parents=[config],
+        help="run the nightly flow on the configured data root",
+        description="Run the nightly flow on the configured data root.\n\nexit status: 0 published; 1 the run"
+        " stopped (nothing to publish,\na failed quality check, the run lock); 2 the config or command line;"
+        f" {SOURCE_REFUSED} published,\nbut every new landing file of some source was refused (its mapping?)",
+    )
     r.add_argument("--as-of", help="ISO time the run is as of (default: now, UTC)")
     r.add_argument("--data-root", help="override the config's data root")
     r.add_argument(

@@ -92,6 +92,8 @@ def ingest_task(context: RunContext) -> dict[str, Any]:
     )
     if not report.accounting_ok():
         raise RuntimeError("row accounting broken: read != loaded + quarantined + duplicates + held")
+    for name in report.sources_refused():
+        log.error("ingest: every new landing file of source %r was refused; check its mapping", name)
     return {
         "read": report.read,
         "loaded": report.loaded,
@@ -108,6 +110,7 @@ def ingest_task(context: RunContext) -> dict[str, Any]:
         "files_skipped": sum(1 for f in report.files if f.skipped and not f.not_ready and not f.refused),
         "files_not_ready": {f.file: f.not_ready for f in report.files if f.not_ready},
         "files_refused": {f.file: f.refused for f in report.files if f.refused},
+        "sources_refused": report.sources_refused(),
         "affected_dates": [str(d) for d in report.affected_dates],
     }
 
@@ -334,21 +337,26 @@ def flow_run_id() -> str | None:
 
 @task(name="publish", cache_policy=NO_CACHE)
 def publish_task(context: RunContext, working: str, ingest: dict[str, Any], checks: dict[str, Any]) -> dict[str, str]:
-    """Identity state, the marts as one set, the run history, then the working file becomes the warehouse."""
+    """Identity state, then the run's set (marts, warehouse, run history, kept build, record) switched in at once."""
     settings = context.settings
     published_at = datetime.now(UTC)
+    staging = publish.start_set(settings, context.batch_id)
+
+    def pending(final: Path) -> Path:
+        # State that must describe the published set: written into it, moved into place once it is published.
+        return publish.pending_path(settings, staging, final)
 
     # The whole working file, before its unpublished tables go, is what the next incremental run starts from.
     _on_working(settings, working, lambda con: incremental.seal_build(con, context.fingerprint, context.batch_id))
-    kept = incremental.keep_build(Path(working), settings.state_dir)
+    incremental.keep_build(Path(working), pending(incremental.build_state_path(settings.state_dir)))
 
-    def publish_all(con: duckdb.DuckDBPyConnection) -> dict[str, str]:
+    def publish_all(con: duckdb.DuckDBPyConnection) -> None:
         # State first: a run killed after it still counts as resolved (its keys and audit rows are kept).
         publish.write_identity_state(con, build.identity_state_path(settings), context.audit_history)
         # After the kept build and the state (naive UTC, what the models compute with): what readers get.
         build.publish_warehouse(con, context)
         metadata = publish.run_metadata(context.batch_id, context.as_of, published_at)
-        paths = publish.publish_marts(con, settings, context.catalog.published(), context.batch_id, metadata)
+        publish.write_marts(con, context.catalog.published(), staging, metadata)
         run = {
             "batch_id": context.batch_id,
             "flow_run_id": flow_run_id(),
@@ -372,19 +380,15 @@ def publish_task(context: RunContext, working: str, ingest: dict[str, Any], chec
             "quality_warnings": checks["warnings"],
             "quality_report": checks["report"],
         }
-        # After the marts switched, before the swap: the next run's `runs` (and its quality scope) must count
-        # this run once its marts are out, even if the swap below never happens.
-        publish.record_run(con, build.runs_state_path(settings), run)
+        # The next run's `runs` (and its quality scope) counts this run exactly when its set is published.
+        publish.record_run(con, pending(build.runs_state_path(settings)), run)
         build.drop_intermediates(con, context)
         # The catalog's descriptions travel with the warehouse: SQL clients and BI tools show them.
         dictionary.comment_warehouse(con, context.catalog)
         db.execute(con, "checkpoint")
-        return paths
 
-    paths = _on_working(settings, working, publish_all)
-    paths["warehouse"] = str(publish.swap_in_warehouse(settings, Path(working)))
-    paths["build_state"] = str(incremental.commit_kept_build(kept, settings.state_dir))
-    # What `journeys report` needs about the run that this warehouse holds, written once it is published.
+    _on_working(settings, working, publish_all)
+    # What `journeys report` needs about the run that the published warehouse holds.
     html_report.write_run_record(
         settings,
         {
@@ -395,7 +399,11 @@ def publish_task(context: RunContext, working: str, ingest: dict[str, Any], chec
             "quality": {**checks["outcome"], "report": checks["report"]},
             "data_docs": checks["data_docs"],
         },
+        pending(html_report.run_record_path(settings)),
     )
+    tables = [m.name for m in context.catalog.published()]
+    paths = publish.switch_set(settings, context.batch_id, tables, warehouse=Path(working))
+    paths["build_state"] = str(incremental.build_state_path(settings.state_dir))
     return paths
 
 
@@ -440,6 +448,7 @@ def nightly(
     working = str(publish.working_warehouse_path(settings, batch_id))
     built: dict[str, Any] = {}
     with publish.run_lock(settings):
+        # Also completes a publication killed right after its switch (its run history, kept build, record).
         publish.clear_stale_run_files(settings)
         try:
             # Suite files are read once, like the config, and a bad one stops the run before it ingests.

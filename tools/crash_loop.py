@@ -46,9 +46,11 @@ from journeys.config import Settings, load_settings  # noqa: E402
 CONFIG = str(REPO / "journeys.yaml")
 AS_OF = "2026-11-01T00:00:00+00:00"
 STEPS = ("ingest", "build", "publish")
-KINDS = ("ingest", "identity", "build", "publish")
+KINDS = ("ingest", "identity", "build", "publish", "switch")
 """What a kill is drawn among, evenly: identity resolution is one item of `build` (the model `identity`), drawn
-on its own, or one kill in 90 would land there."""
+on its own, or one kill in 90 would land there; `switch` is the publication's switch of `.current` (its two
+pause points: just before it, and just after it, before the set's pending state is moved into place)."""
+SWITCH_POINTS = (("switch", 1, "before the switch"), ("switch", 2, "after the switch"))
 RUN_TIMEOUT_S = 900
 SERVER_TIMEOUT_S = 180
 
@@ -354,6 +356,7 @@ def _loop(work: Path, env: dict[str, str], rng: random.Random, runs: int, events
         for n, label in enumerate(labels.get(step, []), 1):
             kind = "identity" if (step, label) == ("build", "identity") else step
             points[kind].append((step, n, label))
+    points["switch"] = list(SWITCH_POINTS)  # not a loop: `progress.pause_point`, not counted by `_counted`
     kills: list[Kill] = []
     failures = 0
     for i in range(runs):

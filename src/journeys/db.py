@@ -5,6 +5,7 @@ SQL models are read and built by `journeys.models`.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -56,7 +57,9 @@ def connect(
         config["storage_compatibility_version"] = "v1.0.0"
         Path(path).parent.mkdir(parents=True, exist_ok=True)
     con = duckdb.connect(str(path) if path is not None else ":memory:", read_only=read_only, config=config)
-    folders = [*(search_path or []), *([Path(path).resolve().parent] if path is not None else [])]
+    # The folder of the path as given, not of the file a link leads to: the published warehouse is a link
+    # (warehouse/journeys.duckdb -> the current set's file) and its lake views are relative to warehouse/.
+    folders = [*(search_path or []), *([Path(os.path.abspath(path)).parent] if path is not None else [])]
     try:
         # Every time is UTC: a naive value becomes TIMESTAMP WITH TIME ZONE as UTC whatever the machine's zone
         # (a connect option would not autoload ICU, which the setting needs).
@@ -73,7 +76,7 @@ def set_file_search_path(con: duckdb.DuckDBPyConnection, folders: list[str | Pat
     """Resolve relative file paths against `folders`, then the working directory (the warehouse's lake views)."""
     # The warehouse's views name the lake relative to the warehouse's folder, so a moved data root still reads;
     # DuckDB stops looking in the working directory once the setting is made, so it is added last.
-    dirs = [str(Path(f).resolve()) for f in folders] + [str(Path.cwd())]
+    dirs = [os.path.abspath(f) for f in folders] + [str(Path.cwd())]
     con.execute("set file_search_path = $1", [",".join(dict.fromkeys(dirs))])
 
 

@@ -326,19 +326,11 @@ def seal_build(con: duckdb.DuckDBPyConnection, fingerprint: str, batch_id: str) 
     db.execute(con, "checkpoint")
 
 
-def keep_build(working: Path, state_dir: Path) -> Path:
-    """Copy the sealed working file aside as the next kept build (made current by `commit_kept_build`)."""
-    tmp = state_dir / ".build.duckdb.tmp"
-    state_dir.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(working, tmp)
-    return tmp
-
-
-def commit_kept_build(tmp: Path, state_dir: Path) -> Path:
-    """Make the copied build the one the next run starts from (one rename)."""
-    final = build_state_path(state_dir)
-    os.replace(tmp, final)
-    return final
+def keep_build(working: Path, target: Path) -> Path:
+    """Copy the sealed working file to `target`, the next kept build (the published set's pending state)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(working, target)
+    return target
 
 
 def drop_build_tables(con: duckdb.DuckDBPyConnection) -> None:

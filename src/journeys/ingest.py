@@ -194,6 +194,14 @@ class IngestReport:
     def events(self) -> int:
         return sum(f.events for f in self.files)
 
+    def sources_refused(self) -> list[str]:
+        """Sources of which every landing file this run tried to read was refused: likely a wrong mapping."""
+        tried: dict[str, list[FileReport]] = {}
+        for f in self.files:
+            if not f.skipped or f.refused:
+                tried.setdefault(f.source, []).append(f)
+        return sorted(name for name, files in tried.items() if all(f.refused for f in files))
+
     def accounting_ok(self) -> bool:
         """True when every file's rows are accounted for: read = loaded + quarantined + duplicates + held."""
         return all(f.read == f.loaded + f.quarantined + f.duplicates + f.held for f in self.files)
@@ -552,14 +560,21 @@ def file_columns(con: duckdb.DuckDBPyConnection, f: LandingFile) -> list[str]:
 def check_sources(
     con: duckdb.DuckDBPyConnection, files: list[LandingFile], refused: dict[int, str] | None = None
 ) -> dict[int, list[str]]:
-    """Columns of every file to ingest; raises SourceError when a mapped column is missing.
+    """Columns of every file to ingest; a file its source's mapping does not fit is refused or a SourceError.
 
-    A file wider than MAX_COLUMNS is refused: named in `refused` (by ordinal) when it is given, else a SourceError.
+    A file that cannot be read as its format, cannot be decompressed, is wider than MAX_COLUMNS or lacks a
+    mapped column is named in `refused` (by ordinal, with why) when it is given, else raises a SourceError.
     """
     columns: dict[int, list[str]] = {}
     checked_zones: set[str] = set()
     for f in files:
         src = f.source
+
+        def refuse(why: str, f: LandingFile = f) -> None:
+            if refused is None:
+                raise SourceError(f"source {f.source.name!r}, file {str(f.path)!r}: {why}")
+            refused[f.ordinal] = why
+
         if src.timezone not in checked_zones:
             try:
                 db.fetch(con, "select timezone($tz, timestamp '2000-01-01')", {"tz": src.timezone})
@@ -567,11 +582,12 @@ def check_sources(
                 raise SourceError(f"source {src.name!r}: unknown time zone {src.timezone!r}") from exc
             checked_zones.add(src.timezone)
         try:
-            f.lines  # noqa: B018 - inflates a compressed file now: a broken stream fails before any write
+            f.lines  # noqa: B018 - inflates a compressed file now: a broken stream is refused before any write
         except OSError as exc:
-            raise SourceError(
-                f"source {src.name!r}, file {str(f.path)!r}: cannot be decompressed ({f.compression}): {exc}"
-            ) from exc
+            if exc.errno is not None:
+                raise  # the disk or share failed, not the file: the flow's ingest task retries I/O errors
+            refuse(f"cannot be decompressed ({f.compression}): {exc}")
+            continue
         if f.empty:
             # An empty file has no rows and no header: every column is null.
             columns[f.ordinal] = src.mapped_columns()
@@ -579,15 +595,13 @@ def check_sources(
         try:
             cols = file_columns(con, f)
         except (duckdb.Error, UnicodeError, csv.Error) as exc:
-            # `from None`: the reader's own message (and its chained traceback) may quote a row.
-            raise SourceError(
-                f"source {src.name!r}, file {str(f.path)!r}: cannot be read as {src.format}: {pii.redacted(str(exc))}"
-            ) from None
+            # The reader's own message (and its chained traceback) may quote a row: redacted, never chained.
+            refuse(f"cannot be read as {src.format}: {pii.redacted(str(exc))}")
+            continue
         if len(cols) > MAX_COLUMNS:
-            why = f"it has {len(cols)} columns, more than the {MAX_COLUMNS} ingest reads (journeys.ingest.MAX_COLUMNS)"
-            if refused is None:
-                raise SourceError(f"source {src.name!r}, file {str(f.path)!r}: {why}")
-            refused[f.ordinal] = why
+            refuse(
+                f"it has {len(cols)} columns, more than the {MAX_COLUMNS} ingest reads (journeys.ingest.MAX_COLUMNS)"
+            )
             continue
         required = src.mapped_columns()
         if src.format == "jsonl":
@@ -596,17 +610,27 @@ def check_sources(
             needed = [*src.event_id_columns, *src.required_time_columns]
             needed += [f.column for f in (src.channel, src.event_type) if f is not None and f.column is not None]
             required = [c for c in required if c in needed] if cols else []
-        for col in required:
-            if col not in cols:
-                # A headerless file's first row is taken for its header: its names may be an e-mail or a phone.
-                raise SourceError(
-                    f"source {src.name!r}, file {str(f.path)!r}: column {col!r} not found; columns are"
-                    f" {pii.redacted_names(cols)}"
-                )
+        missing = [c for c in required if c not in cols]
+        if missing:
+            # A headerless file's first row is taken for its header: its names may be an e-mail or a phone.
+            refuse(f"column {missing[0]!r} not found; columns are {pii.redacted_names(cols)}{_misfit_hint(src, cols)}")
+            continue
         if src.format == "jsonl":
             cols = cols + [c for c in src.mapped_columns() if c not in cols]
         columns[f.ordinal] = cols
     return columns
+
+
+def _misfit_hint(src: SourceConfig, cols: list[str]) -> str:
+    """Why a CSV header may lack every mapped column: another delimiter, or not CSV at all (JSON lines)."""
+    if src.format != "csv" or not cols:
+        return ""
+    if cols[0].lstrip().startswith(("{", "[")):
+        return " (the file looks like JSON, not csv)"
+    for delim in (";", "\t", "|", ",") if len(cols) == 1 else ():
+        if delim != src.delimiter and delim in cols[0]:
+            return f" (one column: is the delimiter {delim!r}, not {src.delimiter!r}?)"
+    return ""
 
 
 def _json_path(key: str) -> str:
@@ -2131,6 +2155,14 @@ def _ingest_sources(settings: Settings, *, as_of: datetime, batch_id: str) -> In
         (settings.lake_dir / "_tmp").rmdir()  # only when empty
     report.affected_dates = sorted(affected)
     report.still_held = count_held(settings)
+    for name in report.sources_refused():
+        n = sum(1 for f in report.files if f.source == name and f.refused)
+        log.error(
+            "source %r: all %d new landing file(s) refused, nothing of this source loaded; its mapping may not fit"
+            " its files (see each file's refusal)",
+            name,
+            n,
+        )
     if report.held or report.released:
         # Held rows are not an error (a backfill makes many), but a row held forever is worth a look.
         log.log(
@@ -2156,12 +2188,16 @@ def require_events(settings: Settings, report: IngestReport) -> None:
     # A first run on an export whose files all lack a final line break holds every file once; "check the
     # glob" would send the user after the wrong problem.
     not_ready = [f"{f.file} ({f.not_ready})" for f in report.files if f.not_ready]
-    advice = (
-        f" {len(not_ready)} file(s) not ready, held for the next run: {'; '.join(not_ready)}. Run again: a file"
-        " that ends inside a line is read once it is unchanged at a later run."
-        if not_ready
-        else " Check data_root and each source's path glob."
-    )
+    refused = [f"{f.file} ({f.refused})" for f in report.files if f.refused]
+    advice = ""
+    if not_ready:
+        advice += (
+            f" {len(not_ready)} file(s) not ready, held for the next run: {'; '.join(not_ready)}. Run again: a file"
+            " that ends inside a line is read once it is unchanged at a later run."
+        )
+    if refused:
+        advice += f" {len(refused)} file(s) refused: {'; '.join(refused)}. Check those sources' mapping."
+    advice = advice or " Check data_root and each source's path glob."
     raise NothingToPublishError(
         f"nothing to publish: the lake of data root {settings.root} holds no events after this run"
         f" (rows read {report.read}: quarantined {report.quarantined}, duplicates {report.duplicates};"

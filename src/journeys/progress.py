@@ -73,6 +73,14 @@ def track(items: Iterable[T], description: str, label: Callable[[T], str] | None
     return _pausing(out, description, int(point[2])) if point[0] == description else out
 
 
+def pause_point(description: str) -> None:
+    """A moment outside any loop where a crash test may stop the process: `<description>:<n>`, as in `track`."""
+    point = os.environ.get("TEST_JOURNEYS_PAUSE_AT", "").rpartition(":")
+    if point[0] == description:
+        for _ in _pausing([None], description, int(point[2])):
+            pass
+
+
 def _tracked(items: Iterable[T], description: str, label: Callable[[T], str] | None) -> Iterator[T]:
     bar = _bar
     if bar is None:

@@ -1,8 +1,9 @@
-"""Atomic publication: the marts of a run as one set of Parquet files, and the warehouse file.
+"""Atomic publication: the marts of a run as one set of Parquet files, with its warehouse file.
 
-A run writes its marts into `marts/.runs/<batch>/` and then turns one symlink, `marts/.current`, to that
-folder; `marts/<table>/<table>.parquet` is a symlink through `.current`. Readers therefore see the marts
-of one run or of the next, never a mix, whatever moment a run is killed at.
+A run writes its marts and its warehouse into `marts/.runs/<batch>/` and then turns one symlink,
+`marts/.current`, to that folder; `marts/<table>/<table>.parquet` and `warehouse/journeys.duckdb` are
+symlinks through `.current`. Readers therefore see the outputs of one run or of the next, never a mix,
+whatever moment a run is killed at.
 """
 
 from __future__ import annotations
@@ -106,6 +107,41 @@ def run_metadata(batch_id: str, as_of: datetime, published_at: datetime) -> dict
     }
 
 
+WAREHOUSE_FILE = "journeys.duckdb"
+"""The warehouse's name inside a set (`marts/.runs/<batch>/journeys.duckdb`); the warehouse path links to it."""
+
+PENDING = ".pending"
+"""Folder of a set holding state files that change with it (`<set>/.pending/<path under the data root>`)."""
+
+
+def staging_dir(settings: Settings, batch_id: str) -> Path:
+    """The folder a run's set is written into before it switches in."""
+    return _runs_dir(settings) / f".{batch_id}.tmp"
+
+
+def start_set(settings: Settings, batch_id: str) -> Path:
+    """An empty staging folder for the run's set (a leftover of the same batch removed)."""
+    staging = staging_dir(settings, batch_id)
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    return staging
+
+
+def pending_path(settings: Settings, staging: Path, final: Path) -> Path:
+    """Where to write a state file that must change exactly when the set does: inside the set, until it switches."""
+    path = staging / PENDING / final.relative_to(settings.root)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def write_marts(
+    con: duckdb.DuckDBPyConnection, marts: Iterable[Model], staging: Path, metadata: Mapping[str, str] | None = None
+) -> None:
+    """Write every published model into the staging folder, ordered by its grain (same inputs, same rows)."""
+    for m in progress.track(list(marts), "publish", label=lambda m: m.name):
+        _write_mart(con, m, staging / f"{m.name}.parquet", metadata)
+
+
 def publish_marts(
     con: duckdb.DuckDBPyConnection,
     settings: Settings,
@@ -113,32 +149,104 @@ def publish_marts(
     batch_id: str,
     metadata: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
-    """Write every published model (ordered by its grain: same inputs, same rows) as one set, then switch."""
-    runs = _runs_dir(settings)
-    staging = runs / f".{batch_id}.tmp"
-    shutil.rmtree(staging, ignore_errors=True)
+    """Write every published model as one set, then switch it in (marts only; the flow adds its warehouse)."""
     tables = list(marts)
-    for m in progress.track(tables, "publish", label=lambda m: m.name):
-        _write_mart(con, m, staging / f"{m.name}.parquet", metadata)
-    final = runs / batch_id
-    shutil.rmtree(final, ignore_errors=True)
-    os.replace(staging, final)
+    write_marts(con, tables, start_set(settings, batch_id), metadata)
+    return switch_set(settings, batch_id, [m.name for m in tables])
+
+
+def warehouse_link(settings: Settings) -> str:
+    """The warehouse path's link target: the current set's file, relative so a moved data root still reads."""
+    return os.path.relpath(settings.marts_dir / ".current" / WAREHOUSE_FILE, settings.warehouse_path.parent)
+
+
+def switch_set(
+    settings: Settings, batch_id: str, tables: Iterable[str], warehouse: Path | None = None
+) -> dict[str, str]:
+    """Publish the staged set by turning `marts/.current` to it: its marts, and its warehouse when given.
+
+    The warehouse file moves into the set and `warehouse/journeys.duckdb` is a link through `.current`, so
+    marts and warehouse switch in one rename. State files written under the set's PENDING folder are moved
+    into place right after it (and by `finish_publication` at the next run's start if a kill came first).
+    """
+    runs = _runs_dir(settings)
+    staging = staging_dir(settings, batch_id)
+    if warehouse is not None:
+        os.replace(warehouse, staging / WAREHOUSE_FILE)
+        with contextlib.suppress(FileNotFoundError):
+            warehouse.with_name(warehouse.name + ".wal").unlink()
     current = settings.marts_dir / ".current"
     if current.is_dir() and not current.is_symlink():
         # A data root copied without its links (cp -rL, shutil.copytree): keep that set with the others.
         os.replace(current, runs / f"copied-{time.time_ns()}")
-    # The one step that publishes the whole set.
+    if warehouse is not None:
+        _prepare_warehouse_link(settings)
+    # Crash tests stop here (`switch:1`, all staged, a kill leaves a staging folder the next run removes) and
+    # right after the switch (`switch:2`, published, its pending state not yet in place).
+    progress.pause_point("switch")
+    final = runs / batch_id
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(staging, final)
+    # The one step that publishes the whole set: marts and warehouse.
     _replace_symlink(current, f".runs/{batch_id}")
+    progress.pause_point("switch")
     out = {}
-    for m in tables:
-        link = mart_path(settings, m.name)
+    for name in tables:
+        link = mart_path(settings, name)
         link.parent.mkdir(parents=True, exist_ok=True)
         # Once per table: a new table, or a file of the layout before sets (replaced by its link).
         if not link.is_symlink():
-            _replace_symlink(link, f"../.current/{m.name}.parquet")
-        out[m.name] = str(link)
+            _replace_symlink(link, f"../.current/{name}.parquet")
+        out[name] = str(link)
+    if warehouse is not None:
+        if not settings.warehouse_path.is_symlink():
+            # A first run, or a data root without a consistent earlier set: the link appears now.
+            settings.warehouse_path.parent.mkdir(parents=True, exist_ok=True)
+            _replace_symlink(settings.warehouse_path, warehouse_link(settings))
+        out["warehouse"] = str(settings.warehouse_path)
+    finish_publication(settings)
     _prune_runs(settings, keep=batch_id)
     return out
+
+
+def _prepare_warehouse_link(settings: Settings) -> None:
+    """Before a switch: no foreign WAL beside the warehouse path, and the path a link through `.current`.
+
+    A WAL beside the path (a DuckDB 1.x client's read-write session that did not checkpoint: 1.x puts it
+    beside the link, 2.0 beside the file the link leads to) belongs to the file it was written against: left
+    there, a 1.x client would replay it onto the new warehouse. It is moved to state/ first. A warehouse
+    file of the layout before sets is hard-linked into the current set and replaced by the link, so
+    readers keep the same file until the switch.
+    """
+    path = settings.warehouse_path
+    foreign_wal = path.with_name(path.name + ".wal")
+    if foreign_wal.exists():
+        aside = settings.state_dir / "replaced-wal" / f"{path.name}.{time.time_ns()}.wal"
+        aside.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(foreign_wal, aside)
+    current = settings.marts_dir / ".current"
+    if path.is_symlink() or not path.exists() or not (current.is_symlink() and current.is_dir()):
+        return
+    inside = current / WAREHOUSE_FILE
+    if not inside.exists():
+        os.link(path, inside)
+    _replace_symlink(path, warehouse_link(settings))
+
+
+def finish_publication(settings: Settings) -> list[Path]:
+    """Move the current set's pending state files into place; done after a switch, and at a run's start."""
+    pending = settings.marts_dir / ".current" / PENDING
+    if not pending.is_dir():
+        return []
+    moved = []
+    # Each move is one rename: a kill midway leaves the rest for the next call.
+    for p in sorted(x for x in pending.rglob("*") if x.is_file()):
+        final = settings.root / p.relative_to(pending)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(p, final)
+        moved.append(final)
+    shutil.rmtree(pending, ignore_errors=True)
+    return moved
 
 
 def _prune_runs(settings: Settings, keep: str) -> None:
@@ -197,24 +305,6 @@ def working_warehouse_path(settings: Settings, batch_id: str) -> Path:
     return settings.warehouse_path.with_name(f".build-{batch_id}.duckdb")
 
 
-def swap_in_warehouse(settings: Settings, working: Path) -> Path:
-    """Replace the analysts' warehouse file with the finished working file in one rename.
-
-    A WAL beside the old file (an analyst's read-write session that did not checkpoint) belongs to the old
-    file: left there, DuckDB would replay it onto the new warehouse. It is moved to state/ first.
-    """
-    foreign_wal = settings.warehouse_path.with_name(settings.warehouse_path.name + ".wal")
-    if foreign_wal.exists():
-        aside = settings.state_dir / "replaced-wal" / f"{settings.warehouse_path.name}.{time.time_ns()}.wal"
-        aside.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(foreign_wal, aside)
-    os.replace(working, settings.warehouse_path)
-    wal = working.with_name(working.name + ".wal")
-    if wal.exists():
-        wal.unlink()
-    return settings.warehouse_path
-
-
 def discard_working_warehouse(working: Path) -> None:
     """Remove a working file of a run that will not publish."""
     for p in (working, working.with_name(working.name + ".wal")):
@@ -223,10 +313,12 @@ def discard_working_warehouse(working: Path) -> None:
 
 
 def clear_stale_run_files(settings: Settings) -> list[Path]:
-    """Remove working files of runs that died (never read by anyone); call only while holding the run lock."""
+    """Finish a publication killed after its switch, then remove working files of runs that died; under the run lock."""
+    finish_publication(settings)
     stale = [
         *settings.warehouse_path.parent.glob(".build-*.duckdb*"),
-        # marts/<table>/ files of the layout before sets, and marts/.runs/ sets that never switched in
+        # marts/<table>/ files of the layout before sets, and marts/.runs/ sets that never switched in (with
+        # the warehouse and pending state moved into them)
         *settings.marts_dir.glob("*/.*.tmp"),
         *settings.marts_dir.glob(".*.tmp"),
         *settings.state_dir.glob(".*.tmp"),

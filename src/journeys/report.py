@@ -54,9 +54,12 @@ def run_record_path(settings: Settings) -> Path:
     return settings.state_dir / RUN_RECORD
 
 
-def write_run_record(settings: Settings, record: Mapping[str, Any]) -> Path:
-    """Keep what the report needs about the published run (batch, as-of, quality outcome), atomically."""
-    path = run_record_path(settings)
+def write_run_record(settings: Settings, record: Mapping[str, Any], path: Path | None = None) -> Path:
+    """Keep what the report needs about the published run (batch, as-of, quality outcome), atomically.
+
+    `path`: where to write it instead (the run's set, which moves it into place when it is published).
+    """
+    path = path or run_record_path(settings)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(dict(record), indent=2, sort_keys=True, default=str), encoding="utf-8")

@@ -7,8 +7,8 @@ must read what a run publishes. Arguments: the warehouse file, then Parquet file
 from __future__ import annotations
 
 import json
+import os
 import sys
-from pathlib import Path
 
 import duckdb
 
@@ -28,7 +28,7 @@ def main(warehouse: str, *parquet: str) -> None:
             out["rows"][path] = con.execute("select count(*) from read_parquet(?)", [path]).fetchone()[0]
     with duckdb.connect(warehouse, read_only=True) as con:
         # What README tells an analyst to do: the lake views are relative to the warehouse's folder.
-        con.execute("set file_search_path = ?", [str(Path(warehouse).resolve().parent)])
+        con.execute("set file_search_path = ?", [os.path.abspath(os.path.dirname(warehouse))])
         types = con.execute(
             "select table_name, column_name, data_type from duckdb_columns()"
             " where schema_name = 'main' and not internal order by table_name, column_index"

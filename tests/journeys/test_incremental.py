@@ -141,7 +141,7 @@ def keep_published_state(context: build.RunContext, working: Path) -> None:
     with db.connect(str(working), threads=THREADS) as con:
         publish.write_identity_state(con, build.identity_state_path(settings), context.audit_history)
         incremental.seal_build(con, context.fingerprint, context.batch_id)
-    incremental.commit_kept_build(incremental.keep_build(working, settings.state_dir), settings.state_dir)
+    incremental.keep_build(working, incremental.build_state_path(settings.state_dir))
 
 
 def full_rebuild(context: build.RunContext) -> duckdb.DuckDBPyConnection:

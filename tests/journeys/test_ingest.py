@@ -18,9 +18,9 @@ from journeys.config import DEFAULT_CHANNELS, MappedField, Settings, SourceConfi
 from journeys.ingest import (
     IngestReport,
     NothingToPublishError,
-    SourceError,
     events_glob,
     ingest_sources,
+    manifest_path,
     quarantine_glob,
     require_events,
 )
@@ -488,7 +488,7 @@ def test_composite_event_ids_make_one_review_of_two_orders_two_events(tmp_path):
     assert (bad["line"], bad["field"], bad["column"]) == (5, "event_id", "review_id, order_id")
 
 
-def test_missing_mapped_column_raises_before_anything_is_written(tmp_path):
+def test_a_file_missing_a_mapped_column_is_refused_alone_and_again_until_replaced(tmp_path):
     write(tmp_path, "web/a.csv", WEB_HEADER + "h1,2026-01-15 10:00:00,desktop,pageview,,,c1,,\n")
     write(tmp_path, "email/a.jsonl", '{"id": "e1", "ts": "2026-01-10T10:00:00Z", "event": "open"}\n')
     calls = SourceConfig(
@@ -502,20 +502,25 @@ def test_missing_mapped_column_raises_before_anything_is_written(tmp_path):
         event_type=MappedField(value="call"),
         identifiers={"caller": "phone"},
     )
-    bad = write(tmp_path, "calls/x.csv", "call_id;started;phone\nc1;2026-01-15 10:00:00;555\n")
+    write(tmp_path, "calls/x.csv", "call_id;started;phone\nc1;2026-01-15 10:00:00;555\n")
     s = make_settings(tmp_path, web_source(), email_source(), calls)
-    with pytest.raises(SourceError, match="'caller'") as err:
-        ingest_sources(s, as_of=AS_OF, batch_id="b1")
-    msg = str(err.value)
-    assert "'calls'" in msg and str(bad) in msg and "'caller'" in msg and "call_id" in msg
-    assert sorted(p.name for p in s.root.iterdir()) == ["landing"]
-
-
-def test_missing_key_in_jsonl_file_raises(tmp_path):
-    write(tmp_path, "email/a.jsonl", '{"id": "e1", "time": "2026-01-10T10:00:00Z", "event": "open"}\n')
-    s = make_settings(tmp_path, email_source())
-    with pytest.raises(SourceError, match="column 'ts' not found"):
-        ingest_sources(s, as_of=AS_OF, batch_id="b1")
+    report = ingest(s)
+    assert (report.read, report.loaded) == (2, 2)
+    assert sorted(e["event_id"] for e in events(s)) == ["email:e1", "web:h1"]
+    [bad] = [f for f in report.files if f.refused]
+    assert (bad.source, bad.file, bad.read) == ("calls", "calls/x.csv", 0)
+    assert bad.refused == "column 'caller' not found; columns are ['call_id', 'started', 'phone']"
+    # The only file of its source: the whole source delivered nothing, which the run summary must say.
+    assert report.sources_refused() == ["calls"]
+    with duckdb.connect() as con:
+        recorded = con.sql("select file from read_parquet($p) order by 1", params={"p": str(manifest_path(s))})
+        assert recorded.fetchall() == [("email/a.jsonl",), ("web/a.csv",)]
+    # Refused again, and only it, until it fits: once replaced, it loads.
+    again = ingest(s, "b2")
+    assert [f.file for f in again.files if f.refused] == ["calls/x.csv"] and again.read == 0
+    write(tmp_path, "calls/x.csv", "call_id;started;caller\nc1;2026-01-15 10:00:00;+14155550100\n")
+    fixed = ingest(s, "b3")
+    assert (fixed.loaded, fixed.sources_refused()) == (1, [])
 
 
 def test_empty_and_header_only_files(tmp_path):

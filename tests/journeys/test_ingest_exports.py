@@ -152,13 +152,15 @@ def test_utf8_text_with_bytes_latin1_refuses_is_read_when_a_field_spans_lines(tm
     assert rows(quarantine_glob(s), "line", "line") == [(5,)]
 
 
-def test_truncated_gzip_fails_before_anything_is_written(tmp_path):
+def test_a_truncated_gzip_is_refused_alone(tmp_path):
     whole = gzip.compress((HEADER + ROWS * 50).encode())
-    bad = land(tmp_path, "web/a.csv.gz", whole[: len(whole) // 2])
-    s = settings(tmp_path, WEB)
-    with pytest.raises(SourceError, match=rf"source 'web', file '{bad}': cannot be decompressed \(gzip\)"):
-        ingest_sources(s, as_of=AS_OF, batch_id="b1")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["landing"]
+    land(tmp_path, "web/a.csv.gz", whole[: len(whole) // 2])
+    land(tmp_path, "web/b.csv", HEADER + ROWS)
+    report = ingest(settings(tmp_path, WEB))
+    assert (report.read, report.loaded, report.quarantined) == (4, 2, 2)  # web/b.csv's rows only
+    [bad] = [f for f in report.files if f.refused]
+    assert bad.file == "web/a.csv.gz" and bad.refused.startswith("cannot be decompressed (gzip): ")
+    assert report.sources_refused() == []
 
 
 def test_empty_gzip_file_is_an_empty_file(tmp_path):

@@ -1,5 +1,6 @@
 """Atomic publication, stale-file cleanup and the run lock."""
 
+import os
 import shutil
 import subprocess
 import sys
@@ -97,28 +98,107 @@ def test_a_data_root_copied_without_its_links_still_publishes(settings, tmp_path
     assert _runs_seen(settings) == {"a": {1}, "b": {1}}
 
 
-def test_a_foreign_wal_never_replays_onto_the_new_warehouse(settings, tmp_path):
-    # An analyst's read-write session that was killed before a checkpoint leaves a WAL beside the file.
-    settings.warehouse_path.parent.mkdir(parents=True)
+BATCHES = {1: "20261101T000000-aaaaaaaa", 2: "20261102T000000-bbbbbbbb", 3: "20261103T000000-cccccccc"}
+
+
+def _publish_set(settings, con, run: int) -> dict[str, str]:
+    """Publish run `run`'s set as the flow does: marts, a warehouse saying its batch, a pending state file."""
+    batch = BATCHES[run]
+    staging = publish.start_set(settings, batch)
+    publish.write_marts(con, _marts(con, run), staging)
+    publish.pending_path(settings, staging, settings.state_dir / "last_run.txt").write_text(batch)
+    working = publish.working_warehouse_path(settings, batch)
+    with db.connect(working) as wh:
+        db.execute(wh, "create table runs as select $b as batch_id", {"b": batch})
+    return publish.switch_set(settings, batch, ["a", "b"], warehouse=working)
+
+
+def _published(settings) -> tuple[dict[str, set[int]], str, str | None]:
+    """Runs of the published marts, the published warehouse's batch, the state file's batch."""
+    with duckdb.connect(str(settings.warehouse_path), read_only=True) as con:
+        [(wh,)] = con.sql("select batch_id from runs").fetchall()
+    state = settings.state_dir / "last_run.txt"
+    return _runs_seen(settings), wh, state.read_text() if state.exists() else None
+
+
+@pytest.mark.parametrize("point", [1, 2])
+def test_marts_and_warehouse_switch_at_one_rename_whenever_a_run_is_killed(settings, monkeypatch, point):
+    con = db.connect()
+    paths = _publish_set(settings, con, 1)
+    assert paths["warehouse"] == str(settings.warehouse_path) and settings.warehouse_path.is_symlink()
+    assert _published(settings) == ({"a": {1}, "b": {1}}, BATCHES[1], BATCHES[1])
+    calls = []
+
+    def kill(description):
+        calls.append(description)
+        if len(calls) == point:
+            raise KeyboardInterrupt(f"killed at {description}:{point}")
+
+    monkeypatch.setattr(publish.progress, "pause_point", kill)
+    with pytest.raises(KeyboardInterrupt, match=f"killed at switch:{point}"):
+        _publish_set(settings, con, 2)
+    monkeypatch.undo()
+    if point == 1:  # before the switch: the previous set, whole
+        assert _published(settings) == ({"a": {1}, "b": {1}}, BATCHES[1], BATCHES[1])
+    else:  # after it: the new set, whole; its state waits inside the set for the next run's start
+        assert _published(settings) == ({"a": {2}, "b": {2}}, BATCHES[2], BATCHES[1])
+    publish.clear_stale_run_files(settings)
+    assert _published(settings)[1:] == ((BATCHES[1],) * 2 if point == 1 else (BATCHES[2],) * 2)
+    assert not list((settings.marts_dir / ".runs").glob(".*"))
+    _publish_set(settings, con, 3)
+    assert _published(settings) == ({"a": {3}, "b": {3}}, BATCHES[3], BATCHES[3])
+    assert sorted(p.name for p in (settings.marts_dir / ".runs").iterdir()) == sorted(
+        [BATCHES[2] if point == 2 else BATCHES[1], BATCHES[3]]
+    )
+
+
+def _analyst_session(path) -> None:
+    """An analyst's read-write session killed before a checkpoint: its WAL stays behind."""
     analyst = (
         "import duckdb, os\n"
-        f"con = duckdb.connect({str(settings.warehouse_path)!r})\n"
+        f"con = duckdb.connect({str(path)!r})\n"
         "con.execute('pragma disable_checkpoint_on_shutdown')\n"
         "con.execute('create table analyst_scratch as select 42 as x')\n"
         "os._exit(0)\n"
     )
     subprocess.run([sys.executable, "-c", analyst], check=True, timeout=60)
-    wal = settings.warehouse_path.with_name("journeys.duckdb.wal")
-    assert wal.exists()
-    working = publish.working_warehouse_path(settings, "b1")
-    with db.connect(working) as con:
-        db.execute(con, "create table journeys as select 1 as journey")
-    publish.swap_in_warehouse(settings, working)
-    assert not wal.exists()
+
+
+def _tables(path) -> set[str]:
+    with duckdb.connect(str(path), read_only=True) as con:
+        return {r[0] for r in con.sql("select table_name from duckdb_tables()").fetchall()}
+
+
+def test_a_foreign_wal_never_replays_onto_the_new_warehouse(settings):
+    con = db.connect()
+    _publish_set(settings, con, 1)
+    # DuckDB 2.0 writes the WAL beside the file the link leads to, so it stays with the old set's file.
+    _analyst_session(settings.warehouse_path)
+    old_set = settings.marts_dir / ".runs" / BATCHES[1]
+    assert (old_set / "journeys.duckdb.wal").exists()
+    # A DuckDB 1.x client writes it beside the link: moved aside before the switch.
+    (settings.warehouse_path.parent / "journeys.duckdb.wal").write_bytes(b"a 1.x client's WAL")
+    _publish_set(settings, con, 2)
+    assert not (settings.warehouse_path.parent / "journeys.duckdb.wal").exists()
     assert list((settings.state_dir / "replaced-wal").glob("journeys.duckdb.*.wal"))
-    with duckdb.connect(str(settings.warehouse_path), read_only=True) as con:
-        tables = {r[0] for r in con.sql("select table_name from duckdb_tables()").fetchall()}
-    assert tables == {"journeys"}
+    assert _tables(settings.warehouse_path) == {"runs"}
+    assert _tables(old_set / "journeys.duckdb") == {"runs", "analyst_scratch"}  # the old file kept its WAL
+
+
+def test_a_warehouse_file_of_the_layout_before_sets_becomes_the_link(settings):
+    con = db.connect()
+    publish.publish_marts(con, settings, _marts(con, 1), BATCHES[1])
+    with db.connect(settings.warehouse_path) as wh:  # published by a run before the warehouse joined the set
+        db.execute(wh, "create table runs as select $b as batch_id", {"b": BATCHES[1]})
+    _analyst_session(settings.warehouse_path)
+    assert settings.warehouse_path.with_name("journeys.duckdb.wal").exists()
+    _publish_set(settings, con, 2)
+    assert settings.warehouse_path.is_symlink()
+    assert os.readlink(settings.warehouse_path) == "../marts/.current/journeys.duckdb"
+    assert _published(settings) == ({"a": {2}, "b": {2}}, BATCHES[2], BATCHES[2])
+    # The old file moved into its set (one inode, two names, until the link replaced the path).
+    assert _tables(settings.marts_dir / ".runs" / BATCHES[1] / "journeys.duckdb") == {"runs"}
+    assert list((settings.state_dir / "replaced-wal").glob("journeys.duckdb.*.wal"))
 
 
 def test_stale_working_files_are_cleared(settings):

@@ -60,3 +60,38 @@ def test_alerts_markdown_lists_the_missed_goals_and_the_red_points():
 def test_alerts_markdown_says_when_every_goal_is_met():
     text = artifacts.alerts_markdown(batch_id="b1", as_of=AS_OF, alerts=[], red_points=[])
     assert "## Goals missed: 0" in text and "_every configured goal is met_" in text and "_none_" in text
+
+
+def test_the_run_summary_lists_refused_files_and_says_when_a_source_was_refused_whole():
+    ingest = {
+        "read": 3,
+        "loaded": 3,
+        "quarantined": 0,
+        "duplicates": 0,
+        "files": 3,
+        "files_skipped": 0,
+        "files_refused": {"pos/a.parquet": "cannot be read as parquet: bad", "web/b.csv": "column 'hit_id' not found"},
+        "sources_refused": ["pos"],
+    }
+
+    def summary(ingest: dict) -> str:
+        quality = {"expectations": 1, "report": "q.md"}
+        return artifacts.run_summary_markdown(
+            batch_id="b1",
+            as_of=AS_OF,
+            ingest=ingest,
+            identity={},
+            quality=quality,
+            model=None,
+            mode=None,
+            funnel=[],
+            dropout=[],
+            warehouse="w.duckdb",
+        )
+
+    text = summary(ingest)
+    assert "**Every new landing file of source `pos` was refused**" in text
+    assert "- `pos/a.parquet`: cannot be read as parquet: bad\n- `web/b.csv`: column 'hit_id' not found" in text
+    assert "source `web`" not in text
+    clean = summary({**ingest, "files_refused": {}, "sources_refused": []})
+    assert "refused" not in clean.lower()

@@ -1,9 +1,9 @@
-"""Crash safety of the real `journeys run`: SIGKILL at ingest, build and publish never breaks the published outputs.
+"""Crash safety of the real `journeys run`: SIGKILL at ingest, build, publish and the switch keeps the outputs whole.
 
 Each kill lands at a named pause point (`journeys.progress`, TEST_JOURNEYS_PAUSE_AT): the run says on a pipe
 that it got there and waits, so every run of this test kills at the same step.
 
-Root A is killed three times while it takes in a second delivery, then finishes with a clean rerun; root B
+Root A is killed four times while it takes in a second delivery, then finishes with a clean rerun; root B
 is a copy of A before the second delivery, run once without interruption. A's final marts must equal B's.
 All runs share one Prefect server started here: a killed client then leaves no temporary server behind,
 and no run pays the server's start-up again.
@@ -119,8 +119,23 @@ def test_sigkill_at_any_point_keeps_outputs_and_a_rerun_completes(tmp_path, env)
     assert any(s.marts_dir.glob("*/.*.tmp"))  # the kill really landed inside publish
     assert_outputs_readable(s, good_marts)
 
+    # 4. Right after the switch of `.current`: marts and warehouse are the killed run's, one complete set (the
+    # warehouse is a link through `.current`); the run history, kept build and run record it carries inside
+    # the set are moved into place by the next run's start.
+    tables = sorted(p.stem for p in (s.marts_dir / ".current").glob("*.parquet"))
+    before = crash_loop.check_published(s, tables)
+    assert run_cli(a, env, kill_at="switch:2") == "killed"
+    after = crash_loop.check_published(s, tables)
+    assert after not in (None, before)
+    assert s.warehouse_path.is_symlink() and (s.marts_dir / ".current" / ".pending").is_dir()
+    assert_outputs_readable(s, None)
+
     # A clean rerun finishes the work: the same marts as the uninterrupted run.
     assert run_cli(a, env) == "completed"
+    assert crash_loop.check_published(s, tables) not in (None, before, after)
+    with db.connect(s.warehouse_path, read_only=True) as con:
+        history = [r[0] for r in con.sql("select batch_id from runs order by published_at, batch_id").fetchall()]
+    assert history[-3:-1] == [before, after]  # the killed run, published, is in the history once
     assert_outputs_readable(s, None)
     assert not list((s.lake_dir / "_tmp").glob("*"))
     got, want = final_tables(s), final_tables(settings_of(b))

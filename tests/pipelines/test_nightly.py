@@ -122,6 +122,12 @@ def test_the_summary_names_a_refused_landing_file(run, capsys):
     refused = {**result, "ingest": {**result["ingest"], "files_refused": {"pos/x.parquet": why}}}
     cli.print_summary(refused, str(settings.warehouse_path))
     assert f"refused landing file pos/x.parquet: {why}; nothing of it loaded" in capsys.readouterr().out
+    assert cli.run_status(refused) == cli.run_status(result) == 0
+    # Every new file of a source refused: published all the same, but the exit status raises the alarm.
+    whole = {**refused, "ingest": {**refused["ingest"], "sources_refused": ["pos"]}}
+    cli.print_summary(whole, str(settings.warehouse_path))
+    assert "source 'pos': EVERY new landing file was refused" in capsys.readouterr().out
+    assert cli.run_status(whole) == cli.SOURCE_REFUSED == 3
 
 
 def test_the_summary_says_how_many_rows_of_earlier_file_versions_were_replaced(run, capsys):
@@ -384,14 +390,18 @@ def test_identity_state_lives_in_state_not_in_the_published_marts(run, tmp_path)
     before = marts_digest(settings)
     assert (settings.state_dir / "identity_map.parquet").exists()
     # An analyst (or a BI tool's cache purge) removing the published marts must not change any key.
+    # (The published warehouse lives in the marts' set, so it goes too; the run publishes both again.)
     aside = tmp_path / "marts"
     shutil.move(settings.marts_dir, aside)
     try:
         nightly(config_path=CONFIG, as_of=SPEC.as_of, data_root=str(root))
-        assert marts_digest(settings) == before
-    finally:
+    except BaseException:
         shutil.rmtree(settings.marts_dir, ignore_errors=True)
         shutil.move(aside, settings.marts_dir)
+        raise
+    # The old folder is not put back: that would roll the publication back behind the run history's back.
+    assert marts_digest(settings) == before
+    assert runs(settings)[-1]["batch_id"] == pq.read_table(build.runs_state_path(settings))["batch_id"][-1].as_py()
 
 
 def test_failing_quality_suite_keeps_previous_marts(run, tmp_path):

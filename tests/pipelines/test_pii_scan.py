@@ -163,12 +163,13 @@ def test_no_raw_email_or_phone_reaches_any_output_log_or_prefect(tmp_path, capfd
     root = tmp_path / "data"
     as_of = "2026-02-01T00:00:00"
 
-    # A headerless file first: its first row is read as the header, and the run fails naming no value of it.
+    # A headerless file: its first row is read as the header, so the file is refused (the run goes on with the
+    # others), and the refusal (console, log, Prefect's database) names no value of it.
     headerless = root / "landing" / "web" / "0-headerless.csv"
     headerless.write_text(f"h0,2026-01-09 10:00:00,view,{MAILS['headerless']},{q(PHONES['headerless'])},c9,,,\n")
-    assert cli.main(["run", "--config", config, "--as-of", as_of]) == 1
+    assert cli.main(["run", "--config", config, "--as-of", as_of]) == 0
     first = capfd.readouterr()
-    assert "column 'hit_id' not found" in first.err
+    assert "refused landing file web/0-headerless.csv: column 'hit_id' not found" in first.out
     headerless.unlink()
 
     assert cli.main(["run", "--config", config, "--as-of", as_of]) == 0

@@ -237,7 +237,8 @@ def test_ingest_retries_an_io_error_but_not_a_bad_file(server, tmp_path):
     (bad / "landing" / "web").mkdir(parents=True)
     (bad / "landing" / "web" / "export.csv").write_text("not,the,columns\n1,2,3\n")
     message, attempts = _ingest_attempts(bad, "20260101T000000-bad00000")
-    assert "SourceError" in message
+    # The bad file is refused alone; with nothing else to load, the run stops for want of events, not retried.
+    assert "NothingToPublishError" in message and "1 file(s) refused: web/export.csv (column" in message
     assert attempts == 1
 
 
