@@ -324,7 +324,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for p in problems:
         print(f"STALE {p}")
     if problems:
-        print(f"{len(problems)} mutants or equivalents no longer apply: update {args.mutants.name}")
+        print(f"{len(problems)} of {len(listed) + len(equivalent)} mutants no longer apply: update {args.mutants.name}")
         return 2
     for rel, why in unparsed.items():
         print(f"NOT PARSED {rel}: {why} (no generated mutants)")
