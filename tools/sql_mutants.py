@@ -84,7 +84,7 @@ def _is_tie_break_site(node: exp.Expression) -> bool:
     # orders rows of a table, which publication orders by the grain anyway.
     if not isinstance(node, exp.Order) or len(node.expressions) < 2:
         return False
-    return isinstance(node.parent, exp.Window) or isinstance(node.parent, exp.AggFunc)
+    return isinstance(node.parent, exp.Window | exp.AggFunc)
 
 
 def _mutation(node: exp.Expression) -> tuple[str, Callable[[exp.Expression], exp.Expression]] | None:
