@@ -640,3 +640,17 @@ def test_hub_threshold_is_more_than_max_links_per_value() -> None:
     con, report = run(shared_by(5), settings_)
     assert (report.n_customers, report.n_hubs) == (5, 1)
     assert db.fetch(con, "select id_value, reason from shared_identifiers") == [("desk", "hub")]
+
+
+def test_event_with_only_shared_identifiers_follows_the_highest_priority_one() -> None:
+    # tv (a device) is best supported by A, ck (a cookie, lower priority) by D; both are held back as shared.
+    events = [(f"a{i}", i, [("customer_id", "A"), ("device_id", "tv")]) for i in range(3)]
+    events += [("b", 3, [("customer_id", "B"), ("device_id", "tv")])]
+    events += [("c", 4, [("customer_id", "C"), ("cookie_id", "ck")])]
+    events += [(f"d{i}", 5 + i, [("customer_id", "D"), ("cookie_id", "ck")]) for i in range(3)]
+    events += [("both", 9, [("cookie_id", "ck"), ("device_id", "tv")])]
+    con, _ = run(events)
+    k = keys(con)
+    assert db.fetch(con, "select id_value from shared_identifiers order by 1") == [("ck",), ("tv",)]
+    assert len({k["a0"], k["b"], k["c"], k["d0"]}) == 4
+    assert k["both"] == k["a0"]
