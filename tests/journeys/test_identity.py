@@ -345,6 +345,20 @@ def test_customers_first_seen_at_one_instant_merge_into_the_smaller_key(tmp_path
         assert set(keys(con2).values()) == {min(k1["x1"], k1["y1"])}  # a tie on first seen: the smaller key
 
 
+def test_many_merges_of_customers_first_seen_at_one_instant_all_keep_the_smaller_key(tmp_path: Path) -> None:
+    # The two-customer case above, 300 times over: enough rows for the survivor window to meet ties in
+    # another order than the keys', so only the key's own tie-break keeps the smaller one.
+    first = []
+    for n in range(300):
+        first += [(f"x{n}", 0, [("email", f"x{n}@x"), ("device_id", f"d{n}")]), (f"y{n}", 0, [("email", f"y{n}@x")])]
+    con1, _ = run(first)
+    k1 = keys(con1)
+    prev = write_map(con1, tmp_path / "map1.parquet")
+    second = [*first, *[(f"bridge{n}", 120, [("email", f"y{n}@x"), ("device_id", f"d{n}")]) for n in range(300)]]
+    k2 = keys(run(second, previous_identity_map=prev)[0])
+    assert all(k2[f"x{n}"] == k2[f"y{n}"] == min(k1[f"x{n}"], k1[f"y{n}"]) for n in range(300))
+
+
 def test_merge_history_survives_a_rerun_that_merges_nothing(tmp_path: Path) -> None:
     first = [("x1", 0, [("email", "x@x"), ("device_id", "dx")]), ("y1", 60, [("email", "y@x")])]
     con1, _ = run(first)

@@ -257,3 +257,33 @@ def test_a_cell_counts_journeys_once_and_without_a_stage_owner_takes_its_touchpo
     )
     # browse/web: v1 and v2, one journey that moved on; its owners tie at one event each: the first by name
     assert rows == [(1, 2, 1, 1, 1, "alpha_team"), (2, 1, 1, None, None, "sales")]
+
+
+def test_a_cell_owner_tie_among_many_owners_goes_to_the_first_by_name(tmp_path):
+    # Forty touchpoints of one cell, one event each, owned by forty teams named out of order: the owner is the
+    # first name, not whichever tied team the aggregation happens to meet first.
+    names = [f"team_{(7 * i) % 40:02}" for i in range(40)]
+    owners = ", ".join(f'"web:e{i:02}": {name}' for i, name in enumerate(names))
+    model = tmp_path / "many_owners.yaml"
+    model.write_text(
+        "name: many_owners\nversion: 1\nstages:\n"
+        f"  - name: browse\n    rules:\n      - channel: [web]\n    touchpoint_owners: {{{owners}}}\n"
+        "  - name: buy\n    rules:\n      - event_type: [purchase]\n    owner: sales\n",
+        encoding="utf-8",
+    )
+    con = db.connect()
+    db.execute(
+        con,
+        """create table events as
+           select 'ev' || lpad(i::varchar, 2, '0') as event_id, timestamp '2026-10-01 10:00' + to_minutes(i) as occurred_at,
+                  (timestamp '2026-10-01 10:00' + to_minutes(i))::date as event_date, 'test' as source,
+                  'web' as channel, 'e' || lpad(i::varchar, 2, '0') as event_type,
+                  'web:e' || lpad(i::varchar, 2, '0') as touchpoint,
+                  []::struct(id_type varchar, id_value varchar)[] as identifiers, null::double as sentiment,
+                  null::decimal(18, 2) as revenue, '{}'::json as attributes, 'C' || (i % 7)::varchar as customer_key
+           from range(40) as r(i)""",
+    )
+    db.execute(con, "create table int_event_customers as select event_id, customer_key from events")
+    db.execute(con, "create table customers as select distinct customer_key, 0 as bucket from events")
+    build.build_after_identity(con, build.run_context(Settings(stage_models=[StageModelRef(path=str(model))]), AS_OF))
+    assert db.fetch(con, "select stage_index, events_in_cell, owner from stage_channel_matrix") == [(1, 40, "team_00")]
