@@ -275,7 +275,8 @@ def test_a_cell_owner_tie_among_many_owners_goes_to_the_first_by_name(tmp_path):
     db.execute(
         con,
         """create table events as
-           select 'ev' || lpad(i::varchar, 2, '0') as event_id, timestamp '2026-10-01 10:00' + to_minutes(i) as occurred_at,
+           select 'ev' || lpad(i::varchar, 2, '0') as event_id,
+                  timestamp '2026-10-01 10:00' + to_minutes(i) as occurred_at,
                   (timestamp '2026-10-01 10:00' + to_minutes(i))::date as event_date, 'test' as source,
                   'web' as channel, 'e' || lpad(i::varchar, 2, '0') as event_type,
                   'web:e' || lpad(i::varchar, 2, '0') as touchpoint,
