@@ -19,6 +19,7 @@ from journeys.identity import (
     resolve_identities,
     score_identity,
 )
+from journeys.ingest import LINK_SCHEMA
 
 RUN_AT = datetime(2024, 6, 1)
 T0 = datetime(2024, 1, 1)
@@ -223,6 +224,50 @@ def test_per_type_limit_keeps_best_supported_values() -> None:
     assert [v for (v,) in linked] == ["e0", "e2", "e3", "e4", "e5"]
     assert db.fetch(con, "select id_value from shared_identifiers") == [("e1",)]
     assert report.n_customers == 1  # the shared e-mail still maps to the customer it was seen with
+
+
+def test_link_rows_do_not_count_as_support_for_the_per_type_limit() -> None:
+    # e1 has one event and three link rows: support counts events only, so e1 is still the one held back.
+    events = [("c", 0, [("customer_id", "C"), ("email", "e0")])]
+    for i in range(6):
+        events += [(f"m{i}_{j}", 1 + i, [("customer_id", "C"), ("email", f"e{i}")]) for j in range(1 if i == 1 else 2)]
+    con = db.connect()
+    load_events(con, events)
+    db.execute(con, f"create table links ({', '.join(f'{c} {t}' for c, t in LINK_SCHEMA.items())})")
+    db.execute(
+        con,
+        "insert into links (link_id, identifiers) select 'cdp:' || i::varchar,"
+        " [{'id_type': 'customer_id', 'id_value': 'C'}, {'id_type': 'email', 'id_value': 'e1'}]"
+        " from range(3) as r(i)",
+    )
+    resolve_identities(con, Settings(), run_at=RUN_AT)
+    assert db.fetch(con, "select id_value from shared_identifiers") == [("e1",)]
+
+
+def test_a_per_type_limit_tie_in_support_keeps_the_smallest_values() -> None:
+    # 100 customers with six e-mails of two events each (limit 5): the tie keeps e0..e4 and holds back e5, for
+    # every customer, however the rows reach the ranking window.
+    events = []
+    for n in range(100):
+        for i in (5, 3, 0, 4, 1, 2):
+            events += [(f"c{n}_{i}_{j}", j, [("customer_id", f"C{n}"), ("email", f"c{n}_e{i}")]) for j in range(2)]
+    con, _ = run(events)
+    held = db.fetch(con, "select id_value from shared_identifiers order by 1")
+    assert held == sorted((f"c{n}_e5",) for n in range(100))
+
+
+def test_events_with_only_shared_values_of_one_type_follow_the_smallest_value() -> None:
+    # For each n: devices a{n} (best supported by A{n}) and b{n} (by B{n}) are both shared; an event with only
+    # the two devices goes to the customer of the smaller value, a{n}, whatever order node ids were given in.
+    events = []
+    for n in range(100):
+        for dev, best, other in ((f"b{n}", f"B{n}", f"Y{n}"), (f"a{n}", f"A{n}", f"X{n}")):
+            events += [(f"{dev}_{i}", i, [("customer_id", best), ("device_id", dev)]) for i in range(3)]
+            events += [(f"{dev}_o", 3, [("customer_id", other), ("device_id", dev)])]
+        events += [(f"both{n}", 9, [("device_id", f"b{n}"), ("device_id", f"a{n}")])]
+    con, _ = run(events)
+    k = keys(con)
+    assert all(k[f"both{n}"] == k[f"a{n}_0"] != k[f"b{n}_0"] for n in range(100))
 
 
 def test_emails_chaining_two_customer_ids_are_not_fused() -> None:
