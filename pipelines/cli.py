@@ -28,6 +28,7 @@ EXAMPLES: dict[str, list[str]] = {
         "journeys run",
         "journeys run --as-of 2026-11-01T02:00:00+00:00 --config prod.yaml",
         "journeys run --full-refresh --data-root /data/journeys",
+        "journeys run --executor dask --dask-address tcp://scheduler:8786",
     ],
     "reset": ["journeys reset --config journeys.yaml && journeys run"],
     "generate": ["journeys generate --events 1000000 --data-root data/sample"],
@@ -52,6 +53,12 @@ class UsageError(Exception):
     """A command line that cannot be carried out as given (exit status 2, one line, no traceback)."""
 
 
+def _executor_options(args: argparse.Namespace) -> dict[str, Any]:
+    """`run`'s --executor, --dask-address and --dask-workers that were given (they override the config)."""
+    names = ("executor", "dask_address", "dask_workers")
+    return {k: getattr(args, k) for k in names if getattr(args, k, None) is not None}
+
+
 def _settings(args: argparse.Namespace, *, must_exist: bool = True) -> Any:
     """The config of a command (file, env, --data-root), with a data root that exists."""
     from journeys.config import load_settings
@@ -59,7 +66,7 @@ def _settings(args: argparse.Namespace, *, must_exist: bool = True) -> Any:
     data_root = getattr(args, "data_root", None)
     if data_root is not None and not Path(data_root).is_dir():
         raise UsageError(f"--data-root {data_root}: no such folder")
-    settings = load_settings(args.config, data_root=data_root)
+    settings = load_settings(args.config, data_root=data_root, **_executor_options(args))
     if must_exist and not settings.root.is_dir():
         raise UsageError(
             f"{args.config}: data_root: {settings.root} does not exist; put the landing files under"
@@ -107,6 +114,7 @@ def print_summary(result: dict[str, Any], warehouse: str) -> None:
         )
         + (f"; {ing['blank']} blank rows skipped" if ing.get("blank") else "")
         + (f"; {ing['filtered']} rows left out by keep_rows" if ing.get("filtered") else "")
+        + (f"; {ing['replaced']} rows of earlier versions of changed files replaced" if ing.get("replaced") else "")
     )
     print_held(ing.get("released", 0), ing.get("still_held", 0))
     # A refused file blocks only itself, so the run is green: this line is where its owner learns of it.
@@ -117,6 +125,9 @@ def print_summary(result: dict[str, Any], warehouse: str) -> None:
         affected = result.get("steps", {}).get("build-marts", {}).get("incremental", {}).get("affected_customers")
         extra = f", {affected} customers rebuilt" if affected is not None else ""
         print(f"build: {plan['mode']} ({plan['reason']}{extra})")
+    fanned = result.get("steps", {}).get("build-buckets")
+    if fanned:
+        print(f"dask: per-customer models built as {fanned['groups']} tasks of the {fanned['buckets']} buckets")
     idn = result["identity"]
     print(
         f"identity: {idn.get('n_customers')} customers from {idn.get('n_identifiers')} identifiers "
@@ -284,7 +295,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     load_suites(settings)  # a suite file GX cannot read: exit status 2, naming the file and the expectation
 
     with progress.shown():
-        result = nightly(config_path=args.config, as_of=as_of, data_root=args.data_root, full_refresh=args.full_refresh)
+        result = nightly(
+            config_path=args.config,
+            as_of=as_of,
+            data_root=args.data_root,
+            full_refresh=args.full_refresh,
+            **_executor_options(args),
+        )
     print_summary(result, str(settings.warehouse_path))
     return 0
 
@@ -549,6 +566,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--full-refresh",
         action="store_true",
         help="rebuild every table from the lake instead of only the customers with new or changed events",
+    )
+    r.add_argument(
+        "--executor",
+        choices=("local", "dask"),
+        help="where the per-customer models are built (default: the config's executor, local)",
+    )
+    r.add_argument("--dask-address", help="scheduler of an existing Dask cluster, e.g. tcp://host:8786 (executor dask)")
+    r.add_argument(
+        "--dask-workers", type=int, help="worker processes of the local Dask cluster (executor dask; default 2)"
     )
     r.set_defaults(func=cmd_run)
 

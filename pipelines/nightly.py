@@ -4,7 +4,9 @@ Tasks are thin: each opens the run's working DuckDB file by path, calls one func
 returns a small dict of counts. Flow parameters are the only way settings enter a run; the flow resolves
 them once into a frozen run context that every task receives. The build tasks between ingest and the
 checks are the catalog's steps (resolve-identity, stitch-journeys, stage-funnels, build-marts): a new SQL
-model joins its layer's step without any change here.
+model joins its layer's step without any change here. With `executor: dask` the customer-partitioned nodes
+of those steps run instead as one task per bucket group in the `build-buckets` subflow on a DaskTaskRunner
+(`build_on_dask`, journeys.partitions); the other nodes run in their steps as before.
 """
 
 # No `from __future__ import annotations`: a served run unpickles the flow function by value with only the
@@ -27,7 +29,7 @@ import duckdb
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from journeys import build, db, dictionary, incremental, lake, publish, quality
+from journeys import build, db, dictionary, incremental, lake, partitions, publish, quality
 from journeys import report as html_report
 from journeys.build import RunContext
 from journeys.config import Settings, load_settings
@@ -76,7 +78,8 @@ def ingest_task(context: RunContext) -> dict[str, Any]:
     require_events(context.settings, report)
     log = get_run_logger()
     log.info(
-        "ingest: read=%d loaded=%d quarantined=%d duplicates=%d held=%d files=%d; released %d held rows, %d still held",
+        "ingest: read=%d loaded=%d quarantined=%d duplicates=%d held=%d files=%d; released %d held rows, %d still held;"
+        " %d rows of earlier file versions replaced",
         report.read,
         report.loaded,
         report.quarantined,
@@ -85,6 +88,7 @@ def ingest_task(context: RunContext) -> dict[str, Any]:
         len(report.files),
         report.released,
         report.still_held,
+        report.replaced,
     )
     if not report.accounting_ok():
         raise RuntimeError("row accounting broken: read != loaded + quarantined + duplicates + held")
@@ -95,6 +99,7 @@ def ingest_task(context: RunContext) -> dict[str, Any]:
         "duplicates": report.duplicates,
         "held": report.held,
         "released": report.released,
+        "replaced": report.replaced,
         "still_held": report.still_held,
         "blank": report.blank,
         "filtered": report.filtered,
@@ -131,7 +136,13 @@ def compact_task(context: RunContext) -> dict[str, Any]:
 def plan_task(context: RunContext, working: str, full_refresh: bool) -> dict[str, str]:
     """Full rebuild or incremental run; an incremental run's working file starts as a copy of the kept build."""
     settings = context.settings
-    plan = incremental.plan_build(settings.state_dir, Path(working), context.fingerprint, full_refresh=full_refresh)
+    plan = incremental.plan_build(
+        settings.state_dir,
+        Path(working),
+        context.fingerprint,
+        full_refresh=full_refresh,
+        incremental_executor=settings.executor if settings.executor != "local" else None,
+    )
     get_run_logger().info("build: %s (%s)", plan.mode, plan.reason)
     return {"mode": plan.mode, "reason": plan.reason}
 
@@ -140,6 +151,125 @@ def plan_task(context: RunContext, working: str, full_refresh: bool) -> dict[str
 def build_step_task(context: RunContext, working: str, step: Step) -> dict[str, Any]:
     """Build the catalog nodes of one step (identity, journeys, funnels or marts) in the working file."""
     return _on_working(context.settings, working, lambda con: build.build_step(con, context, step))
+
+
+@task(name="export-partition-inputs", cache_policy=NO_CACHE)
+def export_inputs_task(context: RunContext, working: str, step: Step) -> dict[str, Any]:
+    """Build what the partitioned models read besides identity (config tables), then write it all as Parquet."""
+
+    def export(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
+        counts = build.build_models(con, context, list(step.nodes)) if step.nodes else {}
+        area = partitions.area_path(Path(working))
+        partitions.remove_area(Path(working))
+        return {"counts": counts, "inputs": partitions.export_inputs(con, context.catalog, area)}
+
+    return _on_working(context.settings, working, export)
+
+
+@task(name="build-bucket-group", cache_policy=NO_CACHE)
+def bucket_group_task(
+    context: RunContext, area: str, inputs: dict[str, Any], group: int, buckets: list[int]
+) -> dict[str, Any]:
+    """The customer-partitioned models of some buckets, in a DuckDB file of this worker's own; Parquet out."""
+    return partitions.build_group(context, area, inputs, group, buckets)
+
+
+def _dask_runner(settings: Settings) -> Any:
+    from prefect_dask import DaskTaskRunner
+
+    if settings.dask_address:
+        return DaskTaskRunner(address=settings.dask_address)
+    from prefect.client.orchestration import get_client
+
+    # Without it each worker process would start a temporary Prefect server of its own (about 10 s and a
+    # few hundred MB each) when the flow runs on one; the workers report to the flow's server instead.
+    api_url = str(get_client(sync_client=True).api_url).rstrip("/")
+    # One thread per worker process: each task's DuckDB has `threads` of its own. No dashboard: nobody
+    # watches a nightly run's cluster, and its fixed port would clash between runs on one machine.
+    return DaskTaskRunner(
+        cluster_kwargs={
+            "n_workers": settings.dask_workers,
+            "threads_per_worker": 1,
+            "processes": True,
+            "dashboard_address": None,
+            "env": {"PREFECT_API_URL": api_url},
+        }
+    )
+
+
+@flow(name="build-buckets")
+def bucket_groups_flow(
+    context: RunContext, area: str, inputs: dict[str, Any], groups: list[list[int]]
+) -> list[dict[str, Any]]:
+    """One task per bucket group on the flow's task runner (Dask); the groups' results, in group order."""
+    futures = [
+        bucket_group_task.with_options(name=f"build-bucket-group-{i}").submit(context, area, inputs, i, buckets)
+        for i, buckets in enumerate(groups)
+    ]
+    from distributed import KilledWorker
+    from prefect.futures import PrefectWrappedFuture
+
+    results = []
+    for i, future in enumerate(futures):
+        try:
+            results.append(future.result())
+        except BaseException as exc:
+            # The groups not started yet never start. Dask cannot stop one already running on an existing
+            # cluster: it finishes unseen, writing only in this run's folder, which the next run removes.
+            for other in futures[i + 1 :]:
+                if isinstance(other, PrefectWrappedFuture):
+                    other.wrapped_future.cancel()
+            if isinstance(exc, KilledWorker):
+                # Dask's own message names only its task key; the run's log should say which buckets were lost.
+                raise RuntimeError(
+                    f"bucket group {i} (buckets {groups[i]}): its Dask worker died while building it ({exc});"
+                    " the run stops and the previous marts stay published"
+                ) from exc
+            raise
+    return results
+
+
+@task(name="load-partitions", cache_policy=NO_CACHE)
+def load_partitions_task(context: RunContext, working: str, results: list[dict[str, Any]]) -> dict[str, int]:
+    """The groups' Parquet tables into the working file, then their files go."""
+    counts = _on_working(context.settings, working, lambda con: partitions.load_outputs(con, results))
+    partitions.remove_area(Path(working))
+    return counts
+
+
+def build_on_dask(context: RunContext, working: str) -> dict[str, dict[str, Any]]:
+    """The catalog's steps with the customer-partitioned nodes fanned out to Dask by bucket group."""
+    catalog = context.catalog
+    shape = partitions.layout(catalog)
+    fanned = set(shape.nodes)
+    steps = catalog.steps()
+    first = next(i for i, s in enumerate(steps) if fanned & set(s.nodes))
+    built: dict[str, dict[str, Any]] = {}
+    for step in steps[:first]:
+        built.setdefault(step.name, {}).update(build_step_task.with_options(name=step.name)(context, working, step))
+    rest = [Step(s.name, tuple(n for n in s.nodes if n not in fanned)) for s in steps[first:]]
+    # The partition's other inputs (the config tables) are built first; their steps then skip them.
+    early = {catalog.producer(t) for t in shape.inputs} - {n for s in steps[:first] for n in s.nodes}
+    exported = export_inputs_task(context, working, Step("export-partition-inputs", tuple(catalog.order(early))))
+    for node, count in exported["counts"].items():
+        built.setdefault(catalog.task_of(node), {})[node] = count
+    settings = context.settings
+    groups = partitions.bucket_groups(settings.buckets, None if settings.dask_address else settings.dask_workers)
+    area = str(partitions.area_path(Path(working)))
+    results = bucket_groups_flow.with_options(task_runner=_dask_runner(settings))(
+        context, area, exported["inputs"], groups
+    )
+    loaded = load_partitions_task(context, working, results)
+    for node in shape.nodes:
+        tables = [m.name for m in catalog.models.values() if m.procedure == node and m.name in loaded]
+        built.setdefault(catalog.task_of(node), {})[node] = {t: loaded[t] for t in tables} if tables else loaded[node]
+    built["build-buckets"] = {"groups": len(groups), "buckets": settings.buckets}
+    for step in rest:
+        nodes = tuple(n for n in step.nodes if n not in early)
+        if nodes:
+            counts = build_step_task.with_options(name=step.name)(context, working, Step(step.name, nodes))
+            built.setdefault(step.name, {}).update(counts)
+    return built
 
 
 @task(name="check-quality", retries=0, cache_policy=NO_CACHE)
@@ -232,6 +362,7 @@ def publish_task(context: RunContext, working: str, ingest: dict[str, Any], chec
             "rows_duplicate": ingest["duplicates"],
             "rows_held": ingest["held"],
             "rows_released": ingest["released"],
+            "rows_replaced": ingest.get("replaced", 0),
             "rows_blank": ingest["blank"],
             "events_in_lake": db.fetch(con, "select count(*) from events")[0][0],
             "expectations": checks["expectations"],
@@ -289,14 +420,19 @@ def nightly(
     as_of: datetime | None = None,
     data_root: str | None = None,
     full_refresh: bool = False,
+    executor: str | None = None,
+    dask_address: str | None = None,
+    dask_workers: int | None = None,
 ) -> dict[str, Any]:
     """Run the whole nightly pipeline on one data root; returns accounting, counts and output paths.
 
     By default the run is incremental when the last published run kept its build (see journeys.incremental);
-    `full_refresh` rebuilds every table from the lake.
+    `full_refresh` rebuilds every table from the lake. `executor`, `dask_address` and `dask_workers` override
+    the config's (None keeps it).
     """
     as_of = (as_of or scheduled_as_of()).astimezone(UTC)
-    settings = load_settings(config_path, data_root=data_root)
+    given = {"executor": executor, "dask_address": dask_address, "dask_workers": dask_workers}
+    settings = load_settings(config_path, data_root=data_root, **{k: v for k, v in given.items() if v is not None})
     batch_id = f"{as_of:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
     # The config, stage models and SQL models are read here, once: an edit during the run changes nothing.
     context = build.run_context(settings, as_of, batch_id)
@@ -315,15 +451,19 @@ def nightly(
             ingest = ingest_task(context)
             plan = plan_task(context, working, full_refresh)
             context = dataclasses.replace(context, mode=plan["mode"])
-            for step in context.catalog.steps():
-                counts = build_step_task.with_options(name=step.name)(context, working, step)
-                built.setdefault(step.name, {}).update(counts)
+            if settings.executor == "dask":
+                built = build_on_dask(context, working)
+            else:
+                for step in context.catalog.steps():
+                    counts = build_step_task.with_options(name=step.name)(context, working, step)
+                    built.setdefault(step.name, {}).update(counts)
             checks = quality_task(context, working, suites)
             outputs = publish_task(context, working, ingest, checks)
             # Under the lock, so the report and the run record describe the warehouse it read.
             written = report_task(context)
         except BaseException:
             publish.discard_working_warehouse(Path(working))
+            partitions.remove_area(Path(working))
             raise
     identity = built.get("resolve-identity", {}).get("identity", {})
     marts = {k: v for k, v in built.get("build-marts", {}).items()}

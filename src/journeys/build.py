@@ -83,6 +83,7 @@ RUNS_SCHEMA = {
     "rows_duplicate": "bigint",
     "rows_held": "bigint",
     "rows_released": "bigint",
+    "rows_replaced": "bigint",
     "rows_blank": "bigint",
     "events_in_lake": "bigint",
     "expectations": "bigint",
@@ -409,6 +410,9 @@ models.register(
                     " quarantined) until a run's as_of passes them; null for runs before rows were held back.",
                     "rows_released": "Rows held back by earlier runs that this run loaded into the lake (not part"
                     " of rows_read: each row is read once).",
+                    "rows_replaced": "Rows of the earlier version of a landing file that arrived again changed (same"
+                    " path, new content) which this run took out: loaded rows removed from the lake, quarantine"
+                    " records and held rows dropped (not part of rows_read); null for runs before files had versions.",
                     "rows_blank": "Blank rows skipped (not part of rows_read).",
                     "events_in_lake": "Events in the lake after the run: what its tables were built from.",
                     "expectations": "Great Expectations expectations evaluated by the run's quality step.",

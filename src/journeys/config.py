@@ -627,6 +627,21 @@ class Settings(BaseSettings):
     memory_limit: str = Field("4GB", description="DuckDB memory_limit; DuckDB spills to disk beyond it.")
     threads: int = Field(2, description="DuckDB worker threads.")
     buckets: int = Field(16, description="Customer-hash buckets; per-customer work can be split along them.")
+    executor: Literal["local", "dask"] = Field(
+        "local",
+        description="Where the customer-partitioned models are built: `local` (the run's own process, one DuckDB"
+        " file) or `dask` (one Prefect task per group of buckets on a Dask cluster through prefect-dask's"
+        ' DaskTaskRunner, each in a DuckDB file of its own; see README "Running on Dask").',
+    )
+    dask_address: str | None = Field(
+        None,
+        description="Scheduler of an existing Dask cluster (`tcp://host:8786`) for `executor: dask`; its workers"
+        " must see the data root at the same path and run the same journeys version. None starts a local cluster"
+        " of `dask_workers` processes for the run.",
+    )
+    dask_workers: int = Field(
+        2, ge=1, description="Worker processes of the local Dask cluster (`executor: dask` without dask_address)."
+    )
     session_timeout: PositiveDuration = Field("30m", description="Gap that splits sessions.")
     journey_timeout: PositiveDuration = Field("30d", description="Gap that splits journeys.")
     dropout_timeout: PositiveDuration | None = Field(
@@ -688,6 +703,25 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # Environment beats the file, explicit arguments beat both.
         return (init_settings, env_settings)
+
+    @model_validator(mode="after")
+    def _dask_settings_need_dask(self) -> Settings:
+        # Accepted means honoured: a cluster address that a local run would silently ignore is refused.
+        if self.executor != "dask":
+            given = [k for k in ("dask_address", "dask_workers") if k in self.model_fields_set]
+            if given:
+                raise ValueError(f"{given[0]}: used only with executor: dask (executor is {self.executor})")
+            return self
+        if self.dask_address is not None:
+            if "dask_workers" in self.model_fields_set:
+                raise ValueError(
+                    "dask_workers: sizes only the local cluster; the cluster at dask_address has its own workers"
+                )
+            if not re.fullmatch(r"[a-z]+://\S+", self.dask_address):
+                raise ValueError(
+                    f"dask_address: expected a scheduler address such as tcp://host:8786, got {self.dask_address!r}"
+                )
+        return self
 
     @model_validator(mode="after")
     def _unique_sources(self) -> Settings:

@@ -61,9 +61,12 @@ _UNSHAPING_SETTINGS = (
     "quality",
     "sources",
     "goals",
+    "executor",
+    "dask_address",
+    "dask_workers",
 )
 """Settings that do not change the rows of a kept table (sources shape only what ingest loads next; goals only
-`alerts`, which every run rebuilds whole)."""
+`alerts`, which every run rebuilds whole; the executor only where the same SQL runs)."""
 
 _OWN_TABLES = (STATE_TABLE, BATCHES_TABLE, AFFECTED_TABLE)
 
@@ -110,8 +113,14 @@ class Plan:
     reason: str
 
 
-def plan_build(state_dir: Path, working: Path, fingerprint: str, *, full_refresh: bool) -> Plan:
-    """Decide full or incremental; for incremental, the kept build is copied to `working` (never changed)."""
+def plan_build(
+    state_dir: Path, working: Path, fingerprint: str, *, full_refresh: bool, incremental_executor: str | None = None
+) -> Plan:
+    """Decide full or incremental; for incremental, the kept build is copied to `working` (never changed).
+
+    `incremental_executor` names an executor that cannot build incrementally: a run that could be incremental
+    is full instead, and says so.
+    """
     state = build_state_path(state_dir)
     if full_refresh:
         return Plan("full", "a full refresh was asked for")
@@ -124,6 +133,12 @@ def plan_build(state_dir: Path, working: Path, fingerprint: str, *, full_refresh
         return Plan("full", f"the kept build {state} cannot be read ({type(exc).__name__}); rebuilding it")
     if not kept or kept[0][0] != fingerprint:
         return Plan("full", "the code, SQL models, stage models or table-shaping settings changed since the kept build")
+    if incremental_executor is not None:
+        return Plan(
+            "full",
+            f"executor: {incremental_executor} rebuilds every customer on the cluster; the build kept by run"
+            f" {kept[0][1]} is not used (incremental runs are single-process: executor: local)",
+        )
     working.parent.mkdir(parents=True, exist_ok=True)
     tmp = working.with_name(working.name + ".copy")
     shutil.copyfile(state, tmp)

@@ -7,6 +7,10 @@ event_date the run touches (not one per landing file per date: a lake of ~250-ro
 only then are the run's files recorded in the manifest, so an unchanged file is never ingested twice and a
 file is never marked done before its rows are in the lake.
 
+A landing file whose content changed at the same path is a new version of the same rows: it replaces what
+the earlier version left (its rows in the lake, its quarantine records, its held-back rows), counted as
+`replaced`, and is read before the run's other files so that they are compared with the lake without them.
+
 A valid row later than the run's limit (as_of + quality.max_future) is held back in state/held/ as a
 canonical event, never quarantined; the first run whose limit passes it moves it into the lake (released)
 without reading the landing file again. So every row is counted once over the sequence of runs: read =
@@ -138,6 +142,8 @@ class FileReport:
     """Why ingest refused the file (too wide, unreadable); nothing of it was loaded, later runs try it again."""
     held: int = 0
     """Valid rows later than the run's limit, kept in state/held/ until a run's as_of passes them."""
+    replaced: int = 0
+    """Rows of the file's earlier version taken out (loaded, quarantined or held back); not part of `read`."""
 
 
 @dataclass
@@ -179,6 +185,10 @@ class IngestReport:
     @property
     def filtered(self) -> int:
         return sum(f.filtered for f in self.files)
+
+    @property
+    def replaced(self) -> int:
+        return sum(f.replaced for f in self.files)
 
     @property
     def events(self) -> int:
@@ -322,8 +332,36 @@ def held_glob(settings: Settings) -> str:
 
 def held_path(settings: Settings, f: LandingFile) -> Path:
     """The held-back rows of one landing file version (named after source, path and content: unique per version)."""
-    key = hashlib.sha256(f"{f.source.name}\0{f.rel}\0{f.sha256}".encode()).hexdigest()[:32]
-    return held_dir(settings) / f"source={f.source.name}" / f"{key}.parquet"
+    return _held_path(settings, f.source.name, f.rel, f.sha256)
+
+
+def _held_path(settings: Settings, source: str, rel: str, sha: str) -> Path:
+    key = hashlib.sha256(f"{source}\0{rel}\0{sha}".encode()).hexdigest()[:32]
+    return held_dir(settings) / f"source={source}" / f"{key}.parquet"
+
+
+def _quarantine_path(settings: Settings, source: str, sha: str) -> Path:
+    # Named after the landing file's content, so a resumed run overwrites instead of duplicating.
+    return settings.quarantine_dir / f"source={source}" / f"{sha[:32]}.parquet"
+
+
+@dataclass(frozen=True)
+class Replacement:
+    """What the earlier versions of a landing file left outside the lake, which its new version replaces."""
+
+    held_files: list[str]
+    """Their held-back rows' files (named as table held_ids names them)."""
+    quarantine_files: list[str]
+    """Their quarantine files (records of other landing files in them are kept: see _count_replaced)."""
+
+
+def _replacement(settings: Settings, f: LandingFile, shas: set[str]) -> Replacement:
+    earlier = sorted(shas - {f.sha256})
+    held = [_held_path(settings, f.source.name, f.rel, sha) for sha in earlier]
+    quarantined = [_quarantine_path(settings, f.source.name, sha) for sha in earlier]
+    return Replacement(
+        held_files=[str(p) for p in held if p.exists()], quarantine_files=[str(p) for p in quarantined if p.exists()]
+    )
 
 
 # Compression is recognised by the first bytes, not the name: an export called `.csv` that is really
@@ -1264,8 +1302,7 @@ def write_quarantine(
         """,
         {**params, "out": str(out)},
     )
-    # Named after the landing file's content, so a resumed run overwrites instead of duplicating.
-    _fsync_replace(out, settings.quarantine_dir / f"source={f.source.name}" / f"{f.sha256[:32]}.parquet")
+    _fsync_replace(out, _quarantine_path(settings, f.source.name, f.sha256))
     return n
 
 
@@ -1288,8 +1325,18 @@ def flush_run(con: duckdb.DuckDBPyConnection, settings: Settings, *, stem: str, 
     """Write the run's gathered events and links to the lake, then rewrite released held files, then the manifest.
 
     The order is what keeps a kill safe: rows are in the lake before held files lose them (the next run drops
-    held rows whose ids it finds in the lake) and before the manifest marks their files done.
+    held rows whose ids it finds in the lake) and before the manifest marks their files done. The rows of the
+    earlier versions of replaced files leave the lake first: a run killed after that re-reads the new versions
+    (not yet in the manifest) and replaces again whatever of them is in the lake by then.
     """
+    replaced = db.fetch(con, "select source, source_file from replaced_landing order by source, source_file")
+    if replaced:
+        files = db.fetch(
+            con,
+            "select distinct r.filename from replaced_rows as r semi join replaced_landing as l"
+            " on l.source = r.source and l.source_file = r.source_file order by r.filename",
+        )
+        lake.drop_landing_rows(con, settings, [Path(r[0]) for r in files], [(s, f) for s, f in replaced])
     tmp = settings.lake_dir / "_tmp" / f"{stem}-flush"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -1301,8 +1348,10 @@ def flush_run(con: duckdb.DuckDBPyConnection, settings: Settings, *, stem: str, 
         write_manifest(con, settings, tmp)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    drop_superseded(con, settings)
     db.execute(con, "delete from run_events")
     db.execute(con, "delete from run_links")
+    db.execute(con, "delete from replaced_landing")
 
 
 def _write_event_table(
@@ -1359,8 +1408,11 @@ def release_held(
     batch_id: str,
     ingested_at: datetime,
     max_at: datetime,
+    skip: list[str] | None = None,
 ) -> tuple[int, list[date]]:
     """Gather held-back rows no later than `max_at` into the run's events (this batch); return count and dates.
+
+    Held files in `skip` (of landing file versions this run replaces) are left out: their rows never load.
 
     They reach the lake with the run's other events (flush_run), and only then are the held files rewritten
     without them (rewrite_held): a run killed in between left rows in both, and the next run, finding their
@@ -1372,8 +1424,9 @@ def release_held(
     db.execute(
         con,
         "create or replace temp table held_rows as "
-        "select * from read_parquet($glob, filename = true, hive_partitioning = false)",
-        {"glob": held_glob(settings)},
+        "select * from read_parquet($glob, filename = true, hive_partitioning = false)"
+        " where not list_contains($skip::varchar[], filename)",
+        {"glob": held_glob(settings), "skip": skip or []},
     )
     db.execute(
         con,
@@ -1467,6 +1520,47 @@ def write_links(con: duckdb.DuckDBPyConnection, settings: Settings, stem: str, t
         _fsync_replace(out, settings.links_dir / f"source={source}" / f"{stem}.parquet")
 
 
+def drop_superseded(con: duckdb.DuckDBPyConnection, settings: Settings) -> None:
+    """Delete the quarantine and held files of landing file versions that a later version replaced (per manifest).
+
+    Run after the manifest records the new version and again before each ingest reads anything, so a kill in
+    between leaves no superseded record behind. A quarantine file is named after content only: one whose
+    content is also the current version of another file of the source is that file's, and stays.
+    """
+    rows = db.fetch(
+        con,
+        """
+        with
+
+        versions as (
+            select im.source, im.file, im.sha256, im.ingested_at from ingest_manifest as im
+        ),
+
+        latest as (
+            select vs.source, vs.file, arg_max(vs.sha256, vs.ingested_at) as sha256
+            from versions as vs
+            group by vs.source, vs.file
+        ),
+
+        final as (
+            select
+                vs.source,
+                vs.file,
+                vs.sha256,
+                vs.sha256 in (select lt.sha256 from latest as lt where lt.source = vs.source) as content_current
+            from versions as vs
+            anti join latest as lt on lt.source = vs.source and lt.file = vs.file and lt.sha256 = vs.sha256
+        )
+
+        select * from final order by source, file, sha256
+        """,
+    )
+    for source, file, sha, content_current in rows:
+        _held_path(settings, source, file, sha).unlink(missing_ok=True)
+        if not content_current:
+            _quarantine_path(settings, source, sha).unlink(missing_ok=True)
+
+
 def write_manifest(con: duckdb.DuckDBPyConnection, settings: Settings, tmp: Path) -> None:
     """Rewrite the manifest from table ingest_manifest, atomically."""
     out = tmp / "manifest.parquet"
@@ -1514,7 +1608,7 @@ def _load_manifest(con: duckdb.DuckDBPyConnection, settings: Settings) -> None:
             source varchar, file varchar, size bigint, sha256 varchar, batch_id varchar,
             ingested_at timestamp, "read" bigint, loaded bigint, quarantined bigint, duplicates bigint,
             columns varchar[], new_columns varchar[], blank bigint, held bigint, filtered bigint, events bigint,
-            events_skipped bigint
+            events_skipped bigint, replaced bigint, superseded_by varchar
         )
         """,
     )
@@ -1554,6 +1648,40 @@ def _load_state(con: duckdb.DuckDBPyConnection, settings: Settings) -> None:
             "insert into lake_ids select link_id from read_parquet($glob, hive_partitioning = false)",
             {"glob": links_glob(settings)},
         )
+    db.execute(con, "create or replace temp table replaced_landing (source varchar, source_file varchar)")
+    db.execute(
+        con,
+        "create or replace temp table replaced_rows"
+        " (source varchar, source_file varchar, event_id varchar, source_line bigint, filename varchar)",
+    )
+
+
+def _load_replaced_rows(con: duckdb.DuckDBPyConnection, settings: Settings, pairs: list[tuple[str, str]]) -> None:
+    """Table replaced_rows: the lake's events and links of the landing files `pairs` ((source, path)) replace."""
+    if not pairs:
+        return
+    db.execute(
+        con,
+        "create or replace temp table _replacing as select unnest($s::varchar[]) as source,"
+        " unnest($f::varchar[]) as source_file",
+        {"s": [s for s, _ in pairs], "f": [f for _, f in pairs]},
+    )
+    # Hive keys from the folders: a links file's source is only its folder's name.
+    lake_globs = [
+        (settings.events_dir, "event_date=*", events_glob(settings), "event_id"),
+        (settings.links_dir, "source=*", links_glob(settings), "link_id"),
+    ]
+    for folder, parts, glob, id_col in lake_globs:
+        if not any(folder.glob(f"{parts}/*.parquet")):
+            continue
+        db.execute(
+            con,
+            f"insert into replaced_rows select r.source, r.source_file, r.{id_col}, r.source_line, r.filename"
+            " from read_parquet($glob, filename = true, hive_partitioning = true, union_by_name = true) as r"
+            " semi join _replacing as p on p.source = r.source and p.source_file = r.source_file",
+            {"glob": glob},
+        )
+    db.execute(con, "drop table _replacing")
 
 
 def _model_params(
@@ -1596,8 +1724,13 @@ def ingest_file(
     min_at: datetime,
     max_at: datetime,
     new_columns: list[str] | None = None,
+    replaces: Replacement | None = None,
 ) -> tuple[FileReport, list[date]]:
-    """Ingest one landing file: stage, validate, de-duplicate, write quarantine, gather its events for flush_run."""
+    """Ingest one landing file: stage, validate, de-duplicate, write quarantine, gather its events for flush_run.
+
+    With `replaces`, the file is a new version: its rows are compared with the lake and the held-back rows
+    without the earlier version's (table replaced_rows), which flush_run then drops from the lake.
+    """
     read_source_rows(con, f, columns)
     # The rows must be the bytes that were fingerprinted: an exporter rewriting the file meanwhile would
     # otherwise leave a partial version recorded under the full file's hash, skipped by every later run.
@@ -1622,21 +1755,30 @@ def ingest_file(
         """,
     )
     # First occurrence of an id (by line, then event) wins, held back or not; ids already in the lake or held
-    # back are duplicates too, except this file version's own held rows (a resumed run recomputes them).
+    # back are duplicates too, except this file version's own held rows (a resumed run recomputes them) and
+    # the rows of the earlier versions it replaces.
     own_held = str(held_path(settings, f))
+    old_held = replaces.held_files if replaces else []
     held_expr = "false" if links else "e.held_back"
+    version = {"source": f.source.name, "file": f.rel}
     db.execute(
         con,
         f"""
         create or replace temp table stg_kept as
         select e.*, {held_expr} as is_held from {db.quote_ident(staged)} as e
-        anti join lake_ids as l on l.event_id = e.{id_col}
-        anti join (select event_id from held_ids where held_file <> $own) as h on h.event_id = e.{id_col}
+        anti join (
+            select event_id from lake_ids
+            except
+            select event_id from replaced_rows where source = $source and source_file = $file
+        ) as l on l.event_id = e.{id_col}
+        anti join (
+            select event_id from held_ids where held_file <> $own and not list_contains($old_held::varchar[], held_file)
+        ) as h on h.event_id = e.{id_col}
         anti join stg_rejected as r on r.source_line = e.source_line
         where not e.skipped
         qualify row_number() over (partition by e.{id_col} order by e.source_line, e.event_index) = 1
         """,
-        {"own": own_held},
+        {"own": own_held, "old_held": old_held, **version},
     )
     db.execute(
         con, "create or replace temp table stg_loaded as select * exclude (is_held) from stg_kept where not is_held"
@@ -1662,6 +1804,7 @@ def ingest_file(
         " where source_line not in (select source_line from stg_loaded)",
     )[0][0]
     duplicates = read - quarantined - loaded - held
+    replaced = _count_replaced(con, f, replaces) if replaces else 0
 
     dates: list[date] = []
     if not links:
@@ -1678,6 +1821,21 @@ def ingest_file(
         # All or nothing per file: a failure on a later file flushes only whole files.
         db.execute(con, "begin transaction")
         gather(con, links)
+        if replaces:
+            db.execute(
+                con,
+                "delete from lake_ids where event_id in"
+                " (select event_id from replaced_rows where source = $source and source_file = $file)",
+                version,
+            )
+            db.execute(con, "delete from held_ids where list_contains($old::varchar[], held_file)", {"old": old_held})
+            db.execute(
+                con,
+                "update ingest_manifest set superseded_by = $batch_id"
+                " where source = $source and file = $file and superseded_by is null",
+                {**version, "batch_id": batch_id},
+            )
+            db.execute(con, "insert into replaced_landing values ($source, $file)", version)
         db.execute(con, f"insert into lake_ids select {id_col} from stg_loaded")
         if not links:
             db.execute(con, "delete from held_ids where held_file = $own", {"own": own_held})
@@ -1686,7 +1844,7 @@ def ingest_file(
             con,
             "insert into ingest_manifest values ($source, $file, $size, $sha, $batch_id, $ingested_at, "
             "$read, $loaded, $quarantined, $duplicates, cast($columns as varchar[]), cast($new_columns as varchar[]), "
-            "$blank, $held, $filtered, $events, $events_skipped)",
+            "$blank, $held, $filtered, $events, $events_skipped, $replaced, null)",
             {
                 "source": f.source.name,
                 "file": f.rel,
@@ -1705,6 +1863,7 @@ def ingest_file(
                 "filtered": filtered,
                 "events": 0 if links else events,
                 "events_skipped": skipped,
+                "replaced": replaced,
             },
         )
         db.execute(con, "commit")
@@ -1730,8 +1889,29 @@ def ingest_file(
         filtered=filtered,
         events=0 if links else events,
         events_skipped=skipped,
+        replaced=replaced,
     )
     return report, dates
+
+
+def _count_replaced(con: duckdb.DuckDBPyConnection, f: LandingFile, replaces: Replacement) -> int:
+    """Rows of a landing file's earlier versions that its new version takes out: in the lake, held, quarantined."""
+    version = {"source": f.source.name, "file": f.rel}
+    parts = ["select source_line from replaced_rows where source = $source and source_file = $file"]
+    if replaces.held_files:
+        parts.append(
+            "select source_line from read_parquet($held::varchar[], hive_partitioning = false)"
+            " where source_file = $file"
+        )
+    # A row is one row however many of its events loaded or were held (a wide row may do both).
+    lines = "select count(distinct source_line) from (" + " union all ".join(parts) + ")"
+    n = int(db.fetch(con, lines, {**version, "held": replaces.held_files})[0][0])
+    if replaces.quarantine_files:
+        quarantined = (
+            "select count(*) from read_parquet($q::varchar[], hive_partitioning = false) where source_file = $file"
+        )
+        n += int(db.fetch(con, quarantined, {"file": f.rel, "q": replaces.quarantine_files})[0][0])
+    return n
 
 
 _FILE_TABLES = (
@@ -1812,15 +1992,22 @@ def _ingest_sources(settings: Settings, *, as_of: datetime, batch_id: str) -> In
     files = landing_files(settings)
     if not files:
         log.warning("no landing file under %s matches any source's path glob", settings.landing_dir)
-    done: set[tuple[str, str, str]] = set()
+    # The newest version recorded of each (source, path) is what the lake holds: a file whose content differs
+    # from it (even one equal to an older version) is a new version.
+    latest: dict[tuple[str, str], str] = {}
+    versions: dict[tuple[str, str], set[str]] = {}
     known: dict[str, set[str]] = {}
     if manifest_path(settings).exists():
         with _connect(settings, spill=False) as con:
             _load_manifest(con, settings)
-            for source, file, sha, cols in db.fetch(con, "select source, file, sha256, columns from ingest_manifest"):
-                done.add((source, file, sha))
+            # A kill after a new version was recorded left its earlier version's quarantine and held files.
+            drop_superseded(con, settings)
+            sql = "select source, file, sha256, columns from ingest_manifest order by ingested_at, source, file"
+            for source, file, sha, cols in db.fetch(con, sql):
+                latest[(source, file)] = sha
+                versions.setdefault((source, file), set()).add(sha)
                 known.setdefault(source, set()).update(cols or [])
-    todo = [f for f in files if (f.source.name, f.rel, f.sha256) not in done]
+    todo = [f for f in files if latest.get((f.source.name, f.rel)) != f.sha256]
 
     # Every file is checked before anything is written: a wrong mapping must not leave half a batch.
     refused: dict[int, str] = {}
@@ -1846,12 +2033,30 @@ def _ingest_sources(settings: Settings, *, as_of: datetime, batch_id: str) -> In
     pending_file = _pending_path(settings)
     pending = json.loads(pending_file.read_text(encoding="utf-8")) if pending_file.exists() else {}
     still_pending: dict[str, str] = {}
+    # New versions of files ingested before, which this run will read (not refused, not waiting to be complete).
+    replacing = {
+        f.ordinal: _replacement(settings, f, versions[(f.source.name, f.rel)])
+        for f in todo
+        if (f.source.name, f.rel) in versions
+        and f.ordinal not in refused
+        and not (_ends_mid_line(f) and pending.get(f.rel) != f.sha256)
+    }
+    # They are read first: a row of another file that only the earlier version held is then loaded, not
+    # counted as a duplicate of a row about to leave the lake.
+    order = sorted(files, key=lambda f: (f.ordinal not in replacing, f.ordinal))
+    reports: dict[int, FileReport] = {}
     with _connect(settings, spill=True) as con:
         _load_state(con, settings)
+        _load_replaced_rows(con, settings, [(f.source.name, f.rel) for f in files if f.ordinal in replacing])
         # Held rows go first: they were read before any file of this run, so a later row with their id is
         # the duplicate, as in one run over all the files.
         report.released, released_dates = release_held(
-            con, settings, batch_id=batch_id, ingested_at=ingested_at, max_at=max_at
+            con,
+            settings,
+            batch_id=batch_id,
+            ingested_at=ingested_at,
+            max_at=max_at,
+            skip=[h for r in replacing.values() for h in r.held_files],
         )
         affected.update(released_dates)
         ingested: list[int] = []
@@ -1866,9 +2071,9 @@ def _ingest_sources(settings: Settings, *, as_of: datetime, batch_id: str) -> In
                 ingested.clear()
 
         try:
-            for f in progress.track(files, "ingest", label=lambda f: f.rel):
+            for f in progress.track(order, "ingest", label=lambda f: f.rel):
                 if f.ordinal not in todo_ordinals:
-                    report.files.append(FileReport(f.source.name, f.rel, 0, 0, 0, 0, skipped=True))
+                    reports[f.ordinal] = FileReport(f.source.name, f.rel, 0, 0, 0, 0, skipped=True)
                     continue
                 try:
                     if f.ordinal in refused:
@@ -1886,6 +2091,7 @@ def _ingest_sources(settings: Settings, *, as_of: datetime, batch_id: str) -> In
                         min_at=min_at,
                         max_at=max_at,
                         new_columns=drift.get(f.ordinal, []),
+                        replaces=replacing.get(f.ordinal),
                     )
                 except duckdb.Error as exc:
                     # A reader or cast error may quote the row; the original (chained) would reach the logs.
@@ -1894,17 +2100,17 @@ def _ingest_sources(settings: Settings, *, as_of: datetime, batch_id: str) -> In
                     log.warning("landing file %s is not ready: %s", f.rel, why)
                     for table in _FILE_TABLES:
                         db.execute(con, f"drop table if exists {db.quote_ident(table)}")
-                    report.files.append(FileReport(f.source.name, f.rel, 0, 0, 0, 0, skipped=True, not_ready=str(why)))
+                    reports[f.ordinal] = FileReport(f.source.name, f.rel, 0, 0, 0, 0, skipped=True, not_ready=str(why))
                     continue
                 except FileRefused as why:
                     # Not recorded in the manifest: every run names it again until it is replaced or removed.
                     log.error("source %r, landing file %s refused, nothing of it loaded: %s", f.source.name, f.rel, why)
                     for table in _FILE_TABLES:
                         db.execute(con, f"drop table if exists {db.quote_ident(table)}")
-                    report.files.append(FileReport(f.source.name, f.rel, 0, 0, 0, 0, skipped=True, refused=str(why)))
+                    reports[f.ordinal] = FileReport(f.source.name, f.rel, 0, 0, 0, 0, skipped=True, refused=str(why))
                     continue
                 ingested.append(f.ordinal)
-                report.files.append(file_report)
+                reports[f.ordinal] = file_report
                 affected.update(dates)
         except Exception:
             # A retry skips what is in the manifest: the files finished before the failure are kept.
@@ -1914,6 +2120,8 @@ def _ingest_sources(settings: Settings, *, as_of: datetime, batch_id: str) -> In
                 log.exception("could not write the files finished before the failure; a rerun ingests them again")
             raise
         flush()
+    # In landing order whatever order they were read in.
+    report.files = [reports[k] for k in sorted(reports)]
     if still_pending or pending_file.exists():
         pending_file.parent.mkdir(parents=True, exist_ok=True)
         tmp = pending_file.with_name(f".{pending_file.name}.tmp")

@@ -12,6 +12,9 @@ A kill at any point leaves the lake whole: the new file is written aside, a jour
 it replaces is written, the new file is renamed in, the old ones are deleted, then the journal. Before
 anything reads the lake (compaction itself, ingest) `finish_compaction` completes a journal whose new file is
 in place (deletes the old files left) and drops one whose new file never arrived (the old files are intact).
+The same journal makes `drop_landing_rows` safe: when a landing file arrives in a new version, ingest rewrites
+each lake file that holds rows of the earlier version without them (`<stem>-r<digest>.parquet`, still named
+after its batch) or, when nothing else is left in it, deletes it.
 Runs hold the run lock (journeys.publish.run_lock) around it; a reader outside the run (a BI tool on the
 warehouse's `events` view) that lists a partition at the very moment of the swap can fail to open a deleted
 file or, for an instant, see a partition's rows twice.
@@ -21,7 +24,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
+import re
 import shutil
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
@@ -31,6 +36,8 @@ import duckdb
 
 from journeys import db
 from journeys.config import Settings
+
+log = logging.getLogger(__name__)
 
 TARGET_FILE_BYTES = 128 * 1024 * 1024
 """Size a compacted file grows to (compressed Parquet); files of at least half of it are left alone."""
@@ -100,8 +107,10 @@ def finish_compaction(settings: Settings) -> None:
     if not journal.exists():
         return
     entry = json.loads(journal.read_text(encoding="utf-8"))
-    part = settings.events_dir / entry["partition"]
-    if (part / entry["new"]).exists():
+    # A rewrite of a links folder names it from the lake's root; an events partition by its own name.
+    part = settings.lake_dir / entry["folder"] if "folder" in entry else settings.events_dir / entry["partition"]
+    # No new file: every row of the old ones was dropped, so deleting them is all that is left to do.
+    if entry["new"] is None or (part / entry["new"]).exists():
         for name in entry["old"]:
             (part / name).unlink(missing_ok=True)
     journal.unlink()
@@ -190,3 +199,95 @@ def compact_events(
         if with_tmp.is_dir() and not any(with_tmp.iterdir()):
             with_tmp.rmdir()
     return report
+
+
+# What ingest and compaction name a lake file: `<batch>-<first file>[-<k>]`, `<batch>-held[-<k>]`,
+# `<batch>-c<digest>`, each possibly rewritten once more as `...-r<digest>`. Anything else is not ours.
+_OWN_FILE = re.compile(r"^[A-Za-z0-9_.\-]+-(?:\d+|held|c[0-9a-f]{12})(?:-\d+)?(?:-r[0-9a-f]{12})?$")
+_REWRITE_SUFFIX = re.compile(r"-r[0-9a-f]{12}$")
+
+
+def own_file(path: Path) -> bool:
+    """True when the lake file's name is one journeys gives (ingest, compaction, a rewrite)."""
+    return path.suffix == ".parquet" and _OWN_FILE.match(path.stem) is not None
+
+
+def _rewritten_name(path: Path) -> str:
+    # Keeps the batch prefix, so the quality step still tells checked rows from unchecked ones by name.
+    digest = hashlib.sha256(path.name.encode()).hexdigest()[:12]
+    return f"{_REWRITE_SUFFIX.sub('', path.stem)}-r{digest}.parquet"
+
+
+def drop_landing_rows(
+    con: duckdb.DuckDBPyConnection, settings: Settings, files: Sequence[Path], landing: Sequence[tuple[str, str]]
+) -> int:
+    """Rewrite each lake file in `files` without the rows of the landing files `landing` ((source, source_file)).
+
+    Each file is swapped under the compaction journal (a kill leaves it whole); a file left with no row is
+    deleted; a file whose name is not one journeys gives is left alone (logged). Returns the rows dropped.
+    """
+    finish_compaction(settings)
+    db.execute(con, "create or replace temp table _lake_dropped (source varchar, source_file varchar)")
+    db.execute(
+        con,
+        "insert into _lake_dropped select unnest($sources::varchar[]), unnest($files::varchar[])",
+        {"sources": [s for s, _ in landing], "files": [f for _, f in landing]},
+    )
+    tmp = settings.lake_dir / "_tmp" / "rewrite"
+    shutil.rmtree(tmp, ignore_errors=True)
+    dropped = 0
+    try:
+        for path in sorted(set(files)):
+            if not path.exists():
+                continue
+            if not own_file(path):
+                log.warning(
+                    "lake file %s holds rows of a replaced landing file but was not written by journeys; left as it is",
+                    path,
+                )
+                continue
+            dropped += _drop_from_file(con, settings, path, tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        db.execute(con, "drop table if exists _lake_dropped")
+    return dropped
+
+
+def _drop_from_file(con: duckdb.DuckDBPyConnection, settings: Settings, path: Path, tmp: Path) -> int:
+    part = path.parent
+    key = part.name.split("=", 1)[0]
+    # Events are kept in time order, links in landing order (as ingest writes them).
+    order = "occurred_at, event_id" if key == "event_date" else "source_file, source_line"
+    # The folder's value is the partition key (files of older lakes may carry it too: the folder wins).
+    read = "read_parquet($file, hive_partitioning = true, union_by_name = true)"
+    on = "d.source = r.source and d.source_file = r.source_file"
+    matched = f"select count(*) from {read} as r semi join _lake_dropped as d on {on}"
+    dropped = int(db.fetch(con, matched, {"file": str(path)})[0][0])
+    if dropped == 0:
+        return 0
+    total = _rows(con, [str(path)])
+    journal = _journal(settings)
+    journal.parent.mkdir(parents=True, exist_ok=True)
+    folder = part.relative_to(settings.lake_dir).as_posix()
+    if dropped == total:
+        _write_durably(journal, json.dumps({"partition": part.name, "folder": folder, "new": None, "old": [path.name]}))
+        path.unlink()
+        journal.unlink()
+        return dropped
+    tmp.mkdir(parents=True, exist_ok=True)
+    name = _rewritten_name(path)
+    out = tmp / name
+    db.execute(
+        con,
+        f"copy (select r.* exclude ({db.quote_ident(key)}) from {read} as r"
+        f" anti join _lake_dropped as d on {on} order by {order}) to $out (format parquet)",
+        {"file": str(path), "out": str(out)},
+    )
+    if _rows(con, [str(out)]) != total - dropped:
+        raise RuntimeError(f"rewrite of lake file {path} lost rows; nothing was replaced")
+    _fsync(out)
+    _write_durably(journal, json.dumps({"partition": part.name, "folder": folder, "new": name, "old": [path.name]}))
+    os.replace(out, part / name)
+    path.unlink()
+    journal.unlink()
+    return dropped

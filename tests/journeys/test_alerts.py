@@ -126,6 +126,8 @@ def test_alerts_match_the_hand_computation_on_a_first_run(tmp_path):
     con = build_map(data_root=tmp_path, goals=GOALS)
     got = db.fetch(con, f"select {COLUMNS} from alerts order by goal_name")
     assert got == _approx(EXPECTED)
+    # every goal above names generic_lifecycle
+    assert db.fetch(con, "select distinct stage_model from alerts") == [("generic_lifecycle",)]
     # A first run: no previous published marts, so nothing to compare with.
     previous = db.fetch(
         con,

@@ -3,8 +3,8 @@
 from datetime import datetime
 from pathlib import Path
 
-import polars as pl
 import pytest
+from golden_compare import assert_matches_golden
 
 from journeys import build, db
 from journeys.config import Settings, StageModelRef
@@ -47,23 +47,17 @@ def built():
 
 
 def test_journeys_match_golden(built):
-    got = built.sql(
-        "select journey_id, n_events, n_sessions, furthest_stage, is_closed, is_converted, dropout_stage"
-        " from journeys order by journey_id"
-    ).pl()
-    want = pl.read_csv(GOLDEN / "expected_journeys.csv", schema_overrides={"dropout_stage": pl.Int32})
-    assert got.cast(want.schema).to_dicts() == want.to_dicts()
+    assert_matches_golden(built, "small_funnel", "journeys", order_by="journey_id")
 
 
 def test_stage_conversion_matches_golden(built):
-    got = built.sql(
-        "select stage_index, journeys_entered, journeys_converted, journeys_dropped, journeys_in_progress,"
-        " conversion_from_start, median_time_to_next_s from stage_conversion"
-        " where stage_model = 'generic_lifecycle' and mode = 'ordered' and cohort = 'all' and breakdown = 'none'"
-        " order by stage_index"
-    ).pl()
-    want = pl.read_csv(GOLDEN / "expected_stage_conversion.csv")
-    assert got.cast(want.schema).to_dicts() == want.to_dicts()
+    assert_matches_golden(
+        built,
+        "small_funnel",
+        "stage_conversion",
+        where="stage_model = 'generic_lifecycle' and mode = 'ordered' and cohort = 'all' and breakdown = 'none'",
+        order_by="stage_index",
+    )
 
 
 def test_cohorts_and_breakdowns_sum_to_the_total(built):

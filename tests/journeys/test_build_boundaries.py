@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import random
-from datetime import datetime
+from datetime import date, datetime
+from decimal import Decimal
 from pathlib import Path
 
 import duckdb
 import polars as pl
 import pytest
+from golden_compare import assert_matches_golden
 
 from journeys import build, db
 from journeys.config import FunnelExclusion, Settings, StageModelRef
@@ -53,14 +55,6 @@ def built() -> duckdb.DuckDBPyConnection:
     return build_events(GOLDEN / "events.csv", BOUNDARY_SETTINGS)
 
 
-def _close(got: list[dict], want: list[dict]) -> None:
-    assert len(got) == len(want)
-    for g, w in zip(got, want, strict=True):
-        assert set(g) == set(w)
-        for k, v in w.items():
-            assert g[k] == (pytest.approx(v) if isinstance(v, float) else v), (w, k)
-
-
 def test_journeys_on_the_timeouts_budget_and_exclusion_match_golden(built):
     want = pl.read_csv(GOLDEN / "expected_journeys.csv", schema_overrides={"dropout_stage": pl.Int32})
     got = built.sql(
@@ -75,27 +69,23 @@ def test_journeys_on_the_timeouts_budget_and_exclusion_match_golden(built):
 
 
 def test_stage_conversion_by_cohort_matches_golden(built):
-    want = pl.read_csv(GOLDEN / "expected_stage_conversion.csv").to_dicts()
-    cols = ", ".join(want[0])
-    got = built.sql(
-        f"select {cols} from stage_conversion where mode = 'ordered' and breakdown = 'none'"
-        " order by cohort, stage_index"
-    ).pl()
-    _close(got.to_dicts(), want)
+    assert_matches_golden(
+        built,
+        "boundaries",
+        "stage_conversion",
+        where="mode = 'ordered' and breakdown = 'none'",
+        order_by="cohort, stage_index",
+    )
 
 
 def test_stage_dropout_counts_and_last_sentiment_match_golden(built):
-    want = pl.read_csv(GOLDEN / "expected_stage_dropout.csv").to_dicts()
-    cols = ", ".join(want[0])
-    got = built.sql(f"select {cols} from stage_dropout where mode = 'ordered' order by stage_index, last_touchpoint")
-    _close(got.pl().to_dicts(), want)
+    assert_matches_golden(
+        built, "boundaries", "stage_dropout", where="mode = 'ordered'", order_by="stage_index, last_touchpoint"
+    )
 
 
 def test_stage_channel_matrix_counts_and_sentiment_match_golden(built):
-    want = pl.read_csv(GOLDEN / "expected_stage_channel_matrix.csv").to_dicts()
-    cols = ", ".join(want[0])
-    got = built.sql(f"select {cols} from stage_channel_matrix order by stage_index, channel")
-    _close(got.pl().to_dicts(), want)
+    assert_matches_golden(built, "boundaries", "stage_channel_matrix", order_by="stage_index, channel")
 
 
 def test_survival_reaches_next_stage_as_hand_computed(built):
@@ -136,14 +126,118 @@ def test_journey_span_and_first_and_last_touchpoint_as_listed(built):
     ]
 
 
+def test_journey_stages_times_last_event_and_sentiment_as_listed(built):
+    rows = db.fetch(
+        built,
+        """select journey_id, customer_key, stage_model_version, n_stages, entered_at, furthest_reached_at,
+               started_at, ended_at, first_touchpoint, last_touchpoint, last_event_id, last_sentiment,
+               last_known_sentiment, breakdown_attribute
+           from journey_stages where mode = 'ordered' order by journey_id""",
+    )
+    t = datetime
+    # K: k1 (home page) matches no stage, so K enters at k2 on the next day; G's last event g3 has no
+    # sentiment, its latest known one is g2's; J's j1 and j2 share an instant; no breakdown attribute is set
+    assert rows == [
+        ("G/j0001", "G", 1, 5, t(2026, 8, 1, 10), t(2026, 8, 1, 10, 30), t(2026, 8, 1, 10), t(2026, 8, 31, 10, 30),
+         "ads:ad_click", "web:page_view", "g3", None, 0.75, None),
+        ("H/j0001", "H", 1, 5, t(2026, 10, 1), t(2026, 10, 1), t(2026, 10, 1), t(2026, 10, 1),
+         "ads:ad_click", "ads:ad_click", "h1", None, None, None),
+        ("I/j0001", "I", 1, 5, t(2026, 9, 1, 12), t(2026, 9, 15, 12), t(2026, 9, 1, 12), t(2026, 9, 15, 12),
+         "social:social_engagement", "email:email_click", "i2", 0.5, 0.5, None),
+        ("J/j0001", "J", 1, 5, t(2026, 9, 5, 10), t(2026, 9, 5, 11), t(2026, 9, 5, 10), t(2026, 9, 5, 11),
+         "ads:ad_click", "email:email_click", "j3", -0.25, -0.25, None),
+        ("K/j0001", "K", 1, 5, t(2026, 9, 1, 1), t(2026, 9, 3, 1), t(2026, 8, 31, 23), t(2026, 9, 3, 1),
+         "web:page_view", "store:purchase", "k4", None, None, None),
+    ]  # fmt: skip
+
+
+def test_journey_events_of_one_journey_as_listed(built):
+    rows = db.fetch(
+        built,
+        """select event_id, customer_key, journey_id, event_seq, session_id, occurred_at, event_date, source,
+               channel, event_type, touchpoint, sentiment, revenue, stage_index, stage_name
+           from journey_events where customer_key = 'K' or event_id = 'g2' order by event_id""",
+    )
+    t, d = datetime, date
+    # K's gaps are all over 30 minutes: four sessions; k1 (the home page) matches no stage
+    assert rows == [
+        ("g2", "G", "G/j0001", 2, "G/s000001", t(2026, 8, 1, 10, 30), d(2026, 8, 1), "golden", "web", "page_view",
+         "web:page_view", 0.75, None, 2, "consideration"),
+        ("k1", "K", "K/j0001", 1, "K/s000001", t(2026, 8, 31, 23), d(2026, 8, 31), "golden", "web", "page_view",
+         "web:page_view", None, None, None, None),
+        ("k2", "K", "K/j0001", 2, "K/s000002", t(2026, 9, 1, 1), d(2026, 9, 1), "golden", "ads", "ad_impression",
+         "ads:ad_impression", None, None, 1, "awareness"),
+        ("k3", "K", "K/j0001", 3, "K/s000003", t(2026, 9, 2, 1), d(2026, 9, 2), "golden", "web", "add_to_cart",
+         "web:add_to_cart", None, None, 2, "consideration"),
+        ("k4", "K", "K/j0001", 4, "K/s000004", t(2026, 9, 3, 1), d(2026, 9, 3), "golden", "store", "purchase",
+         "store:purchase", None, Decimal("30.00"), 3, "purchase"),
+    ]  # fmt: skip
+
+
+def test_journeys_revenue_and_any_order_stage_as_listed(built):
+    rows = db.fetch(
+        built,
+        "select journey_id, customer_key, stage_model, mode, revenue, furthest_stage_any_order"
+        " from journeys order by 1",
+    )
+    # only K's purchase (k4) carries revenue; the boundary settings compute 'ordered' only
+    primary = ("generic_lifecycle", "ordered")
+    assert rows == [
+        ("G/j0001", "G", *primary, None, None),
+        ("H/j0001", "H", *primary, None, None),
+        ("I/j0001", "I", *primary, None, None),
+        ("J/j0001", "J", *primary, None, None),
+        ("K/j0001", "K", *primary, Decimal("30.00"), None),
+    ]
+
+
+def test_journey_stages_channels_and_outcome_as_listed(built):
+    rows = db.fetch(
+        built,
+        "select journey_id, first_channel, last_channel, is_closed, is_converted from journey_stages"
+        " where mode = 'ordered' order by 1",
+    )
+    assert db.fetch(built, "select distinct stage_model, mode from journey_stages") == [
+        ("generic_lifecycle", "ordered")
+    ]
+    # H is idle exactly the dropout timeout at as_of: still open; no journey reaches renewal
+    assert rows == [
+        ("G/j0001", "ads", "web", True, False),
+        ("H/j0001", "ads", "ads", False, False),
+        ("I/j0001", "social", "email", True, False),
+        ("J/j0001", "ads", "email", True, False),
+        ("K/j0001", "web", "store", True, False),
+    ]
+
+
+def test_stage_conversion_by_first_channel_as_listed(built):
+    rows = db.fetch(
+        built,
+        "select breakdown_value, journeys_entered, journeys_converted from stage_conversion"
+        " where mode = 'ordered' and cohort = 'all' and breakdown = 'first_channel' and stage_index = 1 order by 1",
+    )
+    # first channels: G, H, J ads (G and J reach consideration), I social, K web (its first event, k1, is
+    # before it enters); each converts but H
+    assert rows == [("ads", 3, 2), ("social", 1, 1), ("web", 1, 1)]
+
+
 def test_time_to_next_puts_a_transition_on_a_bucket_edge_in_the_upper_bucket(built):
     rows = db.fetch(
         built,
-        "select stage_index, bucket_label, journeys_converted from stage_time_to_next where mode = 'ordered'"
-        " order by stage_index, bucket_index",
+        "select stage_index, bucket_label, journeys_converted, lower_s, upper_s, share from stage_time_to_next"
+        " where mode = 'ordered' order by stage_index, bucket_index",
     )
     # stage 1: G 1800 s, J 3600 s (= 1h), K 86400 s (= 1d), I 1209600 s (= 14d); stage 2: K 86400 s
-    assert rows == [(1, "< 1h", 1), (1, "1h-1d", 1), (1, "1-3d", 1), (1, "14-30d", 1), (2, "1-3d", 1)]
+    assert [r[:3] for r in rows] == [(1, "< 1h", 1), (1, "1h-1d", 1), (1, "1-3d", 1), (1, "14-30d", 1), (2, "1-3d", 1)]
+    # each bucket's bounds as its label says; four converters from stage 1, one from stage 2
+    h, d = 3600, 86400
+    assert [r[3:] for r in rows] == [
+        (0, h, 0.25),
+        (h, d, 0.25),
+        (d, 3 * d, 0.25),
+        (14 * d, 30 * d, 0.25),
+        (d, 3 * d, 1.0),
+    ]
 
 
 # ---------------------------------------------------------------- order independence

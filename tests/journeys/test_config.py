@@ -419,3 +419,32 @@ def test_an_environment_variable_that_names_no_setting_is_refused_naming_it(monk
     monkeypatch.delenv("JOURNEYS_MEMORY_LIMT")
     monkeypatch.setenv("JOURNEYS_MEMORY_LIMIT", "1GB")
     assert load_settings(pii_salt="s").memory_limit == "1GB"
+
+
+@pytest.mark.parametrize(
+    ("body", "error"),
+    [
+        ("dask_address: tcp://scheduler:8786\n", "dask_address: used only with executor: dask (executor is local)"),
+        ("dask_workers: 4\n", "dask_workers: used only with executor: dask (executor is local)"),
+        (
+            "executor: dask\ndask_address: tcp://scheduler:8786\ndask_workers: 4\n",
+            "dask_workers: sizes only the local cluster; the cluster at dask_address has its own workers",
+        ),
+        ("executor: dask\ndask_address: scheduler\n", "dask_address: expected a scheduler address such as tcp://"),
+        ("executor: dask\ndask_workers: 0\n", "dask_workers"),
+        ("executor: spark\n", "executor"),
+    ],
+)
+def test_dask_settings_are_checked_at_load_naming_the_key(tmp_path, body, error):
+    assert error in config_error(write_config(tmp_path, body))
+
+
+def test_dask_settings_load_and_the_local_executor_is_the_default(tmp_path):
+    assert load_settings(write_config(tmp_path, "buckets: 8\n")).executor == "local"
+    s = load_settings(write_config(tmp_path, "executor: dask\n"))
+    assert (s.executor, s.dask_address, s.dask_workers) == ("dask", None, 2)
+    s = load_settings(write_config(tmp_path, "executor: dask\ndask_address: tcp://10.0.0.5:8786\n"))
+    assert s.dask_address == "tcp://10.0.0.5:8786"
+    # A flow parameter or CLI option overrides the file like any keyword.
+    s = load_settings(write_config(tmp_path, "buckets: 8\n"), executor="dask", dask_workers=3)
+    assert (s.executor, s.dask_workers) == ("dask", 3)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
+import polars as pl
 import pyarrow.parquet as pq
 import pytest
 
@@ -63,3 +65,29 @@ def test_parquet_marts_carry_the_catalog_descriptions_as_field_metadata(publishe
             if not got or got != str(columns.get(field.name, "")).strip():
                 wrong.append(f"{table}.{field.name}: {got!r}")
     assert len(marts) > 20 and not wrong, wrong
+
+
+def test_every_text_twin_holds_its_list_as_the_dictionary_says(published, con):
+    # Listed from the catalog so that a new `<x>_text` column is checked without a new test; the form (JSON, or
+    # the separator) is read from the column's own description, which is what an analyst relies on.
+    twins = [
+        (m.name, c, c.removesuffix("_text"), m.columns[c])
+        for m in published.context.catalog.kept()
+        for c in m.columns
+        if c.endswith("_text")
+    ]
+    assert len(twins) == 7
+    for table, text, listed, doc in twins:
+        frame = con.sql(f"select {db.quote_ident(listed)}, {db.quote_ident(text)} from {db.quote_ident(table)}").pl()
+        # The sample skips no stage and links no table: stages_skipped_text's non-empty form is checked in
+        # test_funnel_optional.py, links.identifiers_text in test_ingest_kinds.py.
+        if (table, listed) not in {("journey_stages", "stages_skipped"), ("links", "identifiers")}:
+            assert frame[listed].list.len().sum() > 0, f"{table}.{listed}: no row has a list to compare"
+        if "JSON text" in doc:
+            decoded = frame[text].str.json_decode(frame.schema[listed])
+            assert decoded.to_list() == frame[listed].to_list(), (table, text)
+            continue
+        joined = re.search(r"joined with '([^']+)'", doc)
+        assert joined, f"{table}.{text}: the description names neither JSON text nor a separator"
+        want = frame[listed].list.eval(pl.element().cast(pl.String)).list.join(joined.group(1))
+        assert want.to_list() == frame[text].to_list(), (table, text)

@@ -296,6 +296,12 @@ def test_golden_journeys_reach_and_skip_the_optional_stage(shop):
         ("strict", "E/j0001", 2, [], 2, []),
         ("strict", "F/j0001", 1, [], 1, []),
     ]
+    texts = db.fetch(
+        shop,
+        "select mode, journey_id, stages_skipped_text, stages_over_budget_text from journey_stages"
+        " where stages_skipped_text != '' or stages_over_budget_text != '' order by all",
+    )
+    assert texts == [("ordered", "B/j0001", "2", "1"), ("ordered", "D/j0001", "2", ""), ("strict", "B/j0001", "2", "1")]
 
 
 def test_golden_stage_conversion_around_the_optional_stage(shop):

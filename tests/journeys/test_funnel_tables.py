@@ -67,3 +67,27 @@ def test_funnel_counts_are_bigint(con):
         " where table_name like 'stage_funnel%' and column_name like 'journeys_%'",
     )
     assert types and {t for _, _, t in types} == {"BIGINT"}, types
+
+
+def test_each_one_grain_table_is_its_slice_of_stage_conversion_column_for_column(con):
+    # stage_conversion is checked against the golden cases; each split table must publish exactly its slice.
+    measures = (
+        "stage_index, stage_name, journeys_entered, journeys_converted, conversion_rate, conversion_from_start,"
+        " journeys_dropped, journeys_in_progress, mean_time_to_next_s, median_time_to_next_s, p90_time_to_next_s,"
+        " time_budget_s, journeys_within_budget, share_within_budget"
+    )
+    slices = {
+        "stage_funnel": ("stage_model, mode", "cohort = 'all' and breakdown = 'none'"),
+        "stage_funnel_by_cohort": (
+            "stage_model, mode, cohort_period, cohort",
+            "cohort != 'all' and breakdown = 'none'",
+        ),
+        "stage_funnel_by_breakdown": (
+            "stage_model, mode, breakdown, breakdown_value",
+            "cohort = 'all' and breakdown != 'none'",
+        ),
+    }
+    for table, (keys, where) in slices.items():
+        got = db.fetch(con, f"select {keys}, {measures} from {table} order by all")
+        want = db.fetch(con, f"select {keys}, {measures} from stage_conversion where {where} order by all")
+        assert got == want and len(got) > 10, table

@@ -154,8 +154,10 @@ def test_first_and_last_seen_span_each_identifier_and_customer() -> None:
     at = [T0 + timedelta(minutes=m) for m in (5, 10, 25, 40)]
     assert seen == [("email", "a", at[1], at[2], 2), ("email", "b", at[0], at[0], 1), ("phone", "1", at[1], at[3], 2)]
     k = keys(con)
-    customers = db.fetch(con, "select customer_key, first_seen_at, last_seen_at, n_events from customers order by 2")
-    assert customers == [(k["f1"], at[0], at[0], 1), (k["e1"], at[1], at[3], 3)]
+    customers = db.fetch(
+        con, "select customer_key, first_seen_at, last_seen_at, n_events, n_identifiers from customers order by 2"
+    )
+    assert customers == [(k["f1"], at[0], at[0], 1, 1), (k["e1"], at[1], at[3], 3, 2)]
 
 
 @pytest.mark.parametrize("buckets", [7, 16])
@@ -437,15 +439,20 @@ def test_customer_split_by_a_new_shared_device_keeps_one_owner_of_the_key(tmp_pa
     con1, _ = run(first)
     k1 = keys(con1)
     prev = write_map(con1, tmp_path / "map1.parquet")
-    con2, _ = run([*first, ("b", 2, [("customer_id", "B"), ("device_id", "d")])], previous_identity_map=prev)
+    con2, _ = run(
+        [*first, ("b", 2, [("customer_id", "B"), ("device_id", "d")])], previous_identity_map=prev, batch_id="night-2"
+    )
     k2 = keys(con2)
     assert k2["a"] == k1["a"]  # customer_id A outranks the e-mail: its component owns the previous key
     assert len({k2["a"], k2["b"], k2["e"]}) == 3
     assert db.fetch(con2, "select count(*), count(distinct customer_key) from customers") == [(3, 3)]
     # the e-mail's component left the key: a split caused by new events, recorded like one caused by a rule
-    assert db.fetch(con2, "select previous_key, kept_key, new_key, via_id_value from identity_splits") == [
-        (k1["a"], k1["a"], k2["e"], "e@x")
-    ]
+    # the device is shared now, so only the e-mail moved
+    assert db.fetch(
+        con2,
+        "select split_at, batch_id, previous_key, kept_key, new_key, n_identifiers_moved, via_id_type, via_id_value"
+        " from identity_splits",
+    ) == [(RUN_AT, "night-2", k1["a"], k1["a"], k2["e"], 1, "email", "e@x")]
 
 
 # --- splits after a rule change ----------------------------------------------------------------------

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import csv
 import dataclasses
+import io
 import json
 from datetime import timedelta
+from decimal import Decimal
 from pathlib import Path
 
 import duckdb
@@ -20,6 +23,8 @@ from journeys.ingest import ingest_sources
 REPO = Path(__file__).resolve().parents[2]
 DAYS = 30
 MERGE_DAY = 20
+CORRECTED_DAY = 25
+"""The day the day before's web file is delivered again, corrected: a revenue, a row removed, a bad row fixed."""
 THREADS = 1
 """One DuckDB thread: the suite runs two pytest processes on two cores, and on 1,500 events more threads only
 add their coordination to every one of the thousands of statements this test runs."""
@@ -82,6 +87,35 @@ def merge_row(truth: Path, at: str) -> bytes:
         "properties": {},
     }
     return (json.dumps(message) + "\n").encode()
+
+
+def plant_bad_row(path: Path) -> None:
+    """Append to a web landing file a copy of its first row with a revenue that cannot be read (quarantined)."""
+    header, *rows = list(csv.reader(io.StringIO(path.read_text(encoding="utf-8"))))
+    bad = dict(zip(header, rows[0], strict=True)) | {"hit_id": "h_bad_then_fixed", "order_value": "12.x"}
+    write_rows(path, header, [*rows, [bad[c] for c in header]])
+
+
+def correct(path: Path) -> dict[str, str]:
+    """Deliver a web landing file again: one revenue changed, its last good row removed, the bad row fixed.
+
+    Returns the hit ids: `changed`, `removed`, `fixed`.
+    """
+    header, *rows = list(csv.reader(io.StringIO(path.read_text(encoding="utf-8"))))
+    at = {c: i for i, c in enumerate(header)}
+    good = [r for r in rows if r[at["hit_id"]] != "h_bad_then_fixed"]
+    changed, removed = good[0], good[-1]
+    changed[at["order_value"]] = "123.45"
+    fixed = next(r for r in rows if r[at["hit_id"]] == "h_bad_then_fixed")
+    fixed[at["order_value"]] = "5.00"
+    write_rows(path, header, [r for r in rows if r is not removed])
+    return {"changed": changed[at["hit_id"]], "removed": removed[at["hit_id"]], "fixed": fixed[at["hit_id"]]}
+
+
+def write_rows(path: Path, header: list[str], rows: list[list[str]]) -> None:
+    out = io.StringIO()
+    csv.writer(out, lineterminator="\n").writerows([header, *rows])
+    path.write_text(out.getvalue(), encoding="utf-8")
 
 
 def build_all(context: build.RunContext, working: Path) -> dict:
@@ -194,7 +228,15 @@ def test_incremental_runs_equal_full_rebuild_every_day(tmp_path):
         if day == MERGE_DAY:
             at = (as_of - timedelta(hours=1)).isoformat()
             (settings.landing_dir / "cdp" / "merge_d20.jsonl").write_bytes(merge_row(generated / "truth", at))
-        ingest_sources(settings, as_of=as_of, batch_id=batch)
+        redelivered = settings.landing_dir / "web" / f"web_d{CORRECTED_DAY - 1:02d}.csv"
+        if day == CORRECTED_DAY - 1:
+            plant_bad_row(redelivered)
+        if day == CORRECTED_DAY:
+            # A new version of the same file: its rows replace the earlier version's (lake and quarantine).
+            hits = correct(redelivered)
+        report = ingest_sources(settings, as_of=as_of, batch_id=batch)
+        if day == CORRECTED_DAY:
+            assert report.replaced > 0 and report.accounting_ok()
 
         reference = full_rebuild(run_context(settings, as_of, batch))
 
@@ -218,6 +260,16 @@ def test_incremental_runs_equal_full_rebuild_every_day(tmp_path):
             with duckdb.connect(str(working), read_only=True) as con:
                 customers = db.fetch(con, "select count(*) from customers")[0][0]
             affected.append((counts["incremental"]["affected_customers"], customers))
+        if day == CORRECTED_DAY:
+            with duckdb.connect(str(working), read_only=True) as con:
+                revenue = dict(
+                    db.fetch(
+                        con,
+                        "select event_id, revenue from journey_events where list_contains($ids, event_id)",
+                        {"ids": [f"web:{h}" for h in hits.values()]},
+                    )
+                )
+            assert revenue == {f"web:{hits['changed']}": Decimal("123.45"), f"web:{hits['fixed']}": Decimal("5.00")}
         if day == MERGE_DAY:
             with duckdb.connect(str(working), read_only=True) as con:
                 merges = db.fetch(con, "select count(*) from identity_merges where batch_id = $b", {"b": batch})[0][0]
@@ -243,3 +295,21 @@ def test_goals_do_not_force_a_full_rebuild():
     plain = build.run_context(Settings(), as_of)
     with_goal = build.run_context(Settings(goals=[goal]), as_of)
     assert incremental.state_fingerprint(plain) == incremental.state_fingerprint(with_goal)
+
+
+def test_the_dask_executor_keeps_the_kept_build_valid_but_builds_in_full(tmp_path):
+    as_of = GenerateSpec().as_of
+    plain = build.run_context(Settings(), as_of)
+    on_dask = build.run_context(Settings(executor="dask", dask_workers=3), as_of)
+    # Where the same SQL runs does not change a row: switching back to local is incremental again.
+    assert incremental.state_fingerprint(plain) == incremental.state_fingerprint(on_dask)
+    state = tmp_path / "state"
+    state.mkdir()
+    with duckdb.connect(str(incremental.build_state_path(state))) as con:
+        con.execute(f"create table {incremental.STATE_TABLE} as select 'fp' as fingerprint, 'run-1' as batch_id")
+    working = tmp_path / "working.duckdb"
+    plan = incremental.plan_build(state, working, "fp", full_refresh=False, incremental_executor="dask")
+    assert plan.mode == "full"
+    assert plan.reason.startswith("executor: dask rebuilds every customer on the cluster; the build kept by run run-1")
+    assert not working.exists()
+    assert incremental.plan_build(state, working, "fp", full_refresh=False).mode == "incremental"

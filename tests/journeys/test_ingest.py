@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import hashlib
-from datetime import date, datetime
+import re
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
 
@@ -111,9 +112,15 @@ def test_csv_naive_berlin_times_become_utc_and_fields_are_mapped(tmp_path):
         + "h3,2025-07-01 01:30:00,Mobile Web,Add To Cart,,,c2,,\n",
     )  # summer: UTC+2, previous UTC day
     s = make_settings(tmp_path, web_source(), channels=[*DEFAULT_CHANNELS, "mobile_web"])
+    started = datetime.now(UTC).replace(tzinfo=None)
     report = ingest(s)
+    finished = datetime.now(UTC).replace(tzinfo=None)
     assert (report.read, report.loaded, report.quarantined) == (3, 3, 0)
     rows = {r["event_id"]: r for r in events(s)}
+    # one batch: its name, its file, and one wall-clock start (naive UTC) within the call
+    assert {(r["source"], r["source_file"], r["batch_id"]) for r in rows.values()} == {("web", "web/a.csv", "b1")}
+    (ingested_at,) = {r["ingested_at"] for r in rows.values()}
+    assert started <= ingested_at <= finished
     assert rows["web:h1"]["occurred_at"] == datetime(2026, 1, 15, 9, 0)
     assert rows["web:h2"]["occurred_at"] == datetime(2026, 2, 20, 22, 30)
     assert rows["web:h3"]["occurred_at"] == datetime(2025, 6, 30, 23, 30)
@@ -342,7 +349,9 @@ def test_quarantine_reasons_and_line_numbers(tmp_path):
         '{"id": "e5", "ts": "yesterday", "event": "open"}\n',
     )
     s = make_settings(tmp_path, web_source(), email_source())
+    started = datetime.now(UTC).replace(tzinfo=None)
     report = ingest(s)
+    finished = datetime.now(UTC).replace(tzinfo=None)
     web, mail = report.files
     assert (web.read, web.loaded, web.quarantined, web.duplicates, web.held) == (10, 2, 7, 0, 1)
     assert (mail.read, mail.loaded, mail.quarantined, mail.duplicates) == (4, 1, 3, 0)
@@ -368,6 +377,8 @@ def test_quarantine_reasons_and_line_numbers(tmp_path):
     )
     row = q[("web/a.csv", 3)]
     assert (row["source"], row["column"], row["batch_id"]) == ("web", "hit_time", "b1")
+    (quarantined_at,) = {r["quarantined_at"] for r in q.values()}
+    assert started <= quarantined_at <= finished
     assert '"hit_time":"2026-13-45 25:61:00"' in row["raw"]
     # A row the reader could not split keeps only its shape: nothing of it is known to be safe.
     assert q[("web/a.csv", 5)]["raw"] == "x9,9999-99-99 99:99:99,xxx"
@@ -424,15 +435,24 @@ def test_duplicates_within_and_across_files_and_batches(tmp_path):
     rows = events(s)
     assert [r["event_id"] for r in rows] == ["web:h1", "web:h2", "web:h3"]
     assert next(r for r in rows if r["event_id"] == "web:h1")["attributes"] == '{"client_id":"c1","page":"first"}'
-    # A changed file in a later batch: known ids are duplicates, new ones load.
+    # A changed file in a later batch is a new version of b.csv: it replaces the h3 its first version loaded
+    # (h2 of that version was a duplicate of a.csv's, never b.csv's row in the lake).
     write(
         tmp_path,
         "web/b.csv",
         WEB_HEADER + "h3,2026-01-15 12:00:00,ios,order,,,c1,,\n" + "h4,2026-01-15 13:00:00,ios,order,,,c1,,\n",
     )
     later = ingest(s, "b2")
-    assert [(f.skipped, f.read, f.loaded, f.duplicates) for f in later.files] == [(True, 0, 0, 0), (False, 2, 1, 1)]
-    assert len(events(s)) == 4
+    assert [(f.skipped, f.read, f.loaded, f.duplicates, f.replaced) for f in later.files] == [
+        (True, 0, 0, 0, 0),
+        (False, 2, 2, 0, 1),
+    ]
+    assert [(r["event_id"], r["source_file"], r["batch_id"]) for r in events(s)] == [
+        ("web:h1", "web/a.csv", "b1"),
+        ("web:h2", "web/a.csv", "b1"),
+        ("web:h3", "web/b.csv", "b2"),
+        ("web:h4", "web/b.csv", "b2"),
+    ]
 
 
 def test_event_id_hash_when_source_has_no_id_column(tmp_path):
@@ -688,3 +708,131 @@ def test_a_run_killed_while_releasing_held_rows_never_loads_them_twice(tmp_path,
     assert (rerun.released, rerun.still_held) == (0, 0)  # already in the lake: only dropped from state/held/
     assert sorted(r["event_id"] for r in events(s)) == ["web:h1", "web:h2"]
     assert held_rows(s) == []
+
+
+# --- a new version of a landing file -----------------------------------------------------------------
+
+
+def manifest(settings: Settings) -> list[dict]:
+    from journeys.ingest import manifest_path
+
+    rel = duckdb.connect().sql(
+        "select * from read_parquet($p) order by ingested_at, file", params={"p": str(manifest_path(settings))}
+    )
+    return rel.to_arrow_table().to_pylist()
+
+
+def test_a_changed_file_replaces_the_rows_and_quarantine_records_of_its_earlier_version(tmp_path):
+    s = make_settings(tmp_path, web_source())
+    write(
+        tmp_path,
+        "web/a.csv",
+        WEB_HEADER
+        + "h1,2026-01-10 10:00:00,desktop,order,,,c1,12.00,/buy\n"  # the exporter's wrong value
+        + "h2,2026-01-10 11:00:00,desktop,pageview,,,c1,,/gone\n"  # not in the next version
+        + "h3,2026-01-10 12:00:00,ios,order,,,c1,12.x,\n",  # bad revenue: quarantined
+    )
+    write(tmp_path, "web/b.csv", WEB_HEADER + "h9,2026-01-10 13:00:00,desktop,pageview,,,c9,,/other\n")
+    first = ingest(s, "b1")
+    assert [(f.read, f.loaded, f.quarantined, f.duplicates) for f in first.files] == [(3, 2, 1, 0), (1, 1, 0, 0)]
+    assert [q["line"] for q in quarantine(s)] == [4]
+
+    corrected = (
+        WEB_HEADER
+        + "h1,2026-01-10 10:00:00,desktop,order,,,c1,123.45,/buy\n"
+        + "h3,2026-01-10 12:00:00,ios,order,,,c1,5.00,\n"  # fixed
+        + "h9,2026-01-10 13:00:00,desktop,pageview,,,c9,,/other\n"  # b.csv's row: still a duplicate
+    )
+    write(tmp_path, "web/a.csv", corrected)
+    second = ingest(s, "b2")
+    a, b = second.files
+    assert (a.read, a.loaded, a.quarantined, a.duplicates, a.held) == (3, 2, 0, 1, 0)
+    # h1 and h2 left the lake, h3's quarantine record went: nothing of the earlier version disappears uncounted.
+    assert (a.replaced, second.replaced) == (3, 3)
+    assert b.skipped and b.replaced == 0
+    lake = {r["event_id"]: r for r in events(s)}
+    assert sorted(lake) == ["web:h1", "web:h3", "web:h9"]
+    assert lake["web:h1"]["revenue"] == Decimal("123.45")
+    assert (lake["web:h1"]["batch_id"], lake["web:h3"]["batch_id"]) == ("b2", "b2")
+    assert lake["web:h3"]["revenue"] == Decimal("5.00")
+    # Other files' rows are untouched; the partition was rewritten, not emptied, still named after its batch.
+    assert (lake["web:h9"]["source_file"], lake["web:h9"]["batch_id"]) == ("web/b.csv", "b1")
+    names = sorted(re.sub(r"-r[0-9a-f]{12}$", "-r<digest>", p.stem) for p in s.events_dir.rglob("*.parquet"))
+    assert names == ["b1-0-r<digest>", "b2-0"]
+    assert not list(s.quarantine_dir.rglob("*.parquet"))
+    # The manifest keeps the earlier version, marked with the batch that replaced it.
+    rows = [(m["file"], m["batch_id"], m["quarantined"], m["replaced"], m["superseded_by"]) for m in manifest(s)]
+    assert rows == [
+        ("web/a.csv", "b1", 1, 0, "b2"),
+        ("web/b.csv", "b1", 0, 0, None),
+        ("web/a.csv", "b2", 0, 3, None),
+    ]
+
+    # The same bytes again under another name are all duplicates; nothing is replaced.
+    write(tmp_path, "web/c.csv", corrected)
+    third = ingest(s, "b3")
+    assert [(f.read, f.duplicates, f.replaced) for f in third.files if not f.skipped] == [(3, 3, 0)]
+    assert sorted(r["event_id"] for r in events(s)) == ["web:h1", "web:h3", "web:h9"]
+    # And going back to the first version is a new version again: the wrong value and the bad row return.
+    write(
+        tmp_path,
+        "web/a.csv",
+        WEB_HEADER
+        + "h1,2026-01-10 10:00:00,desktop,order,,,c1,12.00,/buy\n"
+        + "h2,2026-01-10 11:00:00,desktop,pageview,,,c1,,/gone\n"
+        + "h3,2026-01-10 12:00:00,ios,order,,,c1,12.x,\n",
+    )
+    fourth = ingest(s, "b4")
+    assert [(f.file, f.loaded, f.quarantined, f.replaced) for f in fourth.files if not f.skipped] == [
+        ("web/a.csv", 2, 1, 2)
+    ]
+    assert {r["event_id"]: r["revenue"] for r in events(s)} == {
+        "web:h1": Decimal("12.00"),
+        "web:h2": None,
+        "web:h9": None,
+    }
+    assert [(q["source_file"], q["line"], q["batch_id"]) for q in quarantine(s)] == [("web/a.csv", 4, "b4")]
+
+
+def test_a_changed_file_replaces_its_earlier_versions_held_back_rows(tmp_path):
+    s = make_settings(tmp_path, web_source())
+    write(
+        tmp_path,
+        "web/a.csv",
+        WEB_HEADER
+        + "h1,2026-01-10 10:00:00,desktop,pageview,,,c1,,\n"
+        + "h2,2099-01-10 10:00:00,desktop,pageview,,,c1,,\n",  # a nonsense year: held back for good
+    )
+    first = ingest(s, "b1")
+    assert (first.loaded, first.held, first.still_held) == (1, 1, 1)
+    write(
+        tmp_path,
+        "web/a.csv",
+        WEB_HEADER
+        + "h1,2026-01-10 10:00:00,desktop,pageview,,,c1,,\n"
+        + "h2,2026-01-10 11:00:00,desktop,pageview,,,c1,,\n",
+    )
+    second = ingest(s, "b2")
+    ((a),) = second.files
+    assert (a.read, a.loaded, a.duplicates, a.held, a.replaced) == (2, 2, 0, 0, 2)
+    assert (second.released, second.still_held) == (0, 0)
+    assert held_rows(s) == []
+    assert [(r["event_id"], r["occurred_at"]) for r in events(s)] == [
+        ("web:h1", datetime(2026, 1, 10, 9, 0)),
+        ("web:h2", datetime(2026, 1, 10, 10, 0)),
+    ]
+
+
+def test_a_new_version_that_is_still_being_written_leaves_the_earlier_one_in_place(tmp_path):
+    s = make_settings(tmp_path, web_source())
+    write(tmp_path, "web/a.csv", WEB_HEADER + "h1,2026-01-10 10:00:00,desktop,order,,,c1,12.00,/buy\n")
+    ingest(s, "b1")
+    # The exporter is rewriting it and has reached the middle of the corrected value.
+    write(tmp_path, "web/a.csv", WEB_HEADER + "h1,2026-01-10 10:00:00,desktop,order,,,c1,12")
+    waiting = ingest(s, "b2")
+    assert waiting.files[0].not_ready and waiting.replaced == 0
+    assert [r["revenue"] for r in events(s)] == [Decimal("12.00")]
+    write(tmp_path, "web/a.csv", WEB_HEADER + "h1,2026-01-10 10:00:00,desktop,order,,,c1,123.45,/buy\n")
+    done = ingest(s, "b3")
+    assert (done.loaded, done.duplicates, done.replaced) == (1, 0, 1)
+    assert [r["revenue"] for r in events(s)] == [Decimal("123.45")]

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import hashlib
-from datetime import datetime
+import json
+from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
@@ -104,7 +105,9 @@ def _orders_and_crm(root: Path) -> Settings:
 
 def test_a_link_table_joins_two_orders_into_one_customer_and_adds_no_event_or_journey(tmp_path):
     s = _orders_and_crm(tmp_path)
+    started = datetime.now(UTC).replace(tzinfo=None)
     report = ingest(s)
+    finished = datetime.now(UTC).replace(tzinfo=None)
     assert counts(report, "orders") == (3, 3, 0, 0)
     assert counts(report, "crm") == (4, 3, 1, 0)
     assert [f.events for f in report.files if f.source == "crm"] == [0]
@@ -124,7 +127,32 @@ def test_a_link_table_joins_two_orders_into_one_customer_and_adds_no_event_or_jo
         n_events, n_links = db.fetch(con, "select (select count(*) from events), (select count(*) from links)")[0]
         journeys = db.fetch(con, "select customer_key, n_events from journeys order by n_events desc")
         customers = db.fetch(con, "select count(*), sum(n_events) from customers")[0]
+    with db.connect() as published:
+        # the published form of the lake views, as the warehouse holds them: with the JSON text twin
+        db.set_file_search_path(published, [s.warehouse_path.parent])
+        build.create_lake_views(published, s, portable=True)
+        link_rows = db.fetch(
+            published,
+            "select source_line, source_file, identifiers, identifiers_text from links order by source_line",
+        )
+        batches = db.fetch(published, "select distinct batch_id, ingested_at from links")
+        link_ids = db.fetch(published, "select link_id, identifiers from links order by source_line")
     assert (n_events, n_links) == (3, 3)
+    # the text twin is the list as JSON; read back with Python's own parser
+    assert [json.loads(text) for *_, text in link_rows] == [ids for _, _, ids, _ in link_rows]
+    assert {"id_type": "email", "id_value": email} in json.loads(link_rows[0][3])
+    assert [(line, file) for line, file, _, _ in link_rows] == [(n, "crm/people.csv") for n in (2, 3, 4)]
+    # one batch, "b1", started (naive UTC wall clock) within the ingest call; published as UTC-aware
+    # link_id: the source, then sha256 of the identifiers sorted, as compact JSON (hashlib and json, not DuckDB)
+    for link_id, ids in link_ids:
+        ordered = sorted(ids, key=lambda i: (i["id_type"], i["id_value"]))
+        text = json.dumps(
+            [{"id_type": i["id_type"], "id_value": i["id_value"]} for i in ordered], separators=(",", ":")
+        )
+        assert link_id == "crm:" + hashlib.sha256(text.encode()).hexdigest()
+    assert len({link_id for link_id, _ in link_ids}) == 3
+    [(batch, ingested_at)] = batches
+    assert batch == "b1" and started <= ingested_at.astimezone(UTC).replace(tzinfo=None) <= finished
     assert set(keys) == {"orders:o1", "orders:o2", "orders:o3"}
     assert keys["orders:o1"] == keys["orders:o2"] != keys["orders:o3"]
     assert [n for _, n in journeys] == [2, 1]
@@ -138,6 +166,21 @@ def test_a_link_table_exported_again_is_all_duplicates(tmp_path):
     land(tmp_path, "crm/people-2.csv", "order_id,person_id,email\no1,p1,ann@example.com\no3,p2,bob@new.example\n")
     again = ingest(s, "b2")
     assert counts(again, "crm") == (2, 1, 0, 1)
+
+
+def test_a_link_table_corrected_at_the_same_path_replaces_its_earlier_links(tmp_path):
+    s = _orders_and_crm(tmp_path)
+    ingest(s)
+    # The same export file, corrected: o2 belongs to someone else, the ragged row is fixed, o3's link is gone.
+    land(tmp_path, "crm/people.csv", "order_id,person_id,email\no1,p1,ann@example.com\no2,p4,\no9,p3,\n")
+    again = ingest(s, "b2")
+    assert counts(again, "crm") == (3, 3, 0, 0)
+    # Three links of the earlier version left the lake, and its quarantine record of the ragged row.
+    assert [f.replaced for f in again.files if f.source == "crm"] == [4]
+    linked = rows(links_glob(s), "source_line, identifiers, batch_id", "source_line")
+    assert [(line, batch) for line, _, batch in linked] == [(2, "b2"), (3, "b2"), (4, "b2")]
+    assert {"id_type": "customer_id", "id_value": "p4"} in linked[1][1]
+    assert not list(s.quarantine_dir.rglob("*.parquet"))
 
 
 # --- one row, several events ---------------------------------------------------------------------------

@@ -3,8 +3,8 @@
 from datetime import datetime
 from pathlib import Path
 
-import polars as pl
 import pytest
+from golden_compare import assert_matches_golden
 
 from journeys import build, db
 from journeys.config import Settings, StageModelRef
@@ -41,25 +41,14 @@ def built():
     return build_map()
 
 
-def _expected(name: str) -> list[dict]:
-    return pl.read_csv(GOLDEN / name).to_dicts()
-
-
-def _close(got: list[dict], want: list[dict]) -> None:
-    assert len(got) == len(want)
-    for g, w in zip(got, want, strict=True):
-        assert set(g) == set(w)
-        for k, v in w.items():
-            assert g[k] == (pytest.approx(v) if isinstance(v, float) else v), (w, k)
-
-
 def test_stage_channel_matrix_flow_and_money_match_the_hand_computation(built):
-    want = _expected("expected_stage_channel_matrix.csv")
-    cols = ", ".join(want[0])
-    got = built.sql(
-        f"select {cols} from stage_channel_matrix where stage_model = 'generic_lifecycle' order by stage_index, channel"
-    ).pl()
-    _close(got.to_dicts(), want)
+    assert_matches_golden(
+        built,
+        "journey_map",
+        "stage_channel_matrix",
+        where="stage_model = 'generic_lifecycle'",
+        order_by="stage_index, channel",
+    )
 
 
 def test_configured_customer_value_replaces_the_mean():
@@ -74,40 +63,37 @@ def test_configured_customer_value_replaces_the_mean():
 
 
 def test_channel_transitions_match_hand_counted_transitions(built):
-    want = _expected("expected_channel_transitions.csv")
-    got = built.sql(
-        "select stage_index, from_channel, to_channel, journeys, median_delay_s from channel_transitions"
-        " where stage_model = 'generic_lifecycle' order by all"
-    ).pl()
-    _close(got.to_dicts(), want)
+    assert_matches_golden(
+        built,
+        "journey_map",
+        "channel_transitions",
+        where="stage_model = 'generic_lifecycle'",
+        order_by="stage_index, from_channel, to_channel",
+    )
 
 
 def test_touchpoint_performance_matches_the_hand_computation(built):
-    want = _expected("expected_touchpoint_performance.csv")
-    cols = ", ".join(want[0])
-    got = built.sql(
-        f"select {cols} from touchpoint_performance where stage_model = 'generic_lifecycle'"
-        " order by stage_index, touchpoint"
-    ).pl()
-    _close(got.to_dicts(), want)
+    assert_matches_golden(
+        built,
+        "journey_map",
+        "touchpoint_performance",
+        where="stage_model = 'generic_lifecycle'",
+        order_by="stage_index, touchpoint",
+    )
 
 
 def test_handoffs_match_the_hand_computation(built):
-    want = _expected("expected_handoffs.csv")
-    cols = ", ".join(want[0])
-    got = built.sql(
-        f"select {cols} from handoffs where stage_model = 'generic_lifecycle' order by from_owner, to_owner"
-    ).pl()
-    _close(got.to_dicts(), want)
+    assert_matches_golden(
+        built, "journey_map", "handoffs", where="stage_model = 'generic_lifecycle'", order_by="from_owner, to_owner"
+    )
 
 
 def test_red_points_match_the_hand_computation():
     # min_count 2 and z 0.5 make the tiny case judgeable; min_lift 1.6 leaves out chat at stage 2 (lift 1.5)
     con = build_map(red_points={"min_count": 2, "z": 0.5, "min_lift": 1.6})
-    want = _expected("expected_red_points.csv")
-    cols = ", ".join(want[0])
-    got = con.sql(f"select {cols} from red_points where stage_model = 'generic_lifecycle' order by red_rank").pl()
-    _close(got.to_dicts(), want)
+    assert_matches_golden(
+        con, "journey_map", "red_points", where="stage_model = 'generic_lifecycle'", order_by="red_rank"
+    )
 
 
 def test_red_points_at_the_default_thresholds_flag_nothing_in_a_tiny_case(built):
@@ -128,12 +114,9 @@ def test_demo_summary_prints_the_matrix_with_flow_and_the_red_points(built, caps
 
 
 def test_journey_gaps_match_the_hand_computation(built):
-    want = _expected("expected_journey_gaps.csv")
-    cols = ", ".join(want[0])
-    got = built.sql(
-        f"select {cols} from journey_gaps where stage_model = 'generic_lifecycle' order by stage_index"
-    ).pl()
-    _close(got.to_dicts(), want)
+    assert_matches_golden(
+        built, "journey_map", "journey_gaps", where="stage_model = 'generic_lifecycle'", order_by="stage_index"
+    )
 
 
 def test_conformance_score_is_the_share_of_steps_that_follow_the_design(built):
@@ -155,13 +138,13 @@ def test_a_journey_that_buys_before_considering_skips_and_goes_back():
 
 
 def test_journey_paths_match_the_hand_computation(built):
-    want = _expected("expected_journey_paths.csv")
-    cols = ", ".join(want[0])
-    got = built.sql(
-        f"select {cols} from journey_paths where stage_model = 'generic_lifecycle'"
-        " and not (path_type = 'touchpoint' and repeats_collapsed) order by path_type, repeats_collapsed, path_rank"
-    ).pl()
-    _close(got.to_dicts(), want)
+    assert_matches_golden(
+        built,
+        "journey_map",
+        "journey_paths",
+        where="stage_model = 'generic_lifecycle' and not (path_type = 'touchpoint' and repeats_collapsed)",
+        order_by="path_type, repeats_collapsed, path_rank",
+    )
     # no touchpoint repeats back to back in the golden case: collapsing changes nothing
     same = db.fetch(
         built,
@@ -178,13 +161,13 @@ def test_journey_paths_keep_the_top_paths_only():
 
 
 def test_stage_neighbours_match_the_hand_computation(built):
-    want = _expected("expected_stage_neighbours.csv")
-    cols = ", ".join(want[0])
-    got = built.sql(
-        f"select {cols} from stage_neighbours where stage_model = 'generic_lifecycle' and stage_index in (2, 3)"
-        " order by stage_index, direction, neighbour_rank"
-    ).pl()
-    _close(got.to_dicts(), want)
+    assert_matches_golden(
+        built,
+        "journey_map",
+        "stage_neighbours",
+        where="stage_model = 'generic_lifecycle' and stage_index in (2, 3)",
+        order_by="stage_index, direction, neighbour_rank",
+    )
 
 
 def test_stage_dropout_owner_is_the_last_touchpoints_before_the_stages(built):

@@ -171,3 +171,58 @@ def test_a_compaction_killed_at_any_step_is_completed_or_undone_before_the_next_
     lake.compact_events(s, {"b1", "b2", "b3"})
     assert [len(v) for v in lake_files(s).values()] == [1, 1, 1]
     assert lake_rows(s) == before
+
+
+@pytest.mark.parametrize("kill_at", ["journal", "swap", "delete"])
+def test_a_new_versions_rewrite_of_the_lake_killed_at_any_step_ends_in_the_same_lake(three_runs, monkeypatch, kill_at):
+    s = three_runs
+    # Compacted, so each date's file also holds rows of other landing files that must stay.
+    lake.compact_events(s, {"b1", "b2", "b3"})
+    (s.landing_dir / "web" / "b1.csv").write_text(
+        "hit_id,hit_time,action,client_id\n"
+        "b1h0,2026-01-01 10:00:00,page_view,c9\n"  # another visitor
+        "b1h2,2026-01-01 09:00:00,page_view,c2\n",  # b1h1 is gone
+        encoding="utf-8",
+    )
+    real_replace, real_unlink = lake.os.replace, Path.unlink
+    calls = {"replace": 0, "delete": 0}
+
+    def replace(src, dst):
+        calls["replace"] += 1
+        # The first partition's journal is written (1), then its new file swapped in (2).
+        if (kill_at, calls["replace"]) in {("journal", 1), ("swap", 2)}:
+            raise Kill(kill_at)
+        real_replace(src, dst)
+
+    def unlink(self, missing_ok=False):
+        if self.parent.name.startswith("event_date=") and self.suffix == ".parquet":
+            calls["delete"] += 1
+            if (kill_at, calls["delete"]) == ("delete", 1):
+                raise Kill(kill_at)
+        real_unlink(self, missing_ok=missing_ok)
+
+    monkeypatch.setattr(lake.os, "replace", replace)
+    monkeypatch.setattr(Path, "unlink", unlink)
+    with pytest.raises(Kill, match=f"^{kill_at}$"):
+        ingest_sources(s, as_of=AS_OF, batch_id="b4")
+    monkeypatch.undo()
+    # The rerun reads the new version again (the manifest does not have it yet) and replaces what is left; a
+    # kill at the first journal changed nothing, so that case is also the run that was never killed.
+    report = ingest_sources(s, as_of=AS_OF, batch_id="b5")
+    # What the killed run already took out of the lake (a whole first partition) is not counted again.
+    assert report.accounting_ok() and (report.loaded, report.replaced) == (2, 1 if kill_at == "delete" else 3)
+    assert not (s.events_dir / "_compaction.json").exists()
+    with duckdb.connect() as con:
+        rows = con.sql(
+            "select event_id, identifiers[1].id_value, batch_id from read_parquet($g) order by event_id",
+            params={"g": events_glob(s)},
+        ).fetchall()
+    assert rows == [
+        ("web:b1h0", "c9", "b5"),
+        ("web:b1h2", "c2", "b5"),
+        ("web:b2h0", "c0", "b2"),
+        ("web:b2h1", "c1", "b2"),
+        ("web:b3h0", "c0", "b3"),
+        ("web:b3h1", "c1", "b3"),
+    ]
+    assert all(lake.own_file(p) for p in s.events_dir.rglob("*.parquet"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 import shutil
 from pathlib import Path
@@ -285,3 +286,19 @@ def test_the_run_context_is_frozen_and_holds_settings_resolved_once(full_build):
         context.params["as_of"] = None  # type: ignore[index]
     assert [m.name for m, _ in context.stage_models] == ["generic_lifecycle", "cxc_consumer_cycle"]
     assert [s.stage_model for s in context.funnel_specs] == ["generic_lifecycle", "cxc_consumer_cycle"]
+
+
+def test_bucket_is_sha256s_first_32_bits_modulo_buckets_for_every_customer_row(published):
+    # computed with Python's hashlib, not DuckDB's sha256: the rule is what keeps a customer in one bucket
+    with db.connect(published.settings.warehouse_path, read_only=True) as con:
+        customers = db.fetch(con, "select customer_key, bucket from customers")
+        per_table = {
+            table: db.fetch(con, f"select distinct customer_key, bucket from {table} where customer_key is not null")
+            for table in ("journeys", "journey_stages", "journey_events")
+        }
+    n = published.settings.buckets
+    want = {k: int(hashlib.sha256(k.encode()).hexdigest()[:8], 16) % n for k, _ in customers}
+    assert dict(customers) == want
+    assert len(set(want.values())) == n  # a few hundred customers reach every bucket
+    for table, rows in per_table.items():
+        assert rows and all(want[k] == b for k, b in rows), table

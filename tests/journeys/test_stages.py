@@ -11,6 +11,7 @@ from journeys.stages import (
     load_stage_model,
     shipped_stage_models,
     stage_definitions_table,
+    stage_models_for,
     stage_rule_conditions_table,
 )
 
@@ -227,3 +228,141 @@ def test_an_optional_stage_where_it_cannot_be_skipped_is_rejected_naming_the_sta
 ):
     with pytest.raises(ValueError, match=rf"(?s)stage model .*shop\.yaml: .*{expected}"):
         load_stage_model(_optional_model_file(tmp_path, optional_line))
+
+
+# ---------------------------------------------------------------- the stage tables as published (journeys.yaml)
+
+
+@pytest.fixture(scope="module")
+def warehouse(published):
+    with db.connect(published.settings.warehouse_path, read_only=True) as con:
+        yield con
+
+
+def _rows(con: duckdb.DuckDBPyConnection, sql: str) -> list[dict]:
+    return con.sql(sql).pl().to_dicts()
+
+
+def test_stage_definitions_row_is_the_yaml_stage(warehouse):
+    # generic_lifecycle.yaml's consideration, configured in journeys.yaml without a conversion window
+    rows = _rows(warehouse, "select * from stage_definitions where stage_model = 'generic_lifecycle' order by 5")
+    assert [r["stage_name"] for r in rows] == ["awareness", "consideration", "purchase", "use_service", "renewal"]
+    assert rows[1] == {
+        "stage_model": "generic_lifecycle",
+        "stage_model_version": 1,
+        "n_stages": 5,
+        "conversion_window_us": None,
+        "stage_index": 2,
+        "stage_name": "consideration",
+        "owner": "ecommerce",
+        "designed_channels": ["web", "app", "email", "chat"],
+        "designed_channels_text": "web, app, email, chat",
+        "time_budget_us": 14 * 86_400 * 1_000_000,
+        "purchase_stage_index": 3,
+        "optional": False,
+    }
+
+
+def test_stage_rule_conditions_rows_are_the_yaml_rules(warehouse):
+    rows = warehouse.sql(
+        "select * from stage_rule_conditions where stage_model = 'generic_lifecycle' and stage_index = 2"
+        " order by rule_id, condition_no"
+    ).fetchall()
+    # attribute keys of all configured models, sorted: page_type 1, reason 2
+    assert rows == [
+        ("generic_lifecycle", 2, 1, 1, 2, "event_type", None, ["page_view"], "page_view", None, None),
+        ("generic_lifecycle", 2, 1, 2, 2, "attribute", 1, ["product"], "product", None, None),
+        (
+            "generic_lifecycle",
+            2,
+            2,
+            1,
+            1,
+            "event_type",
+            None,
+            ["email_click", "chat_message", "add_to_cart"],
+            "email_click, chat_message, add_to_cart",
+            None,
+            None,
+        ),
+        ("generic_lifecycle", 2, 3, 1, 2, "event_type", None, ["call"], "call", None, None),
+        ("generic_lifecycle", 2, 3, 2, 2, "attribute", 2, ["product_question"], "product_question", None, None),
+    ]
+    cols = [c for (c,) in db.fetch(warehouse, "select column_name from (describe stage_rule_conditions)")]
+    assert cols == [
+        "stage_model",
+        "stage_index",
+        "rule_id",
+        "condition_no",
+        "n_conditions",
+        "field",
+        "attribute_pos",
+        "accepted",
+        "accepted_text",
+        "occurrence",
+        "occurrence_and_later",
+    ]
+
+
+def test_stage_funnel_modes_are_the_configured_modes(warehouse):
+    # journeys.yaml: generic_lifecycle in ordered and any_order, cxc_consumer_cycle in ordered
+    assert db.fetch(warehouse, "select stage_model, mode from stage_funnel_modes order by all") == [
+        ("cxc_consumer_cycle", "ordered"),
+        ("generic_lifecycle", "any_order"),
+        ("generic_lifecycle", "ordered"),
+    ]
+
+
+def test_stage_touchpoint_owners_are_the_yaml_exceptions(warehouse):
+    rows = db.fetch(
+        warehouse,
+        "select stage_model, touchpoint, owner from stage_touchpoint_owners"
+        " where stage_model = 'generic_lifecycle' order by touchpoint",
+    )
+    assert rows == [
+        ("generic_lifecycle", "app:purchase", "ecommerce"),
+        ("generic_lifecycle", "call_centre:call", "customer_service"),
+        ("generic_lifecycle", "chat:chat_message", "sales"),
+        ("generic_lifecycle", "delivery:delivery_completed", "logistics"),
+        ("generic_lifecycle", "survey:survey_response", "cx_research"),
+        ("generic_lifecycle", "web:purchase", "ecommerce"),
+    ]
+
+
+# Each column naming a stage, and the column holding that stage's index (next_stage_name: the stage after).
+STAGE_NAME_INDEX = {
+    "stage_name": "stage_index",
+    "furthest_stage_name": "furthest_stage",
+    "neighbour_stage_name": "neighbour_stage_index",
+    "next_stage_name": "stage_index + 1",
+}
+
+
+def test_every_stage_name_column_is_the_yaml_name_of_its_index(published, warehouse):
+    # Listed from the catalog: a new `*stage_name` column is checked here, or fails until its index is named.
+    columns = [
+        (m.name, c, set(m.columns))
+        for m in published.context.catalog.kept()
+        for c in m.columns
+        if c.endswith("stage_name")
+    ]
+    assert {c for _, c, _ in columns} <= set(STAGE_NAME_INDEX), "a stage name column whose index is unknown"
+    names = {
+        (model.name, i): stage.name
+        for model, _ in stage_models_for(published.settings)
+        for i, stage in enumerate(model.stages, start=1)
+    }
+    primary = stage_models_for(published.settings)[0][0].name
+    checked = 0
+    for table, column, present in columns:
+        # journey_events is the primary stage model's only (it has no stage_model column)
+        model = "stage_model" if "stage_model" in present else f"'{primary}'"
+        rows = db.fetch(
+            warehouse,
+            f"select distinct {model}, {STAGE_NAME_INDEX[column]}, {db.quote_ident(column)}"
+            f" from {db.quote_ident(table)}",
+        )
+        wrong = [r for r in rows if names.get((r[0], r[1])) != r[2]]
+        assert not wrong, (table, column, wrong[:5])
+        checked += len([r for r in rows if r[2] is not None])
+    assert checked > 50

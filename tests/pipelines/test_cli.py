@@ -83,6 +83,26 @@ def test_config_error_exits_2_with_one_line_per_problem_before_prefect(tmp_path,
     assert all(line.startswith(f"{bad}: ") for line in err)
 
 
+def test_dask_options_are_checked_with_the_config_before_prefect(tmp_path, capsys, no_flow):
+    config = tmp_path / "journeys.yaml"
+    config.write_text(USER_CONFIG)
+    assert cli.main(["run", "--config", str(config), "--dask-workers", "4"]) == 2
+    assert "dask_workers: used only with executor: dask (executor is local)" in capsys.readouterr().err
+    argv = [
+        "run",
+        "--config",
+        str(config),
+        "--executor",
+        "dask",
+        "--dask-address",
+        "tcp://s:8786",
+        "--dask-workers",
+        "4",
+    ]
+    assert cli.main(argv) == 2
+    assert "dask_workers: sizes only the local cluster" in capsys.readouterr().err
+
+
 def test_a_suite_file_gx_cannot_read_exits_2_naming_it_before_prefect(tmp_path, capsys, no_flow):
     (tmp_path / "journeys.yaml").write_text(USER_CONFIG)
     suite = tmp_path / "data" / "gx" / "expectations" / "customers.json"

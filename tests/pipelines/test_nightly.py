@@ -27,7 +27,9 @@ pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG = str(REPO / "journeys.yaml")
-SPEC = GenerateSpec(events=4_000, seed=7, shared_device_rate=0.0)
+# Shared devices on: 16 households share a web device between two persons with their own customer_ids, which
+# the max-1-customer_id guardrail must keep apart (the identity test checks persons against customers exactly).
+SPEC = GenerateSpec(events=4_000, seed=7, shared_device_rate=0.2)
 
 
 @pytest.fixture(scope="module")
@@ -103,6 +105,7 @@ def test_every_row_is_accounted_for(run):
     ing = result["ingest"]
     assert ing["read"] == ing["loaded"] + ing["quarantined"] + ing["duplicates"] + ing["held"]
     assert (ing["held"], ing["released"], ing["still_held"]) == (0, 0, 0)  # the sample ends at its as_of
+    assert ing["replaced"] == 0  # a first run: no landing file has an earlier version
     # The first run's quality step checks exactly the rows it loaded, on the dates ingest touched.
     assert result["quality"]["events_checked"] == ing["loaded"]
     assert result["quality"]["event_dates"] == ing["affected_dates"]
@@ -119,6 +122,13 @@ def test_the_summary_names_a_refused_landing_file(run, capsys):
     refused = {**result, "ingest": {**result["ingest"], "files_refused": {"pos/x.parquet": why}}}
     cli.print_summary(refused, str(settings.warehouse_path))
     assert f"refused landing file pos/x.parquet: {why}; nothing of it loaded" in capsys.readouterr().out
+
+
+def test_the_summary_says_how_many_rows_of_earlier_file_versions_were_replaced(run, capsys):
+    _, _, result, settings = run
+    replaced = {**result, "ingest": {**result["ingest"], "replaced": 3}}
+    cli.print_summary(replaced, str(settings.warehouse_path))
+    assert "; 3 rows of earlier versions of changed files replaced" in capsys.readouterr().out
 
 
 def test_stage_conversion_equals_the_ground_truth_funnel(run):
@@ -138,21 +148,28 @@ def test_stage_conversion_equals_the_ground_truth_funnel(run):
 
 
 def test_identity_matches_ground_truth_persons(run):
-    root, _, _, settings = run
+    root, gen, _, settings = run
     with duckdb.connect(str(settings.warehouse_path), read_only=True) as con:
-        rows = con.sql(
-            "select count(distinct t.person_id) as persons, count(distinct je.customer_key) as customers,"
-            " count(*) filter (where je.customer_key is null) as unresolved,"
-            " (select max(n) from (select count(distinct t2.person_id) as n from journey_events as j2"
-            "   join read_parquet($p) as t2 on j2.event_id = t2.source || ':' || t2.event_id"
-            "   group by j2.customer_key)) as persons_per_customer"
-            " from read_parquet($p) as t left join journey_events as je on je.event_id = t.source || ':' || t.event_id",
+        # One row per (person, customer) pair that some event shows, from both sides: a true event the pipeline
+        # did not resolve has no customer, an event of journey_events that is no true event has no person.
+        pairs = con.sql(
+            "select t.person_id, je.customer_key, count(*) as n_events"
+            " from read_parquet($p) as t full join journey_events as je on je.event_id = t.source || ':' || t.event_id"
+            " group by t.person_id, je.customer_key",
             params={"p": str(root / "truth" / "events.parquet")},
-        ).fetchall()
-    persons, customers, unresolved, persons_per_customer = rows[0]
-    assert unresolved == 0
-    assert persons_per_customer == 1
-    assert customers == persons
+        ).pl()
+        held = con.sql("select id_value, reason, n_customers from shared_identifiers where id_type = 'device_id'").pl()
+    assert pairs["person_id"].null_count() == 0 and pairs["customer_key"].null_count() == 0
+    # Exactly one customer per person and one person per customer: persons and customers are a bijection over
+    # events, so no household was fused and no person was split, whatever the counts add up to.
+    wrong = pairs.filter(pl.col("person_id").is_duplicated() | pl.col("customer_key").is_duplicated())
+    assert wrong.is_empty(), f"persons split or fused:\n{wrong.sort('person_id', 'customer_key').head(10)}"
+    assert pairs.height == gen.n_persons
+    # The households' shared devices are exactly the identifiers held back, each bridging its two sharers.
+    shared = pl.read_parquet(root / "truth" / "persons.parquet")["shared_device_ids"].explode().drop_nulls()
+    assert shared.n_unique() >= 10
+    assert sorted(held["id_value"]) == sorted(shared.unique())
+    assert set(held["reason"]) == {"bridge"} and set(held["n_customers"]) == {2}
 
 
 def test_levels_equal_clickhouse_windowfunnel(run, tmp_path):
@@ -174,6 +191,54 @@ def test_levels_equal_clickhouse_windowfunnel(run, tmp_path):
     theirs = dict(zip(res.column("journey_id").to_pylist(), res.column("level").to_pylist(), strict=True))
     assert len(ours) > 100
     assert ours == theirs
+
+
+def test_true_journeys_reach_the_levels_clickhouse_gives_them(run, tmp_path):
+    chdb = pytest.importorskip("chdb")
+    root, _, _, settings = run
+    truth_path = root / "truth" / "events.parquet"
+    # The generator's own journeys and stages: nothing here comes from the pipeline's splitting or stage rules.
+    truth = pl.read_parquet(truth_path).select(
+        true_journey=pl.col("person_id") + "/" + pl.col("journey_no").cast(pl.String),
+        ts=pl.col("occurred_at").dt.epoch("us").cast(pl.UInt64),
+        stage=pl.col("true_stage").fill_null(0).cast(pl.UInt8),
+    )
+    events = tmp_path / "truth.parquet"
+    truth.write_parquet(events)
+    # The spec's ordered funnel with the default conversion_window (unbounded within the journey): windowFunnel
+    # in its default mode with a window longer than any journey, as in test_levels_equal_clickhouse_windowfunnel.
+    conds = ", ".join(f"stage = {i}" for i in range(1, 6))
+    res = chdb.query(
+        f"select true_journey, windowFunnel(1000000000000000)(ts, {conds}) as level"
+        f" from file('{events}', Parquet) group by true_journey",
+        "ArrowTable",
+    )
+    true_level = dict(zip(res.column("true_journey").to_pylist(), res.column("level").to_pylist(), strict=True))
+
+    with duckdb.connect(str(settings.warehouse_path), read_only=True) as con:
+        # Each (true journey, pipeline journey) pair some event shows, from both sides (a full join).
+        pairs = con.sql(
+            "select t.person_id || '/' || t.journey_no as true_journey, je.journey_id, count(*) as n_events"
+            " from read_parquet($p) as t full join journey_events as je on je.event_id = t.source || ':' || t.event_id"
+            " group by true_journey, je.journey_id",
+            params={"p": str(truth_path)},
+        ).pl()
+        ours = dict(
+            con.sql(
+                "select journey_id, furthest_stage from journeys"
+                " where stage_model = 'generic_lifecycle' and mode = 'ordered'"
+            ).fetchall()
+        )
+    assert pairs["true_journey"].null_count() == 0 and pairs["journey_id"].null_count() == 0
+    # One to one: every pipeline journey's events are all of one true journey's events, and the other way round.
+    wrong = pairs.filter(pl.col("true_journey").is_duplicated() | pl.col("journey_id").is_duplicated())
+    assert wrong.is_empty(), f"journeys split or merged:\n{wrong.sort('true_journey', 'journey_id').head(10)}"
+    assert pairs.height == len(true_level)
+    assert set(ours) == set(pairs["journey_id"])
+    to_true = dict(zip(pairs["journey_id"], pairs["true_journey"], strict=True))
+    assert {to_true[j]: level for j, level in ours.items()} == true_level
+    # Every level occurs, so journeys ending at each stage of the model are compared.
+    assert set(true_level.values()) == {1, 2, 3, 4, 5} and len(true_level) > 100
 
 
 def test_outputs_are_published(run):
@@ -228,6 +293,36 @@ def test_the_alerts_are_published_and_posted_as_an_artifact(run):
     text = next(a.data for a in posted if result["batch_id"] in (a.data or ""))
     assert f"## Goals missed: {alerts.height}" in text and "| consideration_converts |" in text
     assert "## Top red points" in text
+
+
+def test_first_runs_row_counts_match_the_generator_and_the_lake(run):
+    from prefect.client.orchestration import get_client
+
+    root, gen, _, settings = run
+    first = runs(settings)[0]  # the fixture's run; later tests add runs and landing files
+    with duckdb.connect(str(settings.warehouse_path), read_only=True) as con:
+        con.execute("set file_search_path = ?", [str(settings.warehouse_path.parent)])
+        loaded, quarantined = con.execute(
+            "select (select count(*) from events where batch_id = $b),"
+            " (select count(*) from quarantine where batch_id = $b)",
+            {"b": first["batch_id"]},
+        ).fetchone()
+    # the generator's own counts of what it wrote, and the lake's rows of that batch
+    assert (first["landing_files"], first["files_ingested"]) == (len(gen.files), len(gen.files))
+    assert first["rows_loaded"] == loaded == first["events_in_lake"] == first["events_checked"]
+    assert first["rows_quarantined"] == quarantined == gen.n_malformed
+    assert first["rows_duplicate"] == gen.n_duplicates
+    # a first run: nothing held back earlier, no earlier file versions; the generator writes no blank rows
+    assert (first["rows_held"], first["rows_released"], first["rows_replaced"], first["rows_blank"]) == (0, 0, 0, 0)
+    assert first["rows_read"] == loaded + quarantined + gen.n_duplicates
+    assert first["event_batches"] == [first["batch_id"]] and first["quality_warnings"] == []
+    assert first["quality_report"] == str(root / "reports" / f"quality-{first['batch_id']}.md")
+    with get_client(sync_client=True) as client:
+        flow_run = client.read_flow_run(first["flow_run_id"])
+    assert flow_run.state is not None and flow_run.state.is_completed()
+    # wall-clock: published after the run's start, i.e. within this session, not its as_of
+    assert SPEC.as_of < first["published_at"] <= datetime.now(UTC)
+    assert first["published_at"] > datetime.now(UTC) - timedelta(hours=2)
 
 
 def test_every_mart_and_the_runs_table_say_which_run_published_them(run):
