@@ -72,6 +72,22 @@ def test_channel_transitions_match_hand_counted_transitions(built):
     )
 
 
+def test_a_transition_leaves_from_the_last_event_of_the_stage_before_the_arrival(tmp_path):
+    # Two awareness events (ads, then social an hour later) before the first consideration event: the
+    # transition leaves from social, the later one, and its delay runs from it.
+    events = tmp_path / "two_awareness_events.csv"
+    events.write_text(
+        "event_id,customer_key,occurred_at,channel,event_type,touchpoint,sentiment,revenue,attributes\n"
+        "v1,V,2026-09-01 10:00:00,ads,ad_click,ads:ad_click,,,{}\n"
+        "v2,V,2026-09-01 11:00:00,social,social_engagement,social:social_engagement,,,{}\n"
+        'v3,V,2026-09-01 12:00:00,web,page_view,web:page_view,,,"{""page_type"": ""product""}"\n',
+        encoding="utf-8",
+    )
+    con = build_map(str(events))
+    rows = db.fetch(con, "select stage_index, from_channel, to_channel, median_delay_s from channel_transitions")
+    assert rows == [(1, "social", "web", 3600.0)]
+
+
 def test_touchpoint_performance_matches_the_hand_computation(built):
     assert_matches_golden(
         built,
