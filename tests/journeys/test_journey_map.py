@@ -258,6 +258,16 @@ def test_a_cell_counts_journeys_once_and_without_a_stage_owner_takes_its_touchpo
     assert rows == [(1, 2, 1, 1, 1, "alpha_team"), (2, 1, 1, None, None, "sales")]
 
 
+def test_a_stage_without_designed_channels_has_no_off_design_figures(overlap):
+    # The overlap model designs no channel for either stage: "off design" has no meaning there (null, not 0).
+    rows = db.fetch(
+        overlap,
+        "select stage_index, journeys_at_stage, journeys_off_design_channel, share_off_design_channel"
+        " from journey_gaps order by stage_index",
+    )
+    assert rows == [(1, 1, None, None), (2, 1, None, None)]
+
+
 def test_a_cell_owner_tie_among_many_owners_goes_to_the_first_by_name(tmp_path):
     # Forty touchpoints of one cell, one event each, owned by forty teams named out of order: the owner is the
     # first name, not whichever tied team the aggregation happens to meet first.
