@@ -170,6 +170,27 @@ def test_journey_paths_match_the_hand_computation(built):
     assert same == [(6,)]
 
 
+def test_a_repeated_touchpoint_is_one_step_of_the_collapsed_touchpoint_path(tmp_path):
+    events = tmp_path / "repeated_page_view.csv"
+    events.write_text(
+        "event_id,customer_key,occurred_at,channel,event_type,touchpoint,sentiment,revenue,attributes\n"
+        "v1,V,2026-09-01 10:00:00,ads,ad_click,ads:ad_click,,,{}\n"
+        'v2,V,2026-09-01 11:00:00,web,page_view,web:page_view,,,"{""page_type"": ""product""}"\n'
+        'v3,V,2026-09-01 11:05:00,web,page_view,web:page_view,,,"{""page_type"": ""product""}"\n'
+        "v4,V,2026-09-01 11:10:00,web,purchase,web:purchase,,20.00,{}\n",
+        encoding="utf-8",
+    )
+    con = build_map(str(events))
+    rows = db.fetch(
+        con,
+        "select repeats_collapsed, step_path, n_steps from journey_paths where path_type = 'touchpoint' order by 1",
+    )
+    assert rows == [
+        (False, "ads:ad_click > web:page_view > web:page_view > web:purchase", 4),
+        (True, "ads:ad_click > web:page_view > web:purchase", 3),
+    ]
+
+
 def test_journey_paths_keep_the_top_paths_only():
     con = build_map(top_paths=2)
     rows = db.fetch(con, "select path_type, repeats_collapsed, max(path_rank) from journey_paths group by all")
