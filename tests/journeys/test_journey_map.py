@@ -7,7 +7,7 @@ import pytest
 from golden_compare import assert_matches_golden
 
 from journeys import build, db
-from journeys.config import Settings, StageModelRef
+from journeys.config import RedPointsConfig, Settings, StageModelRef
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "journey_map"
 AS_OF = datetime(2026, 10, 31)
@@ -318,3 +318,28 @@ def test_a_cell_owner_tie_among_many_owners_goes_to_the_first_by_name(tmp_path):
     db.execute(con, "create table customers as select distinct customer_key, 0 as bucket from events")
     build.build_after_identity(con, build.run_context(Settings(stage_models=[StageModelRef(path=str(model))]), AS_OF))
     assert db.fetch(con, "select stage_index, events_in_cell, owner from stage_channel_matrix") == [(1, 40, "team_00")]
+
+
+def test_negative_sentiment_red_points_count_only_negative_readings_and_tie_on_the_unit(tmp_path):
+    # Stage 2 (consideration, product page views) in 50 touchpoints of 10 readings each: 30 chat touchpoints
+    # all negative, 20 web ones all neutral (0, not negative). The stage's negative share is 300/500 = 0.6;
+    # each chat touchpoint is 10/10 (Wilson low 0.72 > 0.6, lift 1.67): 30 red points that tie on everything
+    # but their name, ranked by it.
+    names = [f"chat:tp{(17 * i) % 30:02}" for i in range(30)]
+    rows = ["event_id,customer_key,occurred_at,channel,event_type,touchpoint,sentiment,revenue,attributes"]
+    page = '"{""page_type"": ""product""}"'
+    for t, (channel, touchpoint, sentiment) in enumerate(
+        [("chat", n, -0.5) for n in names] + [("web", f"web:tp{i:02}", 0.0) for i in range(20)]
+    ):
+        for r in range(10):
+            rows.append(f"e{t}_{r},C{t}_{r},2026-09-01 10:00:00,{channel},page_view,{touchpoint},{sentiment},,{page}")
+    events = tmp_path / "sentiment.csv"
+    events.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    con = build_map(str(events), red_points=RedPointsConfig(min_count=10))
+    got = db.fetch(
+        con,
+        "select unit_type, unit, red_rank, k, n, stage_share from red_points where metric = 'negative_sentiment'"
+        " order by red_rank",
+    )
+    assert got[0] == ("cell", "chat", 1, 300, 300, 0.6)
+    assert got[1:] == [("touchpoint", n, 2 + i, 10, 10, 0.6) for i, n in enumerate(sorted(names))]
