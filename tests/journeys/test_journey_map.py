@@ -343,3 +343,24 @@ def test_negative_sentiment_red_points_count_only_negative_readings_and_tie_on_t
     )
     assert got[0] == ("cell", "chat", 1, 300, 300, 0.6)
     assert got[1:] == [("touchpoint", n, 2 + i, 10, 10, 0.6) for i, n in enumerate(sorted(names))]
+
+
+def test_a_red_point_at_exactly_the_minimum_lift_is_flagged(tmp_path):
+    # chat:a has 30 negative of 40 readings (0.75, Wilson low 0.60), web:b 10 of 40: the stage's share is
+    # 40/80 = 0.5, so chat:a's lift is exactly 1.5, the default min_lift: flagged, as is its chat cell.
+    rows = ["event_id,customer_key,occurred_at,channel,event_type,touchpoint,sentiment,revenue,attributes"]
+    page = '"{""page_type"": ""product""}"'
+    readings = [("chat", "chat:a", -0.5 if r < 30 else 0.5) for r in range(40)]
+    readings += [("web", "web:b", -0.5 if r < 10 else 0.5) for r in range(40)]
+    for i, (channel, touchpoint, sentiment) in enumerate(readings):
+        rows.append(f"e{i},C{i},2026-09-01 10:00:00,{channel},page_view,{touchpoint},{sentiment},,{page}")
+    events = tmp_path / "lift.csv"
+    events.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    con = build_map(str(events), red_points=RedPointsConfig(min_count=10))
+    got = db.fetch(
+        con,
+        "select unit_type, unit, k, n, stage_share, lift from red_points where metric = 'negative_sentiment'"
+        " order by red_rank",
+    )
+    # equal excess: the touchpoint ranks before its cell
+    assert got == [("touchpoint", "chat:a", 30, 40, 0.5, 1.5), ("cell", "chat", 30, 40, 0.5, 1.5)]
