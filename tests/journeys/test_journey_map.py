@@ -191,10 +191,17 @@ def test_a_repeated_touchpoint_is_one_step_of_the_collapsed_touchpoint_path(tmp_
     ]
 
 
-def test_journey_paths_keep_the_top_paths_only():
+def test_journey_paths_and_stage_neighbours_keep_the_top_paths_only():
     con = build_map(top_paths=2)
     rows = db.fetch(con, "select path_type, repeats_collapsed, max(path_rank) from journey_paths group by all")
     assert {r[2] for r in rows} == {2}
+    # consideration has four distinct steps before it and three after it (expected_stage_neighbours): two stay
+    ranks = db.fetch(
+        con,
+        "select direction, list(neighbour_rank order by neighbour_rank) from stage_neighbours"
+        " where stage_model = 'generic_lifecycle' and stage_index = 2 group by direction order by direction",
+    )
+    assert [r for _, r in ranks] == [[1, 2], [1, 2]]
 
 
 def test_stage_neighbours_match_the_hand_computation(built):
@@ -364,3 +371,18 @@ def test_a_red_point_at_exactly_the_minimum_lift_is_flagged(tmp_path):
     )
     # equal excess: the touchpoint ranks before its cell
     assert got == [("touchpoint", "chat:a", 30, 40, 0.5, 1.5), ("cell", "chat", 30, 40, 0.5, 1.5)]
+
+
+def test_a_touchpoints_main_channel_tie_goes_to_the_first_channel_by_name(tmp_path):
+    # Forty touchpoints, each seen once on web and once on chat (listed web first): every main channel is
+    # chat, the first name, whatever order the tied counts reach the aggregate in.
+    rows = ["event_id,customer_key,occurred_at,channel,event_type,touchpoint,sentiment,revenue,attributes"]
+    page = '"{""page_type"": ""product""}"'
+    for i in range(40):
+        for channel in ("web", "chat"):
+            rows.append(f"e{i}_{channel},C{i},2026-09-01 10:00:00,{channel},page_view,tp{(13 * i) % 40:02},,,{page}")
+    events = tmp_path / "tied_channels.csv"
+    events.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    con = build_map(str(events))
+    got = db.fetch(con, "select distinct main_channel from touchpoint_performance where stage_index = 2")
+    assert got == [("chat",)]
