@@ -30,6 +30,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+try:
+    from tools import sql_mutants as sql_mutants_module
+except ModuleNotFoundError:  # run as `python tools/mutate.py`: tools/ is on the path, the repository is not
+    import sql_mutants as sql_mutants_module  # type: ignore[no-redef]
+
 ROOT = Path(__file__).resolve().parents[1]
 MUTANTS = Path(__file__).resolve().with_name("mutants.toml")
 PACKAGE_DIR = "src"
@@ -50,6 +55,8 @@ class Mutant:
     replace: str
     tests: tuple[str, ...]
     why: str = ""
+    text: str | None = None
+    """The whole mutated file, for a mutant made by rewriting a parsed tree (tools/sql_mutants.py)."""
 
 
 @dataclass(frozen=True)
@@ -70,7 +77,7 @@ class Outcome:
 def load_mutants(path: Path) -> tuple[int, list[Mutant]]:
     """The list's version and its mutants; a missing field, an unknown key or a repeated id is an error."""
     data = tomllib.loads(path.read_text(encoding="utf-8"))
-    unknown = set(data) - {"version", "mutant"}
+    unknown = set(data) - {"version", "mutant", "sql"}
     if unknown:
         raise MutantError(f"{path}: unknown keys {sorted(unknown)}")
     version = data.get("version")
@@ -102,6 +109,8 @@ def load_mutants(path: Path) -> tuple[int, list[Mutant]]:
 
 def mutated_text(text: str, mutant: Mutant) -> str:
     """`text` with the mutant planted; MutantError when its text is not there exactly once."""
+    if mutant.text is not None:
+        return mutant.text
     count = text.count(mutant.find)
     if count == 0:
         raise MutantError(f"{mutant.id}: stale, {mutant.file} no longer contains {mutant.find!r}")
@@ -190,6 +199,95 @@ def _unique(items: Iterator[str]) -> list[str]:
     return list(dict.fromkeys(items))
 
 
+@dataclass(frozen=True)
+class SqlConfig:
+    """The `[sql]` table of the mutant list: which models sqlglot mutates and which tests each group runs."""
+
+    files: str
+    default_tests: tuple[str, ...]
+    groups: tuple[tuple[tuple[str, ...], tuple[str, ...]], ...]
+    equivalent: dict[str, str]
+    """Generated mutants that no test can kill because they change no result, with why (id -> why)."""
+
+
+def load_sql_config(path: Path) -> SqlConfig | None:
+    """The list's `[sql]` table, or None when it has none; an unknown key or a missing field is an error."""
+    data = tomllib.loads(path.read_text(encoding="utf-8")).get("sql")
+    if data is None:
+        return None
+    where = f"{path}: [sql]"
+    unknown = set(data) - {"files", "default_tests", "tests", "equivalent"}
+    if unknown:
+        raise MutantError(f"{where}: unknown keys {sorted(unknown)}")
+    if not isinstance(data.get("files"), str) or not data.get("default_tests"):
+        raise MutantError(f"{where}: needs files (a glob) and default_tests")
+    groups = []
+    for g in data.get("tests", []):
+        if set(g) != {"files", "tests"} or not g["files"] or not g["tests"]:
+            raise MutantError(f"{where}: each [[sql.tests]] needs files and tests only, got {sorted(g)}")
+        groups.append((tuple(g["files"]), tuple(g["tests"])))
+    equivalent = {}
+    for e in data.get("equivalent", []):
+        if set(e) != {"id", "why"} or not str(e["why"]).strip():
+            raise MutantError(f"{where}: each [[sql.equivalent]] needs an id and a why, got {sorted(e)}")
+        equivalent[e["id"]] = e["why"]
+    return SqlConfig(data["files"], tuple(data["default_tests"]), tuple(groups), equivalent)
+
+
+def sql_mutants(root: Path, config: SqlConfig) -> tuple[list[Mutant], list[sql_mutants_module.SqlFile], dict[str, str]]:
+    """The generated SQL mutants as Mutants (with their tests), the parsed files and the files not parsed."""
+    files, generated, unparsed = sql_mutants_module.generate(root, config.files)
+    mutants = [
+        Mutant(
+            g.id,
+            g.path,
+            g.before,
+            g.after,
+            tuple(sql_mutants_module.tests_for(g.path, config.groups, config.default_tests)),
+            why=g.kind,
+            text=g.text,
+        )
+        for g in generated
+    ]
+    return mutants, files, unparsed
+
+
+def run_set(
+    label: str, mutants: Sequence[Mutant], *, root: Path, copy: Path, scratch: Path, timeout: float
+) -> list[Outcome] | None:
+    """Run the union of the set's tests unmutated, then each mutant; None when the unmutated tests fail."""
+    everything = _unique(t for m in mutants for t in m.tests)
+    code, output = run_tests(everything, root=root, copy=copy, scratch=scratch / f"baseline-{label}", timeout=timeout)
+    if code != 0:
+        print(f"the unmutated tests of the {label} mutants do not pass (exit {code}): fix them first\n{output[-4000:]}")
+        return None
+    outcomes = []
+    for i, m in enumerate(mutants, start=1):
+        outcome = run_mutant(m, root=root, copy=copy, scratch=scratch, timeout=timeout)
+        outcomes.append(outcome)
+        print(f"[{label} {i:>3}/{len(mutants)}] {outcome.status:<8} {m.id} ({outcome.seconds:.0f}s) {outcome.detail}")
+        sys.stdout.flush()
+    return outcomes
+
+
+def report(label: str, outcomes: Sequence[Outcome], equivalent: dict[str, str]) -> tuple[int, int]:
+    """Print one set's score and survivors; (killed, mutants that could be killed: equivalents left out)."""
+    killed = sum(o.killed for o in outcomes)
+    judged = [o for o in outcomes if o.mutant.id not in equivalent]
+    score = killed / len(judged) if judged else 1.0
+    n_eq = len(outcomes) - len(judged)
+    print(f"\n{label}: {killed}/{len(judged)} killed ({score:.1%})" + (f", {n_eq} equivalent left out" if n_eq else ""))
+    for o in outcomes:
+        m = o.mutant
+        if o.killed:
+            continue
+        if m.id in equivalent:
+            print(f"EQUIVALENT {m.id}: {m.file}: {m.find!r} -> {m.replace!r} ({equivalent[m.id]})")
+        else:
+            print(f"SURVIVED {m.id}: {m.file}: {m.find!r} -> {m.replace!r}" + (f" ({m.why})" if m.why else ""))
+    return killed, len(judged)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Check, plant and test the mutants; print the score and the survivors; return the exit status."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
@@ -197,48 +295,66 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--root", type=Path, default=ROOT, help="the repository (holds src/ and tests/)")
     parser.add_argument("--only", action="append", default=[], metavar="ID", help="run only these mutants")
     parser.add_argument("--check", action="store_true", help="only check that every mutant applies")
+    parser.add_argument("--list", action="store_true", help="print every mutant (generated ones too), run nothing")
+    parser.add_argument("--text-only", action="store_true", help="only the listed text mutants")
+    parser.add_argument("--sql-only", action="store_true", help="only the mutants sqlglot generates")
     parser.add_argument("--threshold", type=float, default=0.0, help="least share killed (0-1) for exit 0")
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds per test run; longer = killed")
     args = parser.parse_args(argv)
     root = args.root.resolve()
 
-    version, mutants = load_mutants(args.mutants)
-    unknown = sorted(set(args.only) - {m.id for m in mutants})
+    version, listed = load_mutants(args.mutants)
+    config = load_sql_config(args.mutants)
+    generated, parsed, unparsed = sql_mutants(root, config) if config else ([], [], {})
+    made = {m.id for m in generated}
+    if args.text_only:
+        generated = []
+    if args.sql_only:
+        listed = []
+    equivalent = config.equivalent if config else {}
+    problems = stale_mutants(listed, root)
+    gone = sorted(set(equivalent) - made)
+    problems += [f"{i}: stale, [[sql.equivalent]] names a mutant sqlglot no longer makes" for i in gone]
+    unknown = sorted(set(args.only) - {m.id for m in [*listed, *generated]})
     if unknown:
         parser.error(f"unknown mutant ids {unknown}")
     if args.only:
-        mutants = [m for m in mutants if m.id in args.only]
-    problems = stale_mutants(mutants, root)
+        listed = [m for m in listed if m.id in args.only]
+        generated = [m for m in generated if m.id in args.only]
     for p in problems:
         print(f"STALE {p}")
     if problems:
-        print(f"{len(problems)} of {len(mutants)} mutants no longer apply: update {args.mutants.name}")
+        print(f"{len(problems)} of {len(listed) + len(equivalent)} mutants no longer apply: update {args.mutants.name}")
         return 2
-    print(f"{len(mutants)} mutants (list version {version}) apply")
-    if args.check:
+    for rel, why in unparsed.items():
+        print(f"NOT PARSED {rel}: {why} (no generated mutants)")
+    print(f"{len(listed)} listed mutants (list version {version}) apply; sqlglot made {len(generated)}")
+    if args.list:
+        for m in [*listed, *generated]:
+            print(f"{m.id}\t{m.file}\t{m.find!r} -> {m.replace!r}\t{' '.join(m.tests)}")
+    if args.check or args.list:
         return 0
 
+    results: list[tuple[int, int]] = []
     with tempfile.TemporaryDirectory(prefix="journeys-mutate-") as tmp:
         scratch = Path(tmp)
-        copy = package_copy(root, scratch / "package")
-        everything = _unique(t for m in mutants for t in m.tests)
-        code, output = run_tests(everything, root=root, copy=copy, scratch=scratch / "baseline", timeout=args.timeout)
-        if code != 0:
-            print(f"the unmutated tests do not pass (exit {code}): fix them first\n{output[-4000:]}")
-            return 2
-        outcomes = []
-        for i, m in enumerate(mutants, start=1):
-            outcome = run_mutant(m, root=root, copy=copy, scratch=scratch, timeout=args.timeout)
-            outcomes.append(outcome)
-            print(f"[{i:>3}/{len(mutants)}] {outcome.status:<8} {m.id} ({outcome.seconds:.0f}s) {outcome.detail}")
-            sys.stdout.flush()
-
-    killed = sum(o.killed for o in outcomes)
-    score = killed / len(outcomes) if outcomes else 1.0
-    survivors = [o.mutant for o in outcomes if not o.killed]
-    print(f"\nmutation score: {killed}/{len(outcomes)} killed ({score:.1%}), list version {version}")
-    for m in survivors:
-        print(f"SURVIVED {m.id}: {m.file}: {m.find!r} -> {m.replace!r}" + (f" ({m.why})" if m.why else ""))
+        if listed:
+            copy = package_copy(root, scratch / "package")
+            outcomes = run_set("listed", listed, root=root, copy=copy, scratch=scratch, timeout=args.timeout)
+            if outcomes is None:
+                return 2
+            results.append(report(f"listed mutants (version {version})", outcomes, {}))
+        if generated:
+            copy = package_copy(root, scratch / "package-sql")
+            # The baseline of generated mutants is each parsed model printed back by sqlglot, unmutated.
+            sql_mutants_module.round_trip(parsed, copy.parent)
+            outcomes = run_set("sql", generated, root=root, copy=copy, scratch=scratch, timeout=args.timeout)
+            if outcomes is None:
+                return 2
+            results.append(report("sqlglot mutants", outcomes, equivalent))
+    killed, judged = sum(k for k, _ in results), sum(n for _, n in results)
+    score = killed / judged if judged else 1.0
+    print(f"\nmutation score: {killed}/{judged} killed ({score:.1%})")
     if score < args.threshold:
         print(f"below the threshold of {args.threshold:.0%}")
         return 1

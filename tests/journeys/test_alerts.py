@@ -217,3 +217,30 @@ def test_journeys_run_says_when_no_goal_is_missed(tmp_path, capsys):
 
     print_alerts(build_map(data_root=tmp_path, goals=[g for g in GOALS if g["name"] == "store_pays"]))
     assert capsys.readouterr().out.rstrip().endswith("none")
+
+
+def _goal(name, threshold, direction):
+    stage = {"stage_model": "generic_lifecycle", "metric": "conversion_rate", "stage": "consideration"}
+    return {**stage, "name": name, "threshold": threshold, "direction": direction}
+
+
+def test_a_previous_value_exactly_at_the_threshold_was_not_missed(tmp_path):
+    # consideration converts 3/4 without T and 3/5 with T. Min goal 0.75: missed now (0.6), met last night at
+    # equality. Then the other way round (with T, then without): max goal 0.6, missed now (0.75), met at 0.6.
+    goals = [_goal("at_least_three_quarters", 0.75, "min")]
+    first = build_map(_without_t(tmp_path), data_root=tmp_path, goals=goals)
+    _publish_map_marts(first, Settings(data_root=tmp_path), "run-1", AS_OF - timedelta(days=1))
+    first.close()
+    second = build_map(data_root=tmp_path, goals=goals)
+    got = db.fetch(second, "select goal_name, metric_value, previous_value, missed_in_previous from alerts")
+    assert got == _approx([("at_least_three_quarters", 0.6, 0.75, False)])
+    second.close()
+
+    other = tmp_path / "other"
+    goals = [_goal("at_most_three_fifths", 0.6, "max")]
+    first = build_map(data_root=other, goals=goals)
+    _publish_map_marts(first, Settings(data_root=other), "run-1", AS_OF - timedelta(days=1))
+    first.close()
+    second = build_map(_without_t(tmp_path), data_root=other, goals=goals)
+    got = db.fetch(second, "select goal_name, metric_value, previous_value, missed_in_previous from alerts")
+    assert got == _approx([("at_most_three_fifths", 0.75, 0.6, False)])

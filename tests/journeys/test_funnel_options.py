@@ -133,6 +133,14 @@ def test_strict_increase_follows_clickhouse_latest_step_not_the_best_chain():
     assert _one([(0, 1), (1, 2), (2, 2), (2, 3)], strict_increase=True) == [(1, 0), (2, 1)]
 
 
+def test_strict_breaks_on_a_later_stage_at_the_very_instant_of_step_one():
+    # Ties order by stage: at t=0 stage 1 comes first, then stage 3 before stage 2 was reached, which breaks
+    # the strict scan (ClickHouse's windowFunnel(strict_order) gives 1 as well); ordered reaches 3.
+    events = [(0, 1), (0, 3), (5, 2), (6, 3)]
+    assert _one(events, mode="strict") == [(1, 0)]
+    assert _one(events) == [(1, 0), (2, 5), (3, 6)]
+
+
 def test_strict_deduplication_stops_at_a_repeated_stage():
     assert _one([(0, 1), (1, 2), (2, 2), (3, 3)], strict_deduplication=True) == [(1, 0), (2, 1)]
     # stage 1 may repeat; a repeat at the very instant the stage was reached counts as a repeat

@@ -19,6 +19,7 @@ from journeys.identity import (
     resolve_identities,
     score_identity,
 )
+from journeys.ingest import LINK_SCHEMA
 
 RUN_AT = datetime(2024, 6, 1)
 T0 = datetime(2024, 1, 1)
@@ -227,6 +228,50 @@ def test_per_type_limit_keeps_best_supported_values() -> None:
     assert report.n_customers == 1  # the shared e-mail still maps to the customer it was seen with
 
 
+def test_link_rows_do_not_count_as_support_for_the_per_type_limit() -> None:
+    # e1 has one event and three link rows: support counts events only, so e1 is still the one held back.
+    events = [("c", 0, [("customer_id", "C"), ("email", "e0")])]
+    for i in range(6):
+        events += [(f"m{i}_{j}", 1 + i, [("customer_id", "C"), ("email", f"e{i}")]) for j in range(1 if i == 1 else 2)]
+    con = db.connect()
+    load_events(con, events)
+    db.execute(con, f"create table links ({', '.join(f'{c} {t}' for c, t in LINK_SCHEMA.items())})")
+    db.execute(
+        con,
+        "insert into links (link_id, identifiers) select 'cdp:' || i::varchar,"
+        " [{'id_type': 'customer_id', 'id_value': 'C'}, {'id_type': 'email', 'id_value': 'e1'}]"
+        " from range(3) as r(i)",
+    )
+    resolve_identities(con, Settings(), run_at=RUN_AT)
+    assert db.fetch(con, "select id_value from shared_identifiers") == [("e1",)]
+
+
+def test_a_per_type_limit_tie_in_support_keeps_the_smallest_values() -> None:
+    # 100 customers with six e-mails of two events each (limit 5): the tie keeps e0..e4 and holds back e5, for
+    # every customer, however the rows reach the ranking window.
+    events = []
+    for n in range(100):
+        for i in (5, 3, 0, 4, 1, 2):
+            events += [(f"c{n}_{i}_{j}", j, [("customer_id", f"C{n}"), ("email", f"c{n}_e{i}")]) for j in range(2)]
+    con, _ = run(events)
+    held = db.fetch(con, "select id_value from shared_identifiers order by 1")
+    assert held == sorted((f"c{n}_e5",) for n in range(100))
+
+
+def test_events_with_only_shared_values_of_one_type_follow_the_smallest_value() -> None:
+    # For each n: devices a{n} (best supported by A{n}) and b{n} (by B{n}) are both shared; an event with only
+    # the two devices goes to the customer of the smaller value, a{n}, whatever order node ids were given in.
+    events = []
+    for n in range(100):
+        for dev, best, other in ((f"b{n}", f"B{n}", f"Y{n}"), (f"a{n}", f"A{n}", f"X{n}")):
+            events += [(f"{dev}_{i}", i, [("customer_id", best), ("device_id", dev)]) for i in range(3)]
+            events += [(f"{dev}_o", 3, [("customer_id", other), ("device_id", dev)])]
+        events += [(f"both{n}", 9, [("device_id", f"b{n}"), ("device_id", f"a{n}")])]
+    con, _ = run(events)
+    k = keys(con)
+    assert all(k[f"both{n}"] == k[f"a{n}_0"] != k[f"b{n}_0"] for n in range(100))
+
+
 def test_emails_chaining_two_customer_ids_are_not_fused() -> None:
     events = [
         ("a", 0, [("customer_id", "A"), ("email", "x1")]),
@@ -345,6 +390,20 @@ def test_customers_first_seen_at_one_instant_merge_into_the_smaller_key(tmp_path
     for events in (second, list(reversed(second))):
         con2, _ = run(events, previous_identity_map=prev)
         assert set(keys(con2).values()) == {min(k1["x1"], k1["y1"])}  # a tie on first seen: the smaller key
+
+
+def test_many_merges_of_customers_first_seen_at_one_instant_all_keep_the_smaller_key(tmp_path: Path) -> None:
+    # The two-customer case above, 300 times over: enough rows for the survivor window to meet ties in
+    # another order than the keys', so only the key's own tie-break keeps the smaller one.
+    first = []
+    for n in range(300):
+        first += [(f"x{n}", 0, [("email", f"x{n}@x"), ("device_id", f"d{n}")]), (f"y{n}", 0, [("email", f"y{n}@x")])]
+    con1, _ = run(first)
+    k1 = keys(con1)
+    prev = write_map(con1, tmp_path / "map1.parquet")
+    second = [*first, *[(f"bridge{n}", 120, [("email", f"y{n}@x"), ("device_id", f"d{n}")]) for n in range(300)]]
+    k2 = keys(run(second, previous_identity_map=prev)[0])
+    assert all(k2[f"x{n}"] == k2[f"y{n}"] == min(k1[f"x{n}"], k1[f"y{n}"]) for n in range(300))
 
 
 def test_merge_history_survives_a_rerun_that_merges_nothing(tmp_path: Path) -> None:
@@ -647,3 +706,17 @@ def test_hub_threshold_is_more_than_max_links_per_value() -> None:
     con, report = run(shared_by(5), settings_)
     assert (report.n_customers, report.n_hubs) == (5, 1)
     assert db.fetch(con, "select id_value, reason from shared_identifiers") == [("desk", "hub")]
+
+
+def test_event_with_only_shared_identifiers_follows_the_highest_priority_one() -> None:
+    # tv (a device) is best supported by A, ck (a cookie, lower priority) by D; both are held back as shared.
+    events = [(f"a{i}", i, [("customer_id", "A"), ("device_id", "tv")]) for i in range(3)]
+    events += [("b", 3, [("customer_id", "B"), ("device_id", "tv")])]
+    events += [("c", 4, [("customer_id", "C"), ("cookie_id", "ck")])]
+    events += [(f"d{i}", 5 + i, [("customer_id", "D"), ("cookie_id", "ck")]) for i in range(3)]
+    events += [("both", 9, [("cookie_id", "ck"), ("device_id", "tv")])]
+    con, _ = run(events)
+    k = keys(con)
+    assert db.fetch(con, "select id_value from shared_identifiers order by 1") == [("ck",), ("tv",)]
+    assert len({k["a0"], k["b"], k["c"], k["d0"]}) == 4
+    assert k["both"] == k["a0"]

@@ -841,3 +841,24 @@ def test_a_new_version_that_is_still_being_written_leaves_the_earlier_one_in_pla
     done = ingest(s, "b3")
     assert (done.loaded, done.duplicates, done.replaced) == (1, 0, 1)
     assert [r["revenue"] for r in events(s)] == [Decimal("123.45")]
+
+
+def test_rows_exactly_at_the_plausible_time_limits_are_loaded(tmp_path):
+    # Berlin is UTC+1 in winter: 01:00 local on 2000-01-01 is quality.min_occurred_at (2000-01-01 UTC), and
+    # 01:00 local on 2026-03-02 is as_of + max_future (1 day). At the limits a row loads; a second beyond, the
+    # first is quarantined as too old and the second held back.
+    write(
+        tmp_path,
+        "web/a.csv",
+        WEB_HEADER
+        + "h1,2000-01-01 01:00:00,desktop,pageview,,,c1,,\n"
+        + "h2,2000-01-01 00:59:59,desktop,pageview,,,c1,,\n"
+        + "h3,2026-03-02 01:00:00,desktop,pageview,,,c1,,\n"
+        + "h4,2026-03-02 01:00:01,desktop,pageview,,,c1,,\n",
+    )
+    s = make_settings(tmp_path, web_source())
+    (web,) = ingest(s).files
+    assert (web.read, web.loaded, web.quarantined, web.held) == (4, 2, 1, 1)
+    assert [r["event_id"] for r in events(s)] == ["web:h1", "web:h3"]
+    assert [r["line"] for r in quarantine(s)] == [3]
+    assert [r["event_id"] for r in held_rows(s)] == ["web:h4"]

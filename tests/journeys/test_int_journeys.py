@@ -14,7 +14,8 @@ def test_last_sentiment_is_the_last_events_even_when_null_and_breakdown_the_firs
         con,
         """create table events as
            select * from (values
-               ('e1', timestamp '2026-10-01 10:00', 'web', 'page_view', 0.5, '{"plan": "basic"}'),
+               ('e0', timestamp '2026-10-01 09:00', 'web', 'page_view', -1.0, '{"plan": "basic"}'),
+               ('e1', timestamp '2026-10-01 10:00', 'web', 'page_view', 0.5, '{}'),
                ('e2', timestamp '2026-10-01 11:00', 'web', 'page_view', null, '{}'),
                ('f1', timestamp '2026-10-02 10:00', 'web', 'page_view', null, '{}'),
                ('f2', timestamp '2026-10-02 11:00', 'call_centre', 'call', -0.5, '{"plan": "pro"}')
@@ -39,7 +40,7 @@ def test_last_sentiment_is_the_last_events_even_when_null_and_breakdown_the_firs
         con,
         "select customer_key, last_sentiment, last_known_sentiment, breakdown_attribute from int_journeys order by 1",
     )
-    # E's last event has no sentiment: last_sentiment is null, the last known one is 0.5.
+    # E's last event has no sentiment: last_sentiment is null, the last known one is e1's 0.5 (not e0's -1.0).
     # F's first event has no plan: its breakdown value is null, not the later event's 'pro'.
     assert rows == [("E", None, 0.5, "basic"), ("F", -0.5, -0.5, None)]
 

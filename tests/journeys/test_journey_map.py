@@ -7,7 +7,7 @@ import pytest
 from golden_compare import assert_matches_golden
 
 from journeys import build, db
-from journeys.config import Settings, StageModelRef
+from journeys.config import RedPointsConfig, Settings, StageModelRef
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "journey_map"
 AS_OF = datetime(2026, 10, 31)
@@ -70,6 +70,22 @@ def test_channel_transitions_match_hand_counted_transitions(built):
         where="stage_model = 'generic_lifecycle'",
         order_by="stage_index, from_channel, to_channel",
     )
+
+
+def test_a_transition_leaves_from_the_last_event_of_the_stage_before_the_arrival(tmp_path):
+    # Two awareness events (ads, then social an hour later) before the first consideration event: the
+    # transition leaves from social, the later one, and its delay runs from it.
+    events = tmp_path / "two_awareness_events.csv"
+    events.write_text(
+        "event_id,customer_key,occurred_at,channel,event_type,touchpoint,sentiment,revenue,attributes\n"
+        "v1,V,2026-09-01 10:00:00,ads,ad_click,ads:ad_click,,,{}\n"
+        "v2,V,2026-09-01 11:00:00,social,social_engagement,social:social_engagement,,,{}\n"
+        'v3,V,2026-09-01 12:00:00,web,page_view,web:page_view,,,"{""page_type"": ""product""}"\n',
+        encoding="utf-8",
+    )
+    con = build_map(str(events))
+    rows = db.fetch(con, "select stage_index, from_channel, to_channel, median_delay_s from channel_transitions")
+    assert rows == [(1, "social", "web", 3600.0)]
 
 
 def test_touchpoint_performance_matches_the_hand_computation(built):
@@ -154,10 +170,38 @@ def test_journey_paths_match_the_hand_computation(built):
     assert same == [(6,)]
 
 
-def test_journey_paths_keep_the_top_paths_only():
+def test_a_repeated_touchpoint_is_one_step_of_the_collapsed_touchpoint_path(tmp_path):
+    events = tmp_path / "repeated_page_view.csv"
+    events.write_text(
+        "event_id,customer_key,occurred_at,channel,event_type,touchpoint,sentiment,revenue,attributes\n"
+        "v1,V,2026-09-01 10:00:00,ads,ad_click,ads:ad_click,,,{}\n"
+        'v2,V,2026-09-01 11:00:00,web,page_view,web:page_view,,,"{""page_type"": ""product""}"\n'
+        'v3,V,2026-09-01 11:05:00,web,page_view,web:page_view,,,"{""page_type"": ""product""}"\n'
+        "v4,V,2026-09-01 11:10:00,web,purchase,web:purchase,,20.00,{}\n",
+        encoding="utf-8",
+    )
+    con = build_map(str(events))
+    rows = db.fetch(
+        con,
+        "select repeats_collapsed, step_path, n_steps from journey_paths where path_type = 'touchpoint' order by 1",
+    )
+    assert rows == [
+        (False, "ads:ad_click > web:page_view > web:page_view > web:purchase", 4),
+        (True, "ads:ad_click > web:page_view > web:purchase", 3),
+    ]
+
+
+def test_journey_paths_and_stage_neighbours_keep_the_top_paths_only():
     con = build_map(top_paths=2)
     rows = db.fetch(con, "select path_type, repeats_collapsed, max(path_rank) from journey_paths group by all")
     assert {r[2] for r in rows} == {2}
+    # consideration has four distinct steps before it and three after it (expected_stage_neighbours): two stay
+    ranks = db.fetch(
+        con,
+        "select direction, list(neighbour_rank order by neighbour_rank) from stage_neighbours"
+        " where stage_model = 'generic_lifecycle' and stage_index = 2 group by direction order by direction",
+    )
+    assert [r for _, r in ranks] == [[1, 2], [1, 2]]
 
 
 def test_stage_neighbours_match_the_hand_computation(built):
@@ -240,3 +284,105 @@ def test_a_cell_counts_journeys_once_and_without_a_stage_owner_takes_its_touchpo
     )
     # browse/web: v1 and v2, one journey that moved on; its owners tie at one event each: the first by name
     assert rows == [(1, 2, 1, 1, 1, "alpha_team"), (2, 1, 1, None, None, "sales")]
+
+
+def test_a_stage_without_designed_channels_has_no_off_design_figures(overlap):
+    # The overlap model designs no channel for either stage: "off design" has no meaning there (null, not 0).
+    rows = db.fetch(
+        overlap,
+        "select stage_index, journeys_at_stage, journeys_off_design_channel, share_off_design_channel"
+        " from journey_gaps order by stage_index",
+    )
+    assert rows == [(1, 1, None, None), (2, 1, None, None)]
+
+
+def test_a_cell_owner_tie_among_many_owners_goes_to_the_first_by_name(tmp_path):
+    # Forty touchpoints of one cell, one event each, owned by forty teams named out of order: the owner is the
+    # first name, not whichever tied team the aggregation happens to meet first.
+    names = [f"team_{(7 * i) % 40:02}" for i in range(40)]
+    owners = ", ".join(f'"web:e{i:02}": {name}' for i, name in enumerate(names))
+    model = tmp_path / "many_owners.yaml"
+    model.write_text(
+        "name: many_owners\nversion: 1\nstages:\n"
+        f"  - name: browse\n    rules:\n      - channel: [web]\n    touchpoint_owners: {{{owners}}}\n"
+        "  - name: buy\n    rules:\n      - event_type: [purchase]\n    owner: sales\n",
+        encoding="utf-8",
+    )
+    con = db.connect()
+    db.execute(
+        con,
+        """create table events as
+           select 'ev' || lpad(i::varchar, 2, '0') as event_id,
+                  timestamp '2026-10-01 10:00' + to_minutes(i) as occurred_at,
+                  (timestamp '2026-10-01 10:00' + to_minutes(i))::date as event_date, 'test' as source,
+                  'web' as channel, 'e' || lpad(i::varchar, 2, '0') as event_type,
+                  'web:e' || lpad(i::varchar, 2, '0') as touchpoint,
+                  []::struct(id_type varchar, id_value varchar)[] as identifiers, null::double as sentiment,
+                  null::decimal(18, 2) as revenue, '{}'::json as attributes, 'C' || (i % 7)::varchar as customer_key
+           from range(40) as r(i)""",
+    )
+    db.execute(con, "create table int_event_customers as select event_id, customer_key from events")
+    db.execute(con, "create table customers as select distinct customer_key, 0 as bucket from events")
+    build.build_after_identity(con, build.run_context(Settings(stage_models=[StageModelRef(path=str(model))]), AS_OF))
+    assert db.fetch(con, "select stage_index, events_in_cell, owner from stage_channel_matrix") == [(1, 40, "team_00")]
+
+
+def test_negative_sentiment_red_points_count_only_negative_readings_and_tie_on_the_unit(tmp_path):
+    # Stage 2 (consideration, product page views) in 50 touchpoints of 10 readings each: 30 chat touchpoints
+    # all negative, 20 web ones all neutral (0, not negative). The stage's negative share is 300/500 = 0.6;
+    # each chat touchpoint is 10/10 (Wilson low 0.72 > 0.6, lift 1.67): 30 red points that tie on everything
+    # but their name, ranked by it.
+    names = [f"chat:tp{(17 * i) % 30:02}" for i in range(30)]
+    rows = ["event_id,customer_key,occurred_at,channel,event_type,touchpoint,sentiment,revenue,attributes"]
+    page = '"{""page_type"": ""product""}"'
+    for t, (channel, touchpoint, sentiment) in enumerate(
+        [("chat", n, -0.5) for n in names] + [("web", f"web:tp{i:02}", 0.0) for i in range(20)]
+    ):
+        for r in range(10):
+            rows.append(f"e{t}_{r},C{t}_{r},2026-09-01 10:00:00,{channel},page_view,{touchpoint},{sentiment},,{page}")
+    events = tmp_path / "sentiment.csv"
+    events.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    con = build_map(str(events), red_points=RedPointsConfig(min_count=10))
+    got = db.fetch(
+        con,
+        "select unit_type, unit, red_rank, k, n, stage_share from red_points where metric = 'negative_sentiment'"
+        " order by red_rank",
+    )
+    assert got[0] == ("cell", "chat", 1, 300, 300, 0.6)
+    assert got[1:] == [("touchpoint", n, 2 + i, 10, 10, 0.6) for i, n in enumerate(sorted(names))]
+
+
+def test_a_red_point_at_exactly_the_minimum_lift_is_flagged(tmp_path):
+    # chat:a has 30 negative of 40 readings (0.75, Wilson low 0.60), web:b 10 of 40: the stage's share is
+    # 40/80 = 0.5, so chat:a's lift is exactly 1.5, the default min_lift: flagged, as is its chat cell.
+    rows = ["event_id,customer_key,occurred_at,channel,event_type,touchpoint,sentiment,revenue,attributes"]
+    page = '"{""page_type"": ""product""}"'
+    readings = [("chat", "chat:a", -0.5 if r < 30 else 0.5) for r in range(40)]
+    readings += [("web", "web:b", -0.5 if r < 10 else 0.5) for r in range(40)]
+    for i, (channel, touchpoint, sentiment) in enumerate(readings):
+        rows.append(f"e{i},C{i},2026-09-01 10:00:00,{channel},page_view,{touchpoint},{sentiment},,{page}")
+    events = tmp_path / "lift.csv"
+    events.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    con = build_map(str(events), red_points=RedPointsConfig(min_count=10))
+    got = db.fetch(
+        con,
+        "select unit_type, unit, k, n, stage_share, lift from red_points where metric = 'negative_sentiment'"
+        " order by red_rank",
+    )
+    # equal excess: the touchpoint ranks before its cell
+    assert got == [("touchpoint", "chat:a", 30, 40, 0.5, 1.5), ("cell", "chat", 30, 40, 0.5, 1.5)]
+
+
+def test_a_touchpoints_main_channel_tie_goes_to_the_first_channel_by_name(tmp_path):
+    # Forty touchpoints, each seen once on web and once on chat (listed web first): every main channel is
+    # chat, the first name, whatever order the tied counts reach the aggregate in.
+    rows = ["event_id,customer_key,occurred_at,channel,event_type,touchpoint,sentiment,revenue,attributes"]
+    page = '"{""page_type"": ""product""}"'
+    for i in range(40):
+        for channel in ("web", "chat"):
+            rows.append(f"e{i}_{channel},C{i},2026-09-01 10:00:00,{channel},page_view,tp{(13 * i) % 40:02},,,{page}")
+    events = tmp_path / "tied_channels.csv"
+    events.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    con = build_map(str(events))
+    got = db.fetch(con, "select distinct main_channel from touchpoint_performance where stage_index = 2")
+    assert got == [("chat",)]

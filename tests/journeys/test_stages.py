@@ -132,6 +132,27 @@ def test_occurrence_n_matches_only_the_nth_and_counts_per_journey(make_settings,
     assert stages == {"c1": 3, "c2": 2, "c3": 3, "c4": 3, "c5": 2, "c6": 1}
 
 
+def test_the_nth_occurrence_among_same_instant_events_is_taken_in_event_id_order(make_settings, tmp_path):
+    path = tmp_path / "second.yaml"
+    path.write_text(
+        "name: second\nversion: 1\nstages:\n"
+        "  - name: browse\n    rules: [{event_type: [page_view]}]\n"
+        "  - name: second_purchase\n    rules: [{event_type: [purchase], occurrence: 2}]\n"
+        "  - name: other_purchase\n    rules: [{event_type: [purchase]}]\n"
+    )
+    # Many journeys, each with its 2nd and 3rd purchase at one instant, listed against event_id order: the
+    # second purchase is the smaller event_id, whatever order the rows reach the window in.
+    rows = []
+    for n in range(200):
+        rows += [
+            (f"p{n:03}_3", f"P{n:03}", "2026-10-01 11:00", "purchase"),
+            (f"p{n:03}_2", f"P{n:03}", "2026-10-01 11:00", "purchase"),
+            (f"p{n:03}_1", f"P{n:03}", "2026-10-01 10:00", "purchase"),
+        ]
+    stages = _event_stages(_events_con(rows), str(path), make_settings)
+    assert {eid: s for eid, s in stages.items() if s == 2} == {f"p{n:03}_2": 2 for n in range(200)}
+
+
 def test_without_occurrence_on_the_purchase_stage_it_takes_every_purchase(make_settings, tmp_path):
     path = _stage_model_file(tmp_path, "{event_type: [purchase]}", "{event_type: [purchase], occurrence: 2+}")
     con = _events_con([("d1", "D", "2026-10-01 10:00", "purchase"), ("d2", "D", "2026-10-01 11:00", "purchase")])

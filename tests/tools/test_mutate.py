@@ -91,7 +91,8 @@ def test_killed_and_surviving_mutants_give_the_score_and_name_the_survivor(toy, 
     out = capsys.readouterr().out
     assert "killed   boundary" in out
     assert "survived wording" in out
-    assert "mutation score: 1/2 killed (50.0%), list version 1" in out
+    assert "listed mutants (version 1): 1/2 killed (50.0%)" in out
+    assert "mutation score: 1/2 killed (50.0%)" in out
     assert "SURVIVED wording: src/toy/__init__.py: '\"minor\"' -> '\"child\"'" in out
     assert (toy / "src" / "toy" / "__init__.py").read_text() == original
     assert mutate.main(["--mutants", str(listing), "--root", str(toy), "--threshold", "0.5", "--only", "boundary"]) == 0
@@ -103,3 +104,14 @@ def test_the_shipped_list_applies_to_the_working_tree_and_names_existing_tests()
     assert mutate.stale_mutants(mutants, REPO) == []
     missing = {t for m in mutants for t in m.tests if not (REPO / t.split("::")[0]).is_file()}
     assert missing == set()
+
+
+def test_sqlglot_parses_every_shipped_model_and_the_sql_table_names_existing_tests():
+    config = mutate.load_sql_config(mutate.MUTANTS)
+    assert config is not None
+    generated, parsed, unparsed = mutate.sql_mutants(REPO, config)
+    assert unparsed == {}
+    assert len(parsed) == len(list(REPO.glob(config.files))) and len(generated) >= 150
+    assert set(config.equivalent) <= {m.id for m in generated}
+    named = {t for m in generated for t in m.tests} | {t for _, tests in config.groups for t in tests}
+    assert {t for t in named if not (REPO / t.split("::")[0]).is_file()} == set()

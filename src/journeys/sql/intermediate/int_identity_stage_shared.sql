@@ -45,7 +45,9 @@ over_limit as (
         rm.node_id,
         'limit' as reason
     from ranked_members as rm
-    where rm.support_rank > $type_limits[$stage_rank]
+    -- list_extract rather than $type_limits[$stage_rank]: sqlglot (tools/sql_mutants.py) would read `$a[$`
+    -- as the opening of a dollar-quoted string.
+    where rm.support_rank > list_extract($type_limits, $stage_rank)
 ),
 
 final as (
