@@ -62,9 +62,10 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py
 
-# The mutation score (README "Mutation score"; not part of `make test`): each mutant of tools/mutants.toml is
-# planted in a copy of src/ and its tests run; fails below the threshold or when a mutant no longer applies.
-MUTATE_THRESHOLD ?= 0.9
+# The mutation score (README "Mutation score"; not part of `make test`, over an hour on 2 cores): each mutant
+# listed in tools/mutants.toml and each one sqlglot makes from the SQL models is planted in a copy of src/ and
+# its tests run; fails below the threshold or when a mutant or a named equivalent no longer applies.
+MUTATE_THRESHOLD ?= 0.95
 mutate: $(STAMP)
 	$(BIN)/python tools/mutate.py --threshold $(MUTATE_THRESHOLD)
 
