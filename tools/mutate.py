@@ -18,6 +18,7 @@ Exit status: 0 at or above the threshold, 1 below it, 2 when a mutant is stale o
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import os
 import shutil
 import subprocess
@@ -29,10 +30,13 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 try:
+    from tools import py_mutants as py_mutants_module
     from tools import sql_mutants as sql_mutants_module
 except ModuleNotFoundError:  # run as `python tools/mutate.py`: tools/ is on the path, the repository is not
+    import py_mutants as py_mutants_module  # type: ignore[no-redef]
     import sql_mutants as sql_mutants_module  # type: ignore[no-redef]
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -77,7 +81,7 @@ class Outcome:
 def load_mutants(path: Path) -> tuple[int, list[Mutant]]:
     """The list's version and its mutants; a missing field, an unknown key or a repeated id is an error."""
     data = tomllib.loads(path.read_text(encoding="utf-8"))
-    unknown = set(data) - {"version", "mutant", "sql"}
+    unknown = set(data) - {"version", "mutant", "sql", "python"}
     if unknown:
         raise MutantError(f"{path}: unknown keys {sorted(unknown)}")
     version = data.get("version")
@@ -210,26 +214,27 @@ class SqlConfig:
     """Generated mutants that no test can kill because they change no result, with why (id -> why)."""
 
 
-def load_sql_config(path: Path) -> SqlConfig | None:
-    """The list's `[sql]` table, or None when it has none; an unknown key or a missing field is an error."""
-    data = tomllib.loads(path.read_text(encoding="utf-8")).get("sql")
+def load_sql_config(path: Path, table: str = "sql") -> SqlConfig | None:
+    """The list's `[sql]` or `[python]` table, or None when it has none; an unknown key or missing field is an error."""
+    data = tomllib.loads(path.read_text(encoding="utf-8")).get(table)
     if data is None:
         return None
-    where = f"{path}: [sql]"
+    where = f"{path}: [{table}]"
     unknown = set(data) - {"files", "default_tests", "tests", "equivalent"}
     if unknown:
         raise MutantError(f"{where}: unknown keys {sorted(unknown)}")
     if not isinstance(data.get("files"), str) or not data.get("default_tests"):
         raise MutantError(f"{where}: needs files (a glob) and default_tests")
+    table_name = f"{table}."
     groups = []
     for g in data.get("tests", []):
         if set(g) != {"files", "tests"} or not g["files"] or not g["tests"]:
-            raise MutantError(f"{where}: each [[sql.tests]] needs files and tests only, got {sorted(g)}")
+            raise MutantError(f"{where}: each [[{table_name}tests]] needs files and tests only, got {sorted(g)}")
         groups.append((tuple(g["files"]), tuple(g["tests"])))
     equivalent = {}
     for e in data.get("equivalent", []):
         if set(e) != {"id", "why"} or not str(e["why"]).strip():
-            raise MutantError(f"{where}: each [[sql.equivalent]] needs an id and a why, got {sorted(e)}")
+            raise MutantError(f"{where}: each [[{table_name}equivalent]] needs an id and a why, got {sorted(e)}")
         equivalent[e["id"]] = e["why"]
     return SqlConfig(data["files"], tuple(data["default_tests"]), tuple(groups), equivalent)
 
@@ -237,19 +242,27 @@ def load_sql_config(path: Path) -> SqlConfig | None:
 def sql_mutants(root: Path, config: SqlConfig) -> tuple[list[Mutant], list[sql_mutants_module.SqlFile], dict[str, str]]:
     """The generated SQL mutants as Mutants (with their tests), the parsed files and the files not parsed."""
     files, generated, unparsed = sql_mutants_module.generate(root, config.files)
-    mutants = [
-        Mutant(
-            g.id,
-            g.path,
-            g.before,
-            g.after,
-            tuple(sql_mutants_module.tests_for(g.path, config.groups, config.default_tests)),
-            why=g.kind,
-            text=g.text,
-        )
-        for g in generated
-    ]
+    mutants = _as_mutants(
+        generated, lambda g: sql_mutants_module.tests_for(g.path, config.groups, config.default_tests)
+    )
     return mutants, files, unparsed
+
+
+def py_mutants(root: Path, config: SqlConfig) -> tuple[list[Mutant], list[py_mutants_module.PyFile], dict[str, str]]:
+    """The generated Python mutants; a module's tests: a matching group's, else the mirroring ones, else the default."""
+
+    def tests(g: sql_mutants_module.SqlMutant) -> list[str]:
+        name = Path(g.path).name
+        if any(fnmatch.fnmatch(name, p) for patterns, _ in config.groups for p in patterns):
+            return sql_mutants_module.tests_for(g.path, config.groups, config.default_tests)
+        return py_mutants_module.mirrored_tests(root, g.path) or list(config.default_tests)
+
+    files, generated, unparsed = py_mutants_module.generate(root, config.files)
+    return _as_mutants(generated, tests), files, unparsed
+
+
+def _as_mutants(generated: Sequence[sql_mutants_module.SqlMutant], tests: Any) -> list[Mutant]:
+    return [Mutant(g.id, g.path, g.before, g.after, tuple(tests(g)), why=g.kind, text=g.text) for g in generated]
 
 
 def run_set(
@@ -296,46 +309,56 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--only", action="append", default=[], metavar="ID", help="run only these mutants")
     parser.add_argument("--check", action="store_true", help="only check that every mutant applies")
     parser.add_argument("--list", action="store_true", help="print every mutant (generated ones too), run nothing")
-    parser.add_argument("--text-only", action="store_true", help="only the listed text mutants")
-    parser.add_argument("--sql-only", action="store_true", help="only the mutants sqlglot generates")
+    parser.add_argument("--text-only", action="store_true", help="the listed text mutants (and the chosen)")
+    parser.add_argument("--sql-only", action="store_true", help="the mutants sqlglot generates (and the chosen)")
+    parser.add_argument("--python-only", action="store_true", help="the Python mutants ast generates (idem)")
     parser.add_argument("--threshold", type=float, default=0.0, help="least share killed (0-1) for exit 0")
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds per test run; longer = killed")
     args = parser.parse_args(argv)
     root = args.root.resolve()
 
     version, listed = load_mutants(args.mutants)
-    config = load_sql_config(args.mutants)
-    generated, parsed, unparsed = sql_mutants(root, config) if config else ([], [], {})
-    made = {m.id for m in generated}
-    if args.text_only:
-        generated = []
-    if args.sql_only:
-        listed = []
-    equivalent = config.equivalent if config else {}
+    sql_config, py_config = load_sql_config(args.mutants, "sql"), load_sql_config(args.mutants, "python")
+    sql_made, sql_parsed, unparsed = sql_mutants(root, sql_config) if sql_config else ([], [], {})
+    py_made, py_parsed, py_unparsed = py_mutants(root, py_config) if py_config else ([], [], {})
+    unparsed = {**unparsed, **py_unparsed}
+    # (label, mutants, parsed files, their module, named equivalents, the table that names them)
+    generated_sets = [
+        ("sql", sql_made, sql_parsed, sql_mutants_module, sql_config.equivalent if sql_config else {}, "sql"),
+        ("python", py_made, py_parsed, py_mutants_module, py_config.equivalent if py_config else {}, "python"),
+    ]
     problems = stale_mutants(listed, root)
-    gone = sorted(set(equivalent) - made)
-    problems += [f"{i}: stale, [[sql.equivalent]] names a mutant sqlglot no longer makes" for i in gone]
-    unknown = sorted(set(args.only) - {m.id for m in [*listed, *generated]})
+    for _, made, _, _, equivalent, table in generated_sets:
+        gone = sorted(set(equivalent) - {m.id for m in made})
+        problems += [f"{i}: stale, [[{table}.equivalent]] names a mutant no longer made" for i in gone]
+    if args.text_only or args.sql_only or args.python_only:
+        listed = listed if args.text_only else []
+        generated_sets = [g for g in generated_sets if (args.sql_only, args.python_only)[g[0] == "python"]]
+    every = [*listed, *(m for g in generated_sets for m in g[1])]
+    unknown = sorted(set(args.only) - {m.id for m in every})
     if unknown:
         parser.error(f"unknown mutant ids {unknown}")
     if args.only:
         listed = [m for m in listed if m.id in args.only]
-        generated = [m for m in generated if m.id in args.only]
+        generated_sets = [(g[0], [m for m in g[1] if m.id in args.only], *g[2:]) for g in generated_sets]
     for p in problems:
         print(f"STALE {p}")
     if problems:
-        print(f"{len(problems)} of {len(listed) + len(equivalent)} mutants no longer apply: update {args.mutants.name}")
+        n_eq = sum(len(g[4]) for g in generated_sets)
+        print(f"{len(problems)} of {len(listed) + n_eq} mutants no longer apply: update {args.mutants.name}")
         return 2
     for rel, why in unparsed.items():
         print(f"NOT PARSED {rel}: {why} (no generated mutants)")
-    print(f"{len(listed)} listed mutants (list version {version}) apply; sqlglot made {len(generated)}")
+    made_counts = ", ".join(f"{g[0]} {len(g[1])}" for g in generated_sets)
+    print(f"{len(listed)} listed mutants (list version {version}) apply; generated: {made_counts}")
     if args.list:
-        for m in [*listed, *generated]:
+        for m in [*listed, *(m for g in generated_sets for m in g[1])]:
             print(f"{m.id}\t{m.file}\t{m.find!r} -> {m.replace!r}\t{' '.join(m.tests)}")
     if args.check or args.list:
         return 0
 
     results: list[tuple[int, int]] = []
+    titles = {"sql": "sqlglot mutants", "python": "ast mutants (Python)"}
     with tempfile.TemporaryDirectory(prefix="journeys-mutate-") as tmp:
         scratch = Path(tmp)
         if listed:
@@ -344,14 +367,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             if outcomes is None:
                 return 2
             results.append(report(f"listed mutants (version {version})", outcomes, {}))
-        if generated:
-            copy = package_copy(root, scratch / "package-sql")
-            # The baseline of generated mutants is each parsed model printed back by sqlglot, unmutated.
-            sql_mutants_module.round_trip(parsed, copy.parent)
-            outcomes = run_set("sql", generated, root=root, copy=copy, scratch=scratch, timeout=args.timeout)
+        for label, mutants, parsed, module, equivalent, _ in generated_sets:
+            if not mutants:
+                continue
+            copy = package_copy(root, scratch / f"package-{label}")
+            # The baseline of generated mutants is each parsed file printed back, unmutated.
+            module.round_trip(parsed, copy.parent)
+            outcomes = run_set(label, mutants, root=root, copy=copy, scratch=scratch, timeout=args.timeout)
             if outcomes is None:
                 return 2
-            results.append(report("sqlglot mutants", outcomes, equivalent))
+            results.append(report(titles[label], outcomes, equivalent))
     killed, judged = sum(k for k, _ in results), sum(n for _, n in results)
     score = killed / judged if judged else 1.0
     print(f"\nmutation score: {killed}/{judged} killed ({score:.1%})")
