@@ -240,6 +240,10 @@ def test_invalid_specs_are_rejected(kwargs, message):
         FunnelSpec(**kwargs)
 
 
+def test_a_one_stage_model_is_a_valid_spec():
+    assert FunnelSpec(stage_model="m", n_stages=1).n_stages == 1
+
+
 def test_duplicate_models_are_rejected():
     with pytest.raises(ValueError, match=re.escape("one FunnelSpec per stage model, got ['m', 'm']")):
         _run([], [FunnelSpec("m", 2), FunnelSpec("m", 3)])

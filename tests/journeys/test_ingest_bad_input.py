@@ -680,6 +680,12 @@ CASES = [
         },
     ),
     Case(
+        "csv_exactly_max_columns",
+        {W: wide_csv(MAX_COLUMNS, 2)},
+        2,
+        0,
+    ),
+    Case(
         "csv_wider_than_max_columns",
         {W: wide_csv(10_000, 3), "web/b.csv": HEADER + row("h9")},
         1,

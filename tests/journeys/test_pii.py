@@ -24,6 +24,7 @@ PHONES = [
     "+4930123456",
     "212 555 0100;ext=9",
     "415\u00a0555\u00a00100",
+    "030/123456",  # one separator: a phone from 9 digits on
 ]
 NOT_PII = [
     "2026-01-15 10:00:00",
@@ -35,6 +36,7 @@ NOT_PII = [
     "ord-1234567",
     "/cart?step=2",
     "@handle",
+    "0301/2345",  # one separator and 8 digits: not yet a phone
 ]
 
 
