@@ -10,10 +10,20 @@ from pathlib import Path
 
 import pytest
 
-from journeys.config import IdentityCheck, MappedField, QualityConfig, Settings, SourceConfig
-from journeys.ingest import ingest_sources
+from journeys import db
+from journeys.config import (
+    FreshnessCheck,
+    IdentityCheck,
+    MappedField,
+    QualityConfig,
+    Settings,
+    SourceConfig,
+    VolumeCheck,
+)
+from journeys.ingest import ingest_sources, manifest_path
 from journeys.quality import (
     QualityReport,
+    check_freshness_and_volume,
     share_exceeded,
     unchecked_event_files,
     validate_landing,
@@ -527,3 +537,40 @@ def test_no_raw_email_or_phone_reaches_the_report_or_data_docs(tmp_path):
     # (microseconds), which made this check fail on some runs.
     leaked = [n for n in ("ana.lopez", "example.com", "555-0100", "(415)", "415) 555") if n in text]
     assert not leaked, leaked
+
+
+def _history(tmp_path: Path, manifest: list[tuple[str, int, str]], runs: list[tuple[str, int]]):
+    """A working database whose `runs` holds published batches, and an ingest manifest of (batch, loaded, at)."""
+    s = Settings(
+        data_root=tmp_path,
+        quality=QualityConfig(freshness=FreshnessCheck(max_staleness="2d"), volume=VolumeCheck(min_ratio=0.5)),
+    )
+    con = db.connect()
+    db.execute(
+        con, "create table runs (batch_id varchar, rows_loaded bigint, published_at timestamp, event_batches varchar[])"
+    )
+    for i, (batch, loaded) in enumerate(runs):
+        db.execute(
+            con,
+            "insert into runs values ($b, $n, timestamp '2026-01-01' + to_hours($i), null)",
+            {"b": batch, "n": loaded, "i": i},
+        )
+    manifest_path(s).parent.mkdir(parents=True, exist_ok=True)
+    db.execute(
+        con,
+        "copy (select unnest($b) as batch_id, unnest($n)::bigint as loaded, unnest($t)::timestamp as ingested_at)"
+        f" to {db.quote_literal(str(manifest_path(s)))} (format parquet)",
+        {"b": [m[0] for m in manifest], "n": [m[1] for m in manifest], "t": [m[2] for m in manifest]},
+    )
+    return con, s
+
+
+def test_freshness_and_volume_hold_at_exactly_their_limits(tmp_path):
+    # Nothing new, the last rows loaded exactly max_staleness (2 days) before as_of: still fresh.
+    con, s = _history(tmp_path / "a", [("b0", 100, "2026-01-01 00:00")], [("b0", 100)])
+    report = check_freshness_and_volume(con, s, as_of=datetime(2026, 1, 3))
+    assert report.failures == [] and any(c.startswith("freshness: ok") for c in report.checks)
+    # 50 new events after a run that loaded 100: exactly min_ratio (0.5), accepted.
+    con, s = _history(tmp_path / "b", [("b0", 100, "2026-01-01 00:00"), ("b1", 50, "2026-01-02 00:00")], [("b0", 100)])
+    report = check_freshness_and_volume(con, s, as_of=datetime(2026, 1, 2))
+    assert report.failures == [] and any(c.startswith("volume: ok") for c in report.checks)
