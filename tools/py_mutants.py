@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import ast
 import copy
-import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 try:
-    from tools.sql_mutants import SqlMutant
+    from tools.sql_mutants import SqlMutant, generate_from, round_trip, site_ids
 except ModuleNotFoundError:  # run as `python tools/mutate.py`: tools/ is on the path, the repository is not
-    from sql_mutants import SqlMutant  # type: ignore[no-redef]
+    from sql_mutants import SqlMutant, generate_from, round_trip, site_ids  # type: ignore[no-redef]
+
+# round_trip is the SQL mutants' own: both print every parsed file back over the copy.
+__all__ = ["KINDS", "PyFile", "generate", "mirrored_tests", "mutants_of", "round_trip"]
 
 KINDS = ("comparison",)
 
@@ -44,40 +46,23 @@ def _is_site(node: ast.AST) -> bool:
 def mutants_of(file: PyFile) -> Iterator[SqlMutant]:
     """Every comparison mutant of one module, in `ast.walk` order."""
     sites = [i for i, node in enumerate(ast.walk(file.tree)) if _is_site(node)]
-    module = Path(file.path).stem
-    seen: dict[str, int] = {}
+    ids = site_ids(f"{Path(file.path).stem}.py")
     for index in sites:
         tree = copy.deepcopy(file.tree)
         node = next(n for i, n in enumerate(ast.walk(tree)) if i == index)
         assert isinstance(node, ast.Compare)
         before = ast.unparse(node)
         node.ops = [_FLIPS[type(node.ops[0])]()]
-        after = ast.unparse(node)
-        digest = hashlib.sha256(f"comparison\0{before}".encode()).hexdigest()[:8]
-        seen[digest] = seen.get(digest, 0) + 1
-        suffix = f"-{seen[digest]}" if seen[digest] > 1 else ""
-        mutant_id = f"{module}.py:comparison:{digest}{suffix}"
-        yield SqlMutant(mutant_id, file.path, "comparison", before, after, file.text(tree))
+        yield SqlMutant(ids("comparison", before), file.path, "comparison", before, ast.unparse(node), file.text(tree))
+
+
+def _parse(root: Path, rel: str) -> PyFile:
+    return PyFile(rel, ast.parse((root / rel).read_text(encoding="utf-8")))
 
 
 def generate(root: Path, pattern: str) -> tuple[list[PyFile], list[SqlMutant], dict[str, str]]:
     """Parse every module; its round-trip baseline, every mutant, and the modules that could not be parsed."""
-    files, mutants, unparsed = [], [], {}
-    for rel in sorted(str(p.relative_to(root)) for p in root.glob(pattern) if p.is_file()):
-        try:
-            parsed = PyFile(rel, ast.parse((root / rel).read_text(encoding="utf-8")))
-        except SyntaxError as exc:
-            unparsed[rel] = str(exc)
-            continue
-        files.append(parsed)
-        mutants.extend(mutants_of(parsed))
-    return files, mutants, unparsed
-
-
-def round_trip(files: list[PyFile], copy_root: Path) -> None:
-    """Write every parsed module printed back, unmutated, over its copy under `copy_root` (the baseline)."""
-    for f in files:
-        (copy_root / f.path).write_text(f.text(), encoding="utf-8")
+    return generate_from(root, pattern, _parse, (SyntaxError,), mutants_of)
 
 
 def mirrored_tests(root: Path, path: str) -> list[str]:

@@ -22,11 +22,23 @@ import hashlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol, TypeVar
 
 import sqlglot
 from sqlglot import exp
 
 DIALECT = "duckdb"
+
+
+class Printable(Protocol):
+    """A parsed file: where it is, and its text as the baseline prints it."""
+
+    path: str
+
+    def text(self) -> str: ...
+
+
+F = TypeVar("F")
 KINDS = ("comparison", "tie-break", "filter", "arg-min-max")
 
 _FLIPS: dict[type[exp.Expression], type[exp.Expression]] = {
@@ -115,7 +127,7 @@ def mutants_of(file: SqlFile) -> Iterator[SqlMutant]:
     """Every mutant of one file, in the order sqlglot walks its tree."""
     sites = [(i, m) for i, node in enumerate(file.tree.walk()) if (m := _mutation(node)) is not None]
     model = Path(file.path).stem
-    seen: dict[str, int] = {}
+    ids = site_ids(model)
     for index, (kind, rewrite) in sites:
         tree = file.tree.copy()
         node = next(n for i, n in enumerate(tree.walk()) if i == index)
@@ -123,11 +135,7 @@ def mutants_of(file: SqlFile) -> Iterator[SqlMutant]:
         new = rewrite(node)
         after = _short(new)
         node.replace(new)
-        # An id that survives edits elsewhere in the file: the site's own text, numbered when it repeats.
-        digest = hashlib.sha256(f"{kind}\0{before}".encode()).hexdigest()[:8]
-        seen[digest] = seen.get(digest, 0) + 1
-        suffix = f"-{seen[digest]}" if seen[digest] > 1 else ""
-        yield SqlMutant(f"{model}:{kind}:{digest}{suffix}", file.path, kind, before, after, file.text(tree))
+        yield SqlMutant(ids(kind, before), file.path, kind, before, after, file.text(tree))
 
 
 def sql_files(root: Path, pattern: str) -> list[str]:
@@ -135,21 +143,49 @@ def sql_files(root: Path, pattern: str) -> list[str]:
     return sorted(str(p.relative_to(root)) for p in root.glob(pattern) if p.is_file())
 
 
-def generate(root: Path, pattern: str) -> tuple[list[SqlFile], list[SqlMutant], dict[str, str]]:
-    """Parse every model file; its round-trip baseline, every mutant, and the files sqlglot could not parse."""
-    files, mutants, unparsed = [], [], {}
+def site_ids(prefix: str) -> Callable[[str, str], str]:
+    """Ids for one file's sites, `<prefix>:<kind>:<hash of the site's text>`, numbered when a text repeats.
+
+    The id survives edits elsewhere in the file, so a named equivalent keeps naming the same site.
+    """
+    seen: dict[str, int] = {}
+
+    def site_id(kind: str, before: str) -> str:
+        digest = hashlib.sha256(f"{kind}\0{before}".encode()).hexdigest()[:8]
+        seen[digest] = seen.get(digest, 0) + 1
+        return f"{prefix}:{kind}:{digest}" + (f"-{seen[digest]}" if seen[digest] > 1 else "")
+
+    return site_id
+
+
+def generate_from(
+    root: Path,
+    pattern: str,
+    parse: Callable[[Path, str], F],
+    errors: tuple[type[Exception], ...],
+    mutants: Callable[[F], Iterator[SqlMutant]],
+) -> tuple[list[F], list[SqlMutant], dict[str, str]]:
+    """Parse every file matching `pattern`; the parsed files, every mutant, and the files that raised `errors`."""
+    files: list[F] = []
+    made: list[SqlMutant] = []
+    unparsed: dict[str, str] = {}
     for rel in sql_files(root, pattern):
         try:
-            parsed = parse_file(root, rel)
-        except sqlglot.errors.SqlglotError as exc:
+            parsed = parse(root, rel)
+        except errors as exc:
             unparsed[rel] = " ".join(str(exc).split())[:200]
             continue
         files.append(parsed)
-        mutants.extend(mutants_of(parsed))
-    return files, mutants, unparsed
+        made.extend(mutants(parsed))
+    return files, made, unparsed
 
 
-def round_trip(files: Sequence[SqlFile], copy_root: Path) -> None:
+def generate(root: Path, pattern: str) -> tuple[list[SqlFile], list[SqlMutant], dict[str, str]]:
+    """Parse every model file; its round-trip baseline, every mutant, and the files sqlglot could not parse."""
+    return generate_from(root, pattern, parse_file, (sqlglot.errors.SqlglotError,), mutants_of)
+
+
+def round_trip(files: Sequence[Printable], copy_root: Path) -> None:
     """Write every parsed file printed back, unmutated, over its copy under `copy_root` (the baseline)."""
     for f in files:
         (copy_root / f.path).write_text(f.text(), encoding="utf-8")
