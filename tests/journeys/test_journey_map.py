@@ -36,6 +36,18 @@ def build_map(events: str = "events.csv", **overrides) -> object:
     return con
 
 
+EVENTS_HEADER = "event_id,customer_key,occurred_at,channel,event_type,touchpoint,sentiment,revenue,attributes"
+PRODUCT_PAGE = '"{""page_type"": ""product""}"'
+"""The attributes that make a page_view a generic_lifecycle consideration event."""
+
+
+def events_file(tmp_path: Path, name: str, rows: list[str]) -> str:
+    """An events CSV in the golden case's columns, for build_map: `rows` are its lines after the header."""
+    path = tmp_path / name
+    path.write_text("\n".join([EVENTS_HEADER, *rows]) + "\n", encoding="utf-8")
+    return str(path)
+
+
 @pytest.fixture(scope="module")
 def built():
     return build_map()
@@ -75,15 +87,16 @@ def test_channel_transitions_match_hand_counted_transitions(built):
 def test_a_transition_leaves_from_the_last_event_of_the_stage_before_the_arrival(tmp_path):
     # Two awareness events (ads, then social an hour later) before the first consideration event: the
     # transition leaves from social, the later one, and its delay runs from it.
-    events = tmp_path / "two_awareness_events.csv"
-    events.write_text(
-        "event_id,customer_key,occurred_at,channel,event_type,touchpoint,sentiment,revenue,attributes\n"
-        "v1,V,2026-09-01 10:00:00,ads,ad_click,ads:ad_click,,,{}\n"
-        "v2,V,2026-09-01 11:00:00,social,social_engagement,social:social_engagement,,,{}\n"
-        'v3,V,2026-09-01 12:00:00,web,page_view,web:page_view,,,"{""page_type"": ""product""}"\n',
-        encoding="utf-8",
+    events = events_file(
+        tmp_path,
+        "two_awareness_events.csv",
+        [
+            "v1,V,2026-09-01 10:00:00,ads,ad_click,ads:ad_click,,,{}",
+            "v2,V,2026-09-01 11:00:00,social,social_engagement,social:social_engagement,,,{}",
+            f"v3,V,2026-09-01 12:00:00,web,page_view,web:page_view,,,{PRODUCT_PAGE}",
+        ],
     )
-    con = build_map(str(events))
+    con = build_map(events)
     rows = db.fetch(con, "select stage_index, from_channel, to_channel, median_delay_s from channel_transitions")
     assert rows == [(1, "social", "web", 3600.0)]
 
@@ -171,16 +184,17 @@ def test_journey_paths_match_the_hand_computation(built):
 
 
 def test_a_repeated_touchpoint_is_one_step_of_the_collapsed_touchpoint_path(tmp_path):
-    events = tmp_path / "repeated_page_view.csv"
-    events.write_text(
-        "event_id,customer_key,occurred_at,channel,event_type,touchpoint,sentiment,revenue,attributes\n"
-        "v1,V,2026-09-01 10:00:00,ads,ad_click,ads:ad_click,,,{}\n"
-        'v2,V,2026-09-01 11:00:00,web,page_view,web:page_view,,,"{""page_type"": ""product""}"\n'
-        'v3,V,2026-09-01 11:05:00,web,page_view,web:page_view,,,"{""page_type"": ""product""}"\n'
-        "v4,V,2026-09-01 11:10:00,web,purchase,web:purchase,,20.00,{}\n",
-        encoding="utf-8",
+    events = events_file(
+        tmp_path,
+        "repeated_page_view.csv",
+        [
+            "v1,V,2026-09-01 10:00:00,ads,ad_click,ads:ad_click,,,{}",
+            f"v2,V,2026-09-01 11:00:00,web,page_view,web:page_view,,,{PRODUCT_PAGE}",
+            f"v3,V,2026-09-01 11:05:00,web,page_view,web:page_view,,,{PRODUCT_PAGE}",
+            "v4,V,2026-09-01 11:10:00,web,purchase,web:purchase,,20.00,{}",
+        ],
     )
-    con = build_map(str(events))
+    con = build_map(events)
     rows = db.fetch(
         con,
         "select repeats_collapsed, step_path, n_steps from journey_paths where path_type = 'touchpoint' order by 1",
@@ -333,16 +347,15 @@ def test_negative_sentiment_red_points_count_only_negative_readings_and_tie_on_t
     # each chat touchpoint is 10/10 (Wilson low 0.72 > 0.6, lift 1.67): 30 red points that tie on everything
     # but their name, ranked by it.
     names = [f"chat:tp{(17 * i) % 30:02}" for i in range(30)]
-    rows = ["event_id,customer_key,occurred_at,channel,event_type,touchpoint,sentiment,revenue,attributes"]
-    page = '"{""page_type"": ""product""}"'
+    rows = []
     for t, (channel, touchpoint, sentiment) in enumerate(
         [("chat", n, -0.5) for n in names] + [("web", f"web:tp{i:02}", 0.0) for i in range(20)]
     ):
         for r in range(10):
-            rows.append(f"e{t}_{r},C{t}_{r},2026-09-01 10:00:00,{channel},page_view,{touchpoint},{sentiment},,{page}")
-    events = tmp_path / "sentiment.csv"
-    events.write_text("\n".join(rows) + "\n", encoding="utf-8")
-    con = build_map(str(events), red_points=RedPointsConfig(min_count=10))
+            at = "2026-09-01 10:00:00"
+            rows.append(f"e{t}_{r},C{t}_{r},{at},{channel},page_view,{touchpoint},{sentiment},,{PRODUCT_PAGE}")
+    events = events_file(tmp_path, "sentiment.csv", rows)
+    con = build_map(events, red_points=RedPointsConfig(min_count=10))
     got = db.fetch(
         con,
         "select unit_type, unit, red_rank, k, n, stage_share from red_points where metric = 'negative_sentiment'"
@@ -355,15 +368,13 @@ def test_negative_sentiment_red_points_count_only_negative_readings_and_tie_on_t
 def test_a_red_point_at_exactly_the_minimum_lift_is_flagged(tmp_path):
     # chat:a has 30 negative of 40 readings (0.75, Wilson low 0.60), web:b 10 of 40: the stage's share is
     # 40/80 = 0.5, so chat:a's lift is exactly 1.5, the default min_lift: flagged, as is its chat cell.
-    rows = ["event_id,customer_key,occurred_at,channel,event_type,touchpoint,sentiment,revenue,attributes"]
-    page = '"{""page_type"": ""product""}"'
+    rows = []
     readings = [("chat", "chat:a", -0.5 if r < 30 else 0.5) for r in range(40)]
     readings += [("web", "web:b", -0.5 if r < 10 else 0.5) for r in range(40)]
     for i, (channel, touchpoint, sentiment) in enumerate(readings):
-        rows.append(f"e{i},C{i},2026-09-01 10:00:00,{channel},page_view,{touchpoint},{sentiment},,{page}")
-    events = tmp_path / "lift.csv"
-    events.write_text("\n".join(rows) + "\n", encoding="utf-8")
-    con = build_map(str(events), red_points=RedPointsConfig(min_count=10))
+        rows.append(f"e{i},C{i},2026-09-01 10:00:00,{channel},page_view,{touchpoint},{sentiment},,{PRODUCT_PAGE}")
+    events = events_file(tmp_path, "lift.csv", rows)
+    con = build_map(events, red_points=RedPointsConfig(min_count=10))
     got = db.fetch(
         con,
         "select unit_type, unit, k, n, stage_share, lift from red_points where metric = 'negative_sentiment'"
@@ -376,13 +387,12 @@ def test_a_red_point_at_exactly_the_minimum_lift_is_flagged(tmp_path):
 def test_a_touchpoints_main_channel_tie_goes_to_the_first_channel_by_name(tmp_path):
     # Forty touchpoints, each seen once on web and once on chat (listed web first): every main channel is
     # chat, the first name, whatever order the tied counts reach the aggregate in.
-    rows = ["event_id,customer_key,occurred_at,channel,event_type,touchpoint,sentiment,revenue,attributes"]
-    page = '"{""page_type"": ""product""}"'
+    rows = []
     for i in range(40):
         for channel in ("web", "chat"):
-            rows.append(f"e{i}_{channel},C{i},2026-09-01 10:00:00,{channel},page_view,tp{(13 * i) % 40:02},,,{page}")
-    events = tmp_path / "tied_channels.csv"
-    events.write_text("\n".join(rows) + "\n", encoding="utf-8")
-    con = build_map(str(events))
+            touchpoint = f"tp{(13 * i) % 40:02}"
+            rows.append(f"e{i}_{channel},C{i},2026-09-01 10:00:00,{channel},page_view,{touchpoint},,,{PRODUCT_PAGE}")
+    events = events_file(tmp_path, "tied_channels.csv", rows)
+    con = build_map(events)
     got = db.fetch(con, "select distinct main_channel from touchpoint_performance where stage_index = 2")
     assert got == [("chat",)]
