@@ -106,16 +106,20 @@ def test_a_repeat_purchase_stage_is_reached_at_the_second_purchase_only(make_set
     ]
 
 
+SECOND_PURCHASE_MODEL = (
+    "name: second\nversion: 1\nstages:\n"
+    "  - name: browse\n    rules: [{event_type: [page_view]}]\n"
+    "  - name: second_purchase\n    rules: [{event_type: [purchase], occurrence: 2}]\n"
+    "  - name: other_purchase\n    rules: [{event_type: [purchase]}]\n"
+)
+"""Only the exact second purchase of a journey is stage 2; every other purchase falls to stage 3."""
+
+
 def test_occurrence_n_matches_only_the_nth_and_counts_per_journey(make_settings, tmp_path):
     # The purchase stage has no occurrence, so it would take every purchase (first matching stage wins);
     # here the exact-second rule comes first, so only the second purchase of each journey is stage 2.
     path = tmp_path / "second.yaml"
-    path.write_text(
-        "name: second\nversion: 1\nstages:\n"
-        "  - name: browse\n    rules: [{event_type: [page_view]}]\n"
-        "  - name: second_purchase\n    rules: [{event_type: [purchase], occurrence: 2}]\n"
-        "  - name: other_purchase\n    rules: [{event_type: [purchase]}]\n"
-    )
+    path.write_text(SECOND_PURCHASE_MODEL)
     con = _events_con(
         [
             ("c1", "C", "2026-10-01 10:00", "purchase"),
@@ -134,12 +138,7 @@ def test_occurrence_n_matches_only_the_nth_and_counts_per_journey(make_settings,
 
 def test_the_nth_occurrence_among_same_instant_events_is_taken_in_event_id_order(make_settings, tmp_path):
     path = tmp_path / "second.yaml"
-    path.write_text(
-        "name: second\nversion: 1\nstages:\n"
-        "  - name: browse\n    rules: [{event_type: [page_view]}]\n"
-        "  - name: second_purchase\n    rules: [{event_type: [purchase], occurrence: 2}]\n"
-        "  - name: other_purchase\n    rules: [{event_type: [purchase]}]\n"
-    )
+    path.write_text(SECOND_PURCHASE_MODEL)
     # Many journeys, each with its 2nd and 3rd purchase at one instant, listed against event_id order: the
     # second purchase is the smaller event_id, whatever order the rows reach the window in.
     rows = []
