@@ -70,13 +70,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=1, help="local/dask pairs of full refreshes (default 1)")
     args = ap.parse_args(argv)
 
-    from journeys.generate import GenerateSpec, generate_sample
+    from sample import cached_sample
 
-    spec = GenerateSpec(events=args.events, seed=args.seed)
-    cache = HERE / "out" / f"sample-{args.events}-{args.seed}"
-    if not (cache / "landing").exists():
-        shutil.rmtree(cache, ignore_errors=True)
-        generate_sample(spec, cache)
+    spec, cache = cached_sample(args.events, args.seed)
     root = HERE / "out" / "dask-run"
     shutil.rmtree(root, ignore_errors=True)
     root.mkdir(parents=True)

@@ -133,14 +133,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--memory-limit", default="4GB")
     args = ap.parse_args(argv)
 
-    from journeys.config import load_settings
-    from journeys.generate import GenerateSpec, generate_sample
+    from sample import cached_sample
 
-    spec = GenerateSpec(events=args.events, seed=args.seed)
-    cache = HERE / "out" / f"sample-{args.events}-{args.seed}"
-    if not (cache / "landing").exists():
-        shutil.rmtree(cache, ignore_errors=True)
-        generate_sample(spec, cache)
+    from journeys.config import load_settings
+
+    spec, cache = cached_sample(args.events, args.seed)
     settings = load_settings(REPO / "journeys.yaml", data_root=cache)
     dates = event_dates(cache / "truth")
     day, late = choose(dates, str(spec.as_of.date()))

@@ -38,16 +38,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--database", help="keep the built tables in this DuckDB file (default: in memory)")
     args = ap.parse_args(argv)
 
+    from sample import cached_sample
+
     from journeys import build, db
     from journeys.config import load_settings
-    from journeys.generate import GenerateSpec, generate_sample
     from journeys.ingest import ingest_sources
 
-    spec = GenerateSpec(events=args.events, seed=args.seed)
-    cache = HERE / "out" / f"sample-{args.events}-{args.seed}"
-    if not (cache / "landing").exists():
-        shutil.rmtree(cache, ignore_errors=True)
-        generate_sample(spec, cache)
+    spec, cache = cached_sample(args.events, args.seed)
     root = HERE / "out" / "map-run"
     shutil.rmtree(root, ignore_errors=True)
     root.mkdir(parents=True)

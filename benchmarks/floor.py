@@ -181,14 +181,11 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     os.environ["JOURNEYS_MEMORY_LIMIT"] = args.memory_limit
 
-    from journeys.config import load_settings
-    from journeys.generate import GenerateSpec, generate_sample
+    from sample import cached_sample
 
-    spec = GenerateSpec(events=args.events, seed=args.seed)
-    cache = HERE / "out" / f"sample-{args.events}-{args.seed}"
-    if not (cache / "landing").exists():
-        shutil.rmtree(cache, ignore_errors=True)
-        generate_sample(spec, cache)
+    from journeys.config import load_settings
+
+    spec, cache = cached_sample(args.events, args.seed)
 
     root = HERE / "out" / "floor-run"
     shutil.rmtree(root, ignore_errors=True)

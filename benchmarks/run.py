@@ -30,14 +30,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--memory-limit", default="4GB")
     args = ap.parse_args(argv)
 
-    from journeys.generate import GenerateSpec, generate_sample
+    from sample import cached_sample
 
-    spec = GenerateSpec(events=args.events, seed=args.seed)
-    cache = HERE / "out" / f"sample-{args.events}-{args.seed}"
     t0 = time.perf_counter()
-    if not (cache / "landing").exists():
-        shutil.rmtree(cache, ignore_errors=True)
-        generate_sample(spec, cache)
+    spec, cache = cached_sample(args.events, args.seed)
     gen_s = time.perf_counter() - t0
 
     root = HERE / "out" / "run"
