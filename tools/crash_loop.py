@@ -170,9 +170,9 @@ class Server:
             self.proc.wait()
 
 
-def start_server(home: Path) -> Server:
-    """Start `prefect server start` with its home in `home`; return it once healthy."""
-    port = _free_port()
+def client_env(home: Path, api_url: str | None = None) -> dict[str, str]:
+    """The environment of a `journeys run` (or a server) with its Prefect home in `home`, none of the caller's
+    PREFECT_/JOURNEYS_ variables, and `api_url` as its server when given."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "JOURNEYS_", "TEST_JOURNEYS_"))}
     env.update(
         PREFECT_HOME=str(home),
@@ -181,6 +181,15 @@ def start_server(home: Path) -> Server:
         DO_NOT_TRACK="1",
         GX_ANALYTICS_ENABLED="False",
     )
+    if api_url is not None:
+        env["PREFECT_API_URL"] = api_url
+    return env
+
+
+def start_server(home: Path) -> Server:
+    """Start `prefect server start` with its home in `home`; return it once healthy."""
+    port = _free_port()
+    env = client_env(home)
     cmd = [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)]
     cmd += ["--no-ui", "--no-services", "--analytics-off"]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)

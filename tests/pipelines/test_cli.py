@@ -9,7 +9,6 @@ import shlex
 from pathlib import Path
 
 import pytest
-from prefect.testing.utilities import prefect_test_harness
 
 import pipelines.nightly
 from pipelines import cli
@@ -26,12 +25,6 @@ sources:
     channel: {value: web}
     event_type: {value: page_view}
 """
-
-
-@pytest.fixture(scope="module")
-def harness():
-    with prefect_test_harness(server_startup_timeout=180):
-        yield
 
 
 @pytest.fixture

@@ -5,14 +5,13 @@ that it got there and waits, so every run of this test kills at the same step.
 
 Root A is killed four times while it takes in a second delivery, then finishes with a clean rerun; root B
 is a copy of A before the second delivery, run once without interruption. A's final marts must equal B's.
-All runs share one Prefect server started here: a killed client then leaves no temporary server behind,
+All runs share the session's Prefect test server: a killed client then leaves no temporary server behind,
 and no run pays the server's start-up again.
 """
 
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import duckdb
@@ -29,13 +28,9 @@ RUN_TIMEOUT_S = 240
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory) -> Iterator[dict[str, str]]:
-    """Environment of the CLI subprocesses, pointing at a Prefect server of this module's own."""
-    server = crash_loop.start_server(tmp_path_factory.mktemp("prefect"))
-    try:
-        yield server.env
-    finally:
-        server.stop()
+def env(harness, tmp_path_factory) -> dict[str, str]:
+    """Environment of the CLI subprocesses, pointing at the session's Prefect server (tests/pipelines/conftest.py)."""
+    return crash_loop.client_env(tmp_path_factory.mktemp("prefect"), harness.api_url)
 
 
 def run_cli(root: Path, env: dict[str, str], kill_at: str | None = None) -> str:

@@ -9,51 +9,39 @@ import dask
 import pytest
 from distributed import LocalCluster
 from prefect.client.orchestration import get_client
-from prefect.testing.utilities import prefect_test_harness
 
 from journeys import partitions
 from journeys.config import load_settings
-from journeys.generate import GenerateSpec, generate_sample
 from pipelines.nightly import nightly
-from tests.pipelines.test_nightly import marts_digest, runs
+from tests.pipelines.conftest import NIGHTLY_SPEC, marts_digest, runs
 
 # End-to-end runs: `make test-fast` leaves them to `make test`.
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG = str(REPO / "journeys.yaml")
-SPEC = GenerateSpec(events=2_000, seed=5, shared_device_rate=0.0)
+SPEC = NIGHTLY_SPEC
 
 
 @pytest.fixture(scope="module")
-def harness():
-    with prefect_test_harness(server_startup_timeout=180):
-        yield
-
-
-@pytest.fixture(scope="module")
-def published(harness, tmp_path_factory):
-    """The same sample published once single-process and once on a local Dask cluster of 2 worker processes."""
-    sample = tmp_path_factory.mktemp("dask-sample")
-    generate_sample(SPEC, sample)
-    roots = {}
-    for executor in ("local", "dask"):
-        root = tmp_path_factory.mktemp(executor)
-        shutil.copytree(sample, root, dirs_exist_ok=True)
-        params = {"executor": "dask", "dask_workers": 2} if executor == "dask" else {}
-        result = nightly(config_path=CONFIG, as_of=SPEC.as_of, data_root=str(root), **params)
-        roots[executor] = (load_settings(CONFIG, data_root=root), result)
-    return roots
+def published(first_nightly_run, tmp_path_factory):
+    """The nightly tests' sample published on a local Dask cluster of 2 worker processes, beside the session's
+    single-process first run of the same sample (tests/pipelines/conftest.py) and that run's marts."""
+    local = first_nightly_run
+    root = tmp_path_factory.mktemp("dask")
+    shutil.copytree(local.pristine, root, dirs_exist_ok=True)
+    result = nightly(config_path=CONFIG, as_of=SPEC.as_of, data_root=str(root), executor="dask", dask_workers=2)
+    return {"local": local.first_digest, "dask": (load_settings(CONFIG, data_root=root), result)}
 
 
 def test_a_dask_run_publishes_the_single_process_marts(published):
-    local, _ = published["local"]
+    local = published["local"]
     settings, result = published["dask"]
     # 16 buckets in min(16, 4 x 2 workers) groups; every per-customer table came back from them.
     assert result["steps"]["build-buckets"] == {"groups": 8, "buckets": 16}
     assert result["journeys"]["int_journey_events"] > 0
     assert result["stage_levels"] > 0
-    assert marts_digest(settings) == marts_digest(local)
+    assert marts_digest(settings) == local
     # The groups' files are gone with the run.
     assert not list(settings.warehouse_path.parent.glob(".build-*"))
 

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import duckdb
 import polars as pl
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from prefect.testing.utilities import prefect_test_harness
 
 from journeys import build, models, publish, stages
 from journeys import report as html_report
@@ -21,47 +18,21 @@ from journeys.generate import GenerateSpec, generate_sample
 from pipelines import artifacts, cli
 from pipelines import nightly as nightly_module
 from pipelines.nightly import nightly
+from tests.pipelines.conftest import NIGHTLY_SPEC, marts_digest, runs
 
 # End-to-end runs: `make test-fast` leaves them to `make test`.
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG = str(REPO / "journeys.yaml")
-# Shared devices on: 16 households share a web device between two persons with their own customer_ids, which
-# the max-1-customer_id guardrail must keep apart (the identity test checks persons against customers exactly).
-SPEC = GenerateSpec(events=4_000, seed=7, shared_device_rate=0.2)
+SPEC = NIGHTLY_SPEC
 
 
 @pytest.fixture(scope="module")
-def harness():
-    with prefect_test_harness(server_startup_timeout=180):
-        yield
-
-
-@pytest.fixture(scope="module")
-def run(harness, tmp_path_factory):
-    root = tmp_path_factory.mktemp("e2e")
-    gen = generate_sample(SPEC, root)
-    result = nightly(config_path=CONFIG, as_of=SPEC.as_of, data_root=str(root))
-    settings = load_settings(CONFIG, data_root=root)
-    return root, gen, result, settings
-
-
-def marts_digest(settings) -> dict[str, str]:
-    """Each mart's rows in order and its schema, without the key-value metadata that names the run."""
-    out = {}
-    for p in sorted(settings.marts_dir.glob("*/*.parquet")):
-        table = pq.read_table(p).replace_schema_metadata(None)
-        sink = pa.BufferOutputStream()
-        with pa.ipc.new_stream(sink, table.schema) as writer:
-            writer.write_table(table)
-        out[p.name] = hashlib.sha256(sink.getvalue().to_pybytes()).hexdigest()
-    return out
-
-
-def runs(settings) -> list[dict]:
-    with duckdb.connect(str(settings.warehouse_path), read_only=True) as con:
-        return con.sql("select * from runs order by published_at").to_arrow_table().to_pylist()
+def run(first_nightly_run):
+    """The session's first nightly run (tests/pipelines/conftest.py); the tests below add runs to its root."""
+    r = first_nightly_run
+    return r.root, r.generated, r.result, r.settings
 
 
 def truth_funnel(truth: pl.DataFrame, as_of, n_stages: int = 5, timeout=timedelta(days=30)) -> list[dict]:

@@ -8,8 +8,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import duckdb
-import pytest
-from prefect.testing.utilities import prefect_test_harness
 
 from pipelines import cli
 
@@ -148,15 +146,6 @@ def outputs(root: Path) -> Iterator[tuple[str, str]]:
             yield rel, path.read_bytes().decode("utf-8", "replace")
 
 
-@pytest.fixture(scope="module")
-def harness() -> Iterator[Path | None]:
-    with prefect_test_harness(server_startup_timeout=180):
-        from prefect.settings import PREFECT_API_DATABASE_CONNECTION_URL
-
-        url = str(PREFECT_API_DATABASE_CONNECTION_URL.value() or "")
-        yield Path(url.split(":///", 1)[1]) if url.startswith("sqlite") else None
-
-
 def test_no_raw_email_or_phone_reaches_any_output_log_or_prefect(tmp_path, capfd, caplog, harness):
     caplog.set_level(logging.INFO)
     config = str(project(tmp_path))
@@ -182,8 +171,8 @@ def test_no_raw_email_or_phone_reaches_any_output_log_or_prefect(tmp_path, capfd
     for where, text in scanned:
         found += leaks(where, text)
     # Prefect's database holds both runs' logs, states (the failed run's error) and artifacts.
-    assert harness is not None and harness.is_file(), harness
-    found += leaks("prefect database", harness.read_bytes().decode("utf-8", "replace"))
+    assert harness.database is not None and harness.database.is_file(), harness
+    found += leaks("prefect database", harness.database.read_bytes().decode("utf-8", "replace"))
     assert not found, "\n".join(found)
 
     # The scan looked where the planted rows went: lake, quarantine, marts, warehouse, reports.

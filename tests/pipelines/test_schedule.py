@@ -39,6 +39,7 @@ from journeys.generate import GenerateSpec, generate_sample
 from pipelines import artifacts
 from pipelines.nightly import ingest_task
 from pipelines.schedule import timed_nightly
+from tests.pipelines.conftest import restart_event_workers
 
 pytestmark = pytest.mark.slow
 
@@ -103,8 +104,12 @@ def server(tmp_path_factory) -> Iterator[dict[str, Any]]:
             assert time.monotonic() < deadline, f"prefect server did not answer /health within {SERVER_START_S} s"
             time.sleep(0.5)
         # No logs shipped from this process: a log batch still queued at exit would retry the stopped server.
-        with temporary_settings(updates={PREFECT_API_URL: url, PREFECT_LOGGING_TO_API_ENABLED: False}):
-            yield {"url": url, "env": {**env, "PREFECT_API_URL": url}, "log": log}
+        restart_event_workers()
+        try:
+            with temporary_settings(updates={PREFECT_API_URL: url, PREFECT_LOGGING_TO_API_ENABLED: False}):
+                yield {"url": url, "env": {**env, "PREFECT_API_URL": url}, "log": log}
+        finally:
+            restart_event_workers()
     finally:
         _stop(proc)
 
