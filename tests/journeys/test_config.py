@@ -147,6 +147,26 @@ def test_config_errors_are_one_line_each_naming_file_key_and_expectation(tmp_pat
     assert all(line.startswith(f"{p}: sources[0].") for line in lines)
 
 
+def test_a_config_error_lists_eight_problems_and_counts_the_rest(tmp_path):
+    # Exactly at the limit every problem has its line and nothing is said to be left out.
+    eight = "".join(f"typo_{i}: 1\n" for i in range(8))
+    lines = config_error(write_config(tmp_path, eight)).splitlines()
+    assert [line.split(": ")[1] for line in lines] == [f"typo_{i}" for i in range(8)]
+    lines = config_error(write_config(tmp_path, eight + "typo_8: 1\n")).splitlines()
+    assert len(lines) == 9 and lines[-1] == f"{tmp_path / 'journeys.yaml'}: ... and 1 more"
+
+
+def test_a_rejected_value_is_quoted_up_to_sixty_characters_of_its_repr(tmp_path):
+    shown, too_long = "x" * 58, "x" * 59  # repr adds the two quotes: 60 and 61 characters
+    p = tmp_path / "journeys.yaml"
+    assert config_error(write_config(tmp_path, f"cohort_period: {shown}\n")) == (
+        f"{p}: cohort_period: Input should be 'day', 'week' or 'month', got '{shown}'"
+    )
+    assert config_error(write_config(tmp_path, f"cohort_period: {too_long}\n")) == (
+        f"{p}: cohort_period: Input should be 'day', 'week' or 'month'"
+    )
+
+
 def test_config_error_is_not_a_traceback_of_pydantic(tmp_path):
     p = write_config(tmp_path, "session_timeout: 30 days\n")
     with pytest.raises(ConfigError, match=re.escape(f"{p}: session_timeout:")) as err:

@@ -13,6 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from journeys import funnel
 from journeys.db import connect, execute, fetch
 from journeys.funnel import FunnelSpec, build_stage_reached
 
@@ -247,6 +248,16 @@ def test_a_one_stage_model_is_a_valid_spec():
 def test_duplicate_models_are_rejected():
     with pytest.raises(ValueError, match=re.escape("one FunnelSpec per stage model, got ['m', 'm']")):
         _run([], [FunnelSpec("m", 2), FunnelSpec("m", 3)])
+
+
+def test_a_run_takes_exactly_max_models_stage_models_and_no_more(monkeypatch):
+    # The real limit (1024, from funnel_key's layout) made small: the check is the same at any size.
+    monkeypatch.setattr(funnel, "MAX_MODELS", 2)
+    rows = [("a", "j", 0, 1), ("b", "j", 0, 1)]
+    con = _run(rows, [FunnelSpec("a", 2), FunnelSpec("b", 2)])
+    assert fetch(con, "select distinct stage_model from int_journey_stage_reached order by 1") == [("a",), ("b",)]
+    with pytest.raises(ValueError, match=re.escape("at most 2 stage models per run, got 3")):
+        _run(rows, [FunnelSpec("a", 2), FunnelSpec("b", 2), FunnelSpec("c", 2)])
 
 
 def test_hostile_names_are_data_not_sql():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections import Counter
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
@@ -346,3 +347,101 @@ def test_raw_identifiers_are_messy(landing: dict[str, pl.DataFrame]) -> None:
     }
     nps = landing["support"].filter(pl.col("record_type") != "survey")["nps"]
     assert nps.null_count() == nps.len()
+
+
+def _household_ranks(persons: pl.DataFrame) -> pl.DataFrame:
+    # A household's persons are numbered one after the other, the first one giving the household its id.
+    return persons.with_columns(
+        size=pl.len().over("household_id"),
+        rank=pl.col("person_id").rank("ordinal").over("household_id") - 1,
+        sharing=(pl.col("shared_device_ids").list.len() > 0).any().over("household_id"),
+    )
+
+
+def test_a_household_of_exactly_two_can_share_a_device(persons: pl.DataFrame) -> None:
+    sharers = _household_ranks(persons).filter(pl.col("shared_device_ids").list.len() > 0)
+    assert sharers["size"].min() == 2
+    assert set(sharers["rank"]) == {0, 1}
+
+
+def test_only_the_two_sharers_of_a_household_must_hold_a_customer_id(persons: pl.DataFrame) -> None:
+    third = _household_ranks(persons).filter(pl.col("sharing") & (pl.col("rank") == 2))
+    # A third member is drawn like anyone else: some hold a customer id, some do not.
+    assert third.height >= 5
+    assert 0 < third["customer_id"].null_count() < third.height
+
+
+def test_journeys_that_stop_at_stage_two_go_back_to_stage_one_too(truth: pl.DataFrame) -> None:
+    staged = truth.filter(pl.col("true_stage").is_not_null()).sort("person_id", "occurred_at", "event_id")
+    after_two = (pl.col("true_stage") == 2).cast(pl.Int32).cum_sum() > 0
+    journeys = staged.group_by("person_id", "journey_no").agg(
+        furthest=pl.col("true_stage").max(),
+        went_back=((pl.col("true_stage") == 1) & after_two).any(),
+    )
+    assert journeys.filter((pl.col("furthest") == 2) & pl.col("went_back")).height >= 5
+
+
+def test_every_cookie_is_anchored_by_a_logged_in_visit(tmp_path: Path) -> None:
+    # Many small batches: each batch numbers its cookies from 0, and cookie 0's anchor is a case of its own.
+    sample = generate_sample(GenerateSpec(events=1_500, seed=5, chunk_events=150), tmp_path)
+    persons = pl.read_parquet(sample.truth_dir / "persons.parquet")
+    con = duckdb.connect()
+    web = con.sql(
+        "select client_id from read_csv(?, all_varchar=true, ignore_errors=true)"
+        " where customer_no is not null or login_email is not null",
+        params=[str(sample.landing_dir / "web" / "*.csv")],
+    ).fetchall()
+    cdp = con.sql(
+        "select anonymous_id from read_json(?, format='newline_delimited', ignore_errors=true)"
+        " where user_id is not null or email is not null",
+        params=[str(sample.landing_dir / "cdp" / "*.jsonl")],
+    ).fetchall()
+    cookies = set(persons["cookie_ids"].explode().drop_nulls())
+    assert len(cookies) > 200 and persons.height > 60
+    assert cookies - {c for (c,) in web + cdp} == set()
+
+
+def _stages_per_journey(sample: GenerateResult) -> pl.DataFrame:
+    truth = pl.read_parquet(sample.truth_dir / "events.parquet")
+    return truth.group_by("person_id", "journey_no").agg(pl.col("true_stage").drop_nulls().sort())
+
+
+def test_a_planted_fault_cuts_a_journey_whole_from_purchase_on(tmp_path: Path) -> None:
+    spec = GenerateSpec(events=1_500, seed=3)
+    plain = _stages_per_journey(generate_sample(spec, tmp_path / "plain"))
+    planted = _stages_per_journey(generate_sample(replace(spec, plant_fault=True), tmp_path / "planted"))
+    both = plain.join(planted, on=["person_id", "journey_no"], suffix="_planted", validate="1:1")
+    assert both.height == plain.height == planted.height
+    before_purchase = pl.col("true_stage").list.eval(pl.element().filter(pl.element() < 3))
+    both = both.with_columns(
+        kept=pl.col("true_stage_planted") == pl.col("true_stage"),
+        cut=pl.col("true_stage_planted") == before_purchase,
+    )
+    # Each journey keeps every stage event, or exactly those before purchase (stage 3).
+    assert both.filter(~pl.col("kept") & ~pl.col("cut")).is_empty()
+    cut = both.filter(~pl.col("kept"))
+    assert cut.height >= 5 and cut.filter(pl.col("true_stage").list.max() >= 4).height >= 1
+
+
+def test_a_redelivery_goes_to_the_next_months_file_and_for_the_as_of_month_to_the_one_before(tmp_path: Path) -> None:
+    # Every event late (delivered with the next month's file) and half of them delivered twice.
+    spec = GenerateSpec(events=500, seed=1, late_rate=1.0, duplicate_rate=0.5)
+    sample = generate_sample(spec, tmp_path)
+    truth = pl.read_parquet(sample.truth_dir / "events.parquet")
+    dups = pl.read_parquet(sample.truth_dir / "duplicates.parquet").join(truth, on=["source", "event_id"])
+    as_of_month = spec.as_of.year * 12 + spec.as_of.month - 1
+    month = pl.col("occurred_at").dt.year().cast(pl.Int64) * 12 + pl.col("occurred_at").dt.month() - 1
+    dups = dups.with_columns(
+        delivered=month + pl.col("is_late").cast(pl.Int64),
+        redelivered=pl.col("file").str.extract(r"_(\d{4}-\d{2})_part", 1),
+    ).with_columns(
+        expected=pl.when(pl.col("delivered") < as_of_month)
+        .then(pl.col("delivered") + 1)
+        .otherwise(pl.col("delivered") - 1)
+    )
+    year, month_no = (pl.col("expected") // 12).cast(pl.String), (pl.col("expected") % 12 + 1).cast(pl.String)
+    label = year + "-" + month_no.str.zfill(2)
+    assert dups.filter(pl.col("redelivered") != label).is_empty()
+    # Both cases occur: rows of an earlier month's file, and rows of the as_of month's own file.
+    assert dups.filter(pl.col("delivered") == as_of_month).height >= 5
+    assert dups.filter(pl.col("delivered") < as_of_month).height >= 5

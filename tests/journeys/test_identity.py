@@ -720,3 +720,26 @@ def test_event_with_only_shared_identifiers_follows_the_highest_priority_one() -
     assert db.fetch(con, "select id_value from shared_identifiers order by 1") == [("ck",), ("tv",)]
     assert len({k["a0"], k["b"], k["c"], k["d0"]}) == 4
     assert k["both"] == k["a0"]
+
+
+def test_components_may_take_exactly_the_pass_limit_and_not_one_more(monkeypatch: pytest.MonkeyPatch) -> None:
+    from journeys import identity
+
+    def labels_of_a_chain() -> tuple[int, list[tuple[int, int]]]:
+        con = db.connect()
+        # A path numbered from its middle outwards: the smallest label needs several hooking passes to spread.
+        db.execute(
+            con,
+            "create temp table int_identity_cc_edges as"
+            " select a, b from (values (5, 3), (3, 1), (1, 2), (2, 4), (4, 6), (6, 8), (8, 7)) as v(a, b)",
+        )
+        passes = identity.connected_components(con)
+        return passes, db.fetch(con, "select node_id, label from int_identity_cc_labels order by node_id")
+
+    passes, labels = labels_of_a_chain()
+    assert passes >= 2 and labels == [(n, 1) for n in range(1, 9)]
+    monkeypatch.setattr(identity, "_MAX_CC_PASSES", passes)
+    assert labels_of_a_chain() == (passes, labels)
+    monkeypatch.setattr(identity, "_MAX_CC_PASSES", passes - 1)
+    with pytest.raises(RuntimeError, match=f"connected components did not converge in {passes - 1} passes"):
+        labels_of_a_chain()

@@ -19,6 +19,7 @@ from journeys.ingest import (
     IngestReport,
     NothingToPublishError,
     events_glob,
+    file_fingerprint,
     ingest_sources,
     manifest_path,
     quarantine_glob,
@@ -100,6 +101,22 @@ def h(value: str) -> str:
 
 
 WEB_HEADER = "hit_id,hit_time,platform,action,email,phone,client_id,order_value,page\n"
+
+
+@pytest.mark.parametrize(
+    ("data", "lines", "mixed"),
+    [
+        (b"a\nb\n", 2, False),  # no lone CR: read as it is
+        (b"a\r\nb\r\n", 2, False),
+        (b"a\rb\r", 2, True),  # any lone CR gets the LF copy (LandingFile.content), even one kind throughout
+        (b"a\nb\rc", 3, True),  # a single lone CR among LF breaks
+        (b"a\r\nb\nc\n", 3, True),
+    ],
+)
+def test_line_breaks_are_mixed_from_the_first_lone_cr(tmp_path, data, lines, mixed):
+    path = tmp_path / "f.csv"
+    path.write_bytes(data)
+    assert file_fingerprint(path)[1:] == (lines, "none", mixed)
 
 
 def test_csv_naive_berlin_times_become_utc_and_fields_are_mapped(tmp_path):

@@ -220,6 +220,25 @@ def test_unknown_channel_in_a_column_stops_the_batch_before_any_write(tmp_path):
     assert rows(events_glob(s), "channel", "channel") == [("chat",), ("smart_tv",), ("web",)]
 
 
+def test_an_unknown_channel_error_names_ten_channels_and_marks_more(tmp_path):
+    def web_file(n: int) -> None:
+        land(
+            tmp_path,
+            "web/a.csv",
+            HEADER + "".join(f"h{i},2026-01-15 10:00:00,tv_{i:02d},pageview,,,c1,,/\n" for i in range(n)),
+        )
+
+    def named(n: int) -> str:
+        web_file(n)
+        with pytest.raises(SourceError, match="that are not in `channels`") as err:
+            ingest_sources(settings(tmp_path, WEB), as_of=AS_OF, batch_id="b1")
+        return str(err.value).split(" gives channel(s) ")[1].split(" that are not")[0]
+
+    ten = [f"tv_{i:02d}" for i in range(10)]
+    assert named(10) == str(ten)  # exactly ten: all of them, nothing left out
+    assert named(11) == str([*ten, "..."])
+
+
 # --- phones --------------------------------------------------------------------------------------------
 
 CALLS = SourceConfig(

@@ -67,6 +67,13 @@ def test_compaction_groups_pack_consecutive_small_files_up_to_the_target():
     assert lake.compaction_groups([], 100) == []
 
 
+def test_compaction_groups_at_exactly_half_and_exactly_the_target():
+    # A file of exactly half the target is big enough to stay as it is.
+    assert lake.compaction_groups([50, 10, 10], 100) == [[1, 2]]
+    # A group may reach the target exactly; the next file starts a new group.
+    assert lake.compaction_groups([40, 30, 30, 10, 20], 100) == [[0, 1, 2], [3, 4]]
+
+
 def test_a_files_batch_is_the_longest_checked_prefix_of_its_name():
     checked = {"20261101T000000-aaaa", "20261101T000000", "adhoc-3"}
     assert lake.file_batch(Path("20261101T000000-aaaa-0-1.parquet"), checked) == "20261101T000000-aaaa"

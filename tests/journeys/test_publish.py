@@ -1,10 +1,12 @@
 """Atomic publication, stale-file cleanup and the run lock."""
 
+import fcntl
 import os
 import shutil
 import subprocess
 import sys
 import threading
+from types import SimpleNamespace
 
 import duckdb
 import pytest
@@ -241,3 +243,19 @@ def test_lock_gives_up_after_its_wait(settings):
         pass
     # It retried after its first refusal (0.6 s is past one 0.5 s pause) and reported being busy once.
     assert refusals == [1]
+
+
+def test_lock_still_tries_once_more_at_exactly_its_deadline(settings, monkeypatch):
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    with (settings.state_dir / "run.lock").open("a+") as holder:
+        fcntl.flock(holder.fileno(), fcntl.LOCK_EX)
+        pauses = []
+
+        def pause(seconds):
+            pauses.append(seconds)
+            fcntl.flock(holder.fileno(), fcntl.LOCK_UN)  # the other run finishes during the pause
+
+        # A clock that never moves: the check after the first refusal happens exactly at the deadline.
+        monkeypatch.setattr(publish, "time", SimpleNamespace(monotonic=lambda: 100.0, sleep=pause))
+        with publish.run_lock(settings, wait_s=0):
+            assert pauses == [0.5]

@@ -337,6 +337,24 @@ def test_warehouse_suites_pass_on_a_published_sample_and_report_its_identity(pub
     assert report.outcome()["identity"] == report.identity
 
 
+def test_the_identity_section_needs_only_customers_and_shared_identifiers():
+    from journeys import db
+    from journeys.quality import check_identity
+
+    # A warehouse holding exactly these two tables (no events, no identity_map): every check they allow runs.
+    con = db.connect()
+    db.execute(con, "create table customers as select 'c_1' as customer_key, 3 as n_identifiers, 7 as n_events")
+    db.execute(con, "create table shared_identifiers (reason varchar, n_events bigint)")
+    report = check_identity(con, Settings())
+    assert [line.split(", c_")[0] for line in report.identity] == [
+        "largest customer by identifiers: ok",
+        "largest customer by events: ok",
+        "held back from linking (shared_identifiers): none",
+        "identifier-type trap: not checked, int_event_customers is not in this warehouse",
+    ]
+    assert check_identity(db.connect(), Settings()).identity == []
+
+
 def test_hubs_do_not_count_as_the_identifier_type_trap():
     from journeys import db
     from journeys.config import IdentityConfig

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 import shutil
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -10,6 +12,7 @@ import duckdb
 import polars as pl
 import pyarrow.parquet as pq
 import pytest
+import yaml
 
 from journeys import build, models, publish, stages
 from journeys import report as html_report
@@ -300,6 +303,32 @@ def test_first_runs_row_counts_match_the_generator_and_the_lake(run):
     # wall-clock: published after the run's start, i.e. within this session, not its as_of
     assert SPEC.as_of < first["published_at"] <= datetime.now(UTC)
     assert first["published_at"] > datetime.now(UTC) - timedelta(hours=2)
+
+
+def test_first_runs_expectations_are_those_of_the_suite_files_and_the_mapping(run):
+    root, gen, _, settings = run
+    first = runs(settings)[0]
+    # The reference for one batch of each suite: the suite files the run synced into the data root, and the
+    # sources of journeys.yaml (a source's raw suite is not null on its id and time columns, then raw.json).
+    files = {p.stem: json.loads(p.read_text())["expectations"] for p in (root / "gx" / "expectations").glob("*.json")}
+    raw = files.pop("raw")
+    mapping = yaml.safe_load(Path(CONFIG).read_text())["sources"]
+    assert all(isinstance(s["event_id"], str) and "events" not in s for s in mapping)
+    per_batch = {name: len(exps) for name, exps in files.items()}
+    per_batch |= {f"raw_{s['name']}": len({s["event_id"], s["occurred_at"]}) + len(raw) for s in mapping}
+    # Which suites ran: every table suite (their tables are published), the events and grain suites, and the raw
+    # suite of every source the generator wrote files for.
+    with duckdb.connect(str(settings.warehouse_path), read_only=True) as con:
+        tables = {t for (t,) in con.sql("select table_name from duckdb_tables()").fetchall()}
+    assert {"identity_map", "journeys", "stage_conversion"} <= tables
+    assert {p.parent.name for p in gen.files} == {s["name"] for s in mapping}
+    # How many batches each ran is the run's own count (DuckDB's Arrow reader decides where the lake's events
+    # split), read from its report.
+    report = Path(first["quality_report"]).read_text()
+    batches = {name: int(n) for name, n in re.findall(r"^- suite `(\w+)`: (\d+) batch", report, re.M)}
+    assert batches.keys() == per_batch.keys() and min(batches.values()) >= 1
+    assert first["expectations"] == sum(n * per_batch[name] for name, n in batches.items())
+    assert f"Expectations evaluated: {first['expectations']}" in report
 
 
 def test_every_mart_and_the_runs_table_say_which_run_published_them(run):
