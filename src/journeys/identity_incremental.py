@@ -62,6 +62,11 @@ SPLICED = frozenset(
 )
 """Every table the identity procedure leaves, each with its splice rule below."""
 
+EVENT_COLUMNS = ("event_id", "occurred_at", "identifiers", "batch_id")
+LINK_COLUMNS = ("link_id", "identifiers", "batch_id")
+"""The columns of `events` and `links` the shipped identity models read: the narrowed tables hold only these
+(each column is read for every row of the lake). With models of one's own (`models_dir`) they hold every column."""
+
 _OWN = (SEEN_ROWS, TOUCHED, SCOPE_ROWS, "_journeys_identity_new_events", "_journeys_identity_new_links")
 
 
@@ -133,35 +138,57 @@ def why_full(con: duckdb.DuckDBPyConnection, catalog: models.Catalog, previous_i
     return None
 
 
-def _find_scope(con: duckdb.DuckDBPyConnection) -> None:
+def _find_scope(con: duckdb.DuckDBPyConnection, narrow: bool) -> None:
     """The new rows, the touched kept components and the rows to re-resolve (SEEN_ROWS, TOUCHED, SCOPE_ROWS)."""
     batches = db.quote_ident(incremental.BATCHES_TABLE)
     db.execute(
         con,
-        f"""
-        create or replace temp table {SEEN_ROWS} as
+        """
+        create or replace temp table _journeys_identity_lake_rows as
         with
 
-        lake_rows as (
+        lake_events as (
             select ev.event_id as row_id, ev.batch_id from events as ev
-            union all
+        ),
+
+        lake_links as (
             select lk.link_id as row_id, lk.batch_id from links as lk
         ),
 
         final as (
-            select lr.row_id
-            from lake_rows as lr
-            semi join {batches} as kb on kb.batch_id = lr.batch_id
+            select * from lake_events
+            union all
+            select * from lake_links
         )
 
         select * from final
         """,
     )
-    for name, source in (("_journeys_identity_new_events", "events"), ("_journeys_identity_new_links", "links")):
+    db.execute(
+        con,
+        f"create or replace temp table {SEEN_ROWS} as select lr.row_id from _journeys_identity_lake_rows as lr"
+        f" semi join {batches} as kb on kb.batch_id = lr.batch_id",
+    )
+    unseen = [
+        r[0]
+        for r in db.fetch(
+            con,
+            f"select distinct lr.batch_id from _journeys_identity_lake_rows as lr"
+            f" anti join {batches} as kb on kb.batch_id = lr.batch_id order by 1",
+        )
+    ]
+    db.execute(con, "drop table _journeys_identity_lake_rows")
+    # Filtering by the few new batch ids as values lets the Parquet scan skip the older files (an anti join
+    # with the kept batches would read every column of the whole lake).
+    for name, source, columns in (
+        ("_journeys_identity_new_events", "events", EVENT_COLUMNS if narrow else None),
+        ("_journeys_identity_new_links", "links", LINK_COLUMNS if narrow else None),
+    ):
         db.execute(
             con,
-            f"create or replace temp table {name} as select nr.* from {source} as nr"
-            f" anti join {batches} as kb on kb.batch_id = nr.batch_id",
+            f"create or replace temp table {name} as select {_columns('nr', columns)} from {source} as nr"
+            " where nr.batch_id in (select unnest($unseen::varchar[]))",
+            {"unseen": unseen},
         )
     kept_components = db.quote_ident(_kept("int_identity_components"))
     kept_rows = db.quote_ident(_kept("int_identity_event_components"))
@@ -289,19 +316,31 @@ def _splice(con: duckdb.DuckDBPyConnection, assignment: str) -> None:
     db.execute(con, "drop table _journeys_identity_touched_ids")
 
 
-def _shadow_lake(con: duckdb.DuckDBPyConnection) -> list[str]:
+def _columns(alias: str, columns: tuple[str, ...] | None) -> str:
+    if columns is None:
+        return f"{alias}.*"
+    return ", ".join(f"{alias}.{db.quote_ident(c)}" for c in columns)
+
+
+def _shadow_lake(con: duckdb.DuckDBPyConnection, narrow: bool) -> list[str]:
     """Temp tables `events` and `links` of the scope's rows only, which the resolution's models read first."""
     made = []
-    for name, key in (("events", "event_id"), ("links", "link_id")):
+    for name, key, columns, new in (
+        ("events", "event_id", EVENT_COLUMNS if narrow else None, "_journeys_identity_new_events"),
+        ("links", "link_id", LINK_COLUMNS if narrow else None, "_journeys_identity_new_links"),
+    ):
         temporary = db.fetch(
             con, "select count(*) from duckdb_tables() where table_name = $t and temporary", {"t": name}
         )[0][0]
         if temporary:
             continue  # identity.ensure_links's empty stand-in: nothing to narrow
+        # The kept rows of the touched components from the lake (a scan of a few columns), the new ones as read.
         db.execute(
             con,
-            f"create temp table {name} as select lr.* from {name} as lr"
-            f" semi join {SCOPE_ROWS} as sc on sc.row_id = lr.{key}",
+            f"create temp table {name} as select {_columns('lr', columns)} from {name} as lr"
+            f" semi join {SCOPE_ROWS} as sc on sc.row_id = lr.{key}"
+            f" anti join {new} as nr on nr.{key} = lr.{key}"
+            f" union all select {_columns('nr', columns)} from {new} as nr",
         )
         made.append(name)
     return made
@@ -329,8 +368,10 @@ def resolve_touched(
         db.execute(con, f"drop table if exists {db.quote_ident(_kept(table))}")
         db.execute(con, f"alter table {db.quote_ident(table)} rename to {db.quote_ident(_kept(table))}")
     identity.ensure_links(con)
-    _find_scope(con)
-    shadows = _shadow_lake(con)
+    # Identity models of one's own may read any column of the lake.
+    narrow = Path(catalog.models_dir).resolve() == models.shipped_models_dir().resolve()
+    _find_scope(con, narrow)
+    shadows = _shadow_lake(con, narrow)
     try:
         report = identity.resolve_identities(
             con,

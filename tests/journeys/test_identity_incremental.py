@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+import shutil
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -58,12 +59,21 @@ def kept_build(tmp_path: Path, rows: list[Row], settings: Settings) -> tuple[duc
 
 
 def next_run(
-    con: duckdb.DuckDBPyConnection, state: Path, rows: list[Row], settings: Settings
+    con: duckdb.DuckDBPyConnection,
+    state: Path,
+    rows: list[Row],
+    settings: Settings,
+    catalog: models.Catalog | None = None,
 ) -> identity.IdentityReport:
     """The lake becomes `rows`; the touched components are re-resolved on the kept build."""
     load(con, rows)
     return identity_incremental.resolve_touched(
-        con, settings, run_at=RUN_AT, previous_identity_map=str(state), catalog=models.load_catalog(), batch_id="b2"
+        con,
+        settings,
+        run_at=RUN_AT,
+        previous_identity_map=str(state),
+        catalog=catalog or models.load_catalog(),
+        batch_id="b2",
     )
 
 
@@ -137,12 +147,18 @@ def customer_seen_at(con: duckdb.DuckDBPyConnection, hour: int) -> list[tuple]:
     return db.fetch(con, "select * from customers where first_seen_at = $t", {"t": T0 + timedelta(hours=hour)})
 
 
-def test_a_new_event_bridging_two_customers_merges_them_and_leaves_the_third_alone(tmp_path):
+@pytest.mark.parametrize("own_models", [False, True])
+def test_a_new_event_bridging_two_customers_merges_them_and_leaves_the_third_alone(tmp_path, own_models):
     settings = Settings()
     con, state = kept_build(tmp_path, households(), settings)
     third = customer_seen_at(con, 4)
     lake = [*households(), row("m1", 6, [("cookie_id", "ka"), ("cookie_id", "kb")], "b2")]
-    report = next_run(con, state, lake, settings)
+    # Models of one's own (a copy of the shipped ones) narrow the lake to every column, not only identity's.
+    catalog = None
+    if own_models:
+        shutil.copytree(models.shipped_models_dir(), tmp_path / "sql")
+        catalog = models.load_catalog(str(tmp_path / "sql"))
+    report = next_run(con, state, lake, settings, catalog)
     assert differences(con, state, lake, settings) == {}
     # Only the two components the new event touches are resolved again: 4 of the 6 identifiers.
     assert (report.resolution, report.n_identifiers_resolved, report.n_identifiers) == ("incremental", 4, 6)
