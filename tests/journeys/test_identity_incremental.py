@@ -196,8 +196,8 @@ def test_an_identity_state_that_is_not_the_kept_builds_resolves_the_whole_lake(t
         f" from identity_map) to {db.quote_literal(str(other))} (format parquet)",
     )
     assert identity_incremental.why_full(con, catalog, str(other)) == (
-        f"the identity state {other} is not the kept build's identity_map (2 rows differ: a run stopped between"
-        " writing it and publishing)"
+        f"the identity state {other} is not the kept build's identity_map (1 linked identifiers differ: a run"
+        " stopped between writing it and publishing)"
     )
     assert identity_incremental.why_full(con, catalog, None) == "there is no identity state to carry keys from"
     db.execute(con, "drop table int_identity_event_components")
