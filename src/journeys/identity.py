@@ -180,7 +180,8 @@ def resolve_identities(
     audit_history: Mapping[str, Path] | None = None,
 ) -> IdentityReport:
     """Resolve `events` into int_event_customers, identity_map, identity_merges, identity_splits, shared_identifiers
-    and customers.
+    and customers (and int_identity_components, int_identity_event_components: what the next incremental run
+    re-resolves by).
 
     With `previous_identity_map` (the last published identity_map) keys stay stable: a previous key goes to the
     component holding most of its identifiers. Two previous keys in one component merge (identity_merges); a
