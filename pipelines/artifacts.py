@@ -141,7 +141,12 @@ def run_summary_markdown(
             *_refused_markdown(ingest),
             f"identity: {identity.get('n_customers')} customers from {identity.get('n_identifiers')} identifiers,"
             f" {identity.get('n_merges')} merges, {identity.get('n_splits')} splits,"
-            f" {identity.get('n_shared_identifiers')} shared identifiers held back.",
+            f" {identity.get('n_shared_identifiers')} shared identifiers held back"
+            + (
+                f" ({identity['resolution']}: {identity['resolution_reason']})."
+                if identity.get("resolution_reason")
+                else "."
+            ),
             "",
             "## Quality",
             "",

@@ -148,6 +148,8 @@ def print_summary(result: dict[str, Any], warehouse: str) -> None:
     print(
         f"identity: {idn.get('n_customers')} customers from {idn.get('n_identifiers')} identifiers "
         f"in {idn.get('passes')} passes; {idn.get('n_shared_identifiers')} shared identifiers held back"
+        # An incremental run's identity is incremental too, or says why it resolved the whole lake.
+        + (f" ({idn['resolution']}: {idn['resolution_reason']})" if idn.get("resolution_reason") else "")
     )
     with db.connect(warehouse, read_only=True) as con:
         model, mode = db.fetch(con, "select stage_model, mode from journeys limit 1")[0] or (None, None)

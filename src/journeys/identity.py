@@ -44,6 +44,9 @@ class IdentityReport:
     n_shared_identifiers: int
     n_splits: int
     n_hubs: int = 0  # shared identifiers held back as hubs (identity.max_links_per_value)
+    resolution: str = "full"  # "incremental": only the components touched since the kept build
+    resolution_reason: str = ""  # what the incremental resolution re-resolved, or why a run resolved in full
+    n_identifiers_resolved: int | None = None  # identifiers this run resolved (all of them in a full resolution)
 
 
 def _scalar(con: duckdb.DuckDBPyConnection, sql: str, params: dict[str, Any] | None = None) -> Any:
@@ -84,7 +87,7 @@ def _blocked_patterns(con: duckdb.DuckDBPyConnection, patterns: list[str]) -> li
     return patterns
 
 
-def _ensure_links(con: duckdb.DuckDBPyConnection) -> None:
+def ensure_links(con: duckdb.DuckDBPyConnection) -> None:
     """An empty `links` table when the caller gave only `events` (no link source): int_identifiers reads both."""
     from journeys.ingest import LINK_SCHEMA
 
@@ -177,7 +180,8 @@ def resolve_identities(
     audit_history: Mapping[str, Path] | None = None,
 ) -> IdentityReport:
     """Resolve `events` into int_event_customers, identity_map, identity_merges, identity_splits, shared_identifiers
-    and customers.
+    and customers (and int_identity_components, int_identity_event_components: what the next incremental run
+    re-resolves by).
 
     With `previous_identity_map` (the last published identity_map) keys stay stable: a previous key goes to the
     component holding most of its identifiers. Two previous keys in one component merge (identity_merges); a
@@ -191,7 +195,7 @@ def resolve_identities(
     cat = catalog or models.load_catalog(settings.models_path)
     ident = settings.identity
     patterns = _blocked_patterns(con, list(ident.blocked_patterns))
-    _ensure_links(con)
+    ensure_links(con)
     _build(
         con,
         cat,
@@ -216,6 +220,12 @@ def resolve_identities(
     # (linked before them when its type ranks higher), never the hub itself.
     max_links = ident.max_links_per_value if guardrails else None
     n_hubs = _build_counted(con, cat, "int_identity_hubs", {"max_links_per_value": max_links})
+    # The components of the unguarded graph, kept for the next incremental run (journeys.identity_incremental):
+    # the unit it re-resolves. Before the stages, which reuse the connected-components tables.
+    _build(con, cat, "int_identity_unguarded_edges")
+    _components_of(con, cat, "int_identity_unguarded_edges")
+    for model in ("int_identity_node_components", "int_identity_components", "int_identity_event_components"):
+        _build(con, cat, model)
     db.execute(con, "create or replace temp table int_identity_labels (node_id bigint, label bigint)")
     db.execute(
         con, "create or replace temp table int_identity_shared (node_id bigint, stage_rank integer, reason varchar)"
@@ -272,6 +282,7 @@ def resolve_identities(
         n_shared_identifiers=n_shared,
         n_splits=n_splits,
         n_hubs=n_hubs,
+        n_identifiers_resolved=n_identifiers,
     )
 
 
@@ -358,6 +369,10 @@ def score_identity(con: duckdb.DuckDBPyConnection, truth_events_path: str) -> di
 
 
 def _resolve_step(con: duckdb.DuckDBPyConnection, context: Any, params: Any) -> dict[str, Any]:
+    if context.mode == "incremental":
+        from journeys import identity_incremental  # it builds on this module
+
+        return identity_incremental.resolve_step(con, context)
     previous = context.previous_identity_map
     report = resolve_identities(
         con,

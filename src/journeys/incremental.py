@@ -6,7 +6,8 @@ it was built with (code, SQL models, settings that shape tables, stage models) a
 events came from. The next run, unless asked for a full refresh or the fingerprint differs, starts from a
 copy of that file:
 
-- identity is resolved again over the lake (keys stay stable through the carried identity state);
+- identity is resolved again for the components of the identifier graph that new or changed rows touch
+  (`journeys.identity_incremental`; keys stay stable through the carried identity state);
 - the affected customers are those with an event of a batch the state has not seen, or whose
   (event, customer) assignment changed (a merge, a split, a late event re-keyed);
 - every `partition: customer` model that does not depend on the run's time (`as_of`, `run_at`) is built

@@ -220,6 +220,7 @@ def test_incremental_runs_equal_full_rebuild_every_day(tmp_path):
     )
     compared: list[int] = []
     affected: list[tuple[int, int]] = []
+    resolved: list[tuple[int, int]] = []
     merges = 0
     for day in range(1, DAYS + 1):
         as_of = spec.as_of + timedelta(days=day)
@@ -260,6 +261,9 @@ def test_incremental_runs_equal_full_rebuild_every_day(tmp_path):
             with duckdb.connect(str(working), read_only=True) as con:
                 customers = db.fetch(con, "select count(*) from customers")[0][0]
             affected.append((counts["incremental"]["affected_customers"], customers))
+            # Identity too: only the components the day's rows touched (the merge and the corrected file included).
+            resolved.append((counts["identity"]["n_identifiers_resolved"], counts["identity"]["n_identifiers"]))
+            assert counts["identity"]["resolution"] == "incremental", (day, counts["identity"])
         if day == CORRECTED_DAY:
             with duckdb.connect(str(working), read_only=True) as con:
                 revenue = dict(
@@ -278,7 +282,21 @@ def test_incremental_runs_equal_full_rebuild_every_day(tmp_path):
             (tmp_path / f"incremental-{day - 1:02d}.duckdb").unlink()
     assert compared == list(range(1, DAYS + 1))
     assert all(0 < n < total for n, total in affected), affected
+    assert all(0 < n < total for n, total in resolved), resolved
     assert merges >= 1, "the day-20 message should merge two earlier customers"
+
+    # A run with nothing new re-resolves no identifier and changes no row of the last day's build.
+    context = run_context(settings, as_of, batch)
+    again = tmp_path / "incremental-again.duckdb"
+    plan = incremental.plan_build(settings.state_dir, again, context.fingerprint, full_refresh=False)
+    counts = build_all(dataclasses.replace(context, mode=plan.mode), again)
+    assert (plan.mode, counts["identity"]["resolution"], counts["identity"]["n_identifiers_resolved"]) == (
+        "incremental",
+        "incremental",
+        0,
+    )
+    with db.connect(str(again), threads=THREADS) as con:
+        assert table_differences(con, working, tables) == {}
 
 
 def test_goals_do_not_force_a_full_rebuild():

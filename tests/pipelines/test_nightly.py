@@ -482,8 +482,9 @@ def test_an_incremental_run_publishes_what_a_full_refresh_does(run):
     )
     result = nightly(config_path=CONFIG, as_of=SPEC.as_of, data_root=str(root))
     assert result["build"]["mode"] == "incremental", result["build"]
-    # One new cookie: one customer rebuilt, not the thousand or so of the sample.
+    # One new cookie: one customer rebuilt, not the thousand or so of the sample; identity resolved only that cookie.
     assert result["steps"]["build-marts"]["incremental"]["affected_customers"] == 1
+    assert (result["identity"]["resolution"], result["identity"]["n_identifiers_resolved"]) == ("incremental", 1)
     incremental_marts = marts_digest(settings)
 
     full = nightly(config_path=CONFIG, as_of=SPEC.as_of, data_root=str(root), full_refresh=True)
@@ -494,6 +495,8 @@ def test_an_incremental_run_publishes_what_a_full_refresh_does(run):
     again = nightly(config_path=CONFIG, as_of=SPEC.as_of, data_root=str(root))
     assert again["build"]["mode"] == "incremental"
     assert again["steps"]["build-marts"]["incremental"]["affected_customers"] == 0
+    assert (again["identity"]["resolution"], again["identity"]["n_identifiers_resolved"]) == ("incremental", 0)
+    assert again["identity"]["n_identifiers"] == full["identity"]["n_identifiers_resolved"]
     assert marts_digest(settings) == incremental_marts
 
 
