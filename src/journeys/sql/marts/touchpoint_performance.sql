@@ -59,7 +59,8 @@ stages as (
 
 -- One row per (touchpoint at a stage, journey): what the journey did there. Counting these rows instead of
 -- distinct journey ids over the events is the same count at a fraction of the cost. The journey's last
--- event is the one with no next event; its status (closed, dropped) is joined per journey, not per event.
+-- event is the one with no next event; its status (closed, dropped) is joined per journey, not per event
+-- (journey_stages has a row for every journey and mode, so the event counts need no join).
 journey_touches as (
     select
         me.stage_model,
