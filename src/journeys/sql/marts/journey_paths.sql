@@ -48,7 +48,8 @@ journey_status as (
 -- Stages and touchpoints numbered from 1 across the models (a missing touchpoint has no number): lists of
 -- integers aggregate and sort several times faster than lists of text, so a step is numbers until the
 -- journey's path is built from one list of names.
-stage_codes as (
+-- materialized: the steps and the names list must read one numbering
+stage_codes as materialized (
     select
         sd.stage_model,
         sd.stage_index,
