@@ -18,9 +18,7 @@ journey_events as (
         je.journey_key,
         je.customer_key,
         je.event_seq,
-        je.occurred_at,
         je.channel,
-        je.touchpoint,
         je.sentiment,
         je.revenue,
         je.next_event_at
@@ -29,6 +27,11 @@ journey_events as (
 
 event_stages as (
     select es.stage_model, es.journey_key, es.event_seq, es.stage_index from int_event_stages as es
+),
+
+-- Read again rather than from event_stages: a CTE read twice is materialized first, which costs more.
+stage_positions as (
+    select sp.stage_model, sp.journey_key, sp.event_seq, sp.stage_index from int_event_stages as sp
 ),
 
 stages as (
@@ -40,81 +43,93 @@ touchpoint_owners as (
     select tpo.stage_model, tpo.touchpoint, tpo.owner from stage_touchpoint_owners as tpo
 ),
 
+-- A second, narrow read of the same table: a CTE read twice is materialized first, with every column.
+event_touchpoints as (
+    select et.journey_key, et.event_seq, et.touchpoint, et.occurred_at from int_journey_events as et
+),
+
+-- What the window below needs of each staged event, and nothing more: a window sorts every column it
+-- carries, so the event's other columns are joined after it.
 staged as (
     select
         es.stage_model,
-        je.event_id,
-        je.journey_id,
-        je.journey_key,
-        je.customer_key,
-        je.event_seq,
-        je.occurred_at,
-        je.next_event_at,
-        je.channel,
-        je.touchpoint,
-        je.sentiment,
-        je.revenue,
+        es.journey_key,
+        es.event_seq,
         es.stage_index,
-        s.n_stages,
-        s.purchase_stage_index,
+        et.touchpoint,
+        et.occurred_at,
         tpo.owner as touchpoint_owner,
-        coalesce(tpo.owner, s.owner) as owner,
-        len(s.designed_channels) = 0 or list_contains(s.designed_channels, je.channel) as is_designed_channel
+        coalesce(tpo.owner, s.owner) as owner
     from event_stages as es
     -- (journey_key, event_seq): two integers join faster than the event_id text
-    inner join journey_events as je on je.journey_key = es.journey_key and je.event_seq = es.event_seq
+    inner join event_touchpoints as et on et.journey_key = es.journey_key and et.event_seq = es.event_seq
     inner join stages as s on s.stage_model = es.stage_model and s.stage_index = es.stage_index
-    left join touchpoint_owners as tpo on tpo.stage_model = es.stage_model and tpo.touchpoint = je.touchpoint
+    left join touchpoint_owners as tpo on tpo.stage_model = es.stage_model and tpo.touchpoint = et.touchpoint
+),
+
+-- The journey's previous and next staged events (and next owned event), in one window that every mart of
+-- the map reads instead of sorting the journey's events again: each sort of all events costs more than
+-- the marts' aggregates together.
+sequenced as (
+    select
+        st.*,
+        lag(st.stage_index) over journey_order as previous_stage_index,
+        lag(st.touchpoint) over journey_order as previous_touchpoint,
+        lead(st.stage_index) over journey_order as next_stage_index,
+        lead(st.touchpoint) over journey_order as next_touchpoint,
+        lead(st.owner ignore nulls) over journey_order as next_owner,
+        lead(case when st.owner is not null then st.occurred_at end ignore nulls) over journey_order as next_owned_at
+    from staged as st
+    window journey_order as (partition by st.stage_model, st.journey_key order by st.event_seq)
 ),
 
 -- Per (stage model, journey, stage): the last position of an event of that stage.
 stage_last as (
-    select st.stage_model, st.journey_key, st.stage_index, max(st.event_seq) as last_seq
-    from staged as st
-    group by st.stage_model, st.journey_key, st.stage_index
-),
-
-journey_last as (
-    select st.stage_model, st.journey_key, max(st.event_seq) as last_staged_seq
-    from staged as st
-    group by st.stage_model, st.journey_key
+    select sp.stage_model, sp.journey_key, sp.stage_index, max(sp.event_seq) as last_seq
+    from stage_positions as sp
+    group by sp.stage_model, sp.journey_key, sp.stage_index
 ),
 
 final as (
     select
         st.stage_model,
-        st.event_id,
-        st.journey_id,
+        je.event_id,
+        je.journey_id,
         st.journey_key,
-        st.customer_key,
+        je.customer_key,
         st.event_seq,
         st.occurred_at,
-        st.next_event_at,
-        st.channel,
+        je.next_event_at,
+        je.channel,
         st.touchpoint,
-        st.sentiment,
-        st.revenue,
+        je.sentiment,
+        je.revenue,
         st.stage_index,
-        st.n_stages,
+        s.n_stages,
         st.touchpoint_owner,
         st.owner,
+        st.previous_stage_index,
+        st.previous_touchpoint,
+        st.next_stage_index,
+        st.next_touchpoint,
+        st.next_owner,
+        st.next_owned_at,
         -- null at the last stage: there is no next stage to move on to
-        case when st.stage_index < st.n_stages then coalesce(nxt.last_seq > st.event_seq, false) end as moved_on,
+        case when st.stage_index < s.n_stages then coalesce(nxt.last_seq > st.event_seq, false) end as moved_on,
         -- null when the model names no purchase stage; after the purchase stage any purchase in the journey counts
         case
-            when st.purchase_stage_index is null then null
-            when st.stage_index > st.purchase_stage_index then pur.last_seq is not null
+            when s.purchase_stage_index is null then null
+            when st.stage_index > s.purchase_stage_index then pur.last_seq is not null
             else coalesce(pur.last_seq >= st.event_seq, false)
         end as reached_purchase,
-        st.event_seq = jl.last_staged_seq as is_last_staged,
-        st.is_designed_channel,
-        st.is_designed_channel
-        and coalesce(
-            st.stage_index - lag(st.stage_index) over journey_order in (0, 1),
-            st.stage_index = 1
-        ) as follows_design
-    from staged as st
-    inner join journey_last as jl on jl.stage_model = st.stage_model and jl.journey_key = st.journey_key
+        -- every staged event has a stage: no next stage index means no later staged event
+        st.next_stage_index is null as is_last_staged,
+        len(s.designed_channels) = 0 or list_contains(s.designed_channels, je.channel) as is_designed_channel,
+        (len(s.designed_channels) = 0 or list_contains(s.designed_channels, je.channel))
+        and coalesce(st.stage_index - st.previous_stage_index in (0, 1), st.stage_index = 1) as follows_design
+    from sequenced as st
+    inner join journey_events as je on je.journey_key = st.journey_key and je.event_seq = st.event_seq
+    inner join stages as s on s.stage_model = st.stage_model and s.stage_index = st.stage_index
     left join stage_last as nxt
         on nxt.stage_model = st.stage_model
         and nxt.journey_key = st.journey_key
@@ -122,8 +137,7 @@ final as (
     left join stage_last as pur
         on pur.stage_model = st.stage_model
         and pur.journey_key = st.journey_key
-        and pur.stage_index = st.purchase_stage_index
-    window journey_order as (partition by st.stage_model, st.journey_key order by st.event_seq)
+        and pur.stage_index = s.purchase_stage_index
 )
 
 select * from final

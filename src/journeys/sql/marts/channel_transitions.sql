@@ -9,9 +9,20 @@
 -- (occurred_at, event_id) order); it counts at most once per stage pair.
 with
 
-map_events as (
-    select me.stage_model, me.journey_id, me.customer_key, me.event_seq, me.occurred_at, me.channel, me.stage_index
-    from int_map_events as me
+-- Three narrow reads of the same table, keyed on journey_key (the integer twin of journey_id): one CTE read
+-- three times is materialized first, with every column, which costs more than the reads.
+stage_events as (
+    select se.stage_model, se.journey_key, se.event_seq, se.stage_index from int_map_events as se
+),
+
+arrival_events as (
+    select ae.stage_model, ae.journey_key, ae.event_seq, ae.occurred_at, ae.channel, ae.stage_index
+    from int_map_events as ae
+),
+
+departure_events as (
+    select de.stage_model, de.journey_key, de.customer_key, de.event_seq, de.occurred_at, de.channel, de.stage_index
+    from int_map_events as de
 ),
 
 stages as (
@@ -19,34 +30,34 @@ stages as (
 ),
 
 stage_firsts as (
-    select me.stage_model, me.journey_id, me.stage_index, min(me.event_seq) as first_seq
-    from map_events as me
-    group by me.stage_model, me.journey_id, me.stage_index
+    select se.stage_model, se.journey_key, se.stage_index, min(se.event_seq) as first_seq
+    from stage_events as se
+    group by se.stage_model, se.journey_key, se.stage_index
 ),
 
 -- The first event of stage i + 1 after the journey's first event of stage i.
 arrivals as (
     select
         sf.stage_model,
-        sf.journey_id,
+        sf.journey_key,
         sf.stage_index,
         min(nx.event_seq) as to_seq,
         arg_min(nx.channel, nx.event_seq) as to_channel,
         arg_min(nx.occurred_at, nx.event_seq) as to_at
     from stage_firsts as sf
-    inner join map_events as nx
+    inner join arrival_events as nx
         on nx.stage_model = sf.stage_model
-        and nx.journey_id = sf.journey_id
+        and nx.journey_key = sf.journey_key
         and nx.stage_index = sf.stage_index + 1
         and nx.event_seq > sf.first_seq
-    group by sf.stage_model, sf.journey_id, sf.stage_index
+    group by sf.stage_model, sf.journey_key, sf.stage_index
 ),
 
 -- The last event of stage i before that arrival.
 departures as (
     select
         a.stage_model,
-        a.journey_id,
+        a.journey_key,
         a.stage_index,
         any_value(a.to_channel) as to_channel,
         any_value(a.to_at) as to_at,
@@ -54,12 +65,12 @@ departures as (
         arg_max(me.occurred_at, me.event_seq) as from_at,
         any_value(me.customer_key) as customer_key
     from arrivals as a
-    inner join map_events as me
+    inner join departure_events as me
         on me.stage_model = a.stage_model
-        and me.journey_id = a.journey_id
+        and me.journey_key = a.journey_key
         and me.stage_index = a.stage_index
         and me.event_seq < a.to_seq
-    group by a.stage_model, a.journey_id, a.stage_index
+    group by a.stage_model, a.journey_key, a.stage_index
 ),
 
 grouped as (

@@ -11,8 +11,16 @@
 -- owns, dropped within that pending handoff: the next event never came.
 with
 
+-- next_owner, next_owned_at: the journey's next owned event, from int_map_events' one window over the journey
 map_events as (
-    select me.stage_model, me.journey_id, me.event_seq, me.occurred_at, me.stage_index, me.owner
+    select
+        me.stage_model,
+        me.journey_id,
+        me.occurred_at,
+        me.stage_index,
+        me.owner,
+        me.next_owner,
+        me.next_owned_at as next_at
     from int_map_events as me
     where me.owner is not null
 ),
@@ -34,15 +42,6 @@ stages as (
     select sd.stage_model, sd.stage_index, sd.owner from stage_definitions as sd
 ),
 
-sequenced as (
-    select
-        me.*,
-        lead(me.owner) over journey_order as next_owner,
-        lead(me.occurred_at) over journey_order as next_at
-    from map_events as me
-    window journey_order as (partition by me.stage_model, me.journey_id order by me.event_seq)
-),
-
 completed as (
     select
         sq.stage_model,
@@ -51,7 +50,7 @@ completed as (
         count(*) as handoffs,
         count(distinct sq.journey_id) as journeys_handed_off,
         median(epoch_us(sq.next_at) - epoch_us(sq.occurred_at)) / 1e6 as median_delay_s
-    from sequenced as sq
+    from map_events as sq
     where sq.next_owner is not null and sq.next_owner <> sq.owner
     group by sq.stage_model, sq.owner, sq.next_owner
 ),
@@ -63,7 +62,7 @@ pending as (
         sq.owner as from_owner,
         ns.owner as to_owner,
         count(distinct sq.journey_id) as journeys_dropped_within
-    from sequenced as sq
+    from map_events as sq
     inner join dropped as d on d.stage_model = sq.stage_model and d.journey_id = sq.journey_id
     inner join stages as ns on ns.stage_model = sq.stage_model and ns.stage_index = sq.stage_index + 1
     where sq.next_owner is null and ns.owner is not null and ns.owner <> sq.owner

@@ -11,7 +11,7 @@
 with
 
 map_events as (
-    select me.stage_model, me.journey_id, me.event_seq, me.stage_index, me.is_designed_channel
+    select me.stage_model, me.journey_key, me.event_seq, me.stage_index, me.is_designed_channel
     from int_map_events as me
 ),
 
@@ -38,34 +38,75 @@ stages as (
     from stage_definitions as sd
 ),
 
--- Per journey and stage: first and last event of the stage, first and last event of any later stage.
+-- Per journey and stage it has events at: its first and last event there, and whether one of them used a
+-- channel not designed for the stage.
 journey_stage_spans as (
+    select
+        me.stage_model,
+        me.journey_key,
+        me.stage_index,
+        min(me.event_seq) as first_seq,
+        max(me.event_seq) as last_seq,
+        bool_or(not me.is_designed_channel) as used_off_design
+    from map_events as me
+    group by me.stage_model, me.journey_key, me.stage_index
+),
+
+-- The first event of any later stage and the journey's furthest stage, from a window over the journey's few
+-- stage rows: joining every event to every earlier stage multiplied the rows by the number of stages.
+spans as (
+    select
+        jss.*,
+        min(jss.first_seq) over (
+            partition by jss.stage_model, jss.journey_key
+            order by jss.stage_index
+            rows between 1 following and unbounded following
+        ) as first_later_seq,
+        max(jss.stage_index) over (partition by jss.stage_model, jss.journey_key) as furthest_stage_index
+    from journey_stage_spans as jss
+),
+
+at_stage as (
+    select
+        sp.stage_model,
+        sp.stage_index,
+        count(*) as journeys_at_stage,
+        -- at the stage before any later one: the journeys that reached a later stage and did not skip it
+        count(*) filter (where sp.first_seq < sp.first_later_seq) as journeys_in_order,
+        count(*) filter (where sp.last_seq > sp.first_later_seq) as journeys_went_back,
+        count(*) filter (where sp.used_off_design) as journeys_off_design_channel
+    from spans as sp
+    group by sp.stage_model, sp.stage_index
+),
+
+furthest_stages as (
+    select sp.stage_model, sp.furthest_stage_index, count(*) as journeys
+    from spans as sp
+    where sp.stage_index = sp.furthest_stage_index
+    group by sp.stage_model, sp.furthest_stage_index
+),
+
+-- A journey reached a stage later than i when its furthest stage is above i.
+reached_later as (
+    select s.stage_model, s.stage_index, sum(fs.journeys)::bigint as journeys_reached_later
+    from stages as s
+    inner join furthest_stages as fs on fs.stage_model = s.stage_model and fs.furthest_stage_index > s.stage_index
+    group by s.stage_model, s.stage_index
+),
+
+-- Skipped: reached a later stage without an event of this one before it.
+gaps as (
     select
         s.stage_model,
         s.stage_index,
-        me.journey_id,
-        min(me.event_seq) filter (where me.stage_index = s.stage_index) as first_seq,
-        max(me.event_seq) filter (where me.stage_index = s.stage_index) as last_seq,
-        min(me.event_seq) filter (where me.stage_index > s.stage_index) as first_later_seq,
-        bool_or(not me.is_designed_channel) filter (where me.stage_index = s.stage_index) as used_off_design
+        ast.journeys_at_stage,
+        rl.journeys_reached_later,
+        rl.journeys_reached_later - coalesce(ast.journeys_in_order, 0) as journeys_skipped,
+        ast.journeys_went_back,
+        ast.journeys_off_design_channel
     from stages as s
-    inner join map_events as me on me.stage_model = s.stage_model and me.stage_index >= s.stage_index
-    group by s.stage_model, s.stage_index, me.journey_id
-),
-
-gaps as (
-    select
-        jss.stage_model,
-        jss.stage_index,
-        count(*) filter (where jss.first_seq is not null) as journeys_at_stage,
-        count(*) filter (where jss.first_later_seq is not null) as journeys_reached_later,
-        count(*) filter (
-            where jss.first_later_seq is not null and (jss.first_seq is null or jss.first_seq > jss.first_later_seq)
-        ) as journeys_skipped,
-        count(*) filter (where jss.last_seq > jss.first_later_seq) as journeys_went_back,
-        count(*) filter (where jss.used_off_design) as journeys_off_design_channel
-    from journey_stage_spans as jss
-    group by jss.stage_model, jss.stage_index
+    left join at_stage as ast on ast.stage_model = s.stage_model and ast.stage_index = s.stage_index
+    left join reached_later as rl on rl.stage_model = s.stage_model and rl.stage_index = s.stage_index
 ),
 
 budgets as (

@@ -10,30 +10,29 @@
 -- just after the run, or the journey's start or end (neighbour_stage_index 0).
 with
 
-map_events as (
-    select me.stage_model, me.journey_id, me.event_seq, me.stage_index, me.touchpoint from int_map_events as me
+-- The journey's previous and next steps come from int_map_events' one window over the journey.
+steps as (
+    select
+        me.stage_model,
+        -- journey_key: the integer twin of journey_id, cheaper to count distinct
+        me.journey_key,
+        me.stage_index,
+        me.previous_stage_index as prev_stage_index,
+        me.previous_touchpoint as prev_touchpoint,
+        me.next_stage_index,
+        me.next_touchpoint
+    from int_map_events as me
 ),
 
 stages as (
     select sd.stage_model, sd.stage_index, sd.stage_name from stage_definitions as sd
 ),
 
-steps as (
-    select
-        me.*,
-        lag(me.stage_index) over journey_order as prev_stage_index,
-        lag(me.touchpoint) over journey_order as prev_touchpoint,
-        lead(me.stage_index) over journey_order as next_stage_index,
-        lead(me.touchpoint) over journey_order as next_touchpoint
-    from map_events as me
-    window journey_order as (partition by me.stage_model, me.journey_id order by me.event_seq)
-),
-
 neighbours as (
     select
         st.stage_model,
         st.stage_index,
-        st.journey_id,
+        st.journey_key,
         'before' as direction,
         coalesce(st.prev_stage_index, 0) as neighbour_stage_index,
         coalesce(st.prev_touchpoint, '(journey start)') as neighbour_touchpoint
@@ -43,7 +42,7 @@ neighbours as (
     select
         st.stage_model,
         st.stage_index,
-        st.journey_id,
+        st.journey_key,
         'after' as direction,
         coalesce(st.next_stage_index, 0) as neighbour_stage_index,
         coalesce(st.next_touchpoint, '(journey end)') as neighbour_touchpoint
@@ -59,7 +58,7 @@ grouped as (
         n.neighbour_stage_index,
         n.neighbour_touchpoint,
         count(*) as visits,
-        count(distinct n.journey_id) as journeys
+        count(distinct n.journey_key) as journeys
     from neighbours as n
     group by n.stage_model, n.stage_index, n.direction, n.neighbour_stage_index, n.neighbour_touchpoint
 ),

@@ -10,8 +10,35 @@
 -- from each stage model's first configured funnel mode.
 with
 
+-- Three narrow reads of the same table: one CTE read three times is materialized first, with every column.
+touch_events as (
+    select
+        te.stage_model,
+        te.stage_index,
+        te.touchpoint,
+        te.journey_key,
+        te.journey_id,
+        te.customer_key,
+        te.next_event_at,
+        te.moved_on
+    from int_map_events as te
+),
+
+channel_events as (
+    select ce.stage_model, ce.stage_index, ce.touchpoint, ce.channel from int_map_events as ce
+),
+
 map_events as (
-    select * from int_map_events
+    select
+        me.stage_model,
+        me.stage_index,
+        me.touchpoint,
+        me.owner,
+        me.sentiment,
+        me.moved_on,
+        me.occurred_at,
+        me.next_event_at
+    from int_map_events as me
 ),
 
 map_modes as (
@@ -21,7 +48,7 @@ map_modes as (
 ),
 
 journey_status as (
-    select js.stage_model, js.journey_id, js.is_closed, js.dropout_stage, js.last_event_id
+    select js.stage_model, js.journey_id, js.is_closed, js.dropout_stage
     from journey_stages as js
     inner join map_modes as mm on mm.stage_model = js.stage_model and mm.mode = js.mode
 ),
@@ -30,31 +57,36 @@ stages as (
     select sd.stage_model, sd.stage_index, sd.stage_name from stage_definitions as sd
 ),
 
-events as (
-    select
-        me.*,
-        js.is_closed,
-        js.dropout_stage,
-        me.event_id = js.last_event_id as is_last_event
-    from map_events as me
-    inner join journey_status as js on js.stage_model = me.stage_model and js.journey_id = me.journey_id
-),
-
 -- One row per (touchpoint at a stage, journey): what the journey did there. Counting these rows instead of
--- distinct journey ids over the events is the same count at a fraction of the cost.
+-- distinct journey ids over the events is the same count at a fraction of the cost. The journey's last
+-- event is the one with no next event; its status (closed, dropped) is joined per journey, not per event
+-- (journey_stages has a row for every journey and mode, so the event counts need no join).
 journey_touches as (
     select
-        e.stage_model,
-        e.stage_index,
-        e.touchpoint,
-        e.journey_key,
-        any_value(e.customer_key) as customer_key,
-        bool_or(e.is_last_event and e.is_closed) as ended_after,
-        bool_or(e.is_last_event and e.dropout_stage is not null) as dropped_after,
-        bool_or(e.dropout_stage = e.stage_index) as dropped_at_stage,
-        bool_or(e.moved_on) as reached_next
-    from events as e
-    group by e.stage_model, e.stage_index, e.touchpoint, e.journey_key
+        me.stage_model,
+        me.stage_index,
+        me.touchpoint,
+        me.journey_key,
+        any_value(me.journey_id) as journey_id,
+        any_value(me.customer_key) as customer_key,
+        bool_or(me.next_event_at is null) as has_last_event,
+        bool_or(me.moved_on) as reached_next
+    from touch_events as me
+    group by me.stage_model, me.stage_index, me.touchpoint, me.journey_key
+),
+
+journey_outcomes as (
+    select
+        jt.stage_model,
+        jt.stage_index,
+        jt.touchpoint,
+        jt.customer_key,
+        jt.has_last_event and js.is_closed as ended_after,
+        jt.has_last_event and js.dropout_stage is not null as dropped_after,
+        js.dropout_stage = jt.stage_index as dropped_at_stage,
+        jt.reached_next
+    from journey_touches as jt
+    inner join journey_status as js on js.stage_model = jt.stage_model and js.journey_id = jt.journey_id
 ),
 
 journey_counts as (
@@ -68,13 +100,13 @@ journey_counts as (
         count(*) filter (where jt.dropped_after) as journeys_dropped_after,
         count(*) filter (where jt.dropped_at_stage) as journeys_dropped_at_stage,
         count(*) filter (where jt.reached_next) as journeys_reached_next
-    from journey_touches as jt
+    from journey_outcomes as jt
     group by jt.stage_model, jt.stage_index, jt.touchpoint
 ),
 
 channel_counts as (
     select e.stage_model, e.stage_index, e.touchpoint, e.channel, count(*) as n_channel_events
-    from events as e
+    from channel_events as e
     group by e.stage_model, e.stage_index, e.touchpoint, e.channel
 ),
 
@@ -103,7 +135,7 @@ event_counts as (
         count(*) filter (where e.sentiment > 0) as n_positive,
         bool_or(e.moved_on is not null) as has_next_stage,
         median(epoch_us(e.next_event_at) - epoch_us(e.occurred_at)) / 1e6 as median_time_to_next_event_s
-    from events as e
+    from map_events as e
     group by e.stage_model, e.stage_index, e.touchpoint
 ),
 
