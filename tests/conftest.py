@@ -7,6 +7,9 @@ import tempfile
 
 # Set before anything imports prefect: a fresh PREFECT_HOME per session, no analytics, slow-start tolerance.
 os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="journeys-prefect-"))
+if worker := os.environ.get("PYTEST_XDIST_WORKER"):
+    # `make test-fast` runs two xdist workers: an ephemeral server's database must not be shared.
+    os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix=f"journeys-prefect-{worker}-")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")

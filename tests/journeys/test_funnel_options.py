@@ -113,6 +113,7 @@ def test_options_match_chdb_window_funnel(tmp_path, k, window, inc, dedup, journ
     window=st.sampled_from([0, 1, 2, 3, 5, None]),
     events=journey_events,
 )
+@pytest.mark.slow
 def test_prior_step_window_matches_the_scan(k, window, events):
     got = _one(events, k, window, window_from="prior_step")
     assert [at for _, at in got] == _scan(events, k, window, prior=True)

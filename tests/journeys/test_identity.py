@@ -543,6 +543,7 @@ def as_events(raw: list[list[tuple[str, str]]]) -> list[Event]:
     return [(f"e{i:03d}", i, ids) for i, ids in enumerate(raw)]
 
 
+@pytest.mark.slow
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(raw=event_lists, seed=st.integers(0, 10_000))
 def test_result_does_not_depend_on_input_order(raw: list[list[tuple[str, str]]], seed: int) -> None:
@@ -570,6 +571,7 @@ def test_result_does_not_depend_on_input_order(raw: list[list[tuple[str, str]]],
     assert db.fetch(con1, "select count(customer_key) from int_event_customers")[0][0] == usable
 
 
+@pytest.mark.slow
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(raw=event_lists)
 def test_without_limits_customers_are_connected_components(raw: list[list[tuple[str, str]]]) -> None:

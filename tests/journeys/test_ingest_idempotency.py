@@ -13,6 +13,9 @@ from journeys.config import Settings, load_settings
 from journeys.generate import GenerateSpec, generate_sample
 from journeys.ingest import events_glob, ingest_sources, quarantine_glob
 
+# Several ingests and kills per test: `make test-fast` leaves it to `make test`.
+pytestmark = pytest.mark.slow
+
 REPO = Path(__file__).resolve().parents[2]
 SPEC = GenerateSpec(events=3_000, seed=5)
 LINEAGE = {"ingested_at", "batch_id", "quarantined_at"}

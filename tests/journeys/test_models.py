@@ -213,6 +213,7 @@ def _binds(fresh: duckdb.DuckDBPyConnection, model: models.Model, params: dict[s
     return None
 
 
+@pytest.mark.slow
 def test_derived_dependencies_are_exactly_the_tables_a_model_reads(full_build, catalog):
     con, context, seen = full_build
     checked = 0
@@ -243,6 +244,7 @@ def _self_reading(model: models.Model) -> set[str]:
     return reads & {model.name}
 
 
+@pytest.mark.slow
 def test_a_bucket_build_gives_the_full_build_rows_of_that_bucket(full_build, catalog):
     con, context, _ = full_build
     full = {
@@ -263,6 +265,7 @@ def test_a_bucket_build_gives_the_full_build_rows_of_that_bucket(full_build, cat
     assert sorted(db.fetch(con, "select * from journeys"), key=repr) == full["journeys"]
 
 
+@pytest.mark.slow
 def test_a_set_of_customers_builds_only_their_journeys(full_build, catalog):
     con, context, _ = full_build
     keys = [r[0] for r in db.fetch(con, "select customer_key from customers order by customer_key limit 3")]
@@ -278,6 +281,7 @@ def test_a_set_of_customers_builds_only_their_journeys(full_build, catalog):
     models.build(con, catalog, context, catalog.partitioned())
 
 
+@pytest.mark.slow
 def test_the_run_context_is_frozen_and_holds_settings_resolved_once(full_build):
     _, context, _ = full_build
     with pytest.raises(AttributeError, match="cannot assign to field 'as_of'"):

@@ -10,6 +10,9 @@ from samples import ingested_sample
 
 from journeys import build, db
 
+# A whole demo build for its fixture: `make test-fast` leaves it to `make test`.
+pytestmark = pytest.mark.slow
+
 REPO = Path(__file__).resolve().parents[2]
 # Backticks in a description mark a table or column name: `name` or `table`.`column`.
 _NAME_REF = re.compile(r"`([a-z_][a-z0-9_]*)`(?:\.`([a-z_][a-z0-9_]*)`)?")

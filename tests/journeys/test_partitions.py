@@ -21,6 +21,7 @@ def full(tmp_path_factory):
     con.close()
 
 
+@pytest.mark.slow
 def test_the_layout_splits_the_catalog_after_identity(full):
     _, context, _ = full
     shape = partitions.layout(context.catalog)
@@ -43,6 +44,7 @@ def test_bucket_groups_deal_every_bucket_once():
     assert partitions.bucket_groups(5, None) == [[0], [1], [2], [3], [4]]
 
 
+@pytest.mark.slow
 def test_groups_built_apart_give_the_single_file_tables(full, tmp_path):
     con, context, working = full
     area = partitions.area_path(working)

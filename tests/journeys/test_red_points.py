@@ -32,6 +32,7 @@ def _red_points(root: Path, plant_fault: bool) -> list[tuple]:
         )
 
 
+@pytest.mark.slow
 def test_the_planted_touchpoint_is_the_first_red_point(tmp_path):
     rows = _red_points(tmp_path, plant_fault=True)
     assert rows, "the planted fault was not flagged"
@@ -46,6 +47,7 @@ def test_the_planted_touchpoint_is_the_first_red_point(tmp_path):
     assert lift >= 1.5
 
 
+@pytest.mark.slow
 def test_without_the_fault_nothing_is_flagged(tmp_path):
     assert _red_points(tmp_path, plant_fault=False) == []
 

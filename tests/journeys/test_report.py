@@ -109,6 +109,7 @@ def _chromium() -> str | None:
     return shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 
 
+@pytest.mark.slow
 def test_browser_draws_every_chart(site, written, tmp_path):
     browser = _chromium()
     if browser is None:

@@ -140,6 +140,7 @@ def test_reset_killed_before_its_new_lake_is_ready_leaves_the_old_one(tmp_path, 
     assert not [p for p in s.root.iterdir() if p.name.startswith(".reset")]
 
 
+@pytest.mark.slow
 def test_reset_killed_during_the_swap_is_completed_by_the_next_ingest(tmp_path, reference, monkeypatch):
     # Kill the swap at every one of its renames in turn: the next ingest always completes it.
     k = 0

@@ -117,6 +117,7 @@ def test_missing_data_root_fails_clearly(tmp_path, capsys, no_flow):
     assert not (tmp_path / "data").exists() and not (tmp_path / "nope").exists()
 
 
+@pytest.mark.slow
 def test_run_that_loads_nothing_fails_instead_of_publishing_empty_marts(tmp_path, capsys, harness):
     root = tmp_path / "data"
     (root / "landing" / "web").mkdir(parents=True)
@@ -154,6 +155,7 @@ def test_demo_refuses_a_folder_overlapping_the_configured_data_root(tmp_path, mo
     assert tree_digest(root) == before
 
 
+@pytest.mark.slow
 def test_demo_next_to_a_config_leaves_its_data_root_byte_identical(tmp_path, monkeypatch, capsys, harness):
     root = user_project(tmp_path)
     (root / "lake").mkdir()
@@ -210,6 +212,7 @@ def mart_rows(data: Path) -> dict[str, list]:
     return out
 
 
+@pytest.mark.slow
 def test_reset_after_a_bad_mapping_then_a_run_gives_the_marts_of_a_first_run(tmp_path, capsys, harness):
     as_of = ["--as-of", "2026-02-01T00:00:00"]
     first = reset_project(tmp_path / "first", "page_view", "purchase")

@@ -8,8 +8,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import duckdb
+import pytest
 
 from pipelines import cli
+
+# Three CLI runs on the session's Prefect server: `make test-fast` leaves it to `make test`.
+pytestmark = pytest.mark.slow
 
 MAILS = {
     "mapped": "ana.lopez@example.com",

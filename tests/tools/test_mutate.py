@@ -80,6 +80,7 @@ def test_a_mutant_is_planted_only_in_the_copy_and_restored_after(toy, tmp_path):
     assert target.read_text() == original
 
 
+@pytest.mark.slow
 def test_killed_and_surviving_mutants_give_the_score_and_name_the_survivor(toy, tmp_path, capsys):
     listing = write_list(
         tmp_path / "mutants.toml",

@@ -5,6 +5,8 @@ from __future__ import annotations
 import difflib
 from pathlib import Path
 
+import pytest
+
 from tools import mutate, py_mutants
 
 MODULE = '''"""A toy module."""
@@ -68,6 +70,7 @@ def test_a_module_is_tested_by_the_tests_that_mirror_it(tmp_path):
     ]
 
 
+@pytest.mark.slow
 def test_the_shipped_python_table_parses_every_module_and_names_existing_tests():
     repo = Path(__file__).resolve().parents[2]
     config = mutate.load_sql_config(mutate.MUTANTS, "python")

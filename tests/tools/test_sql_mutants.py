@@ -110,6 +110,7 @@ def write_list(path: Path, equivalent: str = "") -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_generated_mutants_are_scored_with_equivalents_left_out(toy, tmp_path, capsys):
     original = (toy / "src" / "toy" / "sql" / "toy.sql").read_text()
     listing = write_list(tmp_path / "mutants.toml")
