@@ -9,10 +9,10 @@
 -- i whose time from reaching i to reaching the next stage it reached exceeded stage i's time_budget;
 -- stages_skipped the optional stages between entry_stage and furthest_stage it did not reach; conformance_score is the
 -- share of the journey's staged events that follow the designed journey (int_map_events.follows_design).
--- Everything but the status is int_journey_stages'; the status depends on as_of, so every run computes it anew
--- for every journey, in one pass over that table.
 with
 
+-- Everything but the status is int_journey_stages' (built per customer); the status depends on as_of, so
+-- every run computes it anew for every journey, in one pass over that table.
 journey_modes as (
     select * from int_journey_stages
 ),
