@@ -6,8 +6,10 @@ event time into
 - "next day": the rows of the last days before as_of (about 1 % of events), landing as new files,
 - "late": about 1 % of events, from 10 earlier dates, landing as new files afterwards.
 The real flow then runs: base (full, the first run, with Prefect's start-up), next day (incremental),
-late (incremental), and a full refresh of the same final lake. Prints each run's wall time and per-step
-times (Prefect task durations), and incremental / full-refresh ratios.
+late (incremental), and a full refresh of the same final lake. Prints each run's wall time, per-step
+times (Prefect task durations), finer timings inside the steps (`parts_s`: each model built, each mart
+written, copying the kept build in and out, the warehouse's type conversion, the quality suites, ...), and
+incremental / full-refresh ratios.
 """
 
 from __future__ import annotations
@@ -69,7 +71,7 @@ def split(landing: Path, out: Path, settings, dates, day: set[str], late: set[st
                     parts[_which(dates.get((source.name, k)), day, late, i, late_share)].append(i)
                 for name, rows in parts.items():
                     if rows:
-                        target = out / name / src_dir.name / f.name
+                        target = out / name / src_dir.name / _named(name, f.name)
                         target.parent.mkdir(parents=True, exist_ok=True)
                         pq.write_table(table[rows].to_arrow(), target)
                         counts[name] += len(rows)
@@ -91,11 +93,16 @@ def split(landing: Path, out: Path, settings, dates, day: set[str], late: set[st
                 parts[_which(dates.get((source.name, key)), day, late, i, late_share)].append(line)
             for name, rows in parts.items():
                 if rows:
-                    target = out / name / src_dir.name / f.name
+                    target = out / name / src_dir.name / _named(name, f.name)
                     target.parent.mkdir(parents=True, exist_ok=True)
                     target.write_bytes(b"".join(header + rows))
                     counts[name] += len(rows)
     return counts
+
+
+def _named(part: str, name: str) -> str:
+    """A new landing file's name: a file landing again under the same name would replace the earlier version."""
+    return name if part == "base" else f"{part}_{name}"
 
 
 def _which(d: str | None, day: set[str], late: set[str], i: int, late_share: float) -> str:
@@ -105,6 +112,63 @@ def _which(d: str | None, day: set[str], late: set[str], i: int, late_share: flo
     if d in late and (i * 7919) % 1000 < late_share * 1000:
         return "late"
     return "base"
+
+
+PARTS = (
+    ("journeys.incremental", "plan_build"),
+    ("journeys.incremental", "_start_subset"),
+    ("journeys.incremental", "_merge"),
+    ("journeys.incremental", "seal_build"),
+    ("journeys.incremental", "keep_build"),
+    ("journeys.publish", "write_identity_state"),
+    ("journeys.publish", "record_run"),
+    ("journeys.publish", "switch_set"),
+    ("journeys.build", "publish_warehouse"),
+    ("journeys.build", "drop_intermediates"),
+    ("journeys.dictionary", "comment_warehouse"),
+    ("journeys.quality", "validate_warehouse"),
+    ("journeys.quality", "validate_landing"),
+    ("journeys.quality", "write_data_docs"),
+    ("journeys.report", "write_report"),
+)
+"""Functions inside the flow's steps whose time the benchmark reports (seconds summed per run)."""
+
+_parts: dict[str, float] = {}
+
+
+def instrument() -> None:
+    """Time the PARTS, each model built and each mart written (the items of `progress.track`) into `_parts`."""
+    import functools
+    import importlib
+
+    from journeys import progress
+
+    def timed(name: str, fn):
+        @functools.wraps(fn)
+        def wrapper(*a, **kw):
+            t0 = time.perf_counter()
+            try:
+                return fn(*a, **kw)
+            finally:
+                _parts[name] = _parts.get(name, 0.0) + time.perf_counter() - t0
+
+        return wrapper
+
+    for module, attr in PARTS:
+        mod = importlib.import_module(module)
+        setattr(mod, attr, timed(attr, getattr(mod, attr)))
+    track = progress.track
+
+    def timed_track(items, description, label=None):
+        # The time between handing out an item and asking for the next is that item's work.
+        for item in track(items, description, label):
+            t0 = time.perf_counter()
+            yield item
+            # Landing files are many and small: ingest is reported as one figure.
+            name = description if description == "ingest" else f"{description}:{label(item) if label else item}"
+            _parts[name] = _parts.get(name, 0.0) + time.perf_counter() - t0
+
+    progress.track = timed_track
 
 
 def step_times(result: dict) -> dict[str, float]:
@@ -142,7 +206,9 @@ def main(argv: list[str] | None = None) -> int:
     dates = event_dates(cache / "truth")
     day, late = choose(dates, str(spec.as_of.date()))
     parts = HERE / "out" / f"incremental-{args.events}-{args.seed}"
-    if not (parts / "base").exists():
+    # counts.json is written last (a cut that was interrupted has none); parts cut before the day's and late
+    # files got names of their own are cut again.
+    if not (parts / "counts.json").exists() or not any((parts / "day").glob("*/day_*")):
         shutil.rmtree(parts, ignore_errors=True)
         per_late_date = sum(1 for d in dates.values() if d in late)
         counts = split(
@@ -155,6 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     shutil.rmtree(root, ignore_errors=True)
     shutil.copytree(parts / "base", root / "landing")
     os.environ["JOURNEYS_MEMORY_LIMIT"] = args.memory_limit
+    instrument()
     from pipelines.nightly import nightly
 
     config = str(REPO / "journeys.yaml")
@@ -166,6 +233,7 @@ def main(argv: list[str] | None = None) -> int:
     }
 
     def timed(name: str, as_of, **kw) -> None:
+        _parts.clear()
         t0 = time.perf_counter()
         result = nightly(config_path=config, as_of=as_of, data_root=str(root), **kw)
         report[name] = {
@@ -178,6 +246,7 @@ def main(argv: list[str] | None = None) -> int:
             .get("affected_customers"),
             "customers": result["identity"].get("n_customers"),
             "steps_s": step_times(result),
+            "parts_s": {k: round(v, 2) for k, v in sorted(_parts.items(), key=lambda kv: -kv[1]) if v >= 0.05},
         }
         print(name, json.dumps(report[name]), flush=True)
 

@@ -1801,7 +1801,9 @@ def ingest_file(
         create or replace temp table stg_kept as
         select e.*, {held_expr} as is_held from {db.quote_ident(staged)} as e
         anti join (
-            select event_id from lake_ids
+            -- Only this file's ids: a set operation over every id of the lake would cost each file the
+            -- whole history.
+            select li.event_id from lake_ids as li semi join {db.quote_ident(staged)} as s on s.{id_col} = li.event_id
             except
             select event_id from replaced_rows where source = $source and source_file = $file
         ) as l on l.event_id = e.{id_col}

@@ -228,13 +228,13 @@ def test_stages_over_budget_lists_slow_transitions():
     con = db.connect()
     load_golden_inputs(con)
     context = build.run_context(settings, AS_OF)
-    marts = {s.nodes for s in context.catalog.steps() if s.name == "build-marts"}
-    before = [n for n in build.after_identity(context.catalog) if not any(n in m for m in marts)]
-    build.build_models(con, context, before)
+    # int_journey_stages lists the stages over budget, stage_conversion the budget shares: built after the edit
+    after = {"int_journey_stages", *context.catalog.downstream(["int_journey_stages"])}
+    build.build_models(con, context, [n for n in build.after_identity(context.catalog) if n not in after])
     # shrink the awareness budget to one hour: B1, E and F took a day from awareness to consideration,
     # A ten minutes and D no time at all
     db.execute(con, "update stage_definitions set time_budget_us = 3600000000 where stage_index = 1")
-    build.build_models(con, context, [n for m in marts for n in m])
+    build.build_models(con, context, sorted(after))
     rows = db.fetch(con, "select journey_id from journey_stages where list_contains(stages_over_budget, 1) order by 1")
     assert [r[0] for r in rows] == ["B/j0001", "E/j0001", "F/j0001"]
     share = db.fetch(
