@@ -43,8 +43,8 @@ demo: $(STAMP)
 test: $(STAMP) browser $(DUCKDB_1_1)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	# sqlfluff and mypy, then three pytest processes (the Prefect flows, the day-by-day incremental test, the
-	# rest), all side by side: the suite stays under 10 minutes.
+	# sqlfluff and mypy, then three pytest processes (the Prefect flows, the long serial tests, the rest), all
+	# side by side: the suite stays under 10 minutes.
 	$(BIN)/python tools/run_tests.py
 
 # The inner loop: lint and every test not marked slow (end-to-end flows, crash and wheel tests, and the tests
