@@ -105,3 +105,9 @@ def fetch(con: duckdb.DuckDBPyConnection, sql: str, params: Mapping[str, Any] | 
     """Run a query with bound named parameters and fetch every row."""
     p = _params_used(sql, params)
     return con.sql(sql, params=p).fetchall() if p else con.sql(sql).fetchall()
+
+
+def table_exists(con: duckdb.DuckDBPyConnection, table: str, *, temporary: bool = False) -> bool:
+    """Whether the database holds a table of that name: a persistent one, or with `temporary` a temp one."""
+    sql = "select count(*) from duckdb_tables() where table_name = $t and temporary = $temporary"
+    return bool(fetch(con, sql, {"t": table, "temporary": temporary})[0][0])

@@ -70,14 +70,6 @@ LINK_COLUMNS = ("link_id", "identifiers", "batch_id")
 _OWN = (SEEN_ROWS, TOUCHED, SCOPE_ROWS, "_journeys_identity_new_events", "_journeys_identity_new_links")
 
 
-def _exists(con: duckdb.DuckDBPyConnection, table: str) -> bool:
-    return bool(
-        db.fetch(con, "select count(*) from duckdb_tables() where table_name = $t and not temporary", {"t": table})[0][
-            0
-        ]
-    )
-
-
 def _kept(table: str) -> str:
     return KEPT_PREFIX + table
 
@@ -85,7 +77,7 @@ def _kept(table: str) -> str:
 def kept_assignment(con: duckdb.DuckDBPyConnection) -> str:
     """Where the kept build's int_event_customers is: set aside by `incremental.build_step`, or still in place."""
     moved = incremental.PREV_PREFIX + incremental.ASSIGNMENT_TABLE
-    return moved if _exists(con, moved) else incremental.ASSIGNMENT_TABLE
+    return moved if db.table_exists(con, moved) else incremental.ASSIGNMENT_TABLE
 
 
 def why_full(con: duckdb.DuckDBPyConnection, catalog: models.Catalog, previous_identity_map: str | None) -> str | None:
@@ -94,8 +86,8 @@ def why_full(con: duckdb.DuckDBPyConnection, catalog: models.Catalog, previous_i
     if made - SPLICED:
         return f"the identity procedure makes tables an incremental run cannot splice: {sorted(made - SPLICED)}"
     needed = sorted((SPLICED - {incremental.ASSIGNMENT_TABLE}) | {incremental.BATCHES_TABLE})
-    missing = [t for t in needed if not _exists(con, t)]
-    if missing or not _exists(con, kept_assignment(con)):
+    missing = [t for t in needed if not db.table_exists(con, t)]
+    if missing or not db.table_exists(con, kept_assignment(con)):
         return f"the kept build has no {', '.join(missing) or incremental.ASSIGNMENT_TABLE}"
     if previous_identity_map is None:
         return "there is no identity state to carry keys from"
@@ -326,10 +318,7 @@ def _shadow_lake(con: duckdb.DuckDBPyConnection, narrow: bool) -> list[str]:
         ("events", "event_id", EVENT_COLUMNS if narrow else None, "_journeys_identity_new_events"),
         ("links", "link_id", LINK_COLUMNS if narrow else None, "_journeys_identity_new_links"),
     ):
-        temporary = db.fetch(
-            con, "select count(*) from duckdb_tables() where table_name = $t and temporary", {"t": name}
-        )[0][0]
-        if temporary:
+        if db.table_exists(con, name, temporary=True):
             continue  # identity.ensure_links's empty stand-in: nothing to narrow
         # The kept rows of the touched components from the lake (a scan of a few columns), the new ones as read.
         db.execute(

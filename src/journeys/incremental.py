@@ -167,14 +167,6 @@ def _outputs(catalog: models.Catalog, node: str) -> list[str]:
     )
 
 
-def _exists(con: duckdb.DuckDBPyConnection, table: str) -> bool:
-    return bool(
-        db.fetch(con, "select count(*) from duckdb_tables() where table_name = $t and not temporary", {"t": table})[0][
-            0
-        ]
-    )
-
-
 def _columns(con: duckdb.DuckDBPyConnection, table: str) -> set[str]:
     return {r[0] for r in db.fetch(con, "select column_name from duckdb_columns() where table_name = $t", {"t": table})}
 
@@ -228,7 +220,7 @@ def _start_subset(con: duckdb.DuckDBPyConnection, catalog: models.Catalog) -> No
     )
     tables = [t for n in subset_nodes(catalog) for t in _outputs(catalog, n)]
     for t in tables:
-        if not _exists(con, t):
+        if not db.table_exists(con, t):
             raise RuntimeError(f"the kept build has no table {t}; run with --full-refresh")
         db.execute(con, f"alter table {db.quote_ident(t)} rename to {db.quote_ident(_prev(t))}")
     # The affected customers' kept journeys and events, before any row is removed (tables keyed only by
@@ -278,11 +270,11 @@ def build_step(con: duckdb.DuckDBPyConnection, context: Any, step: models.Step) 
     subset = subset_nodes(catalog)
     out: dict[str, Any] = {}
     for node in step.nodes:
-        if ASSIGNMENT_TABLE in _outputs(catalog, node) and _exists(con, ASSIGNMENT_TABLE):
+        if ASSIGNMENT_TABLE in _outputs(catalog, node) and db.table_exists(con, ASSIGNMENT_TABLE):
             db.execute(con, f"drop table if exists {_prev(ASSIGNMENT_TABLE)}")
             db.execute(con, f"alter table {ASSIGNMENT_TABLE} rename to {_prev(ASSIGNMENT_TABLE)}")
         if node in subset:
-            if not _exists(con, AFFECTED_TABLE):
+            if not db.table_exists(con, AFFECTED_TABLE):
                 _start_subset(con, catalog)
             needs = set(catalog.node_reads(node)) & {t for n in subset for t in _outputs(catalog, n)}
             merged_early = needs - _pending(con)
@@ -305,7 +297,7 @@ def build_step(con: duckdb.DuckDBPyConnection, context: Any, step: models.Step) 
     if not later and not (_pending(con)):
         out["incremental"] = {
             "affected_customers": db.fetch(con, f"select count(*) from {AFFECTED_TABLE}")[0][0]
-            if _exists(con, AFFECTED_TABLE)
+            if db.table_exists(con, AFFECTED_TABLE)
             else 0
         }
         db.execute(con, f"drop table if exists {AFFECTED_TABLE}")

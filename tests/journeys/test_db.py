@@ -52,3 +52,12 @@ def test_sessions_are_utc_whatever_the_machine_zone(berlin_machine):
     assert db.fetch(con, "select $at::timestamp, cast($at as varchar)", {"at": at}) == [
         (datetime(2026, 7, 1, 12, 0), "2026-07-01 12:00:00")
     ]
+
+
+def test_table_exists_tells_persistent_from_temporary_tables():
+    with db.connect() as con:
+        db.execute(con, "create table kept as select 1 as x")
+        db.execute(con, "create temp table scratch as select 1 as x")
+        assert db.table_exists(con, "kept") and not db.table_exists(con, "kept", temporary=True)
+        assert db.table_exists(con, "scratch", temporary=True) and not db.table_exists(con, "scratch")
+        assert not db.table_exists(con, "absent") and not db.table_exists(con, "absent", temporary=True)
