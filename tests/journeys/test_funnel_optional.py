@@ -349,3 +349,21 @@ def test_golden_time_to_next_never_negative(shop):
     )
     assert ("C/j0001", 2, 0.0) in rows
     assert all(r[2] >= 0 for r in rows)
+
+
+def test_the_journey_map_takes_a_skipped_optional_stage_as_designed(shop):
+    # follows_design per staged event (no stage designs channels): B steps browse -> checkout across the
+    # optional compare (1.0; 2/3 when any skip broke the design); C goes back from checkout to compare (2/3);
+    # D jumps browse -> purchase over the required checkout, then back to checkout (2 of 4).
+    scores = dict(db.fetch(shop, "select journey_id, conformance_score from journey_stages where mode = 'ordered'"))
+    assert scores == pytest.approx(
+        {"A/j0001": 1.0, "B/j0001": 1.0, "C/j0001": 2 / 3, "D/j0001": 0.5, "E/j0001": 1.0, "F/j0001": 1.0}
+    )
+    # The skips stay counted (B, C before its compare, D), marked as by design; D skipped checkout and went
+    # back to it.
+    gaps = db.fetch(
+        shop,
+        "select stage_index, is_optional, journeys_at_stage, journeys_skipped, journeys_went_back"
+        " from journey_gaps order by stage_index",
+    )
+    assert gaps == [(1, False, 6, 0, 0), (2, True, 3, 3, 1), (3, False, 4, 1, 1), (4, False, 3, 0, 0)]

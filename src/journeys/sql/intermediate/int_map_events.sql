@@ -8,7 +8,8 @@
 -- purchase stage from it, and when the journey's next event came. "After" is (occurred_at, event_id)
 -- order inside the journey (event_seq), so events at one instant are ordered too. follows_design: the event's
 -- channel is designed for its stage (or the stage designs none) and its stage is the previous staged
--- event's stage or the next one (the journey's first staged event: stage 1).
+-- event's stage, the next one, or a later one across optional stages only (the journey's first staged event:
+-- stage 1).
 with
 
 journey_events as (
@@ -35,7 +36,21 @@ stage_positions as (
 ),
 
 stages as (
-    select sd.stage_model, sd.stage_index, sd.n_stages, sd.purchase_stage_index, sd.owner, sd.designed_channels
+    select
+        sd.stage_model,
+        sd.stage_index,
+        sd.n_stages,
+        sd.purchase_stage_index,
+        sd.owner,
+        sd.designed_channels,
+        -- the lowest stage a designed step into this one may come from: the last required stage before it
+        -- (only optional stages may be skipped; stage 1 is never optional)
+        coalesce(
+            max(case when not sd.optional then sd.stage_index end) over (
+                partition by sd.stage_model order by sd.stage_index rows between unbounded preceding and 1 preceding
+            ),
+            sd.stage_index
+        ) as design_from_index
     from stage_definitions as sd
 ),
 
@@ -126,7 +141,9 @@ final as (
         st.next_stage_index is null as is_last_staged,
         len(s.designed_channels) = 0 or list_contains(s.designed_channels, je.channel) as is_designed_channel,
         (len(s.designed_channels) = 0 or list_contains(s.designed_channels, je.channel))
-        and coalesce(st.stage_index - st.previous_stage_index in (0, 1), st.stage_index = 1) as follows_design
+        and coalesce(
+            st.previous_stage_index between s.design_from_index and st.stage_index, st.stage_index = 1
+        ) as follows_design
     from sequenced as st
     inner join journey_events as je on je.journey_key = st.journey_key and je.event_seq = st.event_seq
     inner join stages as s on s.stage_model = st.stage_model and s.stage_index = st.stage_index

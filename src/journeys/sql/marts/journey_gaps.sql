@@ -8,6 +8,7 @@
 -- journeys that skipped it (reached a later stage before any event of it), went back to it after a
 -- later stage, used a channel not designed for it, or overran its time budget (each stage model's first
 -- funnel mode). Stages are the events' stages (first matching rule), in (occurred_at, event_id) order.
+-- A skip of an optional stage (is_optional) is counted too: it is by design, so filter on it to see the gaps.
 with
 
 map_events as (
@@ -32,6 +33,7 @@ stages as (
         sd.stage_model,
         sd.stage_index,
         sd.stage_name,
+        sd.optional as is_optional,
         sd.designed_channels,
         -- the last stage has no next stage to reach within a budget
         case when sd.stage_index < sd.n_stages then sd.time_budget_us end as time_budget_us
@@ -127,6 +129,7 @@ final as (
         s.stage_model,
         s.stage_index,
         s.stage_name,
+        s.is_optional,
         coalesce(g.journeys_at_stage, 0) as journeys_at_stage,
         coalesce(g.journeys_reached_later, 0) as journeys_reached_later,
         coalesce(g.journeys_skipped, 0) as journeys_skipped,
