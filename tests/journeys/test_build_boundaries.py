@@ -56,10 +56,13 @@ def built() -> duckdb.DuckDBPyConnection:
 
 
 def test_journeys_on_the_timeouts_budget_and_exclusion_match_golden(built):
-    want = pl.read_csv(GOLDEN / "expected_journeys.csv", schema_overrides={"dropout_stage": pl.Int32})
+    want = pl.read_csv(
+        GOLDEN / "expected_journeys.csv", schema_overrides={"dropout_stage": pl.Int32, "overdue_stage": pl.Int32}
+    )
     got = built.sql(
         """select j.journey_id, j.n_events, j.n_sessions, j.n_channels, j.first_channel, j.last_channel,
                j.furthest_stage, j.furthest_stage_name, j.is_closed, j.is_converted, j.dropout_stage,
+               j.overdue_stage,
                '[' || array_to_string(js.stages_over_budget, ',') || ']' as stages_over_budget
            from journeys as j
            inner join journey_stages as js on js.journey_id = j.journey_id and js.mode = j.mode

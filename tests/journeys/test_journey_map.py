@@ -396,3 +396,21 @@ def test_a_touchpoints_main_channel_tie_goes_to_the_first_channel_by_name(tmp_pa
     con = build_map(events)
     got = db.fetch(con, "select distinct main_channel from touchpoint_performance where stage_index = 2")
     assert got == [("chat",)]
+
+
+def test_a_journey_in_progress_is_overdue_only_past_its_stage_budget(tmp_path):
+    # awareness has a 14d budget; as_of is 2026-10-31 00:00: X has been at it exactly 14d, Y a second longer,
+    # Z longer still, but its journey is closed (idle past the 30d dropout timeout): a dropout, not overdue.
+    rows = [
+        "x1,X,2026-10-17 00:00:00,ads,ad_click,ads:ad_click,,,{}",
+        "y1,Y,2026-10-16 23:59:59,ads,ad_click,ads:ad_click,,,{}",
+        "z1,Z,2026-09-01 00:00:00,ads,ad_click,ads:ad_click,,,{}",
+    ]
+    con = build_map(events_file(tmp_path, "overdue.csv", rows))
+    got = db.fetch(
+        con,
+        "select js.journey_id, js.is_closed, js.overdue_stage, j.overdue_stage from journey_stages as js"
+        " inner join journeys as j on j.journey_id = js.journey_id and j.mode = js.mode"
+        " where js.mode = 'ordered' order by 1",
+    )
+    assert got == [("X/j0001", False, None, None), ("Y/j0001", False, 1, 1), ("Z/j0001", True, None, None)]

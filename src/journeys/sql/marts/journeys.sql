@@ -50,6 +50,7 @@ final as (
         ps.is_closed,
         ps.is_converted,
         ps.dropout_stage,
+        ps.overdue_stage,
         coalesce(sp.stage_path, []::varchar[]) as stage_path,
         -- Most BI tools cannot show a list: the same path as text, joined as journey_paths joins steps.
         array_to_string(coalesce(sp.stage_path, []::varchar[]), ' > ') as stage_path_text
