@@ -13,7 +13,8 @@
 -- Optional stages: a journey entered stage i only if it did not skip it (journey_stages.stages_skipped), and
 -- converted from i when it got further than i (furthest_stage > i), whichever later stage came next.
 -- Time budget: journeys_within_budget counts converters of stage i whose time to the next stage they reached was within
--- stage i's time_budget; share_within_budget = that / converters (null without a budget).
+-- stage i's time_budget; share_within_budget = that / converters (null without a budget); journeys_overdue counts
+-- the journeys in progress at stage i that are already past its budget (journey_stages.overdue_stage).
 with
 
 entered_journeys as (
@@ -76,7 +77,8 @@ outcome_counts as (
         jg.stages_skipped,
         count(*) as n_journeys,
         count(*) filter (where jg.is_closed and not jg.is_converted) as n_dropped,
-        count(*) filter (where not jg.is_closed) as n_in_progress
+        count(*) filter (where not jg.is_closed) as n_in_progress,
+        count(*) filter (where jg.overdue_stage is not null) as n_overdue
     from journey_groups as jg
     group by all
 ),
@@ -105,7 +107,9 @@ stage_counts as (
         ), 0) as journeys_converted,
         coalesce(sum(oc.n_dropped) filter (where oc.furthest_stage = sg.stage_index), 0) as journeys_dropped,
         coalesce(sum(oc.n_in_progress) filter (where oc.furthest_stage = sg.stage_index), 0)
-            as journeys_in_progress
+            as journeys_in_progress,
+        -- a journey is overdue at its furthest stage (journey_stages.overdue_stage)
+        coalesce(sum(oc.n_overdue) filter (where oc.furthest_stage = sg.stage_index), 0) as journeys_overdue
     from stage_grid as sg
     left join outcome_counts as oc
         on oc.stage_model = sg.stage_model and oc.mode = sg.mode and oc.cohort_period = sg.cohort_period
@@ -164,6 +168,9 @@ final as (
         sc.journeys_entered / nullif(sc.journeys_in_funnel, 0) as conversion_from_start,
         sc.journeys_dropped::bigint as journeys_dropped,
         sc.journeys_in_progress::bigint as journeys_in_progress,
+        case
+            when b.time_budget_us is not null and sc.stage_index < sc.n_stages then sc.journeys_overdue::bigint
+        end as journeys_overdue,
         t.mean_time_to_next_s,
         t.median_time_to_next_s,
         t.p90_time_to_next_s,
