@@ -70,3 +70,37 @@ def test_a_journey_start_event_opens_a_new_journey_whatever_the_gap(make_setting
         settings = make_settings(stage_models=[StageModelRef(path=m) for m in models_])
         build.build_models(con, build.run_context(settings, AS_OF), ["int_journey_events"])
         assert [r[0] for r in db.fetch(con, "select journey_id from int_journey_events order by event_id")] == want
+
+
+def test_event_seq_and_next_event_stay_inside_each_journey(make_settings):
+    # E has two journeys (a 61-day gap, over the 30-day journey_timeout); e2 and e3 share an instant (ties go
+    # by event_id). Each journey numbers its own events from 1, and its last event has no next one.
+    con = db.connect()
+    db.execute(
+        con,
+        """create table events as
+           select event_id, occurred_at, occurred_at::date as event_date, 'test' as source, 'web' as channel,
+                  'page_view' as event_type, 'web:page_view' as touchpoint,
+                  []::struct(id_type varchar, id_value varchar)[] as identifiers, null::double as sentiment,
+                  null::decimal(18, 2) as revenue, '{}'::json as attributes, 'E' as customer_key
+           from (values
+               ('e1', timestamp '2026-08-01 10:00'),
+               ('e3', timestamp '2026-08-01 11:00'),
+               ('e2', timestamp '2026-08-01 11:00'),
+               ('e4', timestamp '2026-10-01 10:00'),
+               ('e5', timestamp '2026-10-01 12:00')
+           ) as v(event_id, occurred_at)""",
+    )
+    db.execute(con, "create table int_event_customers as select event_id, customer_key from events")
+    db.execute(con, "create table customers as select distinct customer_key, 0 as bucket from events")
+    build.build_models(con, build.run_context(make_settings(), AS_OF), ["int_journey_events"])
+    rows = db.fetch(
+        con, "select event_id, journey_id, event_seq, next_event_at from int_journey_events order by event_id"
+    )
+    assert rows == [
+        ("e1", "E/j0001", 1, datetime(2026, 8, 1, 11)),
+        ("e2", "E/j0001", 2, datetime(2026, 8, 1, 11)),
+        ("e3", "E/j0001", 3, None),
+        ("e4", "E/j0002", 1, datetime(2026, 10, 1, 12)),
+        ("e5", "E/j0002", 2, None),
+    ]

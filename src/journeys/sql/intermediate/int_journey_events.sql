@@ -9,18 +9,23 @@
 -- journeys a run builds, and every `partition: customer` model downstream follows.
 with
 
+-- The windows below sort what they carry: only the keys and the columns that decide journeys and sessions;
+-- the event's other columns are joined after them.
 lake_events as (
-    select
-        ev.event_id,
-        ev.occurred_at,
-        ev.source,
-        ev.channel,
-        ev.event_type,
-        ev.touchpoint,
-        ev.sentiment,
-        ev.revenue,
-        ev.attributes
+    select ev.event_id, ev.occurred_at, ev.event_type
     from events as ev
+),
+
+event_details as (
+    select
+        ed.event_id,
+        ed.source,
+        ed.channel,
+        ed.touchpoint,
+        ed.sentiment,
+        ed.revenue,
+        ed.attributes
+    from events as ed
 ),
 
 resolved_customers as (
@@ -56,6 +61,7 @@ resolved as (
 gaps as (
     select
         r.*,
+        row_number() over customer_order as customer_seq,
         epoch_us(r.occurred_at) - epoch_us(lag(r.occurred_at) over customer_order) as gap_us
     from resolved as r
     window customer_order as (partition by r.customer_key order by r.occurred_at, r.event_id)
@@ -71,11 +77,17 @@ breaks as (
     from gaps as g
 ),
 
+-- Journeys are runs of a customer's events, so one more pass in the same order numbers the events inside
+-- them and finds each one's next: no second sort by journey.
 numbered as (
     select
         b.*,
         sum(b.starts_journey::integer) over customer_order as journey_no,
-        sum(b.starts_session::integer) over customer_order as session_no
+        sum(b.starts_session::integer) over customer_order as session_no,
+        b.customer_seq - max(case when b.starts_journey then b.customer_seq end) over customer_order + 1 as event_seq,
+        case
+            when lead(b.starts_journey) over customer_order then null else lead(b.occurred_at) over customer_order
+        end as next_event_at
     from breaks as b
     window customer_order as (
         partition by b.customer_key order by b.occurred_at, b.event_id rows unbounded preceding
@@ -93,20 +105,19 @@ final as (
             else error('more than 2^24 journeys for one customer: journey_key would collide') end::hugeint
             as journey_key,
         n.customer_key || '/s' || lpad(n.session_no::varchar, 6, '0') as session_id,
-        row_number() over journey_order as event_seq,
-        -- the journey's next event; the journey map's time to next (one sort with event_seq)
-        lead(n.occurred_at) over journey_order as next_event_at,
+        n.event_seq,
+        n.next_event_at,
         n.occurred_at,
         n.occurred_at::date as event_date,
-        n.source,
-        n.channel,
+        ed.source,
+        ed.channel,
         n.event_type,
-        n.touchpoint,
-        n.sentiment,
-        n.revenue,
-        n.attributes
+        ed.touchpoint,
+        ed.sentiment,
+        ed.revenue,
+        ed.attributes
     from numbered as n
-    window journey_order as (partition by n.customer_key, n.journey_no order by n.occurred_at, n.event_id)
+    inner join event_details as ed on ed.event_id = n.event_id
 )
 
 select * from final
