@@ -8,7 +8,8 @@ one process:
    (identifier, time) written to Parquet (source, event id, first identifier of the row, time as text);
 2. the real nightly flow on a fresh copy of the landing folder, after Prefect's temporary server was started
    by a warm-up flow (so its start-up is not counted): each flow step's time (Prefect's task durations) and
-   the whole flow, each as a multiple of the floor.
+   the whole flow, each as a multiple of the floor; `parts_s` in the JSON times the parts inside the steps
+   (each model built, each mart written; bench_incremental's instrumentation).
 
 Prints a table and the JSON (also written to benchmarks/out/floor-<events>-<seed>.json). The machine is shared:
 run it alone, and compare ratios taken in the same window.
@@ -205,6 +206,11 @@ def main(argv: list[str] | None = None) -> int:
         """Starts Prefect's temporary server, so the timed flow below does not pay for it."""
 
     warm_up()
+    # Finer times inside the steps (each model built, each mart written, the quality and publication parts), as
+    # bench_incremental reports them: where a step's multiple of the floor comes from.
+    from bench_incremental import _parts, instrument
+
+    instrument()
     t0 = time.perf_counter()
     result = nightly(config_path=str(CONFIG), as_of=spec.as_of, data_root=str(root))
     flow_s = time.perf_counter() - t0
@@ -224,6 +230,7 @@ def main(argv: list[str] | None = None) -> int:
         "rows_read": result["ingest"]["read"],
         "lake_event_files": lake_files,
         "peak_rss_mb": round(peak_rss_mb()),
+        "parts_s": {k: round(v, 2) for k, v in sorted(_parts.items(), key=lambda kv: -kv[1]) if v >= 0.05},
     }
     print(f"floor: read {measured['read_s']:.2f} s + sort {measured['sort_s']:.2f} s = {fl:.2f} s")
     print(f"{'step':<20}{'seconds':>10}{'x floor':>10}")
