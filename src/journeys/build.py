@@ -106,7 +106,10 @@ def funnel_specs(stage_models: list[tuple[StageModel, Any]] | tuple[tuple[StageM
             window_from=ref.window_from,
             strict_increase=ref.strict_increase,
             strict_deduplication=ref.strict_deduplication,
-            exclusions=tuple(Exclusion(tuple(ex.between), tuple(ex.event_type)) for ex in ref.exclusions),
+            exclusions=tuple(
+                Exclusion(tuple(ex.between), tuple(ex.event_type), tuple(ex.channel), tuple(ex.touchpoint))
+                for ex in ref.exclusions
+            ),
             hold_constant=ref.hold_constant,
             optional_stages=m.optional_stage_indexes,
         )

@@ -371,17 +371,26 @@ class IdentityConfig(_Strict):
 
 
 class FunnelExclusion(_Strict):
-    """Events that void a step: one of `event_type` strictly between the chain's stage i and stage j."""
+    """Events that void a step: an event matching every given condition strictly between stage i and stage j."""
 
     between: tuple[int, int] = Field(
         description="Stages [i, j], 1-based, i < j; every step from i to j is checked (usually [i, i + 1])."
     )
-    event_type: list[str] = Field(min_length=1, description="Canonical event types that exclude the step.")
+    event_type: list[str] = Field(default_factory=list, description="Canonical event types that exclude the step.")
+    channel: list[str] = Field(
+        default_factory=list, description="Channels whose events exclude the step (with event_type: both must match)."
+    )
+    touchpoint: list[str] = Field(
+        default_factory=list,
+        description="Touchpoints (`channel:event_type`) whose events exclude the step (all given lists must match).",
+    )
 
     @model_validator(mode="after")
     def _ordered(self) -> FunnelExclusion:
         if not 1 <= self.between[0] < self.between[1]:
             raise ValueError(f"between must be two stages i < j, got {list(self.between)}")
+        if not (self.event_type or self.channel or self.touchpoint):
+            raise ValueError("an exclusion needs at least one of event_type, channel, touchpoint")
         return self
 
 

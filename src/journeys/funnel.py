@@ -20,9 +20,10 @@ the journey reached it (reached_at = the earliest).
 - `strict_deduplication` (option): the scan stops at the first event of a stage s >= 2 whose level s was
   already reached (a second stage-s event at the instant level s was reached counts); furthest is the
   level reached until then (ClickHouse >= 25, after its #37177 fix).
-- `exclusions` (option): an event of an excluded type strictly between the times of the chain's steps i and
-  i + 1 (for `between: [i, j]`, every step from i to j) voids that step of that attempt: a later attempt
-  may still count (PostHog, Mixpanel). An exclusion event applies to every partition of its journey.
+- `exclusions` (option): an excluded event strictly between the times of the chain's steps i and i + 1 (for
+  `between: [i, j]`, every step from i to j) voids that step of that attempt: a later attempt may still count
+  (PostHog, Mixpanel). An event is excluded when it matches every condition the exclusion gives (event type,
+  channel, touchpoint; any value of a list). An exclusion event applies to every partition of its journey.
 - `ordered`: furthest_stage is the largest L with a valid chain; with no options this is ClickHouse
   `windowFunnel(window)(ts, stage = 1, ..., stage = k)`, and with them windowFunnel(window,
   'strict_increase' / 'strict_deduplication').
@@ -103,11 +104,14 @@ create or replace temp table int_funnel_exclusion_events (
 
 @dataclass(frozen=True)
 class Exclusion:
-    """Events of `event_types` strictly between the chain's stage `between[0]` and stage `between[1]`
-    invalidate that chain (each consecutive step from between[0] to between[1] is checked)."""
+    """Events matching every given condition (`event_types`, `channels`, `touchpoints`; any value of each)
+    strictly between the chain's stage `between[0]` and stage `between[1]` invalidate that chain (each
+    consecutive step from between[0] to between[1] is checked)."""
 
     between: tuple[int, int]
-    event_types: tuple[str, ...]
+    event_types: tuple[str, ...] = ()
+    channels: tuple[str, ...] = ()
+    touchpoints: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if (
@@ -117,8 +121,12 @@ class Exclusion:
             or not 1 <= self.between[0] < self.between[1]
         ):
             raise ValueError(f"exclusion between must be two stages i < j, got {self.between!r}")
-        if not self.event_types or not all(isinstance(e, str) and e for e in self.event_types):
-            raise ValueError(f"exclusion event_types must be non-empty strings, got {self.event_types!r}")
+        conditions = {"event_types": self.event_types, "channels": self.channels, "touchpoints": self.touchpoints}
+        if not any(conditions.values()):
+            raise ValueError("an exclusion needs event_types, channels or touchpoints")
+        for name, values in conditions.items():
+            if not isinstance(values, tuple) or not all(isinstance(e, str) and e for e in values):
+                raise ValueError(f"exclusion {name} must be non-empty strings, got {values!r}")
 
 
 @dataclass(frozen=True)
@@ -199,17 +207,27 @@ def _spec_params(specs: list[FunnelSpec]) -> dict[str, list]:
 
 
 def _exclusion_params(specs: list[FunnelSpec]) -> dict[str, list]:
+    # An empty condition list matches every value: it is passed as null.
     rows = [
-        (s.stage_model, after, event_type)
+        (
+            s.stage_model,
+            after,
+            no,
+            list(ex.event_types) or None,
+            list(ex.channels) or None,
+            list(ex.touchpoints) or None,
+        )
         for s in specs
-        for ex in s.exclusions
+        for no, ex in enumerate(s.exclusions, start=1)
         for after in range(ex.between[0], ex.between[1])
-        for event_type in ex.event_types
     ]
     return {
         "ex_models": [r[0] for r in rows],
         "ex_after_stages": [r[1] for r in rows],
-        "ex_event_types": [r[2] for r in rows],
+        "ex_nos": [r[2] for r in rows],
+        "ex_event_types": [r[3] for r in rows],
+        "ex_channels": [r[4] for r in rows],
+        "ex_touchpoints": [r[5] for r in rows],
     }
 
 
@@ -223,7 +241,7 @@ def build_stage_reached(
     """Build `int_journey_stage_reached` from `int_stage_events` for every spec and mode; return its row count.
 
     Reads int_stage_events(stage_model, journey_id, journey_key, occurred_at, stage_index, hold_value) and,
-    only when a spec has exclusions, int_journey_events(journey_key, occurred_at, event_type).
+    only when a spec has exclusions, int_journey_events(journey_key, occurred_at, event_type, channel, touchpoint).
     """
     specs = list(specs)
     models_ = (catalog or models.load_catalog()).models

@@ -71,6 +71,29 @@ def test_journeys_on_the_timeouts_budget_and_exclusion_match_golden(built):
     assert got.cast(want.schema).to_dicts() == want.to_dicts()
 
 
+def test_an_exclusion_by_channel_voids_the_step_only_for_events_of_that_channel(tmp_path):
+    # X and Y both go ad_click (stage 1) -> email_click (stage 2) with a stageless page view between; only X's
+    # page view is on the excluded channel, so only X's step to stage 2 is voided (through the config and SQL).
+    rows = [
+        "x1,X,2026-10-20 10:00:00,ads,ad_click,ads:ad_click,,,{}",
+        "x2,X,2026-10-20 10:30:00,web,page_view,web:page_view,,,{}",
+        "x3,X,2026-10-20 11:00:00,email,email_click,email:email_click,,,{}",
+        "y1,Y,2026-10-20 10:00:00,ads,ad_click,ads:ad_click,,,{}",
+        "y2,Y,2026-10-20 10:30:00,app,page_view,app:page_view,,,{}",
+        "y3,Y,2026-10-20 11:00:00,email,email_click,email:email_click,,,{}",
+    ]
+    events = tmp_path / "events.csv"
+    events.write_text("\n".join([(GOLDEN / "events.csv").read_text().splitlines()[0], *rows]) + "\n")
+    settings = Settings(
+        stage_models=[
+            StageModelRef(path="generic_lifecycle", exclusions=[FunnelExclusion(between=(1, 2), channel=["web"])])
+        ]
+    )
+    con = build_events(events, settings)
+    got = db.fetch(con, "select customer_key, furthest_stage from journey_stages order by 1")
+    assert got == [("X", 1), ("Y", 2)]
+
+
 def test_stage_conversion_by_cohort_matches_golden(built):
     assert_matches_golden(
         built,

@@ -468,3 +468,14 @@ def test_dask_settings_load_and_the_local_executor_is_the_default(tmp_path):
     # A flow parameter or CLI option overrides the file like any keyword.
     s = load_settings(write_config(tmp_path, "buckets: 8\n"), executor="dask", dask_workers=3)
     assert (s.executor, s.dask_workers) == ("dask", 3)
+
+
+def test_a_funnel_exclusion_without_a_condition_is_rejected_at_load(tmp_path):
+    text = "stage_models:\n  - path: generic_lifecycle\n    exclusions:\n      - between: [1, 2]\n"
+    p = write_config(tmp_path, text)
+    assert config_error(p) == (
+        f"{p}: stage_models[0].exclusions[0]: an exclusion needs at least one of event_type, channel, touchpoint"
+    )
+    p = write_config(tmp_path, text + "        channel: [call_centre]\n")
+    ex = load_settings(p).stage_models[0].exclusions[0]
+    assert (ex.event_type, ex.channel, ex.touchpoint) == ([], ["call_centre"], [])

@@ -25,9 +25,9 @@ def _ts(us: int) -> dt.datetime:
     return BASE + dt.timedelta(microseconds=us)
 
 
-def _load(con, rows: list[tuple], journey_events: list[tuple[str, int, str]] = ()) -> None:
+def _load(con, rows: list[tuple], journey_events: list[tuple] = ()) -> None:
     """rows: (stage_model, journey_id, offset_us, stage_index[, hold_value]);
-    journey_events: (journey_id, offset_us, event_type), the events exclusions look at."""
+    journey_events: (journey_id, offset_us, event_type[, channel[, touchpoint]]), the events exclusions look at."""
     keys = {j: n for n, j in enumerate(sorted({r[1] for r in rows} | {e[0] for e in journey_events}), start=1)}
     execute(
         con,
@@ -37,7 +37,7 @@ def _load(con, rows: list[tuple], journey_events: list[tuple[str, int, str]] = (
     execute(
         con,
         "create or replace table int_journey_events (journey_id varchar, journey_key bigint,"
-        " occurred_at timestamp, event_type varchar)",
+        " occurred_at timestamp, event_type varchar, channel varchar, touchpoint varchar)",
     )
     if rows:
         table = pa.table(
@@ -61,6 +61,8 @@ def _load(con, rows: list[tuple], journey_events: list[tuple[str, int, str]] = (
                 "journey_key": pa.array([keys[e[0]] for e in journey_events], pa.int64()),
                 "occurred_at": pa.array([_ts(e[1]) for e in journey_events], pa.timestamp("us")),
                 "event_type": [e[2] for e in journey_events],
+                "channel": pa.array([e[3] if len(e) > 3 else None for e in journey_events], pa.string()),
+                "touchpoint": pa.array([e[4] if len(e) > 4 else None for e in journey_events], pa.string()),
             }
         )
         con.register("journey_events_arrow", table)

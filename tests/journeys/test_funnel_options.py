@@ -183,6 +183,26 @@ def test_a_new_attempt_after_an_exclusion_counts():
     assert got == [(1, 0), (2, 14), (3, 20)]
 
 
+def test_an_exclusion_by_channel_or_touchpoint_needs_every_condition_it_gives():
+    events = [(0, 1), (10, 2), (20, 3)]
+    full, voided = [(1, 0), (2, 10), (3, 20)], [(1, 0)]
+    call = [("j", 5, "call", "call_centre", "call_centre:call")]
+    chat = [("j", 5, "chat_message", "chat", "chat:chat_message")]
+    by_channel = (Exclusion((1, 2), channels=("call_centre",)),)
+    assert _one(events, exclusions=by_channel, journey_events=call) == voided
+    assert _one(events, exclusions=by_channel, journey_events=chat) == full
+    by_touchpoint = (Exclusion((1, 2), touchpoints=("chat:chat_message",)),)
+    assert _one(events, exclusions=by_touchpoint, journey_events=chat) == voided
+    assert _one(events, exclusions=by_touchpoint, journey_events=call) == full
+    # type and channel together: a call on another channel does not match
+    both = (Exclusion((1, 2), ("call",), channels=("store",)),)
+    assert _one(events, exclusions=both, journey_events=call) == full
+    assert _one(events, exclusions=both, journey_events=[("j", 5, "call", "store", "store:call")]) == voided
+    # two exclusions matching one event void the step once; either alone voids it
+    two = (Exclusion((1, 2), ("call",)), Exclusion((1, 2), channels=("call_centre",)))
+    assert _one(events, exclusions=two, journey_events=call) == voided
+
+
 def test_exclusion_over_several_steps():
     ex = (Exclusion((1, 3), ("cancel",)),)
     events = [(0, 1), (10, 2), (20, 3)]
@@ -237,6 +257,13 @@ def test_open_mode_applies_the_window_and_options():
 def test_invalid_options_are_rejected(kwargs, message):
     with pytest.raises(ValueError, match=re.escape(message)):
         FunnelSpec("m", 3, **kwargs)
+
+
+def test_an_exclusion_without_a_condition_is_rejected():
+    with pytest.raises(ValueError, match="an exclusion needs event_types, channels or touchpoints"):
+        Exclusion((1, 2))
+    with pytest.raises(ValueError, match=re.escape("exclusion channels must be non-empty strings, got ('',)")):
+        Exclusion((1, 2), channels=("",))
 
 
 @pytest.mark.parametrize("between", [(2, 2), (0, 1), (3, 1)])
