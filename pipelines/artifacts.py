@@ -33,6 +33,7 @@ _FUNNEL_COLUMNS = (
     "conversion_from_start",
     "journeys_dropped",
     "journeys_in_progress",
+    "journeys_overdue",
     "median_time_to_next_s",
 )
 
@@ -45,7 +46,7 @@ def primary_funnel(warehouse: str) -> tuple[str | None, str | None, list[dict[st
         funnel = db.fetch(
             con,
             "select stage_index, stage_name, journeys_entered, journeys_converted, conversion_rate,"
-            " conversion_from_start, journeys_dropped, journeys_in_progress, median_time_to_next_s"
+            " conversion_from_start, journeys_dropped, journeys_in_progress, journeys_overdue, median_time_to_next_s"
             " from stage_conversion where stage_model = $m and mode = $mode and cohort = 'all'"
             " and breakdown = 'none' order by stage_index",
             {"m": model, "mode": mode},

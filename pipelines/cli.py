@@ -156,7 +156,7 @@ def print_summary(result: dict[str, Any], warehouse: str) -> None:
         rows = db.fetch(
             con,
             "select stage_index, stage_name, journeys_entered, journeys_converted, conversion_rate,"
-            " conversion_from_start, journeys_dropped, journeys_in_progress,"
+            " conversion_from_start, journeys_dropped, journeys_in_progress, journeys_overdue,"
             " round(median_time_to_next_s / 86400, 1)"
             " from stage_funnel where stage_model = $m and mode = $mode order by stage_index",
             {"m": model, "mode": mode},
@@ -174,6 +174,7 @@ def print_summary(result: dict[str, Any], warehouse: str) -> None:
                     "from start %",
                     "dropped",
                     "in progress",
+                    "overdue",
                     "median days to next",
                 ],
             )

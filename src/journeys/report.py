@@ -176,7 +176,7 @@ def _funnel_rows(con: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
         con,
         "select sc.stage_model, sc.mode, sc.stage_index, sc.stage_name, sc.journeys_entered, sc.journeys_converted,"
         " sc.conversion_rate, sc.conversion_from_start, sc.journeys_dropped, sc.journeys_in_progress,"
-        " sc.median_time_to_next_s, sc.p90_time_to_next_s, sc.share_within_budget"
+        " sc.journeys_overdue, sc.median_time_to_next_s, sc.p90_time_to_next_s, sc.share_within_budget"
         " from stage_funnel as sc order by sc.stage_model, sc.mode, sc.stage_index",
     )
 
@@ -215,6 +215,7 @@ def _funnel_section(con: duckdb.DuckDBPyConnection, charts: _Charts) -> str:
         ("conversion_from_start", "from start", "pct"),
         ("journeys_dropped", "dropped", ""),
         ("journeys_in_progress", "in progress", ""),
+        ("journeys_overdue", "overdue", ""),
         ("median_time_to_next_s", "median days to next", "days"),
         ("p90_time_to_next_s", "p90 days to next", "days"),
         ("share_within_budget", "within budget", "pct"),

@@ -73,7 +73,8 @@ def test_each_one_grain_table_is_its_slice_of_stage_conversion_column_for_column
     # stage_conversion is checked against the golden cases; each split table must publish exactly its slice.
     measures = (
         "stage_index, stage_name, journeys_entered, journeys_converted, conversion_rate, conversion_from_start,"
-        " journeys_dropped, journeys_in_progress, mean_time_to_next_s, median_time_to_next_s, p90_time_to_next_s,"
+        " journeys_dropped, journeys_in_progress, journeys_overdue, mean_time_to_next_s, median_time_to_next_s,"
+        " p90_time_to_next_s,"
         " time_budget_s, journeys_within_budget, share_within_budget"
     )
     slices = {

@@ -29,6 +29,7 @@ final as (
         conversion.conversion_from_start,
         conversion.journeys_dropped::bigint as journeys_dropped,
         conversion.journeys_in_progress::bigint as journeys_in_progress,
+        conversion.journeys_overdue::bigint as journeys_overdue,
         conversion.mean_time_to_next_s,
         conversion.median_time_to_next_s,
         conversion.p90_time_to_next_s,
