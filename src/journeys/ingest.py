@@ -1037,8 +1037,16 @@ def _mapped_value_expr(mf: Any, name: str, types: dict[str, str], params: dict[s
 _IDENTIFIER_REJECT = 'struct(field varchar, "column" varchar, reason varchar)'
 
 
-def normalise_phones(con: duckdb.DuckDBPyConnection, settings: Settings, src: SourceConfig) -> int:
-    """Table src_phones: each distinct raw phone of src_rows, its E.164 form or why it has none; returns count."""
+def normalise_phones(
+    con: duckdb.DuckDBPyConnection,
+    settings: Settings,
+    src: SourceConfig,
+    known: dict[str, phones.Phone] | None = None,
+) -> int:
+    """Table src_phones: each distinct raw phone of src_rows, its E.164 form or why it has none; returns count.
+
+    `known` holds the run's numbers read so far (in the default region) and gets this file's new ones.
+    """
     # Set-based: DuckDB collects the distinct values of all phone columns, libphonenumber reads each once
     # (about 55 us a number) and map_source_rows joins the result back: a number on a million rows is
     # parsed once.
@@ -1068,7 +1076,7 @@ def normalise_phones(con: duckdb.DuckDBPyConnection, settings: Settings, src: So
             "patterns": patterns or "^$",
         },
     )
-    result = phones.normalise_all((v for v, blocked in rows if not blocked), settings.default_phone_region)
+    result = phones.normalise_all((v for v, blocked in rows if not blocked), settings.default_phone_region, known)
     table = pa.table(
         {
             "__ph_raw": [v for v, _ in rows],
@@ -1348,11 +1356,40 @@ def _create_run_tables(con: duckdb.DuckDBPyConnection) -> None:
     db.execute(con, f"create or replace temp table run_links ({cols})")
 
 
-def gather(con: duckdb.DuckDBPyConnection, links: bool) -> None:
-    """Append one file's loaded rows (table stg_loaded) to the run's events or links."""
-    table, columns = ("run_links", LINK_COLUMNS) if links else ("run_events", EVENT_COLUMNS)
-    cols = ", ".join(db.quote_ident(c) for c in columns)
-    db.execute(con, f"insert into {table} select {cols} from stg_loaded")
+_RUN_PART = "run_part_{}"
+"""One landing file's kept events (its table stg_kept, held rows marked is_held) until the run's lake write."""
+
+
+def gather(con: duckdb.DuckDBPyConnection, links: bool, ordinal: int) -> None:
+    """Keep one file's loaded rows (view stg_loaded) for the run's lake write: links appended to run_links,
+    events left where they are (table stg_kept, renamed the run's part of that file: see run_events_sql)."""
+    if links:
+        cols = ", ".join(db.quote_ident(c) for c in LINK_COLUMNS)
+        db.execute(con, f"insert into run_links select {cols} from stg_loaded")
+        return
+    # A rename, not a copy: appending every file's events to one table cost as much as staging them.
+    db.execute(con, f"alter table stg_kept rename to {db.quote_ident(_RUN_PART.format(ordinal))}")
+
+
+def _run_parts(con: duckdb.DuckDBPyConnection) -> list[str]:
+    sql = (
+        "select table_name from duckdb_tables() where temporary and starts_with(table_name, 'run_part_')"
+        " order by table_name"
+    )
+    return [r[0] for r in db.fetch(con, sql)]
+
+
+def run_events_sql(con: duckdb.DuckDBPyConnection) -> str:
+    """SQL for the run's events waiting for the lake write: released held rows (run_events) and each file's part."""
+    cols = ", ".join(db.quote_ident(c) for c in EVENT_COLUMNS)
+    selects = [f"select {cols} from run_events"]
+    selects += [f"select {cols} from {db.quote_ident(t)} where not is_held" for t in _run_parts(con)]
+    return " union all ".join(selects)
+
+
+def _drop_run_parts(con: duckdb.DuckDBPyConnection) -> None:
+    for table in _run_parts(con):
+        db.execute(con, f"drop table {db.quote_ident(table)}")
 
 
 def flush_run(con: duckdb.DuckDBPyConnection, settings: Settings, *, stem: str, max_at: datetime | None) -> None:
@@ -1375,7 +1412,7 @@ def flush_run(con: duckdb.DuckDBPyConnection, settings: Settings, *, stem: str, 
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
-        _write_event_table(con, settings, "run_events", stem, tmp)
+        _write_event_table(con, settings, run_events_sql(con), stem, tmp)
         write_links(con, settings, stem, tmp)
         if max_at is not None:
             rewrite_held(con, settings, max_at, tmp)
@@ -1384,22 +1421,23 @@ def flush_run(con: duckdb.DuckDBPyConnection, settings: Settings, *, stem: str, 
         shutil.rmtree(tmp, ignore_errors=True)
     drop_superseded(con, settings)
     db.execute(con, "delete from run_events")
+    _drop_run_parts(con)
     db.execute(con, "delete from run_links")
     db.execute(con, "delete from replaced_landing")
 
 
 def _write_event_table(
-    con: duckdb.DuckDBPyConnection, settings: Settings, table: str, stem: str, tmp: Path
+    con: duckdb.DuckDBPyConnection, settings: Settings, events_sql: str, stem: str, tmp: Path
 ) -> list[date]:
-    """Write `table`'s events to the lake as `<stem>[-k].parquet` per event_date, renamed into place; return dates."""
-    if db.fetch(con, f"select count(*) from {db.quote_ident(table)}")[0][0] == 0:
+    """Write the events of `events_sql` to the lake as `<stem>[-k].parquet` per event_date, renamed into place."""
+    if db.fetch(con, f"select count(*) from ({events_sql})")[0][0] == 0:
         return []
     cols = ", ".join(db.quote_ident(c) for c in EVENT_COLUMNS)
     out = tmp / "events"
     shutil.rmtree(out, ignore_errors=True)
     db.execute(
         con,
-        f"copy (select {cols} from {db.quote_ident(table)} order by event_date, occurred_at, event_id) to $out "
+        f"copy (select {cols} from ({events_sql}) order by event_date, occurred_at, event_id) to $out "
         # The date is only the folder's name: pyarrow and pandas reject a hive key that is also a column.
         "(format parquet, partition_by (event_date), write_partition_columns false, overwrite true)",
         {"out": str(out)},
@@ -1759,11 +1797,14 @@ def ingest_file(
     max_at: datetime,
     new_columns: list[str] | None = None,
     replaces: Replacement | None = None,
+    catalog: models.Catalog | None = None,
+    phone_cache: dict[str, phones.Phone] | None = None,
 ) -> tuple[FileReport, list[date]]:
     """Ingest one landing file: stage, validate, de-duplicate, write quarantine, gather its events for flush_run.
 
     With `replaces`, the file is a new version: its rows are compared with the lake and the held-back rows
-    without the earlier version's (table replaced_rows), which flush_run then drops from the lake.
+    without the earlier version's (table replaced_rows), which flush_run then drops from the lake. `catalog`
+    and `phone_cache` are the run's, loaded and filled once for all its files.
     """
     read_source_rows(con, f, columns)
     # The rows must be the bytes that were fingerprinted: an exporter rewriting the file meanwhile would
@@ -1775,9 +1816,10 @@ def ingest_file(
     mapped = set(f.source.mapped_columns())
     staged = "stg_links" if links else "stg_events"
     id_col = "link_id" if links else "event_id"
-    normalise_phones(con, settings, f.source)
+    normalise_phones(con, settings, f.source, phone_cache)
     map_source_rows(con, f.source, params)
-    models.materialize(con, models.load_catalog(settings.models_path).models[staged], params)
+    catalog = catalog or models.load_catalog(settings.models_path)
+    models.materialize(con, catalog.models[staged], params)
     # Accounting is per physical row: a row with one rejected event is quarantined whole (its first failing
     # event, in config order, gives the reason) and none of its events is loaded.
     db.execute(
@@ -1799,27 +1841,38 @@ def ingest_file(
         con,
         f"""
         create or replace temp table stg_kept as
+        with candidates as (
+            select e.rowid as row_id, e.{id_col} as id, e.source_line, e.event_index from {db.quote_ident(staged)} as e
+            anti join (
+                -- Only this file's ids: a set operation over every id of the lake would cost each file the
+                -- whole history.
+                select li.event_id from lake_ids as li
+                semi join {db.quote_ident(staged)} as s on s.{id_col} = li.event_id
+                except
+                select event_id from replaced_rows where source = $source and source_file = $file
+            ) as l on l.event_id = e.{id_col}
+            anti join (
+                select event_id from held_ids
+                where held_file <> $own and not list_contains($old_held::varchar[], held_file)
+            ) as h on h.event_id = e.{id_col}
+            anti join stg_rejected as r on r.source_line = e.source_line
+            where not e.skipped
+        ),
+        firsts as (
+            -- The window sorts ids and line numbers only: over whole events it was most of this statement.
+            select row_id from candidates
+            qualify row_number() over (partition by id order by source_line, event_index, row_id) = 1
+        )
         select e.*, {held_expr} as is_held from {db.quote_ident(staged)} as e
-        anti join (
-            -- Only this file's ids: a set operation over every id of the lake would cost each file the
-            -- whole history.
-            select li.event_id from lake_ids as li semi join {db.quote_ident(staged)} as s on s.{id_col} = li.event_id
-            except
-            select event_id from replaced_rows where source = $source and source_file = $file
-        ) as l on l.event_id = e.{id_col}
-        anti join (
-            select event_id from held_ids where held_file <> $own and not list_contains($old_held::varchar[], held_file)
-        ) as h on h.event_id = e.{id_col}
-        anti join stg_rejected as r on r.source_line = e.source_line
-        where not e.skipped
-        qualify row_number() over (partition by e.{id_col} order by e.source_line, e.event_index) = 1
+        semi join firsts as k on k.row_id = e.rowid
         """,
         {"own": own_held, "old_held": old_held, **version},
     )
+    # Views, not copies: each is read a few times by narrow counts, and stg_kept itself waits for the lake.
     db.execute(
-        con, "create or replace temp table stg_loaded as select * exclude (is_held) from stg_kept where not is_held"
+        con, "create or replace temp view stg_loaded as select * exclude (is_held) from stg_kept where not is_held"
     )
-    db.execute(con, "create or replace temp table stg_held as select * exclude (is_held) from stg_kept where is_held")
+    db.execute(con, "create or replace temp view stg_held as select * exclude (is_held) from stg_kept where is_held")
     read, quarantined, skipped = db.fetch(
         con,
         f"""
@@ -1856,7 +1909,6 @@ def ingest_file(
             write_held(con, settings, f, tmp)
         # All or nothing per file: a failure on a later file flushes only whole files.
         db.execute(con, "begin transaction")
-        gather(con, links)
         if replaces:
             db.execute(
                 con,
@@ -1902,6 +1954,7 @@ def ingest_file(
                 "replaced": replaced,
             },
         )
+        gather(con, links, f.ordinal)
         db.execute(con, "commit")
     except BaseException:
         with contextlib.suppress(duckdb.Error):
@@ -1909,8 +1962,7 @@ def ingest_file(
         raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    for table in _FILE_TABLES:
-        db.execute(con, f"drop table if exists {db.quote_ident(table)}")
+    drop_file_tables(con)
     report = FileReport(
         source=f.source.name,
         file=f.rel,
@@ -1960,10 +2012,19 @@ _FILE_TABLES = (
     "stg_links",
     "stg_rejected",
     "stg_kept",
-    "stg_loaded",
-    "stg_held",
 )
 """Working tables of one landing file, dropped once it is done (or left for a later run)."""
+
+_FILE_VIEWS = ("stg_loaded", "stg_held")
+"""Working views of one landing file (over stg_kept), dropped with its tables."""
+
+
+def drop_file_tables(con: duckdb.DuckDBPyConnection) -> None:
+    """Drop one landing file's working tables and views (a done file's stg_kept is already the run's part)."""
+    for view in _FILE_VIEWS:
+        db.execute(con, f"drop view if exists {db.quote_ident(view)}")
+    for table in _FILE_TABLES:
+        db.execute(con, f"drop table if exists {db.quote_ident(table)}")
 
 
 def schema_drift(
@@ -2081,6 +2142,9 @@ def _ingest_sources(settings: Settings, *, as_of: datetime, batch_id: str) -> In
     # counted as a duplicate of a row about to leave the lake.
     order = sorted(files, key=lambda f: (f.ordinal not in replacing, f.ordinal))
     reports: dict[int, FileReport] = {}
+    # Loaded once for the run: the catalog stats every model file, libphonenumber reads a number in ~140 us.
+    catalog = models.load_catalog(settings.models_path)
+    phone_cache: dict[str, phones.Phone] = {}
     with _connect(settings, spill=True) as con:
         _load_state(con, settings)
         _load_replaced_rows(con, settings, [(f.source.name, f.rel) for f in files if f.ordinal in replacing])
@@ -2128,21 +2192,21 @@ def _ingest_sources(settings: Settings, *, as_of: datetime, batch_id: str) -> In
                         max_at=max_at,
                         new_columns=drift.get(f.ordinal, []),
                         replaces=replacing.get(f.ordinal),
+                        catalog=catalog,
+                        phone_cache=phone_cache,
                     )
                 except duckdb.Error as exc:
                     # A reader or cast error may quote the row; the original (chained) would reach the logs.
                     raise type(exc)(f"landing file {f.rel}: {pii.redacted(str(exc))}") from None
                 except FileNotReady as why:
                     log.warning("landing file %s is not ready: %s", f.rel, why)
-                    for table in _FILE_TABLES:
-                        db.execute(con, f"drop table if exists {db.quote_ident(table)}")
+                    drop_file_tables(con)
                     reports[f.ordinal] = FileReport(f.source.name, f.rel, 0, 0, 0, 0, skipped=True, not_ready=str(why))
                     continue
                 except FileRefused as why:
                     # Not recorded in the manifest: every run names it again until it is replaced or removed.
                     log.error("source %r, landing file %s refused, nothing of it loaded: %s", f.source.name, f.rel, why)
-                    for table in _FILE_TABLES:
-                        db.execute(con, f"drop table if exists {db.quote_ident(table)}")
+                    drop_file_tables(con)
                     reports[f.ordinal] = FileReport(f.source.name, f.rel, 0, 0, 0, 0, skipped=True, refused=str(why))
                     continue
                 ingested.append(f.ordinal)
