@@ -1125,26 +1125,74 @@ def _event_list_expr(src: SourceConfig, types: dict[str, str], params: dict[str,
 
 
 def _attribute_entry(src: SourceConfig, col: str, col_type: str) -> tuple[str, bool]:
-    """SQL for one attribute's JSON value, and whether it still needs redacting (`SourceConfig.redact_attributes`).
-
-    The redaction itself is applied once, in a lambda over all entries: inlined per column, its macro made a
-    500-column export's statement take half a minute to bind.
-    """
+    """SQL for one attribute's JSON value, and whether it still needs redacting (`SourceConfig.redact_attributes`)."""
+    # The object is built as text (_attributes_expr), which keeps a JSON value's white space as it is: json()
+    # writes it compact, as the map that built it before did.
+    value = f"json({_json_expr(col, col_type)})" if col_type == "JSON" else _json_expr(col, col_type)
     if not src.redact_attributes or col in src.identifiers:
         # An identifier's value is in the lake's identifiers as it is: hold_constant reads it here unchanged.
-        return _json_expr(col, col_type), False
+        return value, False
     if pii.pii_named(col):
         # Hashed as an e-mail identifier is (trim, lower case): an `Email` column's hash matches the lake's.
         return f"to_json('sha256:' || sha256($pii_salt || nullif(lower(trim({_text_expr(col, col_type)})), '')))", False
     # Scanned as JSON text, so nested values are too: an e-mail or phone anywhere is redacted.
-    return _json_expr(col, col_type), True
+    return value, True
+
+
+_INLINE_REDACTIONS = 32
+"""Most redacted attribute columns whose redaction is written out per column; wider files share one lambda."""
+
+
+def _attributes_expr(entries: list[tuple[str, bool]]) -> str:
+    """SQL for the attributes object: `"<$ak<i>>": <value>` per entry (value SQL, redact it?) whose value is not null.
+
+    Built as text: `map_from_entries` + `to_json` cost three times as much (145 against 41 ms on a 54k-row web
+    file). Up to _INLINE_REDACTIONS redacted columns the redaction macro is written out per column, which
+    spares a lambda per row; for wider files it is applied once, in a lambda over all entries: inlined per
+    column, the macro made a 500-column export's statement take half a minute to bind.
+    """
+    if sum(redact for _, redact in entries) <= _INLINE_REDACTIONS:
+        # concat_ws leaves out a null pair: an attribute without a value is not in the object.
+        pairs = ", ".join(
+            f"to_json(cast($ak{i} as varchar)) || ':' || {f'journeys_redact_json({value})' if redact else value}"
+            for i, (value, redact) in enumerate(entries)
+        )
+        return f"cast('{{' || concat_ws(',', {pairs}) || '}}' as json)"
+    items = ", ".join(
+        f"{{'k': cast($ak{i} as varchar), 'v': {value}, 'r': {str(redact).lower()}}}"
+        for i, (value, redact) in enumerate(entries)
+    )
+    # Redacting keeps a value non-null, so filtering first drops the same entries.
+    pairs = (
+        f"list_transform(list_filter([{items}], lambda e: e.v is not null),"
+        " lambda e: to_json(e.k) || ':' || case when e.r then journeys_redact_json(e.v) else e.v end)"
+    )
+    return f"cast('{{' || array_to_string({pairs}, ',') || '}}' as json)"
+
+
+def _unique_keys(names: list[tuple[str, int]]) -> list[str]:
+    """Attribute keys ((name, column position)) made unique as read_names does: a later equal one gets `_<position>`."""
+    # Redacted names may meet (two columns named like e-mail addresses): an object must not repeat a key.
+    taken: set[str] = set()
+    out = []
+    for name, position in names:
+        while name in taken:
+            name = f"{name}_{position}"
+        taken.add(name)
+        out.append(name)
+    return out
 
 
 def map_source_rows(con: duckdb.DuckDBPyConnection, src: SourceConfig, params: dict[str, Any]) -> None:
-    """Table stg_source_rows: src_rows mapped onto the fixed raw columns stg_events.sql (or stg_links.sql) reads.
+    """Table stg_source_rows: src_rows mapped onto the fixed raw columns stg_events.sql (or stg_links.sql) reads."""
+    db.execute(con, f"create or replace temp table stg_source_rows as\n{source_rows_sql(con, src, params)}", params)
+
+
+def source_rows_sql(con: duckdb.DuckDBPyConnection, src: SourceConfig, params: dict[str, Any]) -> str:
+    """SQL of stg_source_rows: src_rows mapped onto the fixed raw columns stg_events.sql (or stg_links.sql) reads.
 
     One row per event: a source that lists several `events` gives each physical row one row per event,
-    numbered by `event_index` in config order.
+    numbered by `event_index` in config order. Adds the values it binds to `params`.
     """
     types = _column_types(con)
     file_cols = [c for c in types if not c.startswith("__")]
@@ -1171,10 +1219,7 @@ def map_source_rows(con: duckdb.DuckDBPyConnection, src: SourceConfig, params: d
     identifier_reject = f"coalesce({', '.join(rejects)})" if rejects else "null"
 
     if src.kind == "links":
-        db.execute(
-            con,
-            f"""
-            create or replace temp table stg_source_rows as
+        return f"""
             select
                 __line as source_line,
                 __reader_error as reader_error,
@@ -1183,10 +1228,7 @@ def map_source_rows(con: duckdb.DuckDBPyConnection, src: SourceConfig, params: d
                 cast({identifier_reject} as {_IDENTIFIER_REJECT}) as identifier_reject
             from src_rows
             {" ".join(joins)}
-            """,
-            params,
-        )
-        return
+            """
 
     if src.event_id is None:
         # No id column: a deterministic hash of the source and the whole row (all columns, file order).
@@ -1210,22 +1252,16 @@ def map_source_rows(con: duckdb.DuckDBPyConnection, src: SourceConfig, params: d
     keep = src.attributes if src.attributes is not None else default
     keep = [c for c in keep if c in types and src.identifiers.get(c) not in PII_TYPES]
     if keep:
-        entries = ", ".join(
-            f"{{'k': cast($ak{i} as varchar), 'v': {value}, 'r': {str(redact).lower()}}}"
-            for i, (value, redact) in enumerate(_attribute_entry(src, c, types[c]) for c in keep)
+        position = {c: i for i, c in enumerate(file_cols)}
+        keys = _unique_keys(
+            [(pii.redacted(c) if src.redact_attributes else c, position.get(c, i)) for i, c in enumerate(keep)]
         )
-        params.update({f"ak{i}": pii.redacted(c) if src.redact_attributes else c for i, c in enumerate(keep)})
-        # Redacting keeps a value non-null, so filtering first drops the same entries.
-        redacted = (
-            f"list_transform(list_filter([{entries}], lambda e: e.v is not null),"
-            " lambda e: {'k': e.k, 'v': case when e.r then journeys_redact_json(e.v) else e.v end})"
-        )
-        attributes = f"cast(to_json(map_from_entries({redacted})) as json)"
+        params.update({f"ak{i}": key for i, key in enumerate(keys)})
+        attributes = _attributes_expr([_attribute_entry(src, c, types[c]) for c in keep])
     else:
         attributes = "'{}'::json"
 
-    sql = f"""
-        create or replace temp table stg_source_rows as
+    return f"""
         with per_row as (
             select
                 __line as source_line,
@@ -1261,7 +1297,6 @@ def map_source_rows(con: duckdb.DuckDBPyConnection, src: SourceConfig, params: d
             struct_extract(__event, 'suffix') as event_suffix
         from per_event
     """
-    db.execute(con, sql, params)
 
 
 def safe_columns(src: SourceConfig) -> set[str]:
@@ -1356,40 +1391,45 @@ def _create_run_tables(con: duckdb.DuckDBPyConnection) -> None:
     db.execute(con, f"create or replace temp table run_links ({cols})")
 
 
-_RUN_PART = "run_part_{}"
-"""One landing file's kept events (its table stg_kept, held rows marked is_held) until the run's lake write."""
+_RUN_PART = ("run_part_{}", "run_keep_{}")
+"""One landing file's staged events and the row ids of those it keeps (is_held marked), until the lake write."""
 
 
-def gather(con: duckdb.DuckDBPyConnection, links: bool, ordinal: int) -> None:
+def gather(con: duckdb.DuckDBPyConnection, links: bool, staged: str, ordinal: int) -> None:
     """Keep one file's loaded rows (view stg_loaded) for the run's lake write: links appended to run_links,
-    events left where they are (table stg_kept, renamed the run's part of that file: see run_events_sql)."""
+    events left where they are (tables `staged` and stg_keep, renamed the run's part of that file)."""
     if links:
         cols = ", ".join(db.quote_ident(c) for c in LINK_COLUMNS)
         db.execute(con, f"insert into run_links select {cols} from stg_loaded")
         return
-    # A rename, not a copy: appending every file's events to one table cost as much as staging them.
-    db.execute(con, f"alter table stg_kept rename to {db.quote_ident(_RUN_PART.format(ordinal))}")
+    # Renames, not a copy: appending every file's events to one table cost as much as staging them.
+    part, keep = (name.format(ordinal) for name in _RUN_PART)
+    db.execute(con, f"alter table {db.quote_ident(staged)} rename to {db.quote_ident(part)}")
+    db.execute(con, f"alter table stg_keep rename to {db.quote_ident(keep)}")
 
 
-def _run_parts(con: duckdb.DuckDBPyConnection) -> list[str]:
-    sql = (
-        "select table_name from duckdb_tables() where temporary and starts_with(table_name, 'run_part_')"
-        " order by table_name"
-    )
-    return [r[0] for r in db.fetch(con, sql)]
+def _run_parts(con: duckdb.DuckDBPyConnection) -> list[tuple[str, str]]:
+    sql = "select table_name from duckdb_tables() where starts_with(table_name, 'run_keep_') order by table_name"
+    ordinals = [int(r[0].removeprefix("run_keep_")) for r in db.fetch(con, sql)]
+    return [(_RUN_PART[0].format(n), _RUN_PART[1].format(n)) for n in ordinals]
 
 
 def run_events_sql(con: duckdb.DuckDBPyConnection) -> str:
     """SQL for the run's events waiting for the lake write: released held rows (run_events) and each file's part."""
     cols = ", ".join(db.quote_ident(c) for c in EVENT_COLUMNS)
     selects = [f"select {cols} from run_events"]
-    selects += [f"select {cols} from {db.quote_ident(t)} where not is_held" for t in _run_parts(con)]
+    selects += [
+        f"select {', '.join('e.' + db.quote_ident(c) for c in EVENT_COLUMNS)} from {db.quote_ident(part)} as e"
+        f" join {db.quote_ident(keep)} as k on k.row_id = e.rowid where not k.is_held"
+        for part, keep in _run_parts(con)
+    ]
     return " union all ".join(selects)
 
 
 def _drop_run_parts(con: duckdb.DuckDBPyConnection) -> None:
-    for table in _run_parts(con):
-        db.execute(con, f"drop table {db.quote_ident(table)}")
+    for part, keep in _run_parts(con):
+        db.execute(con, f"drop table {db.quote_ident(part)}")
+        db.execute(con, f"drop table {db.quote_ident(keep)}")
 
 
 def flush_run(con: duckdb.DuckDBPyConnection, settings: Settings, *, stem: str, max_at: datetime | None) -> None:
@@ -1817,9 +1857,11 @@ def ingest_file(
     staged = "stg_links" if links else "stg_events"
     id_col = "link_id" if links else "event_id"
     normalise_phones(con, settings, f.source, phone_cache)
-    map_source_rows(con, f.source, params)
     catalog = catalog or models.load_catalog(settings.models_path)
-    models.materialize(con, catalog.models[staged], params)
+    # The mapping is read by the staging model as its input, not stored first: one table of the file's
+    # events instead of two (a 54k-row web file's mapped copy cost 30 ms of the 220 ms mapping it).
+    mapping = source_rows_sql(con, f.source, params)
+    models.materialize(con, catalog.models[staged], params, inputs={"stg_source_rows": mapping})
     # Accounting is per physical row: a row with one rejected event is quarantined whole (its first failing
     # event, in config order, gives the reason) and none of its events is loaded.
     db.execute(
@@ -1840,9 +1882,10 @@ def ingest_file(
     db.execute(
         con,
         f"""
-        create or replace temp table stg_kept as
+        create or replace temp table stg_keep as
         with candidates as (
-            select e.rowid as row_id, e.{id_col} as id, e.source_line, e.event_index from {db.quote_ident(staged)} as e
+            select e.rowid as row_id, e.{id_col} as id, e.source_line, e.event_index, {held_expr} as is_held
+            from {db.quote_ident(staged)} as e
             anti join (
                 -- Only this file's ids: a set operation over every id of the lake would cost each file the
                 -- whole history.
@@ -1858,17 +1901,22 @@ def ingest_file(
             anti join stg_rejected as r on r.source_line = e.source_line
             where not e.skipped
         ),
-        firsts as (
+        final as (
             -- The window sorts ids and line numbers only: over whole events it was most of this statement.
-            select row_id from candidates
+            select row_id, is_held from candidates
             qualify row_number() over (partition by id order by source_line, event_index, row_id) = 1
         )
-        select e.*, {held_expr} as is_held from {db.quote_ident(staged)} as e
-        semi join firsts as k on k.row_id = e.rowid
+        select * from final
         """,
         {"own": own_held, "old_held": old_held, **version},
     )
-    # Views, not copies: each is read a few times by narrow counts, and stg_kept itself waits for the lake.
+    # Views, not copies: the staged events stay where they are (narrow counts read them a few times) and
+    # wait for the lake write as they are (gather).
+    db.execute(
+        con,
+        f"create or replace temp view stg_kept as select e.*, k.is_held from {db.quote_ident(staged)} as e"
+        " join stg_keep as k on k.row_id = e.rowid",
+    )
     db.execute(
         con, "create or replace temp view stg_loaded as select * exclude (is_held) from stg_kept where not is_held"
     )
@@ -1954,7 +2002,7 @@ def ingest_file(
                 "replaced": replaced,
             },
         )
-        gather(con, links, f.ordinal)
+        gather(con, links, staged, f.ordinal)
         db.execute(con, "commit")
     except BaseException:
         with contextlib.suppress(duckdb.Error):
@@ -2011,16 +2059,16 @@ _FILE_TABLES = (
     "stg_events",
     "stg_links",
     "stg_rejected",
-    "stg_kept",
+    "stg_keep",
 )
 """Working tables of one landing file, dropped once it is done (or left for a later run)."""
 
-_FILE_VIEWS = ("stg_loaded", "stg_held")
-"""Working views of one landing file (over stg_kept), dropped with its tables."""
+_FILE_VIEWS = ("stg_loaded", "stg_held", "stg_kept")
+"""Working views of one landing file (over its staged events and stg_keep), dropped before its tables."""
 
 
 def drop_file_tables(con: duckdb.DuckDBPyConnection) -> None:
-    """Drop one landing file's working tables and views (a done file's stg_kept is already the run's part)."""
+    """Drop one landing file's working tables and views (a done file's staged events are already the run's part)."""
     for view in _FILE_VIEWS:
         db.execute(con, f"drop view if exists {db.quote_ident(view)}")
     for table in _FILE_TABLES:
