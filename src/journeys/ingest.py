@@ -53,9 +53,8 @@ _MACROS = r"""
 create or replace temp macro journeys_snake(v) as
     trim(regexp_replace(lower(trim(v)), '[^a-z0-9]+', '_', 'g'), '_');
 
--- A phone arrives here already in E.164 (journeys.phones, once per distinct raw value), so `region`
--- is no longer used; it stays in the signature that stg_events.sql calls.
-create or replace temp macro journeys_identifier(id_type, v, salt, region) as
+-- A phone arrives here already in E.164 (journeys.phones, once per distinct raw value).
+create or replace temp macro journeys_identifier(id_type, v, salt) as
     case id_type
         when 'email' then sha256(salt || nullif(lower(trim(v)), ''))
         when 'phone' then sha256(salt || nullif(v, ''))
@@ -950,13 +949,12 @@ def _read_rows(con: duckdb.DuckDBPyConnection, f: LandingFile, columns: list[str
         "insert into src_blank_rows select m.line from (select rowid + 1 as __j_k, __j_text from src_parsed) as p "
         f"left join src_line_map as m on m.k = p.__j_k where {_BLANK_TEXT.format('p.__j_text')}",
     )
-    params: dict[str, Any] = {}
-    extracts = []
     # JSON keys are case-sensitive and may be empty: each key is read by its exact path, under a readable name.
-    for i, (col, name) in enumerate(zip(columns, read_names(columns, f.source.mapped_columns()), strict=True)):
-        params[f"k{i}"] = _json_path(col)
-        extracts.append(f"json_extract(__j_doc, $k{i}) as {db.quote_ident(name)}")
-    extract_sql = "".join(f", {e}" for e in extracts)
+    # All paths in one json_extract: the document is parsed once, not once per key (cdp's 8 keys: 176 -> 77 ms
+    # for a 32k-line file).
+    params: dict[str, Any] = {"keys": [_json_path(col) for col in columns]}
+    names = read_names(columns, f.source.mapped_columns())
+    extract_sql = "".join(f", __j_values[{i + 1}] as {db.quote_ident(name)}" for i, name in enumerate(names))
     db.execute(
         con,
         f"""
@@ -973,6 +971,9 @@ def _read_rows(con: duckdb.DuckDBPyConnection, f: LandingFile, columns: list[str
                 case when json_valid(__j_text) and json_type(__j_text) = 'OBJECT' then __j_text::json end
                     as __j_doc
             from lines
+        ),
+        extracted as (
+            select *, json_extract(__j_doc, cast($keys as varchar[])) as __j_values from docs
         )
         select
             __line,
@@ -984,7 +985,7 @@ def _read_rows(con: duckdb.DuckDBPyConnection, f: LandingFile, columns: list[str
             null::varchar as __reader_column,
             case when __j_doc is null then journeys_mask(__j_text) end as __reader_raw
             {extract_sql}
-        from docs
+        from extracted
         union all by name
         select line as __line, error as __reader_error, null as __reader_column,
                journeys_mask(csv_line) as __reader_raw
@@ -1213,6 +1214,9 @@ def source_rows_sql(con: duckdb.DuckDBPyConnection, src: SourceConfig, params: d
                 f" 'reason': format('phone: expected a phone number in column ''{{}}'', got {{}}', $idc{i},"
                 f" ph{i}.__ph_error)}} end"
             )
+        # Normalised and hashed per column, so the staging models need no lambda over the list (83 -> 52 ms
+        # for a 54k-row web file); with the type a constant, the macro's case is decided once per chunk.
+        value = f"journeys_identifier(cast($idt{i} as varchar), {value}, $pii_salt)"
         id_items.append(f"{{'id_type': cast($idt{i} as varchar), 'id_value': {value}}}")
     identifiers = f"cast([{', '.join(id_items)}] as {ID_LIST_TYPE})"
     # The first failing identifier column (in config order) names the row's reason.
