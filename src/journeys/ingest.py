@@ -1049,7 +1049,7 @@ def normalise_phones(
     `known` holds the run's numbers read so far (in the default region) and gets this file's new ones.
     """
     # Set-based: DuckDB collects the distinct values of all phone columns, libphonenumber reads each once
-    # (about 55 us a number) and map_source_rows joins the result back: a number on a million rows is
+    # (about 100-130 us a number) and source_rows_sql joins the result back: a number on a million rows is
     # parsed once.
     db.execute(
         con,
@@ -1182,11 +1182,6 @@ def _unique_keys(names: list[tuple[str, int]]) -> list[str]:
         taken.add(name)
         out.append(name)
     return out
-
-
-def map_source_rows(con: duckdb.DuckDBPyConnection, src: SourceConfig, params: dict[str, Any]) -> None:
-    """Table stg_source_rows: src_rows mapped onto the fixed raw columns stg_events.sql (or stg_links.sql) reads."""
-    db.execute(con, f"create or replace temp table stg_source_rows as\n{source_rows_sql(con, src, params)}", params)
 
 
 def source_rows_sql(con: duckdb.DuckDBPyConnection, src: SourceConfig, params: dict[str, Any]) -> str:
@@ -1816,7 +1811,7 @@ def _model_params(
         "batch_id": batch_id,
         "ingested_at": ingested_at,
         "timezone": src.timezone,
-        # Applied to text times only: map_source_rows marks each native Parquet timestamp column.
+        # Applied to text times only: source_rows_sql marks each native Parquet timestamp column.
         "timestamp_format": src.timestamp_format,
         "event_id_column": ", ".join(src.event_id_columns) or None,
         "revenue_column": src.revenue,
@@ -2059,7 +2054,6 @@ _FILE_TABLES = (
     "src_blank_rows",
     "src_filtered_rows",
     "src_phones",
-    "stg_source_rows",
     "stg_events",
     "stg_links",
     "stg_rejected",
@@ -2194,7 +2188,7 @@ def _ingest_sources(settings: Settings, *, as_of: datetime, batch_id: str) -> In
     # counted as a duplicate of a row about to leave the lake.
     order = sorted(files, key=lambda f: (f.ordinal not in replacing, f.ordinal))
     reports: dict[int, FileReport] = {}
-    # Loaded once for the run: the catalog stats every model file, libphonenumber reads a number in ~140 us.
+    # Loaded once for the run: the catalog stats every model file, libphonenumber reads a number in ~100-130 us.
     catalog = models.load_catalog(settings.models_path)
     phone_cache: dict[str, phones.Phone] = {}
     with _connect(settings, spill=True) as con:

@@ -46,7 +46,7 @@ MATERIALIZED = ("table", "temp", "view")
 PARTITIONS = ("customer", "none")
 PUBLISH = ("true", "warehouse", "false")
 SOURCES = ("stg_source_rows",)
-"""Tables no model builds: created by ingest in Python before stg_events runs."""
+"""Inputs no model builds: ingest gives stg_events (or stg_links) its mapped rows as SQL (`materialize`'s inputs)."""
 
 LAYER_TASKS = {"staging": "ingest", "intermediate": "stitch-journeys", "marts": "build-marts"}
 """Flow task that builds a layer's SQL models not built by a procedure."""
