@@ -46,7 +46,7 @@ MATERIALIZED = ("table", "temp", "view")
 PARTITIONS = ("customer", "none")
 PUBLISH = ("true", "warehouse", "false")
 SOURCES = ("stg_source_rows",)
-"""Tables no model builds: created by ingest in Python before stg_events runs."""
+"""Inputs no model builds: ingest gives stg_events (or stg_links) its mapped rows as SQL (`materialize`'s inputs)."""
 
 LAYER_TASKS = {"staging": "ingest", "intermediate": "stitch-journeys", "marts": "build-marts"}
 """Flow task that builds a layer's SQL models not built by a procedure."""
@@ -424,15 +424,28 @@ def _load_catalog(models_dir: str, fingerprint: tuple[tuple[str, int, int], ...]
     return catalog
 
 
-def materialize(con: duckdb.DuckDBPyConnection, model: Model, params: Mapping[str, Any]) -> None:
-    """Create a SQL model's table, temp table or view from its SQL with its declared parameters bound."""
+def materialize(
+    con: duckdb.DuckDBPyConnection,
+    model: Model,
+    params: Mapping[str, Any],
+    inputs: Mapping[str, str] | None = None,
+) -> None:
+    """Create a SQL model's table, temp table or view from its SQL with its declared parameters bound.
+
+    `inputs` gives tables the model reads (by name) as SQL instead: they are computed inside its statement.
+    """
     if model.sql is None:
         raise CatalogError(f"model {model.name} is made by procedure {model.procedure}, not from SQL")
     missing = [p for p in model.params if p not in params]
     if missing:
         raise CatalogError(f"model {model.name}: the run gives no value for parameter(s) {missing}")
     kind = {"table": "table", "temp": "temp table", "view": "view"}[model.materialized]
-    db.execute(con, f"create or replace {kind} {db.quote_ident(model.name)} as\n{model.sql}", params)
+    sql = model.sql
+    if inputs:
+        # A CTE of the input's name shadows the table inside the model's own query.
+        ctes = ",\n".join(f"{db.quote_ident(name)} as (\n{body}\n)" for name, body in inputs.items())
+        sql = f"with {ctes}\nselect * from (\n{model.sql}\n)"
+    db.execute(con, f"create or replace {kind} {db.quote_ident(model.name)} as\n{sql}", params)
 
 
 def insert_into(con: duckdb.DuckDBPyConnection, model: Model, params: Mapping[str, Any]) -> None:

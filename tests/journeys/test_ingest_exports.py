@@ -322,7 +322,7 @@ def test_vanity_and_invalid_numbers_are_quarantined_naming_the_field_and_never_t
         assert all(raw_value not in r and raw_value not in (w or "") for _, _, _, r, w in got), raw_value
 
 
-def test_phones_are_normalised_once_per_distinct_value(tmp_path, monkeypatch):
+def test_phones_are_normalised_once_per_distinct_value_of_the_run(tmp_path, monkeypatch):
     from journeys import phones
 
     seen: list[str] = []
@@ -335,9 +335,16 @@ def test_phones_are_normalised_once_per_distinct_value(tmp_path, monkeypatch):
     monkeypatch.setattr(phones, "normalise", counting)
     callers = [UK_FORMATS[i % 3] for i in range(300)]
     calls_file(tmp_path, callers, [UK_FORMATS[0]] * 300)
+    # A second file of the run with the same numbers (and one more) reads only the new one.
+    land(
+        tmp_path, "calls/b.csv", f"call_id;started;caller;callback;cookie\nb1;2026-01-15 11:00:00;{UK_FORMATS[3]};;z\n"
+    )
+    land(
+        tmp_path, "calls/c.csv", f"call_id;started;caller;callback;cookie\nc1;2026-01-15 12:00:00;{UK_FORMATS[1]};;z\n"
+    )
     s = settings(tmp_path, CALLS, default_phone_region="GB")
-    assert ingest(s).loaded == 300
-    assert sorted(seen) == sorted(UK_FORMATS[:3])
+    assert ingest(s).loaded == 302
+    assert sorted(seen) == sorted(UK_FORMATS[:4])
 
 
 def test_one_person_phone_in_six_formats_resolves_to_one_customer(tmp_path):

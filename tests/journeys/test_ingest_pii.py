@@ -105,13 +105,16 @@ def test_a_reason_quotes_a_safe_value_but_never_an_email_or_phone_in_it(tmp_path
         assert_clean(r["raw"])
 
 
-def test_attributes_hash_pii_named_columns_and_redact_pii_anywhere_in_values_and_names(tmp_path):
+# The object is written out per column up to _INLINE_REDACTIONS redacted columns, by one lambda beyond.
+@pytest.mark.parametrize("inline", [32, 0])
+def test_attributes_hash_pii_named_columns_and_redact_pii_anywhere_in_values_and_names(tmp_path, monkeypatch, inline):
+    monkeypatch.setattr("journeys.ingest._INLINE_REDACTIONS", inline)
     write(
         tmp_path,
         "web/a.csv",
-        NOTE_HEADER.replace("\n", f",order_ref,{csv_field(MAIL_PLAIN)}\n")
+        NOTE_HEADER.replace("\n", f",order_ref,{csv_field(MAIL_PLAIN)},{csv_field(MAIL_QUOTED)}\n")
         + f"h1,2026-01-15 10:00:00,desktop,pageview,,,{GA_COOKIE},,{csv_field(MAIL_INTL)},"
-        + f"{csv_field('call ' + PHONE_EXT + ' or ' + MAIL_QUOTED)},ord-1234567,2026-01-15\n",
+        + f"{csv_field('call ' + PHONE_EXT + ' or ' + MAIL_QUOTED)},ord-1234567,2026-01-15,x\n",
     )
     nested = {"profile": {"mail": MAIL_INTL, "phones": [PHONE_DOTS, PHONE_DOT_SEP]}, "n": 3, "day": "2026-01-10"}
     write(
@@ -122,13 +125,17 @@ def test_attributes_hash_pii_named_columns_and_redact_pii_anywhere_in_values_and
     s = make_settings(tmp_path, web_source(), email_source())
     ingest_sources(s, as_of=AS_OF, batch_id="b1")
     by_id = {r["event_id"]: json.loads(r["attributes"]) for r in events(s)}
-    for attrs in by_id.values():
-        assert_clean(json.dumps(attrs, ensure_ascii=False))
+    for r in events(s):
+        assert_clean(r["attributes"])
+        # Compact JSON whatever white space the source's own JSON had.
+        assert r["attributes"] == json.dumps(json.loads(r["attributes"]), ensure_ascii=False, separators=(",", ":"))
     web = by_id["web:h1"]
     # `E-Mail` is not the mapped `email` column: hashed as the lake hashes an e-mail (trim, lower case).
     assert web["E-Mail"] == "sha256:" + hashlib.sha256((SALT + MAIL_INTL.lower()).encode()).hexdigest()
     assert web["note"] == "call <redacted-phone> or <redacted-email>"
     assert (web["order_ref"], web["<redacted-email>"]) == ("ord-1234567", "2026-01-15")
+    # A second name redacted alike is another key, its column's position added: an object repeats no key.
+    assert web["<redacted-email>_12"] == "x"
     # An identifier column keeps its value (the lake's cookie id, read by hold_constant), though it looks like
     # a phone with dots.
     assert web["client_id"] == GA_COOKIE

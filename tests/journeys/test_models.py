@@ -59,6 +59,18 @@ def test_a_cte_named_like_a_table_reads_that_table():
     assert reads == {"events"}
 
 
+def test_an_input_given_as_sql_is_read_instead_of_its_table(tmp_path):
+    # Ingest gives stg_events its mapped rows this way: computed in the model's statement, never stored.
+    path = write_model(tmp_path, "marts", "m", "-- params: n\nwith a as (select k from t1) select k + $n as k from a\n")
+    m = models.parse_model_file(path, "marts")
+    with duckdb.connect() as con:
+        con.execute("create table t1 as select 1 as k")
+        models.materialize(con, m, {"n": 10, "x": 2}, inputs={"t1": "select k * $x as k from range(3) as r(k)"})
+        assert con.sql("select k from m order by k").fetchall() == [(10,), (12,), (14,)]
+        models.materialize(con, m, {"n": 10})
+        assert con.sql("select k from m").fetchall() == [(11,)]
+
+
 def test_table_functions_and_parameters_are_not_tables():
     reads, params = models.sql_reads("select * from read_parquet($path) as p join range(3) as r on true")
     assert reads == frozenset()

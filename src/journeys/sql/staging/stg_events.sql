@@ -2,14 +2,15 @@
 -- materialized: table
 -- partition: none
 -- publish: false
--- params: batch_id, channel_keys, channel_values, event_id_column, event_type_keys, event_type_values, ingested_at, max_occurred_at, min_occurred_at, phone_region, pii_salt, revenue_column, sentiment_column, sentiment_scale, source, source_file, timestamp_format, timezone, touchpoint_keys, touchpoint_values
+-- params: batch_id, channel_keys, channel_values, event_id_column, event_type_keys, event_type_values, ingested_at, max_occurred_at, min_occurred_at, revenue_column, sentiment_column, sentiment_scale, source, source_file, timestamp_format, timezone, touchpoint_keys, touchpoint_values
 -- procedure: ingest
 -- one row per event of each data row of ONE landing file (read, not yet de-duplicated; one event per row
 -- unless the source lists several `events`), carrying the canonical event columns, whether an optional
 -- event was skipped (empty time), for events that fail validation the quarantine field/column/reason,
 -- and held_back for a valid event later than the run's limit (as_of + max_future).
--- Macros journeys_snake / journeys_identifier come from journeys.ingest, journeys_redact from journeys.pii
--- (static SQL, no values): a reason may quote a safe column's value, never an e-mail or phone in it.
+-- Macro journeys_snake comes from journeys.ingest, journeys_redact from journeys.pii (static SQL, no
+-- values): a reason may quote a safe column's value, never an e-mail or phone in it. Identifier values
+-- arrive normalised and hashed (journeys.ingest's mapping, macro journeys_identifier): empty ones are dropped.
 with
 
 source_rows as (
@@ -206,16 +207,7 @@ final as (
         va.channel_value as channel,
         va.event_type_value as event_type,
         coalesce(va.touchpoint_value, va.channel_value || ':' || va.event_type_value) as touchpoint,
-        list_filter(
-            list_transform(
-                va.src_identifiers,
-                lambda i: {
-                    'id_type': i.id_type,
-                    'id_value': journeys_identifier(i.id_type, i.id_value, $pii_salt, $phone_region)
-                }
-            ),
-            lambda i: i.id_value is not null
-        ) as identifiers,
+        list_filter(va.src_identifiers, lambda i: i.id_value is not null) as identifiers,
         va.sentiment_value as sentiment,
         va.revenue_value as revenue,
         va.attributes,

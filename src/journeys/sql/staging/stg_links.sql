@@ -2,12 +2,12 @@
 -- materialized: table
 -- partition: none
 -- publish: false
--- params: batch_id, ingested_at, phone_region, pii_salt, source, source_file
+-- params: batch_id, ingested_at, source, source_file
 -- procedure: ingest
 -- one row per data row of ONE landing file of a `kind: links` source (read, not yet de-duplicated): the
--- identifiers the row links, hashed like those of events, and for rows that fail validation the quarantine
--- field/column/reason. link_id is '<source>:' + sha256 of the sorted identifiers, so a re-export of the
--- same links is a duplicate and a changed one (a new e-mail) is a new link.
+-- identifiers the row links, hashed like those of events (by journeys.ingest's mapping), and for rows
+-- that fail validation the quarantine field/column/reason. link_id is '<source>:' + sha256 of the sorted
+-- identifiers, so a re-export of the same links is a duplicate and a changed one (a new e-mail) is a new link.
 with
 
 source_rows as (
@@ -20,18 +20,7 @@ hashed as (
         sr.reader_error,
         sr.reader_column,
         sr.identifier_reject,
-        list_sort(
-            list_filter(
-                list_transform(
-                    sr.src_identifiers,
-                    lambda i: {
-                        'id_type': i.id_type,
-                        'id_value': journeys_identifier(i.id_type, i.id_value, $pii_salt, $phone_region)
-                    }
-                ),
-                lambda i: i.id_value is not null
-            )
-        ) as identifiers
+        list_sort(list_filter(sr.src_identifiers, lambda i: i.id_value is not null)) as identifiers
     from source_rows as sr
 ),
 
