@@ -74,6 +74,9 @@ class QualityReport:
     event_batches: list[str] = field(default_factory=list)  # their ingest batches
     checks: list[str] = field(default_factory=list)  # outcome of the freshness and volume checks, one line each
     identity: list[str] = field(default_factory=list)  # outcome of the identity checks, one line each
+    # Table suites checked on the rows their table did not hold when it last passed them, one line each.
+    scopes: list[str] = field(default_factory=list)
+    checked: dict[str, str] = field(default_factory=dict)  # narrowable table suite -> fingerprint it passed with
     # For the Data Docs: each GX suite run (its JSON) and each validation result, PII already scrubbed.
     suite_docs: dict[str, dict[str, Any]] = field(default_factory=dict)
     results: list[tuple[str, str, Any]] = field(default_factory=list)  # (suite, batch label, GX result)
@@ -98,6 +101,8 @@ class QualityReport:
             event_batches=sorted({*self.event_batches, *other.event_batches}),
             checks=self.checks + other.checks,
             identity=self.identity + other.identity,
+            scopes=self.scopes + other.scopes,
+            checked={**self.checked, **other.checked},
             suite_docs={**self.suite_docs, **other.suite_docs},
             results=self.results + other.results,
         )
@@ -332,6 +337,141 @@ def run_parameters(settings: Settings, as_of: datetime, n_stages: int = 0) -> di
     }
 
 
+ROW_WISE = frozenset(
+    {
+        "expect_column_pair_values_a_to_be_greater_than_b",
+        "expect_column_pair_values_to_be_equal",
+        "expect_column_pair_values_to_be_in_set",
+        "expect_column_value_lengths_to_be_between",
+        "expect_column_value_lengths_to_equal",
+        "expect_column_values_to_be_between",
+        "expect_column_values_to_be_dateutil_parseable",
+        "expect_column_values_to_be_in_set",
+        "expect_column_values_to_be_json_parseable",
+        "expect_column_values_to_be_null",
+        "expect_column_values_to_match_json_schema",
+        "expect_column_values_to_match_like_pattern",
+        "expect_column_values_to_match_like_pattern_list",
+        "expect_column_values_to_match_regex",
+        "expect_column_values_to_match_regex_list",
+        "expect_column_values_to_match_strftime_format",
+        "expect_column_values_to_not_be_in_set",
+        "expect_column_values_to_not_be_null",
+        "expect_column_values_to_not_match_like_pattern",
+        "expect_column_values_to_not_match_like_pattern_list",
+        "expect_column_values_to_not_match_regex",
+        "expect_column_values_to_not_match_regex_list",
+        "expect_multicolumn_sum_to_equal",
+        "expect_multicolumn_values_to_be_equal",
+        "expect_select_column_values_to_be_unique_within_record",
+    }
+)
+"""GX expectations whose verdict on a row depends on that row's values (and the run's parameters) alone.
+
+Not among them: uniqueness, order, z-scores and outliers (other rows decide), a column's type (the batch's
+dtype decides), and everything table- or column-wide (row counts, means, column sets).
+"""
+
+
+def narrowable(suite: Suite) -> bool:
+    """Whether a table suite holds on a table when it holds on the rows the table held no passing copy of.
+
+    True when every expectation is row-wise (ROW_WISE), critical (a warning is reported every night while its
+    rows remain) and without `mostly` (a share of the rows checked, which narrowing would change).
+    """
+
+    def row_wise(exp: dict[str, Any]) -> bool:
+        kw = exp.get("kwargs") or {}
+        critical = str(exp.get("severity") or "critical").lower() == "critical"
+        return exp["type"] in ROW_WISE and critical and kw.get("mostly", 1) in (1, None)
+
+    return bool(suite.expectations) and all(row_wise(e) for e in suite.expectations)
+
+
+def suite_fingerprint(suite: Suite, parameters: Mapping[str, Any]) -> str:
+    """sha256 of what a table suite checks: its table, its expectations and the values of the parameters they use."""
+    used = sorted(set().union(*(_parameters_named(e.get("kwargs")) for e in suite.expectations)))
+    payload = {
+        "table": suite.table,
+        "expectations": list(suite.expectations),
+        "parameters": {p: parameters.get(p) for p in used},
+    }
+    return _sha(json.dumps(payload, sort_keys=True, default=str))
+
+
+LAST_CHECKED = "_journeys_last_checked"
+"""The alias the last published run's kept build is attached under while the table suites run."""
+
+
+class _LastChecked:
+    """The last published run's kept build, attached read-only: which table suites its tables passed, and their rows.
+
+    Empty (nothing narrowed) when there is none, it cannot be read, or it predates the record of its suites.
+    """
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, build: Path | None) -> None:
+        from journeys import incremental
+
+        self.con = con
+        self.passed: dict[str, str] = {}
+        self.attached = False
+        if build is None or not build.is_file():
+            return
+        try:
+            db.execute(con, f"attach $p as {db.quote_ident(LAST_CHECKED)} (read_only)", {"p": str(build)})
+        except duckdb.Error:
+            return  # a kept build that cannot be read: every table is checked whole
+        self.attached = True
+        if self._columns(incremental.CHECKED_TABLE, LAST_CHECKED):
+            table = f"{db.quote_ident(LAST_CHECKED)}.main.{db.quote_ident(incremental.CHECKED_TABLE)}"
+            self.passed = dict(db.fetch(con, f"select suite, fingerprint from {table}"))
+
+    def _columns(self, table: str, database: str | None = None) -> dict[str, str]:
+        sql = (
+            "select column_name, data_type from duckdb_columns()"
+            " where table_name = $t and schema_name = 'main' and database_name = coalesce($d, current_database())"
+        )
+        return dict(db.fetch(self.con, sql, {"t": table, "d": database}))
+
+    def changed_rows_sql(self, suite: Suite, fingerprint: str, columns: list[str]) -> str | None:
+        """SQL of the table's rows (those columns) beyond the copies the kept table passed this suite with, or None.
+
+        None (check the whole table) unless the kept table passed the suite with the same fingerprint and holds
+        the columns with the same types. Each row of the kept table covers one equal row: a multiset difference,
+        so a failing value counts as often as the whole table holds it.
+        """
+        table = str(suite.table)
+        if self.passed.get(suite.name) != fingerprint or not columns:
+            return None
+        now, kept = self._columns(table), self._columns(table, LAST_CHECKED)
+        if any(c not in kept or kept[c] != now[c] for c in columns):
+            return None
+        cols = ", ".join(map(db.quote_ident, columns))
+        return (
+            f"select {cols} from (select {cols} from {db.quote_ident(table)} except all"
+            f" select {cols} from {db.quote_ident(LAST_CHECKED)}.main.{db.quote_ident(table)}) as changed order by all"
+        )
+
+    def close(self) -> None:
+        if self.attached:
+            db.execute(self.con, f"detach {db.quote_ident(LAST_CHECKED)}")
+            self.attached = False
+
+
+def record_checked_suites(con: duckdb.DuckDBPyConnection, report: QualityReport) -> None:
+    """Keep in the working file which table suites its tables passed, and with what, for the next run to narrow."""
+    from journeys import incremental
+
+    table = db.quote_ident(incremental.CHECKED_TABLE)
+    db.execute(con, f"create or replace table {table} (suite varchar, fingerprint varchar)")
+    names = sorted(report.checked)
+    db.execute(
+        con,
+        f"insert into {table} select unnest($s::varchar[]), unnest($f::varchar[])",
+        {"s": names, "f": [report.checked[n] for n in names]},
+    )
+
+
 def _context():
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
@@ -519,10 +659,15 @@ def validate_warehouse(
     catalog: models.Catalog | None = None,
     suites: Mapping[str, Suite] | None = None,
     run_name: str = "adhoc",
+    checked_build: Path | None = None,
 ) -> QualityReport:
     """Run every suite: lake events (in row batches; only `event_files`, less rows of `published_batches`, if
     given), the grain (unique, not null) of every table the catalog publishes, and each table's suite (shipped
-    or the user's, `suites` as load_suites gives them)."""
+    or the user's, `suites` as load_suites gives them).
+
+    `checked_build` is the last published run's kept build: a narrowable table suite it records as passed with
+    the same fingerprint is run on the rows its table did not hold only (see narrowable).
+    """
     catalog = catalog or models.load_catalog(settings.models_path)
     suites = load_suites(settings, catalog) if suites is None else suites
     n_stages = db.fetch(con, "select coalesce(max(n_stages), 0) from stage_definitions")[0][0]
@@ -562,19 +707,36 @@ def validate_warehouse(
     present = {
         r[0] for r in db.fetch(con, "select table_name from duckdb_tables() union select view_name from duckdb_views()")
     }
-    for suite in sorted((s for s in suites.values() if s.table is not None), key=lambda s: s.name):
-        table = str(suite.table)
-        if table not in present:
-            if suite.origin == "yours":
-                v.report.failures.append(
-                    Failure(suite.name, "run", "table", None, None, [f"{suite.path}: no table {table!r} to validate"])
+    last = _LastChecked(con, checked_build)
+    try:
+        for suite in sorted((s for s in suites.values() if s.table is not None), key=lambda s: s.name):
+            table = str(suite.table)
+            if table not in present:
+                if suite.origin == "yours":
+                    missing = f"{suite.path}: no table {table!r} to validate"
+                    v.report.failures.append(Failure(suite.name, "run", "table", None, None, [missing]))
+                continue  # a shipped suite of a table this catalog does not keep
+            available = [r[0] for r in db.fetch(con, f"select column_name from (describe {db.quote_ident(table)})")]
+            picked = suite_columns(suite, available)
+            fingerprint = suite_fingerprint(suite, v.parameters) if narrowable(suite) else None
+            changed = last.changed_rows_sql(suite, fingerprint, picked) if fingerprint else None
+            cols = ", ".join(map(db.quote_ident, picked)) or "1 as __row"
+            sql, label, n = changed or f"select {cols} from {db.quote_ident(table)}", table, 0
+            if changed:
+                label = f"{table} (new or changed rows)"
+            for i, frame in enumerate(_frames(con, sql, batch_rows)):
+                frame = frame.drop(columns=["__row"], errors="ignore")
+                n += len(frame)
+                v.validate(suite.name, f"{label}#{i}", frame, list(suite.expectations), notes=suite.notes)
+            if changed:
+                total = db.fetch(con, f"select count(*) from {db.quote_ident(table)}")[0][0]
+                v.report.scopes.append(
+                    f"{suite.name}: {n} of the {total} rows of {table} (the others passed it in the last published run)"
                 )
-            continue  # a shipped suite of a table this catalog does not keep
-        available = [r[0] for r in db.fetch(con, f"select column_name from (describe {db.quote_ident(table)})")]
-        cols = ", ".join(map(db.quote_ident, suite_columns(suite, available))) or "1 as __row"
-        for i, frame in enumerate(_frames(con, f"select {cols} from {db.quote_ident(table)}", batch_rows)):
-            frame = frame.drop(columns=["__row"], errors="ignore")
-            v.validate(suite.name, f"{table}#{i}", frame, list(suite.expectations), notes=suite.notes)
+            if fingerprint:
+                v.report.checked[suite.name] = fingerprint
+    finally:
+        last.close()
     return v.report.merged(check_identity(con, settings))
 
 
@@ -834,6 +996,9 @@ def write_quality_report(report: QualityReport, path: Path) -> Path:
     days = report.event_dates
     span = f" on {len(days)} day(s), {days[0]} .. {days[-1]}" if days else ""
     lines += [f"Canonical events checked: {report.events_checked} new row(s){span}", ""]
+    if report.scopes:
+        lines += ["Table suites checked on new or changed rows only:", ""] + [f"- {_md(s)}" for s in report.scopes]
+        lines.append("")
     if report.failures:
         lines += ["## Failures", ""]
         lines += ["| suite | batch | expectation | column | unexpected | sample |", "|---|---|---|---|---|---|"]
