@@ -11,13 +11,14 @@ landing rows, whole days for events) and validated there. Each run's results bec
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import html
 import json
 import os
 import re
 import shutil
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from importlib import resources
@@ -584,24 +585,28 @@ class _Validator:
                 )
 
 
-def _frames(con: duckdb.DuckDBPyConnection, sql: str, batch_rows: int, params: dict | None = None):
-    """The query's rows as pandas frames of `batch_rows` rows each (the last one fewer), in `_gx_types`."""
+def _frames(con: duckdb.DuckDBPyConnection, sql: str, batch_rows: int, params: dict | None = None) -> Iterator[Any]:
+    """The query's rows as pandas frames of `batch_rows` rows each (the last one fewer), in `_gx_frame`'s types."""
     rel = con.sql(sql, params=params) if params else con.sql(sql)
-    reader = rel.to_arrow_reader(batch_rows)
-    # DuckDB hands out smaller chunks than asked for (a 300k-row result came as 5): each would be a GX run of
-    # its own, and a run has a fixed cost, so they are gathered into full batches first.
+    return _batched(rel.to_arrow_reader(batch_rows), batch_rows)
+
+
+def _batched(chunks: Iterable[pa.RecordBatch], batch_rows: int) -> Iterator[Any]:
+    """Arrow chunks (of one schema) regrouped into pandas frames of `batch_rows` rows, the last one fewer."""
+    # DuckDB hands out smaller chunks than asked for (a 300k-row result came as 5), and a landing file is a
+    # chunk of its own: each would be a GX run, and a run has a fixed cost, so they are gathered first.
     pending: list[pa.RecordBatch] = []
     held = 0
-    for chunk in reader:
+    for chunk in chunks:
         pending.append(chunk)
         held += chunk.num_rows
         while held >= batch_rows:
-            rows = pa.Table.from_batches(pending, schema=reader.schema)
+            rows = pa.Table.from_batches(pending)
             yield _gx_frame(rows.slice(0, batch_rows))
             rest = rows.slice(batch_rows)
             pending, held = rest.to_batches(), rest.num_rows
     if held:
-        yield _gx_frame(pa.Table.from_batches(pending, schema=reader.schema))
+        yield _gx_frame(pa.Table.from_batches(pending))
 
 
 def _gx_frame(rows: pa.Table) -> Any:
@@ -1218,37 +1223,51 @@ def validate_landing(
         suite = f"raw_{src.name}"
         expectations = [*_raw_expectations(src, limit), *raw.expectations]
         cols = list(dict.fromkeys([*src.event_id_columns, *src.required_time_columns]))
-        # A links source has no id or time column to expect anything of: its frames hold the line only.
-        shown = "* exclude (__file, __line)" if cols else "__line"
+        files.sort(key=lambda f: f.rel)
+        # A file with data lines but not one row is a GX run of its own: exactly what a row count is for.
+        on_empty = functools.partial(
+            v.validate, suite, expectations=expectations, empty_ok=False, raw=True, notes=raw.notes
+        )
+        label = files[0].rel if len(files) == 1 else f"{len(files)} files {files[0].rel} .. {files[-1].rel}"
         with ingest.ingest_connection(settings) as con:
-            db.execute(
-                con,
-                "create temp table raw_rows (__file varchar, __line bigint"
-                + "".join(f", {db.quote_ident(c)} varchar" for c in cols)
-                + ")",
-            )
-            for f in files:
-                ingest.read_source_rows(con, f, _raw_read_columns(con, f, cols))
-                types = {r[0]: r[1] for r in db.fetch(con, "describe src_rows")}
-                texts = "".join(f", nullif(trim({_raw_text(c, types[c])}), '')" for c in cols)
-                db.execute(con, f"insert into raw_rows select $file, __line{texts} from src_rows", {"file": f.rel})
-                n_rows, n_left_out = db.fetch(
-                    con,
-                    "select (select count(*) from src_rows),"
-                    " (select count(*) from src_blank_rows) + (select count(*) from src_filtered_rows)",
-                )[0]
-                if not n_rows and not n_left_out:
-                    # Data lines but not one row: exactly what the row-count expectation is for. (Lines
-                    # that are all blank are padding, counted by ingest, and fail nothing; nor do rows
-                    # that keep_rows leaves out.)
-                    empty = con.sql(f"select {shown} from raw_rows limit 0").df()
-                    v.validate(suite, f.rel, empty, expectations, empty_ok=False, raw=True, notes=raw.notes)
-            label = files[0].rel if len(files) == 1 else f"{len(files)} files {files[0].rel} .. {files[-1].rel}"
-            sql = f"select {shown} from raw_rows order by __file, __line"
-            for i, frame in enumerate(_frames(con, sql, batch_rows)):
+            for i, frame in enumerate(_batched(_raw_rows(con, files, cols, batch_rows, on_empty), batch_rows)):
                 v.validate(suite, f"{label}#{i}", frame, expectations, raw=True, notes=raw.notes)
     ingest.drop_landing_copies(settings)  # the raw reads above may have made some
     return report.merged(v.report)
+
+
+def _raw_rows(
+    con: duckdb.DuckDBPyConnection,
+    files: list[Any],
+    cols: list[str],
+    batch_rows: int,
+    on_empty: Callable[[str, Any], None],
+) -> Iterator[pa.RecordBatch]:
+    """Each landing file's rows as ingest reads them, in line order, file after file: the raw text of `cols`.
+
+    A links source has no id or time column to expect anything of: its rows hold their line number only.
+    `on_empty(file, frame)` is called for a file with data lines but not one row (lines that are all blank are
+    padding, counted by ingest, and fail nothing; nor do rows that keep_rows leaves out).
+    """
+    from journeys import ingest
+
+    for f in files:
+        ingest.read_source_rows(con, f, _raw_read_columns(con, f, cols))
+        types = dict(db.fetch(con, "select column_name, column_type from (describe src_rows)"))
+        texts = [f"nullif(trim({_raw_text(c, types[c])}), '') as {db.quote_ident(c)}" for c in cols]
+        n_rows, n_left_out = db.fetch(
+            con,
+            "select (select count(*) from src_rows),"
+            " (select count(*) from src_blank_rows) + (select count(*) from src_filtered_rows)",
+        )[0]
+        # Streamed: a large file is never whole in memory, and the next file's read replaces src_rows only
+        # once this one's rows are all out.
+        reader = con.sql(f"select {', '.join(texts) or '__line'} from src_rows order by __line").to_arrow_reader(
+            batch_rows
+        )
+        if not n_rows and not n_left_out:
+            on_empty(f.rel, _gx_frame(reader.schema.empty_table()))
+        yield from reader
 
 
 def _raw_read_columns(con: duckdb.DuckDBPyConnection, f: Any, cols: list[str]) -> list[str]:
