@@ -1231,20 +1231,21 @@ def validate_landing(
     ]
     # One suite run per source over all of this batch's files of it, in bounded row batches: a GX run has
     # a fixed cost, so one per file is slow when a delivery is many small files.
-    for src in settings.sources:
-        files = [f for f in this_batch if f.source.name == src.name and _has_data_rows(f)]
-        if not files:
-            continue  # empty and header-only files: nothing to expect of their rows
-        suite = f"raw_{src.name}"
-        expectations = [*_raw_expectations(src, limit), *raw.expectations]
-        cols = list(dict.fromkeys([*src.event_id_columns, *src.required_time_columns]))
-        files.sort(key=lambda f: f.rel)
-        # A file with data lines but not one row is a GX run of its own: exactly what a row count is for.
-        on_empty = functools.partial(
-            v.validate, suite, expectations=expectations, empty_ok=False, raw=True, notes=raw.notes
-        )
-        label = files[0].rel if len(files) == 1 else f"{len(files)} files {files[0].rel} .. {files[-1].rel}"
-        with ingest.ingest_connection(settings) as con:
+    # One connection for every source: each file's read replaces the reader's tables of the one before.
+    with ingest.ingest_connection(settings) as con:
+        for src in settings.sources:
+            files = [f for f in this_batch if f.source.name == src.name and _has_data_rows(f)]
+            if not files:
+                continue  # empty and header-only files: nothing to expect of their rows
+            suite = f"raw_{src.name}"
+            expectations = [*_raw_expectations(src, limit), *raw.expectations]
+            cols = list(dict.fromkeys([*src.event_id_columns, *src.required_time_columns]))
+            files.sort(key=lambda f: f.rel)
+            # A file with data lines but not one row is a GX run of its own: exactly what a row count is for.
+            on_empty = functools.partial(
+                v.validate, suite, expectations=expectations, empty_ok=False, raw=True, notes=raw.notes
+            )
+            label = files[0].rel if len(files) == 1 else f"{len(files)} files {files[0].rel} .. {files[-1].rel}"
             for i, frame in enumerate(_batched(_raw_rows(con, files, cols, batch_rows, on_empty), batch_rows)):
                 v.validate(suite, f"{label}#{i}", frame, expectations, raw=True, notes=raw.notes)
     ingest.drop_landing_copies(settings)  # the raw reads above may have made some
