@@ -604,6 +604,32 @@ def test_a_table_suite_is_checked_again_only_on_rows_the_last_checked_build_does
     assert not any(line.startswith("journeys:") for line in changed_suite.scopes)
 
 
+def test_a_suite_on_a_view_is_checked_whole_whatever_the_last_checked_build_says(tmp_path, make_settings):
+    import shutil
+
+    from journeys.quality import Suite, load_suites, record_checked_suites, validate_warehouse
+
+    # A view is no snapshot: the kept build's copy of a view over files reads the files as they are now.
+    s = make_settings(tmp_path)
+    lake, kept, working = tmp_path / "x.parquet", tmp_path / "kept.duckdb", tmp_path / "working.duckdb"
+    not_null_x = _with(NOT_NULL, {"column": "x"})
+    suites = {**load_suites(s), "lake_like": Suite("lake_like", "lake_like", (not_null_x,), "yours", "x.json")}
+    args = {"as_of": AS_OF, "event_files": [], "suites": suites}
+    with db.connect(working) as con:
+        db.execute(con, "copy (select unnest([1, 2]) as x) to $p (format parquet)", {"p": str(lake)})
+        db.execute(con, "create table stage_definitions as select 'm' as stage_model, 1 as stage_index, 1 as n_stages")
+        db.execute(con, f"create view lake_like as select * from read_parquet({db.quote_literal(str(lake))})")
+        first = validate_warehouse(con, s, **args)
+        record_checked_suites(con, first)
+        assert first.success and "lake_like" in first.checked
+    shutil.copyfile(working, kept)
+    with db.connect(working) as con:
+        db.execute(con, "copy (select unnest([1, null]) as x) to $p (format parquet)", {"p": str(lake)})
+        report = validate_warehouse(con, s, checked_build=kept, **args)
+    assert [(f.suite, f.column, f.unexpected_count) for f in report.failures] == [("lake_like", "x", 1)]
+    assert report.scopes == []
+
+
 def test_data_docs_keep_the_newest_sites_and_the_published_ones(tmp_path):
     import os
 
