@@ -295,7 +295,12 @@ def quality_task(context: RunContext, working: str, suites: dict[str, quality.Su
             catalog=context.catalog,
             suites=suites,
             run_name=context.batch_id,
+            # The kept build is the last published run's working file, as its checks passed it: its table
+            # suites need checking again only on the rows it does not hold.
+            checked_build=incremental.build_state_path(settings.state_dir),
         )
+        # ... and this file, once published, is what the next run narrows against.
+        quality.record_checked_suites(con, checked)
         ops = quality.check_freshness_and_volume(con, settings, as_of=context.as_of)
         return checked.merged(ops)
 

@@ -44,6 +44,9 @@ BATCHES_TABLE = "_journeys_build_batches"
 AFFECTED_TABLE = "_journeys_affected_customers"
 """Customer keys an incremental run rebuilds."""
 
+CHECKED_TABLE = "_journeys_checked_suites"
+"""Table suites the kept build's tables passed, each with the fingerprint of what it checked (journeys.quality)."""
+
 PREV_PREFIX = "_journeys_prev_"
 """Kept tables are moved to this prefix while the affected customers are rebuilt under the real name."""
 
@@ -69,7 +72,7 @@ _UNSHAPING_SETTINGS = (
 """Settings that do not change the rows of a kept table (sources shape only what ingest loads next; goals only
 `alerts`, which every run rebuilds whole; the executor only where the same SQL runs)."""
 
-_OWN_TABLES = (STATE_TABLE, BATCHES_TABLE, AFFECTED_TABLE)
+_OWN_TABLES = (STATE_TABLE, BATCHES_TABLE, AFFECTED_TABLE, CHECKED_TABLE)
 
 
 def build_state_path(state_dir: Path) -> Path:

@@ -521,6 +521,115 @@ def test_a_users_suite_fails_the_quality_step_like_a_shipped_one_and_shows_in_da
     assert sum(p.stat().st_size for p in index.parent.rglob("*") if p.is_file()) < 1_500_000
 
 
+def _with(exp: dict, kwargs: dict | None = None, **top) -> dict:
+    return {**exp, **top, "kwargs": {**exp["kwargs"], **(kwargs or {})}}
+
+
+NOT_NULL = {"type": "expect_column_values_to_not_be_null", "kwargs": {"column": "n_events"}}
+
+
+@pytest.mark.parametrize(
+    ("expectations", "narrow"),
+    [
+        ([NOT_NULL, {"type": "expect_column_values_to_be_between", "kwargs": {"column": "x", "min_value": 1}}], True),
+        ([NOT_NULL, _with(NOT_NULL, kwargs={"mostly": 1.0}, severity="critical")], True),
+        ([NOT_NULL, {"type": "expect_column_values_to_be_unique", "kwargs": {"column": "x"}}], False),
+        ([NOT_NULL, {"type": "expect_table_row_count_to_be_between", "kwargs": {"min_value": 1}}], False),
+        ([_with(NOT_NULL, kwargs={"mostly": 0.99})], False),
+        ([_with(NOT_NULL, severity="warning")], False),
+        ([], False),
+    ],
+)
+def test_a_suite_is_narrowable_only_when_each_expectation_judges_a_row_by_itself_and_fails_the_run(
+    expectations, narrow
+):
+    from journeys.quality import Suite, narrowable
+
+    # Uniqueness and row counts need the whole table, `mostly` is a share of the rows checked, and a warning
+    # is reported again every night while its rows remain.
+    assert narrowable(Suite("t", "t", tuple(expectations), "yours", "t.json")) is narrow
+
+
+def test_a_table_suite_is_checked_again_only_on_rows_the_last_checked_build_does_not_hold(tmp_path, published):
+    import dataclasses
+    import shutil
+
+    from journeys.quality import load_suites, record_checked_suites, validate_warehouse, write_quality_report
+
+    s, context = published.settings, published.context
+    kept, working = tmp_path / "kept.duckdb", tmp_path / "working.duckdb"
+    shutil.copyfile(s.warehouse_path, kept)
+    args = {"as_of": context.as_of, "catalog": context.catalog, "event_files": []}
+    with db.connect(kept) as con:
+        first = validate_warehouse(con, s, **args)
+        record_checked_suites(con, first)  # what a run's quality step leaves in the build it publishes
+    assert first.success and first.scopes == []
+    assert {"identity_map", "journeys", "stage_conversion"} <= set(first.checked)
+    shutil.copyfile(kept, working)
+    suites = load_suites(s, context.catalog)
+    edited = dict(suites)
+    journeys = suites["journeys"]
+    edited["journeys"] = dataclasses.replace(journeys, expectations=(*journeys.expectations, NOT_NULL))
+    with db.connect(working) as con:
+        n = db.fetch(con, "select count(*) from journeys")[0][0]
+        db.execute(
+            con,
+            "update journeys set n_events = 0"
+            " where journey_id in (select journey_id from journeys order by journey_id limit 3)",
+        )
+        narrowed = validate_warehouse(con, s, checked_build=kept, **args)
+        whole = validate_warehouse(con, s, **args)
+        changed_suite = validate_warehouse(con, s, checked_build=kept, suites=edited, **args)
+
+    def failed(report):
+        return [(f.suite, f.expectation, f.column, f.unexpected_count, sorted(f.sample)) for f in report.failures]
+
+    # The kept rows passed: the three changed journeys are all there is to check, and the failure is the one a
+    # check of the whole table finds, to the count and the sample.
+    assert failed(narrowed) == failed(whole)
+    assert failed(narrowed)[0][:4] == ("journeys", "expect_column_values_to_be_between", "n_events", 3)
+    assert narrowed.failures[0].batch == "journeys (new or changed rows)#0"
+    [result] = [r for suite, _, r in narrowed.results if suite == "journeys"]
+    assert result.results[0].result["element_count"] == 3
+    # Tables with no changed row run no batch; every narrowed suite says so in the report.
+    assert not {"identity_map", "stage_conversion"} & set(narrowed.suites)
+    others = "(the others passed it in the last published run)"
+    assert narrowed.scopes[1] == f"journeys: 3 of the {n} rows of journeys {others}"
+    assert narrowed.scopes[0].startswith("identity_map: 0 of the ")
+    text = write_quality_report(narrowed, tmp_path / "q.md").read_text()
+    assert "Table suites checked on new or changed rows only:" in text and f"- journeys: 3 of the {n} rows" in text
+    # An edited suite is not the one the kept rows passed: its whole table is checked again.
+    [result] = [r for suite, _, r in changed_suite.results if suite == "journeys"]
+    assert result.results[0].result["element_count"] == n
+    assert not any(line.startswith("journeys:") for line in changed_suite.scopes)
+
+
+def test_a_suite_on_a_view_is_checked_whole_whatever_the_last_checked_build_says(tmp_path, make_settings):
+    import shutil
+
+    from journeys.quality import Suite, load_suites, record_checked_suites, validate_warehouse
+
+    # A view is no snapshot: the kept build's copy of a view over files reads the files as they are now.
+    s = make_settings(tmp_path)
+    lake, kept, working = tmp_path / "x.parquet", tmp_path / "kept.duckdb", tmp_path / "working.duckdb"
+    not_null_x = _with(NOT_NULL, {"column": "x"})
+    suites = {**load_suites(s), "lake_like": Suite("lake_like", "lake_like", (not_null_x,), "yours", "x.json")}
+    args = {"as_of": AS_OF, "event_files": [], "suites": suites}
+    with db.connect(working) as con:
+        db.execute(con, "copy (select unnest([1, 2]) as x) to $p (format parquet)", {"p": str(lake)})
+        db.execute(con, "create table stage_definitions as select 'm' as stage_model, 1 as stage_index, 1 as n_stages")
+        db.execute(con, f"create view lake_like as select * from read_parquet({db.quote_literal(str(lake))})")
+        first = validate_warehouse(con, s, **args)
+        record_checked_suites(con, first)
+        assert first.success and "lake_like" in first.checked
+    shutil.copyfile(working, kept)
+    with db.connect(working) as con:
+        db.execute(con, "copy (select unnest([1, null]) as x) to $p (format parquet)", {"p": str(lake)})
+        report = validate_warehouse(con, s, checked_build=kept, **args)
+    assert [(f.suite, f.column, f.unexpected_count) for f in report.failures] == [("lake_like", "x", 1)]
+    assert report.scopes == []
+
+
 def test_data_docs_keep_the_newest_sites_and_the_published_ones(tmp_path):
     import os
 
