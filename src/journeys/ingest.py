@@ -1413,20 +1413,17 @@ def _run_parts(con: duckdb.DuckDBPyConnection) -> list[tuple[str, str]]:
     return [(_RUN_PART[0].format(n), _RUN_PART[1].format(n)) for n in ordinals]
 
 
-def run_events_sql(con: duckdb.DuckDBPyConnection) -> str:
-    """SQL for the run's events waiting for the lake write: released held rows (run_events) and each file's part."""
-    cols = ", ".join(db.quote_ident(c) for c in EVENT_COLUMNS)
-    selects = [f"select {cols} from run_events"]
-    selects += [
-        f"select {', '.join('e.' + db.quote_ident(c) for c in EVENT_COLUMNS)} from {db.quote_ident(part)} as e"
-        f" join {db.quote_ident(keep)} as k on k.row_id = e.rowid where not k.is_held"
-        for part, keep in _run_parts(con)
-    ]
-    return " union all ".join(selects)
-
-
-def _drop_run_parts(con: duckdb.DuckDBPyConnection) -> None:
+def gather_run_parts(con: duckdb.DuckDBPyConnection) -> None:
+    """Move each file's part of the run (its loaded events) into run_events, one part at a time, dropping it."""
+    # One union of every part under the lake write's sort ran out of memory at 10M events (840 parts, 4 GB),
+    # where a single spillable table sorts within the limit: the parts are copied once, at the flush.
+    cols = ", ".join("e." + db.quote_ident(c) for c in EVENT_COLUMNS)
     for part, keep in _run_parts(con):
+        db.execute(
+            con,
+            f"insert into run_events select {cols} from {db.quote_ident(part)} as e"
+            f" join {db.quote_ident(keep)} as k on k.row_id = e.rowid where not k.is_held",
+        )
         db.execute(con, f"drop table {db.quote_ident(part)}")
         db.execute(con, f"drop table {db.quote_ident(keep)}")
 
@@ -1451,7 +1448,8 @@ def flush_run(con: duckdb.DuckDBPyConnection, settings: Settings, *, stem: str, 
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
-        _write_event_table(con, settings, run_events_sql(con), stem, tmp)
+        gather_run_parts(con)
+        _write_event_table(con, settings, "select * from run_events", stem, tmp)
         write_links(con, settings, stem, tmp)
         if max_at is not None:
             rewrite_held(con, settings, max_at, tmp)
@@ -1460,7 +1458,6 @@ def flush_run(con: duckdb.DuckDBPyConnection, settings: Settings, *, stem: str, 
         shutil.rmtree(tmp, ignore_errors=True)
     drop_superseded(con, settings)
     db.execute(con, "delete from run_events")
-    _drop_run_parts(con)
     db.execute(con, "delete from run_links")
     db.execute(con, "delete from replaced_landing")
 

@@ -879,3 +879,23 @@ def test_rows_exactly_at_the_plausible_time_limits_are_loaded(tmp_path):
     assert [r["event_id"] for r in events(s)] == ["web:h1", "web:h3"]
     assert [r["line"] for r in quarantine(s)] == [3]
     assert [r["event_id"] for r in held_rows(s)] == ["web:h4"]
+
+
+@pytest.mark.slow
+def test_a_run_of_many_files_is_ingested_within_a_small_memory_limit(tmp_path):
+    # The run's events wait in one spillable table for the lake write: a union of every file's part under the
+    # write's sort ran out of memory (10M events at 4 GB; this sample's files at 40 MB, where one file at a time
+    # needs about 20 MB).
+    from journeys.config import load_settings
+    from journeys.generate import GenerateSpec, generate_sample
+    from journeys.ingest import ingest_sources
+
+    spec = GenerateSpec(events=30_000, seed=5)
+    generate_sample(spec, tmp_path)
+    repo = Path(__file__).resolve().parents[2]
+    settings = load_settings(repo / "journeys.yaml", data_root=tmp_path, pii_salt="s", memory_limit="40MB")
+    report = ingest_sources(settings, as_of=spec.as_of, batch_id="b1")
+    assert report.accounting_ok and report.loaded > 29_000
+    with duckdb.connect() as con:
+        lake = con.execute("select count(*) from read_parquet($p)", {"p": f"{settings.events_dir}/*/*.parquet"})
+        assert lake.fetchall()[0][0] == report.events
