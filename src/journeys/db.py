@@ -107,7 +107,13 @@ def fetch(con: duckdb.DuckDBPyConnection, sql: str, params: Mapping[str, Any] | 
     return con.sql(sql, params=p).fetchall() if p else con.sql(sql).fetchall()
 
 
-def table_exists(con: duckdb.DuckDBPyConnection, table: str, *, temporary: bool = False) -> bool:
-    """Whether the database holds a table of that name: a persistent one, or with `temporary` a temp one."""
-    sql = "select count(*) from duckdb_tables() where table_name = $t and temporary = $temporary"
-    return bool(fetch(con, sql, {"t": table, "temporary": temporary})[0][0])
+def table_exists(
+    con: duckdb.DuckDBPyConnection, table: str, *, temporary: bool = False, database: str | None = None
+) -> bool:
+    """Whether the database holds a table of that name in `main`: a persistent one (of the current database, or
+    of the attached `database`), or with `temporary` a temp one."""
+    sql = (
+        "select count(*) from duckdb_tables() where table_name = $t and temporary = $temporary"
+        " and schema_name = 'main' and (temporary or database_name = coalesce($d, current_database()))"
+    )
+    return bool(fetch(con, sql, {"t": table, "temporary": temporary, "d": database})[0][0])

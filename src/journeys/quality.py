@@ -434,13 +434,6 @@ class _LastChecked:
         )
         return dict(db.fetch(self.con, sql, {"t": table, "d": database}))
 
-    def _is_table(self, table: str, database: str | None = None) -> bool:
-        sql = (
-            "select count(*) from duckdb_tables() where table_name = $t and schema_name = 'main'"
-            " and database_name = coalesce($d, current_database()) and not temporary"
-        )
-        return bool(db.fetch(self.con, sql, {"t": table, "d": database})[0][0])
-
     def changed_rows_sql(self, suite: Suite, fingerprint: str, columns: list[str]) -> str | None:
         """SQL of the table's rows (those columns) beyond the copies the kept table passed this suite with, or None.
 
@@ -452,7 +445,7 @@ class _LastChecked:
         if self.passed.get(suite.name) != fingerprint or not columns:
             return None
         # A view is no snapshot: the kept build's `events` reads today's lake, as this one's does.
-        if not (self._is_table(table) and self._is_table(table, LAST_CHECKED)):
+        if not (db.table_exists(self.con, table) and db.table_exists(self.con, table, database=LAST_CHECKED)):
             return None
         now, kept = self._columns(table), self._columns(table, LAST_CHECKED)
         if any(c not in kept or kept[c] != now[c] for c in columns):

@@ -61,3 +61,14 @@ def test_table_exists_tells_persistent_from_temporary_tables():
         assert db.table_exists(con, "kept") and not db.table_exists(con, "kept", temporary=True)
         assert db.table_exists(con, "scratch", temporary=True) and not db.table_exists(con, "scratch")
         assert not db.table_exists(con, "absent") and not db.table_exists(con, "absent", temporary=True)
+
+
+def test_table_exists_looks_in_the_current_or_the_named_attached_database(tmp_path):
+    with db.connect(tmp_path / "other.duckdb") as other:
+        db.execute(other, "create table only_there as select 1 as x")
+    with db.connect() as con:
+        db.execute(con, "attach $p as other (read_only)", {"p": str(tmp_path / "other.duckdb")})
+        assert not db.table_exists(con, "only_there")
+        assert db.table_exists(con, "only_there", database="other")
+        db.execute(con, "create table kept as select 1 as x")
+        assert not db.table_exists(con, "kept", database="other")
