@@ -1449,7 +1449,7 @@ def flush_run(con: duckdb.DuckDBPyConnection, settings: Settings, *, stem: str, 
     tmp.mkdir(parents=True)
     try:
         gather_run_parts(con)
-        _write_event_table(con, settings, "select * from run_events", stem, tmp)
+        _write_event_table(con, settings, "run_events", stem, tmp)
         write_links(con, settings, stem, tmp)
         if max_at is not None:
             rewrite_held(con, settings, max_at, tmp)
@@ -1463,17 +1463,17 @@ def flush_run(con: duckdb.DuckDBPyConnection, settings: Settings, *, stem: str, 
 
 
 def _write_event_table(
-    con: duckdb.DuckDBPyConnection, settings: Settings, events_sql: str, stem: str, tmp: Path
+    con: duckdb.DuckDBPyConnection, settings: Settings, table: str, stem: str, tmp: Path
 ) -> list[date]:
-    """Write the events of `events_sql` to the lake as `<stem>[-k].parquet` per event_date, renamed into place."""
-    if db.fetch(con, f"select count(*) from ({events_sql})")[0][0] == 0:
+    """Write `table`'s events to the lake as `<stem>[-k].parquet` per event_date, renamed into place; return dates."""
+    if db.fetch(con, f"select count(*) from {db.quote_ident(table)}")[0][0] == 0:
         return []
     cols = ", ".join(db.quote_ident(c) for c in EVENT_COLUMNS)
     out = tmp / "events"
     shutil.rmtree(out, ignore_errors=True)
     db.execute(
         con,
-        f"copy (select {cols} from ({events_sql}) order by event_date, occurred_at, event_id) to $out "
+        f"copy (select {cols} from {db.quote_ident(table)} order by event_date, occurred_at, event_id) to $out "
         # The date is only the folder's name: pyarrow and pandas reject a hive key that is also a column.
         "(format parquet, partition_by (event_date), write_partition_columns false, overwrite true)",
         {"out": str(out)},
