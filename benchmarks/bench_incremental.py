@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import io
 import json
 import os
@@ -24,6 +25,7 @@ import sys
 import time
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 import pyarrow.parquet as pq
@@ -136,27 +138,29 @@ PARTS = (
 _parts: dict[str, float] = {}
 
 
+def timed_part(name: str, fn: Any, parts: dict[str, float] = _parts) -> Any:
+    """`fn`, adding the seconds of each call to `parts[name]`."""
+
+    @functools.wraps(fn)
+    def wrapper(*a: Any, **kw: Any) -> Any:
+        t0 = time.perf_counter()
+        try:
+            return fn(*a, **kw)
+        finally:
+            parts[name] = parts.get(name, 0.0) + time.perf_counter() - t0
+
+    return wrapper
+
+
 def instrument() -> None:
     """Time the PARTS, each model built and each mart written (the items of `progress.track`) into `_parts`."""
-    import functools
     import importlib
 
     from journeys import progress
 
-    def timed(name: str, fn):
-        @functools.wraps(fn)
-        def wrapper(*a, **kw):
-            t0 = time.perf_counter()
-            try:
-                return fn(*a, **kw)
-            finally:
-                _parts[name] = _parts.get(name, 0.0) + time.perf_counter() - t0
-
-        return wrapper
-
     for module, attr in PARTS:
         mod = importlib.import_module(module)
-        setattr(mod, attr, timed(attr, getattr(mod, attr)))
+        setattr(mod, attr, timed_part(attr, getattr(mod, attr)))
     track = progress.track
 
     def timed_track(items, description, label=None):

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import cProfile
-import functools
 import inspect
 import json
 import os
@@ -35,31 +34,21 @@ REPO = HERE.parent
 _parts: dict[str, float] = {}
 
 
-def _timed(name: str, fn: Any) -> Any:
-    @functools.wraps(fn)
-    def wrapper(*a: Any, **kw: Any) -> Any:
-        t0 = time.perf_counter()
-        try:
-            return fn(*a, **kw)
-        finally:
-            _parts[name] = _parts.get(name, 0.0) + time.perf_counter() - t0
-
-    return wrapper
-
-
 def instrument() -> None:
     """Time the GX runs per suite and the SQL-only checks inside validate_warehouse (into `_parts`)."""
+    from bench_incremental import timed_part
+
     from journeys import quality
 
     validate = quality._Validator.validate
 
     def per_suite(self: Any, suite: str, *a: Any, **kw: Any) -> Any:
-        return _timed(f"gx:{suite}", validate)(self, suite, *a, **kw)
+        return timed_part(f"gx:{suite}", validate, _parts)(self, suite, *a, **kw)
 
     quality._Validator.validate = per_suite  # type: ignore[method-assign]
     for name in ("grain_summary", "check_identity"):
         if hasattr(quality, name):
-            setattr(quality, name, _timed(name, getattr(quality, name)))
+            setattr(quality, name, timed_part(name, getattr(quality, name), _parts))
 
 
 def scratch_root(root: Path, previous: Path | None, into: Path) -> Path:
