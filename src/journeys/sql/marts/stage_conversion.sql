@@ -18,7 +18,49 @@
 with
 
 entered_journeys as (
-    select js.*
+    select
+        js.stage_model,
+        js.mode,
+        js.journey_id,
+        js.entry_stage,
+        js.furthest_stage,
+        js.stages_skipped,
+        js.is_closed,
+        js.is_converted,
+        js.overdue_stage,
+        -- Every (cohort, breakdown) group the journey counts in, as one list: the counts and the timing below
+        -- both expand it, the timing after its join, so no expanded copy of the journeys is joined or kept.
+        flatten(list_transform(
+            [
+                {'cohort_period': 'all', 'cohort': 'all'},
+                {
+                    'cohort_period': $cohort_period,
+                    'cohort': strftime(date_trunc($cohort_period, js.entered_at), '%Y-%m-%d')
+                }
+            ],
+            lambda c: list_transform(
+                [
+                    {'breakdown': 'none', 'breakdown_value': 'all'},
+                    {'breakdown': 'first_channel', 'breakdown_value': coalesce(js.first_channel, '(none)')},
+                    {'breakdown': 'last_channel', 'breakdown_value': coalesce(js.last_channel, '(none)')},
+                    {'breakdown': 'first_touchpoint', 'breakdown_value': coalesce(js.first_touchpoint, '(none)')}
+                ]
+                || case
+                    when $breakdown_attribute is null then []
+                    else
+                        [{
+                            'breakdown': 'attribute:' || $breakdown_attribute,
+                            'breakdown_value': coalesce(js.breakdown_attribute, '(none)')
+                        }]
+                end,
+                lambda b: {
+                    'cohort_period': c.cohort_period,
+                    'cohort': c.cohort,
+                    'breakdown': b.breakdown,
+                    'breakdown_value': b.breakdown_value
+                }
+            )
+        )) as journey_groups
     from journey_stages as js
     where js.furthest_stage >= 1
 ),
@@ -31,42 +73,19 @@ stages as (
     select sd.stage_model, sd.stage_index, sd.stage_name, sd.n_stages from stage_definitions as sd
 ),
 
-by_cohort as (
-    select
-        ej.*,
-        -- a recursive unnest expands each struct into its own named columns (cohort_period, cohort)
-        unnest([  -- noqa: AL03
-            {'cohort_period': 'all', 'cohort': 'all'},
-            {
-                'cohort_period': $cohort_period,
-                'cohort': strftime(date_trunc($cohort_period, ej.entered_at), '%Y-%m-%d')
-            }
-        ], recursive := true)
-    from entered_journeys as ej
-),
-
 journey_groups as (
     select
-        bc.*,
-        -- a recursive unnest expands each struct into its own named columns (breakdown, breakdown_value)
-        unnest(  -- noqa: AL03
-            [
-                {'breakdown': 'none', 'breakdown_value': 'all'},
-                {'breakdown': 'first_channel', 'breakdown_value': coalesce(bc.first_channel, '(none)')},
-                {'breakdown': 'last_channel', 'breakdown_value': coalesce(bc.last_channel, '(none)')},
-                {'breakdown': 'first_touchpoint', 'breakdown_value': coalesce(bc.first_touchpoint, '(none)')}
-            ]
-            || case
-                when $breakdown_attribute is null then []
-                else
-                    [{
-                        'breakdown': 'attribute:' || $breakdown_attribute,
-                        'breakdown_value': coalesce(bc.breakdown_attribute, '(none)')
-                    }]
-            end,
-            recursive := true
-        )
-    from by_cohort as bc
+        ej.stage_model,
+        ej.mode,
+        ej.entry_stage,
+        ej.furthest_stage,
+        ej.stages_skipped,
+        ej.is_closed,
+        ej.is_converted,
+        ej.overdue_stage,
+        -- a recursive unnest expands each struct into its own named columns (cohort_period ... breakdown_value)
+        unnest(ej.journey_groups, recursive := true)  -- noqa: AL03
+    from entered_journeys as ej
 ),
 
 outcome_counts as (
@@ -134,17 +153,29 @@ transitions as (
     where r1.next_reached_at is not null
 ),
 
+transition_groups as (
+    select
+        t.stage_index,
+        t.seconds_to_next,
+        t.within_budget,
+        ej.stage_model,
+        ej.mode,
+        -- a recursive unnest expands each struct into its own named columns (cohort_period ... breakdown_value)
+        unnest(ej.journey_groups, recursive := true)  -- noqa: AL03
+    from transitions as t
+    inner join entered_journeys as ej
+        on ej.journey_id = t.journey_id and ej.stage_model = t.stage_model and ej.mode = t.mode
+),
+
 timing as (
     select
-        jg.stage_model, jg.mode, jg.cohort_period, jg.cohort, jg.breakdown, jg.breakdown_value, t.stage_index,
-        avg(t.seconds_to_next) as mean_time_to_next_s,
-        quantile_cont(t.seconds_to_next, 0.5) as median_time_to_next_s,
-        quantile_cont(t.seconds_to_next, 0.9) as p90_time_to_next_s,
-        count(*) filter (where t.within_budget) as journeys_within_budget,
-        count(*) filter (where t.within_budget is not null) as converters_with_budget
-    from journey_groups as jg
-    inner join transitions as t
-        on t.journey_id = jg.journey_id and t.stage_model = jg.stage_model and t.mode = jg.mode
+        tg.stage_model, tg.mode, tg.cohort_period, tg.cohort, tg.breakdown, tg.breakdown_value, tg.stage_index,
+        avg(tg.seconds_to_next) as mean_time_to_next_s,
+        quantile_cont(tg.seconds_to_next, 0.5) as median_time_to_next_s,
+        quantile_cont(tg.seconds_to_next, 0.9) as p90_time_to_next_s,
+        count(*) filter (where tg.within_budget) as journeys_within_budget,
+        count(*) filter (where tg.within_budget is not null) as converters_with_budget
+    from transition_groups as tg
     group by all
 ),
 
