@@ -9,8 +9,30 @@
 -- what the cell is worth: customers x P(purchase) x average customer value - contacts x cost per contact.
 with
 
+-- Three narrow reads of int_map_events rather than one CTE read three times: a CTE read more than once is
+-- materialized first, a copy of every event of the map.
 map_events as (
-    select * from int_map_events
+    select
+        me.stage_model,
+        me.stage_index,
+        me.channel,
+        me.journey_id,
+        me.customer_key,
+        me.sentiment,
+        me.revenue,
+        me.moved_on,
+        me.reached_purchase
+    from int_map_events as me
+),
+
+owned_events as (
+    select oe.stage_model, oe.stage_index, oe.channel, oe.touchpoint_owner
+    from int_map_events as oe
+    where oe.touchpoint_owner is not null
+),
+
+staged_customers as (
+    select sc.stage_model, sc.stage_index, sc.customer_key from int_map_events as sc
 ),
 
 journey_events as (
@@ -50,10 +72,9 @@ cells as (
 ),
 
 owner_counts as (
-    select me.stage_model, me.stage_index, me.channel, me.touchpoint_owner, count(*) as n_events
-    from map_events as me
-    where me.touchpoint_owner is not null
-    group by me.stage_model, me.stage_index, me.channel, me.touchpoint_owner
+    select oe.stage_model, oe.stage_index, oe.channel, oe.touchpoint_owner, count(*) as n_events
+    from owned_events as oe
+    group by oe.stage_model, oe.stage_index, oe.channel, oe.touchpoint_owner
 ),
 
 -- Most frequent touchpoint owner of a cell's events (tie: the first by name).
@@ -69,10 +90,10 @@ cell_touchpoint_owners as (
 
 -- Customers who reached a model's purchase stage, and the revenue of all their events.
 purchasing_customers as (
-    select distinct me.stage_model, me.customer_key
-    from map_events as me
-    inner join stages as s on s.stage_model = me.stage_model and s.stage_index = me.stage_index
-    where me.stage_index = s.purchase_stage_index
+    select distinct sc.stage_model, sc.customer_key
+    from staged_customers as sc
+    inner join stages as s on s.stage_model = sc.stage_model and s.stage_index = sc.stage_index
+    where sc.stage_index = s.purchase_stage_index
 ),
 
 customer_revenue as (
