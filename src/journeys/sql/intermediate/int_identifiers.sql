@@ -10,8 +10,7 @@
 -- A link row (a `kind: links` source) links its identifiers like an event does, under its link_id (which
 -- no event shares: both start with their source's name), with no time and is_link set; it never reaches
 -- int_event_customers, which starts from `events`. Rows are numbered by int_identity_rows: the pairs carry
--- its integer event_no, never the varchar id. Pairs are deduplicated within a row by list_distinct; the group
--- by over (row, identifier) pairs is paid only for an id on several rows.
+-- its integer event_no, never the varchar id, which they are deduplicated by.
 with row_numbers as (
     select * from int_identity_rows
 ),
@@ -44,7 +43,6 @@ numbered as (
     -- joined before unnesting: one probe per row, not per (row, identifier)
     select
         rn.event_no,
-        rn.n_rows,
         sr.occurred_at,
         sr.is_link,
         sr.identifiers
@@ -56,21 +54,15 @@ numbered as (
 exploded as (
     select
         nb.event_no,
-        nb.n_rows,
         nb.occurred_at,
         nb.is_link,
-        -- a value listed twice on one row counts once; only ids on several rows need the group by below.
-        -- Rebuilt to the two fields compared, in case the row's struct carries more.
-        unnest(list_distinct(
-            list_transform(nb.identifiers, lambda x: {'id_type': x.id_type, 'id_value': x.id_value})
-        )) as ident
+        unnest(nb.identifiers) as ident
     from numbered as nb
 ),
 
 typed as (
     select
         ex.event_no,
-        ex.n_rows,
         ex.occurred_at,
         ex.is_link,
         ex.ident.id_type,
@@ -84,7 +76,6 @@ typed as (
 usable as (
     select
         ty.event_no,
-        ty.n_rows,
         ty.occurred_at,
         ty.is_link,
         ty.id_type,
@@ -95,18 +86,8 @@ usable as (
         and not ($has_blocked_patterns and regexp_matches(ty.norm_value, $blocked_regex))
 ),
 
-single_rows as (
-    select
-        us.event_no,
-        us.occurred_at,
-        us.is_link,
-        us.id_type,
-        us.id_value
-    from usable as us
-    where us.n_rows = 1
-),
-
-repeated_rows as (
+final as (
+    -- a value listed twice on one row, or an id on several rows, counts once
     select
         us.event_no,
         min(us.occurred_at) as occurred_at,
@@ -114,14 +95,7 @@ repeated_rows as (
         us.id_type,
         us.id_value
     from usable as us
-    where us.n_rows > 1
     group by us.event_no, us.is_link, us.id_type, us.id_value
-),
-
-final as (
-    select * from single_rows
-    union all
-    select * from repeated_rows
 )
 
 select * from final

@@ -8,8 +8,7 @@
 -- event_no is the integer the identity models join and group by instead of the varchar id, numbered over the
 -- distinct ids rather than over every (row, identifier) pair; the rows' times are kept so that no later model
 -- reads `events` again (int_event_customers, customers). An id no event carries (a link row's) has
--- n_event_rows 0 and no times; n_rows > 1 (an id on several rows, which the contract rules out) is what
--- int_identifiers deduplicates across rows.
+-- n_event_rows 0 and no times.
 with source_events as (
     select
         ev.event_id,
@@ -35,7 +34,6 @@ source_rows as (
 per_id as (
     select
         sr.event_id,
-        count(*) as n_rows,
         count(*) filter (where not sr.is_link) as n_event_rows,
         min(sr.occurred_at) as first_occurred_at,
         max(sr.occurred_at) as last_occurred_at
@@ -48,7 +46,6 @@ final as (
         -- independent of input order, like every number the identity models compare
         row_number() over (order by pi.event_id) as event_no,
         pi.event_id,
-        pi.n_rows,
         pi.n_event_rows,
         pi.first_occurred_at,
         pi.last_occurred_at
