@@ -75,6 +75,63 @@ def _replace(con: duckdb.DuckDBPyConnection, source: str, target: str) -> None:
     db.execute(con, f"alter table {db.quote_ident(source)} rename to {db.quote_ident(target)}")
 
 
+_STAGE_MODELS = (
+    "int_identity_touches",
+    "int_identity_component_counts",
+    "int_identity_bridges",
+    "int_identity_stage_edges",
+    "int_identity_cc_seed",
+    "int_identity_cc_hook",
+    "int_identity_cc_jump",
+    "int_identity_violations",
+    "int_identity_stage_values",
+    "int_identity_stage_edges_kept",
+    "int_identity_stage_shared",
+    "int_identity_labels_next",
+)
+_FINAL_MODELS = (
+    "int_identity_previous",
+    "int_identity_key_claims",
+    "int_identity_keys",
+    "int_identity_linked_events",
+    "int_identity_shared_support",
+    "int_event_customers",
+    "identity_map",
+    "identity_merges",
+    "identity_splits",
+    "shared_identifiers",
+    "customers",
+)
+_STAGE_SCRATCH = (
+    "int_identity_hubs",
+    "int_identity_touches",
+    "int_identity_component_counts",
+    "int_identity_bridges",
+    "int_identity_stage_edges",
+    "int_identity_stage_edges_kept",
+    "int_identity_violations",
+    "int_identity_stage_values",
+    "int_identity_stage_shared",
+    "int_identity_cc_edges",
+    "int_identity_cc_labels",
+)
+
+
+def _release(
+    con: duckdb.DuckDBPyConnection, cat: models.Catalog, keep: bool, tables: tuple[str, ...], later: tuple[str, ...]
+) -> None:
+    """Drop scratch tables that no model of `later` reads (unless kept for inspection)."""
+    # Scratch tables are in-memory temp tables counted against memory_limit: at 10M events they held about the
+    # whole limit until the end, so every later statement spilled. A custom catalog's later model that still
+    # reads one keeps it.
+    if keep:
+        return
+    still_read = {t for m in later if m in cat.models for t in cat.models[m].depends_on}
+    for table in tables:
+        if table not in still_read:
+            db.execute(con, f"drop table if exists {db.quote_ident(table)}")
+
+
 def _blocked_patterns(con: duckdb.DuckDBPyConnection, patterns: list[str]) -> list[str]:
     """Check that DuckDB (RE2) accepts every blocked pattern; a clear error names the one it rejects."""
     for p in patterns:
@@ -218,6 +275,14 @@ def resolve_identities(
     ]
     n_identifiers = _build_counted(con, cat, "int_identity_nodes", {"type_order": type_order})
     _build(con, cat, "int_identity_event_nodes")
+    components = ("int_identity_unguarded_edges", "int_identity_node_components", "int_identity_event_components")
+    _release(
+        con,
+        cat,
+        keep_intermediate,
+        ("int_identifiers",),
+        ("int_identity_hubs", *components, *_STAGE_MODELS, *_FINAL_MODELS),
+    )
     # Before any stage, whatever the hub's type: per-type limits would hold back the values a hub touches
     # (linked before them when its type ranks higher), never the hub itself.
     max_links = ident.max_links_per_value if guardrails else None
@@ -228,6 +293,7 @@ def resolve_identities(
     _components_of(con, cat, "int_identity_unguarded_edges")
     for model in ("int_identity_node_components", "int_identity_components", "int_identity_event_components"):
         _build(con, cat, model)
+    _release(con, cat, keep_intermediate, components[:2], (*_STAGE_MODELS, *_FINAL_MODELS))
     db.execute(con, "create or replace temp table int_identity_labels (node_id bigint, label bigint)")
     db.execute(
         con, "create or replace temp table int_identity_shared (node_id bigint, stage_rank integer, reason varchar)"
@@ -236,6 +302,7 @@ def resolve_identities(
     passes = 0
     for rank in range(1, len(type_order) + 1):
         passes += _run_stage(con, cat, {"stage_rank": rank, "type_limits": type_limits})
+    _release(con, cat, keep_intermediate, _STAGE_SCRATCH, _FINAL_MODELS)
 
     if previous_identity_map is not None:
         if not Path(previous_identity_map).exists():
@@ -253,9 +320,23 @@ def resolve_identities(
     _build(con, cat, "int_identity_linked_events")
     _build(con, cat, "int_identity_shared_support")
     _build(con, cat, "int_event_customers")
+    _release(
+        con,
+        cat,
+        keep_intermediate,
+        ("int_identity_linked_events",),
+        _FINAL_MODELS[_FINAL_MODELS.index("identity_map") :],
+    )
     _build(con, cat, "identity_map")
     n_merges = _build_counted(con, cat, "identity_merges", final_params)
     n_splits = _build_counted(con, cat, "identity_splits", final_params)
+    _release(
+        con,
+        cat,
+        keep_intermediate,
+        ("int_identity_event_nodes",),
+        _FINAL_MODELS[_FINAL_MODELS.index("shared_identifiers") :],
+    )
     for table, history in (audit_history or {}).items():
         if Path(history).exists():
             db.execute(
