@@ -13,6 +13,8 @@ Then per identifier type, highest priority first (a "stage"):
    one event); a tentative component that still breaks a limit keeps only single-component anchors;
 4. a component holding more values of the type than its limit keeps the best-supported ones.
 Components come from label propagation with hooking and pointer jumping, a few passes even on long chains.
+Rows are numbered once (`int_identity_rows`) and identifiers once (`int_identity_nodes`): every model after
+joins and groups those integers, and each scratch table is dropped once no later model reads it.
 """
 
 from __future__ import annotations
