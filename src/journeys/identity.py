@@ -13,6 +13,8 @@ Then per identifier type, highest priority first (a "stage"):
    one event); a tentative component that still breaks a limit keeps only single-component anchors;
 4. a component holding more values of the type than its limit keeps the best-supported ones.
 Components come from label propagation with hooking and pointer jumping, a few passes even on long chains.
+Rows are numbered once (`int_identity_rows`) and identifiers once (`int_identity_nodes`): every model after
+joins and groups those integers, and each scratch table is dropped once no later model reads it.
 """
 
 from __future__ import annotations
@@ -75,6 +77,63 @@ def _replace(con: duckdb.DuckDBPyConnection, source: str, target: str) -> None:
     db.execute(con, f"alter table {db.quote_ident(source)} rename to {db.quote_ident(target)}")
 
 
+_STAGE_MODELS = (
+    "int_identity_touches",
+    "int_identity_component_counts",
+    "int_identity_bridges",
+    "int_identity_stage_edges",
+    "int_identity_cc_seed",
+    "int_identity_cc_hook",
+    "int_identity_cc_jump",
+    "int_identity_violations",
+    "int_identity_stage_values",
+    "int_identity_stage_edges_kept",
+    "int_identity_stage_shared",
+    "int_identity_labels_next",
+)
+_FINAL_MODELS = (
+    "int_identity_previous",
+    "int_identity_key_claims",
+    "int_identity_keys",
+    "int_identity_linked_events",
+    "int_identity_shared_support",
+    "int_event_customers",
+    "identity_map",
+    "identity_merges",
+    "identity_splits",
+    "shared_identifiers",
+    "customers",
+)
+_STAGE_SCRATCH = (
+    "int_identity_hubs",
+    "int_identity_touches",
+    "int_identity_component_counts",
+    "int_identity_bridges",
+    "int_identity_stage_edges",
+    "int_identity_stage_edges_kept",
+    "int_identity_violations",
+    "int_identity_stage_values",
+    "int_identity_stage_shared",
+    "int_identity_cc_edges",
+    "int_identity_cc_labels",
+)
+
+
+def _release(
+    con: duckdb.DuckDBPyConnection, cat: models.Catalog, keep: bool, tables: tuple[str, ...], later: tuple[str, ...]
+) -> None:
+    """Drop scratch tables that no model of `later` reads (unless kept for inspection)."""
+    # Scratch tables are in-memory temp tables counted against memory_limit: at 10M events they held about the
+    # whole limit until the end, so every later statement spilled. A custom catalog's later model that still
+    # reads one keeps it.
+    if keep:
+        return
+    still_read = {t for m in later if m in cat.models for t in cat.models[m].depends_on}
+    for table in tables:
+        if table not in still_read:
+            db.execute(con, f"drop table if exists {db.quote_ident(table)}")
+
+
 def _blocked_patterns(con: duckdb.DuckDBPyConnection, patterns: list[str]) -> list[str]:
     """Check that DuckDB (RE2) accepts every blocked pattern; a clear error names the one it rejects."""
     for p in patterns:
@@ -99,6 +158,12 @@ def ensure_links(con: duckdb.DuckDBPyConnection) -> None:
     db.execute(con, f"create temp table links ({cols})")
 
 
+def _label_sum(con: duckdb.DuckDBPyConnection, table: str) -> int:
+    """Sum of a labelling's labels: a pass changed a label iff the sum fell (labels never grow, nodes stay)."""
+    # One scan instead of joining the old and the new labelling node by node to count the changed labels.
+    return int(_scalar(con, f"select coalesce(sum(label), 0) from {db.quote_ident(table)}"))
+
+
 def connected_components(con: duckdb.DuckDBPyConnection, cat: models.Catalog | None = None) -> int:
     """Label `int_identity_cc_edges(a, b)` into `int_identity_cc_labels(node_id, label = min node)`; return passes."""
     cat = cat or models.load_catalog()
@@ -106,31 +171,26 @@ def connected_components(con: duckdb.DuckDBPyConnection, cat: models.Catalog | N
     _replace(con, "int_identity_cc_seed", "int_identity_cc_labels")
     if _scalar(con, "select count(*) from int_identity_cc_labels") == 0:
         return 0
+    label_sum = _label_sum(con, "int_identity_cc_labels")
     passes = 0
     while True:
         passes += 1
         if passes > _MAX_CC_PASSES:
             raise RuntimeError(f"connected components did not converge in {_MAX_CC_PASSES} passes")
         _build(con, cat, "int_identity_cc_hook")
-        hooked = _scalar(
-            con,
-            "select count(*) from int_identity_cc_hook as h join int_identity_cc_labels as l "
-            "on l.node_id = h.node_id where h.label <> l.label",
-        )
+        hooked_sum = _label_sum(con, "int_identity_cc_hook")
         _replace(con, "int_identity_cc_hook", "int_identity_cc_labels")
-        if hooked == 0:
+        if hooked_sum == label_sum:
             return passes
+        label_sum = hooked_sum
         # Shortcut to stars: each jump halves every pointer path, so this loop is logarithmic.
         while True:
             _build(con, cat, "int_identity_cc_jump")
-            jumped = _scalar(
-                con,
-                "select count(*) from int_identity_cc_jump as j join int_identity_cc_labels as l "
-                "on l.node_id = j.node_id where j.label <> l.label",
-            )
+            jumped_sum = _label_sum(con, "int_identity_cc_jump")
             _replace(con, "int_identity_cc_jump", "int_identity_cc_labels")
-            if jumped == 0:
+            if jumped_sum == label_sum:
                 break
+            label_sum = jumped_sum
 
 
 def _components_of(con: duckdb.DuckDBPyConnection, cat: models.Catalog, edges_table: str) -> int:
@@ -196,6 +256,7 @@ def resolve_identities(
     ident = settings.identity
     patterns = _blocked_patterns(con, list(ident.blocked_patterns))
     ensure_links(con)
+    _build(con, cat, "int_identity_rows")
     _build(
         con,
         cat,
@@ -216,6 +277,14 @@ def resolve_identities(
     ]
     n_identifiers = _build_counted(con, cat, "int_identity_nodes", {"type_order": type_order})
     _build(con, cat, "int_identity_event_nodes")
+    components = ("int_identity_unguarded_edges", "int_identity_node_components", "int_identity_event_components")
+    _release(
+        con,
+        cat,
+        keep_intermediate,
+        ("int_identifiers",),
+        ("int_identity_hubs", *components, *_STAGE_MODELS, *_FINAL_MODELS),
+    )
     # Before any stage, whatever the hub's type: per-type limits would hold back the values a hub touches
     # (linked before them when its type ranks higher), never the hub itself.
     max_links = ident.max_links_per_value if guardrails else None
@@ -226,6 +295,7 @@ def resolve_identities(
     _components_of(con, cat, "int_identity_unguarded_edges")
     for model in ("int_identity_node_components", "int_identity_components", "int_identity_event_components"):
         _build(con, cat, model)
+    _release(con, cat, keep_intermediate, components[:2], (*_STAGE_MODELS, *_FINAL_MODELS))
     db.execute(con, "create or replace temp table int_identity_labels (node_id bigint, label bigint)")
     db.execute(
         con, "create or replace temp table int_identity_shared (node_id bigint, stage_rank integer, reason varchar)"
@@ -234,6 +304,7 @@ def resolve_identities(
     passes = 0
     for rank in range(1, len(type_order) + 1):
         passes += _run_stage(con, cat, {"stage_rank": rank, "type_limits": type_limits})
+    _release(con, cat, keep_intermediate, _STAGE_SCRATCH, _FINAL_MODELS)
 
     if previous_identity_map is not None:
         if not Path(previous_identity_map).exists():
@@ -251,9 +322,23 @@ def resolve_identities(
     _build(con, cat, "int_identity_linked_events")
     _build(con, cat, "int_identity_shared_support")
     _build(con, cat, "int_event_customers")
+    _release(
+        con,
+        cat,
+        keep_intermediate,
+        ("int_identity_linked_events",),
+        _FINAL_MODELS[_FINAL_MODELS.index("identity_map") :],
+    )
     _build(con, cat, "identity_map")
     n_merges = _build_counted(con, cat, "identity_merges", final_params)
     n_splits = _build_counted(con, cat, "identity_splits", final_params)
+    _release(
+        con,
+        cat,
+        keep_intermediate,
+        ("int_identity_event_nodes",),
+        _FINAL_MODELS[_FINAL_MODELS.index("shared_identifiers") :],
+    )
     for table, history in (audit_history or {}).items():
         if Path(history).exists():
             db.execute(

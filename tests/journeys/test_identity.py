@@ -246,6 +246,23 @@ def test_link_rows_do_not_count_as_support_for_the_per_type_limit() -> None:
     assert db.fetch(con, "select id_value from shared_identifiers") == [("e1",)]
 
 
+def test_link_rows_link_identifiers_but_are_no_events_of_a_customer() -> None:
+    # A link row joins C and e into one customer, but it is not an event: not in int_event_customers, not counted.
+    con = db.connect()
+    load_events(con, [("a", 0, [("customer_id", "C")]), ("b", 5, [("email", "e")])])
+    db.execute(con, f"create table links ({', '.join(f'{c} {t}' for c, t in LINK_SCHEMA.items())})")
+    db.execute(
+        con,
+        "insert into links (link_id, identifiers) values"
+        " ('cdp:0', [{'id_type': 'customer_id', 'id_value': 'C'}, {'id_type': 'email', 'id_value': 'e'}])",
+    )
+    resolve_identities(con, Settings(), run_at=RUN_AT)
+    rows = db.fetch(con, "select event_id, customer_key from int_event_customers order by event_id")
+    assert [e for e, _ in rows] == ["a", "b"] and rows[0][1] == rows[1][1] is not None
+    customers = db.fetch(con, "select first_seen_at, last_seen_at, n_events, n_identifiers from customers")
+    assert customers == [(T0, T0 + timedelta(minutes=5), 2, 2)]
+
+
 def test_a_per_type_limit_tie_in_support_keeps_the_smallest_values() -> None:
     # 100 customers with six e-mails of two events each (limit 5): the tie keeps e0..e4 and holds back e5, for
     # every customer, however the rows reach the ranking window.

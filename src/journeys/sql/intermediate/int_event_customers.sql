@@ -9,17 +9,8 @@
 -- customer_key is null when the event has no usable identifier, or none but hubs. Events carrying only shared
 -- identifiers go to the best-supported customer of their highest-priority shared identifier that is not a
 -- hub: the calls that carry nothing but a call centre's own number belong to no one customer.
-with source_events as (
-    select distinct
-        ev.event_id
-    from events as ev
-),
-
-event_numbers as (
-    select distinct
-        idf.event_id,
-        idf.event_no
-    from int_identifiers as idf
+with row_numbers as (
+    select * from int_identity_rows
 ),
 
 event_nodes as (
@@ -47,17 +38,24 @@ shared_only_events as (
     group by en.event_no
 ),
 
+source_events as (
+    -- the distinct event_ids of `events`, numbered (int_identity_rows): joined by event_no, not by the varchar id
+    select
+        rn.event_no,
+        rn.event_id
+    from row_numbers as rn
+    where rn.n_event_rows > 0
+),
+
 final as (
     select
         se.event_id,
         coalesce(le.customer_key, so.customer_key) as customer_key
     from source_events as se
-    left join event_numbers as evn
-        on evn.event_id = se.event_id
     left join linked_events as le
-        on le.event_no = evn.event_no
+        on le.event_no = se.event_no
     left join shared_only_events as so
-        on so.event_no = evn.event_no
+        on so.event_no = se.event_no
 )
 
 select * from final

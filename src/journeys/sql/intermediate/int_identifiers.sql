@@ -1,16 +1,21 @@
 -- model: int_identifiers
--- grain: event_id, id_type, id_value
+-- grain: event_no, is_link, id_type, id_value
 -- materialized: temp
 -- partition: none
 -- publish: false
 -- params: blocked_regex, blocked_values, has_blocked_patterns
 -- procedure: identity
--- One row per (event_id, id_type, id_value) for the usable identifiers of an event or of a link row
+-- One row per (event_no, is_link, id_type, id_value) for the usable identifiers of an event or of a link row
 -- Values are compared to the blocked lists after trim + lower case; blocked values never link anything.
 -- A link row (a `kind: links` source) links its identifiers like an event does, under its link_id (which
 -- no event shares: both start with their source's name), with no time and is_link set; it never reaches
--- int_event_customers, which starts from `events`.
-with source_events as (
+-- int_event_customers, which starts from `events`. Rows are numbered by int_identity_rows: the pairs carry
+-- its integer event_no, never the varchar id, which they are deduplicated by.
+with row_numbers as (
+    select * from int_identity_rows
+),
+
+source_events as (
     select
         ev.event_id,
         ev.occurred_at,
@@ -34,18 +39,30 @@ source_rows as (
     select * from source_links
 ),
 
-exploded as (
+numbered as (
+    -- joined before unnesting: one probe per row, not per (row, identifier)
     select
-        sr.event_id,
+        rn.event_no,
         sr.occurred_at,
         sr.is_link,
-        unnest(sr.identifiers) as ident
+        sr.identifiers
     from source_rows as sr
+    inner join row_numbers as rn
+        on rn.event_id = sr.event_id
+),
+
+exploded as (
+    select
+        nb.event_no,
+        nb.occurred_at,
+        nb.is_link,
+        unnest(nb.identifiers) as ident
+    from numbered as nb
 ),
 
 typed as (
     select
-        ex.event_id,
+        ex.event_no,
         ex.occurred_at,
         ex.is_link,
         ex.ident.id_type,
@@ -58,7 +75,7 @@ typed as (
 
 usable as (
     select
-        ty.event_id,
+        ty.event_no,
         ty.occurred_at,
         ty.is_link,
         ty.id_type,
@@ -69,27 +86,16 @@ usable as (
         and not ($has_blocked_patterns and regexp_matches(ty.norm_value, $blocked_regex))
 ),
 
-deduplicated as (
+final as (
+    -- a value listed twice on one row, or an id on several rows, counts once
     select
-        us.event_id,
+        us.event_no,
         min(us.occurred_at) as occurred_at,
         us.is_link,
         us.id_type,
         us.id_value
     from usable as us
-    group by us.event_id, us.is_link, us.id_type, us.id_value
-),
-
-final as (
-    select
-        dd.event_id,
-        -- integer event number: cheaper joins than on the varchar id, and independent of input order
-        dense_rank() over (order by dd.event_id) as event_no,
-        dd.occurred_at,
-        dd.is_link,
-        dd.id_type,
-        dd.id_value
-    from deduplicated as dd
+    group by us.event_no, us.is_link, us.id_type, us.id_value
 )
 
 select * from final

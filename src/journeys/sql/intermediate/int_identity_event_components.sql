@@ -9,8 +9,8 @@
 -- (a landing file delivered again, changed) was in, without the row.
 -- column event_id: The event's event_id, or the link row's link_id.
 -- column component: Component of the row's identifiers (int_identity_components; all of a row's are in one).
-with identifiers as (
-    select * from int_identifiers
+with row_numbers as (
+    select * from int_identity_rows
 ),
 
 event_nodes as (
@@ -19,13 +19,6 @@ event_nodes as (
 
 node_components as (
     select * from int_identity_node_components
-),
-
-row_numbers as (
-    select distinct
-        idf.event_id,
-        idf.event_no
-    from identifiers as idf
 ),
 
 row_nodes as (

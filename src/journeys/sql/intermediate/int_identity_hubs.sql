@@ -14,15 +14,38 @@ with event_nodes as (
     select * from int_identity_event_nodes
 ),
 
+event_sizes as (
+    select
+        en.event_no,
+        count(*) as n_nodes
+    from event_nodes as en
+    where $max_links_per_value is not null
+    group by en.event_no
+    having count(*) >= 2
+),
+
+candidates as (
+    -- an upper bound of a node's distinct links (its rows' other identifiers, repeats counted): only a node
+    -- whose bound reaches the limit can pass it, so the distinct pairs are built for those few alone
+    select
+        en.node_id
+    from event_nodes as en
+    inner join event_sizes as es
+        on es.event_no = en.event_no
+    group by en.node_id
+    having sum(es.n_nodes - 1) >= $max_links_per_value
+),
+
 links as (
     select distinct
         en.node_id,
         ot.node_id as other_node_id
     from event_nodes as en
+    semi join candidates as ca
+        on ca.node_id = en.node_id
     inner join event_nodes as ot
         on ot.event_no = en.event_no
         and ot.node_id <> en.node_id
-    where $max_links_per_value is not null
 ),
 
 per_node as (

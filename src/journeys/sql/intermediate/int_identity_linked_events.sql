@@ -19,24 +19,24 @@ component_keys as (
     select * from int_identity_keys
 ),
 
-linked_nodes as (
+event_labels as (
+    -- the integer label through the group by; the varchar key is joined to its one row per event after it
     select
         en.event_no,
-        en.node_id,
-        ck.customer_key
+        arg_min(lb.label, en.node_id) as label
     from event_nodes as en
     inner join labels as lb
         on lb.node_id = en.node_id
-    inner join component_keys as ck
-        on ck.label = lb.label
+    group by en.event_no
 ),
 
 final as (
     select
-        ln.event_no,
-        arg_min(ln.customer_key, ln.node_id) as customer_key
-    from linked_nodes as ln
-    group by ln.event_no
+        el.event_no,
+        ck.customer_key
+    from event_labels as el
+    inner join component_keys as ck
+        on ck.label = el.label
 )
 
 select * from final

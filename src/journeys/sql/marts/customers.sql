@@ -7,11 +7,8 @@
 -- procedure: identity
 -- One row per customer_key
 -- bucket = first 32 bits of sha256(customer_key) mod buckets: stable across DuckDB versions, unlike hash().
-with source_events as (
-    select
-        ev.event_id,
-        ev.occurred_at
-    from events as ev
+with row_numbers as (
+    select * from int_identity_rows
 ),
 
 event_customers_src as (
@@ -23,14 +20,15 @@ identity_map_src as (
 ),
 
 per_customer as (
+    -- the event ids' rows aggregated once (int_identity_rows): `events` is not read again
     select
         ec.customer_key,
-        min(se.occurred_at) as first_seen_at,
-        max(se.occurred_at) as last_seen_at,
-        count(*) as n_events
+        min(rn.first_occurred_at) as first_seen_at,
+        max(rn.last_occurred_at) as last_seen_at,
+        cast(sum(rn.n_event_rows) as bigint) as n_events
     from event_customers_src as ec
-    inner join source_events as se
-        on se.event_id = ec.event_id
+    inner join row_numbers as rn
+        on rn.event_id = ec.event_id
     where ec.customer_key is not null
     group by ec.customer_key
 ),
