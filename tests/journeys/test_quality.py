@@ -8,6 +8,7 @@ import re
 from datetime import datetime
 from pathlib import Path
 
+import duckdb
 import pytest
 
 from journeys import db
@@ -701,3 +702,76 @@ def test_freshness_and_volume_hold_at_exactly_their_limits(tmp_path):
     con, s = _history(tmp_path / "b", [("b0", 100, "2026-01-01 00:00"), ("b1", 50, "2026-01-02 00:00")], [("b0", 100)])
     report = check_freshness_and_volume(con, s, as_of=datetime(2026, 1, 2))
     assert report.failures == [] and any(c.startswith("volume: ok") for c in report.checks)
+
+
+def land_mixed_batch(root: Path) -> None:
+    """Web files (one missing ids), an e-mail file missing a time, and one of blank lines only."""
+    land(root, "web/a.csv", rows(10, no_id=4))
+    land(root, "web/b.csv", rows(3))
+    land(root, "web/c.csv", rows(2))
+    land(
+        root,
+        "email/a.jsonl",
+        '{"id": "e1", "ts": "2026-01-10T10:00:00Z", "event": "open"}\n{"id": "e2", "event": "x"}\n',
+    )
+    land(root, "email/blank.jsonl", "\n\n")
+
+
+MIXED_RAW_FAILURES = [
+    ("raw_web", "3 files web/a.csv .. web/c.csv#0", "hit_id", 4),
+    ("raw_email", "2 files email/a.jsonl .. email/blank.jsonl#0", "ts", 1),
+]
+
+
+def raw_failures(report: QualityReport) -> list[tuple]:
+    return [(f.suite, f.batch, f.column, f.unexpected_count) for f in report.failures if f.suite.startswith("raw_")]
+
+
+def test_the_raw_suites_check_what_ingest_handed_over_without_reading_landing_again(tmp_path, settings, monkeypatch):
+    import journeys.ingest as ingest_module
+
+    land_mixed_batch(tmp_path)
+    s = settings(tmp_path)
+    # The first attempt dies on its third file; the retry (same batch) skips the two it finished: each attempt
+    # hands over its own files.
+    real, calls = ingest_module.ingest_file, {"n": 0}
+
+    def flaky(*args, **kw):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise OSError("the share went away")
+        return real(*args, **kw)
+
+    monkeypatch.setattr(ingest_module, "ingest_file", flaky)
+    with pytest.raises(OSError, match="share"):
+        ingest_sources(s, as_of=AS_OF, batch_id="b1")
+    monkeypatch.undo()
+    assert sum(f.skipped for f in ingest_sources(s, as_of=AS_OF, batch_id="b1").files) == 2
+    assert len(list((s.handoff_dir / "b1").glob("*.files.parquet"))) == 2
+
+    def read_again(*args, **kw):
+        raise AssertionError("a landing file was read again")
+
+    monkeypatch.setattr(ingest_module, "read_source_rows", read_again)
+    report = validate_landing(s, batch_id="b1")
+    assert raw_failures(report) == MIXED_RAW_FAILURES
+    assert report.suites == {"raw_web": 1, "raw_email": 1}
+    assert not s.handoff_dir.exists()  # read once, then removed
+
+
+def test_files_the_handoff_lacks_are_read_from_landing_and_still_checked(tmp_path, settings):
+    land_mixed_batch(tmp_path)
+    s = settings(tmp_path)
+    ingest_sources(s, as_of=AS_OF, batch_id="b1")
+    # As a data root ingested before the handoff existed, or a run killed between its manifest and handoff.
+    [index] = (s.handoff_dir / "b1").glob("*.files.parquet")
+    with duckdb.connect() as con:
+        con.execute(
+            "copy (select * from read_parquet($p) where file <> 'web/a.csv') to $p2 (format parquet)",
+            {"p": str(index), "p2": str(index) + ".part"},
+        )
+    Path(str(index) + ".part").replace(index)
+    assert raw_failures(validate_landing(s, batch_id="b1")) == MIXED_RAW_FAILURES
+    assert not s.handoff_dir.exists()
+    # No handoff at all: every file is read from landing.
+    assert raw_failures(validate_landing(s, batch_id="b1")) == MIXED_RAW_FAILURES
