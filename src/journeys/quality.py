@@ -1220,7 +1220,8 @@ def _validate_landing(
         return report
     with duckdb.connect() as con:
         manifest = con.sql("select * from read_parquet($p)", params={"p": str(path)}).to_arrow_table().to_pylist()
-    landing = {(f.source.name, f.rel, f.sha256): f for f in ingest.landing_files(settings)}
+    known = _handed_fingerprints(settings, batch_id)
+    landing = {(f.source.name, f.rel, f.sha256): f for f in ingest.landing_files(settings, known)}
 
     report.files = file_shares(settings, manifest, set(landing))
     limit = settings.quality.max_quarantine_share
@@ -1272,6 +1273,20 @@ def _validate_landing(
                 v.validate(suite, f"{label}#{i}", frame, expectations, raw=True, notes=raw.notes)
     ingest.drop_landing_copies(settings)  # the raw reads above may have made some
     return report.merged(v.report)
+
+
+def _handed_fingerprints(settings: Settings, batch_id: str) -> dict[tuple[str, str], tuple[Any, ...]]:
+    """The landing fingerprints ingest took in `batch_id` (journeys.ingest.Fingerprints); none without a handoff."""
+    path = settings.handoff_dir / batch_id / "landing.parquet"
+    if not path.exists():
+        return {}
+    with duckdb.connect() as con:
+        rows = db.fetch(
+            con,
+            "select source, file, size, mtime_ns, sha256, lines, compression, mixed from read_parquet($p)",
+            {"p": str(path)},
+        )
+    return {(r[0], r[1]): r[2:] for r in rows}
 
 
 @dataclass(frozen=True)

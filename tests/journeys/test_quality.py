@@ -775,3 +775,23 @@ def test_files_the_handoff_lacks_are_read_from_landing_and_still_checked(tmp_pat
     assert not s.handoff_dir.exists()
     # No handoff at all: every file is read from landing.
     assert raw_failures(validate_landing(s, batch_id="b1")) == MIXED_RAW_FAILURES
+
+
+def test_only_landing_files_changed_since_ingest_are_hashed_again(tmp_path, settings, monkeypatch):
+    import journeys.ingest as ingest_module
+
+    land_mixed_batch(tmp_path)
+    s = settings(tmp_path)
+    ingest_sources(s, as_of=AS_OF, batch_id="b1")
+    land(tmp_path, "web/b.csv", rows(4))  # rewritten after ingest: no longer the version this batch read
+    real, hashed = ingest_module.file_fingerprint, []
+
+    def fingerprint(path):
+        hashed.append(path.name)
+        return real(path)
+
+    monkeypatch.setattr(ingest_module, "file_fingerprint", fingerprint)
+    report = validate_landing(s, batch_id="b1")
+    assert hashed == ["b.csv"]
+    assert [f.file for f in report.files] == ["email/a.jsonl", "email/blank.jsonl", "web/a.csv", "web/c.csv"]
+    assert raw_failures(report) == [("raw_web", "2 files web/a.csv .. web/c.csv#0", "hit_id", 4), MIXED_RAW_FAILURES[1]]
