@@ -795,3 +795,36 @@ def test_only_landing_files_changed_since_ingest_are_hashed_again(tmp_path, sett
     assert hashed == ["b.csv"]
     assert [f.file for f in report.files] == ["email/a.jsonl", "email/blank.jsonl", "web/a.csv", "web/c.csv"]
     assert raw_failures(report) == [("raw_web", "2 files web/a.csv .. web/c.csv#0", "hit_id", 4), MIXED_RAW_FAILURES[1]]
+
+
+def test_handed_rows_give_the_same_results_as_landing_for_links_and_filtered_sources(
+    tmp_path, make_settings, monkeypatch
+):
+    import journeys.ingest as ingest_module
+    from journeys.config import RowFilter
+
+    web = WEB.model_copy(update={"keep_rows": [RowFilter(column="action", one_of=["page_view"])]})
+    crm = SourceConfig(
+        name="crm", kind="links", path="crm/*.csv", format="csv", identifiers={"email": "email", "id": "customer_id"}
+    )
+    land(tmp_path, "web/a.csv", rows(6, no_id=2) + ",2026-01-15 11:00:00,web,other,/x\n")  # the last one filtered
+    land(tmp_path, "web/b.csv", HEADER + "h9,2026-01-15 10:00:00,web,other,/\n")  # every row filtered
+    land(tmp_path, "crm/a.csv", "email,id\na@example.com,c1\n\nb@example.com,c2\n")
+    s = make_settings(tmp_path, sources=[web, crm], quality=QualityConfig(max_quarantine_share=0.0))
+    ingest_sources(s, as_of=AS_OF, batch_id="b1")
+    volatile = {"id", "validation_id", "ge_load_time", "run_time", "validation_time"}
+
+    def strip(o):
+        if isinstance(o, dict):
+            return {k: strip(v) for k, v in o.items() if k not in volatile}
+        return [strip(v) for v in o] if isinstance(o, list) else o
+
+    def outcome(report):
+        return report.suites, raw_failures(report), [(a, b, strip(r.to_json_dict())) for a, b, r in report.results]
+
+    with monkeypatch.context() as m:
+        m.setattr(ingest_module, "read_source_rows", lambda *a, **kw: pytest.fail("a landing file was read again"))
+        handed = outcome(validate_landing(s, batch_id="b1", batch_rows=3))
+    assert handed == outcome(validate_landing(s, batch_id="b1", batch_rows=3))  # no handoff left: landing
+    assert handed[0] == {"raw_web": 2, "raw_crm": 1}
+    assert handed[1] == [("raw_web", "2 files web/a.csv .. web/b.csv#0", "hit_id", 2)]
