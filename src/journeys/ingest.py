@@ -1523,26 +1523,21 @@ def hand_raw_rows(con: duckdb.DuckDBPyConnection, settings: Settings, f: Landing
     )
 
 
-def write_raw_handoff(con: duckdb.DuckDBPyConnection, settings: Settings, batch_id: str, stem: str, tmp: Path) -> None:
-    """Move the run's raw handoff to the batch's handoff folder: a Parquet per source, then the index of its files.
+def stage_raw_handoff(con: duckdb.DuckDBPyConnection, stem: str, tmp: Path) -> list[str]:
+    """Write the run's raw handoff tables into `tmp` (a Parquet per source, then the index) and drop them.
 
-    Renamed in after the manifest is written: a handed file is always a recorded one, and a kill in between
-    only leaves files the quality step reads from landing. A failure here never fails ingest, for the same reason.
+    Returns the names written, the index last. Before the lake write: its sort of the run's events need not
+    share memory with them. A failure never fails ingest: the quality step reads those files from landing.
     """
     numbers = [r[0] for r in db.fetch(con, "select distinct source_no from run_raw_files order by 1")]
+    names: list[str] = []
     try:
+        for n in numbers:
+            name = f"{stem}-{n}.parquet"
+            sql = f"copy {db.quote_ident(f'run_raw_{n}')} to $out (format parquet)"
+            db.execute(con, sql, {"out": str(tmp / name)})
+            names.append(name)
         if numbers:
-            out = settings.handoff_dir / batch_id
-            out.mkdir(parents=True, exist_ok=True)
-            for n in numbers:
-                name = f"{stem}-{n}.parquet"
-                db.execute(
-                    con,
-                    f"copy {db.quote_ident(f'run_raw_{n}')} to $out (format parquet)",
-                    {"out": str(tmp / name)},
-                )
-                _fsync_replace(tmp / name, out / name)
-            # The index last: the quality step takes a file from the handoff only once its rows are in place.
             db.execute(
                 con,
                 "copy (select source, file, sha256, ordinal, $stem || '-' || source_no || '.parquet' as part,"
@@ -1550,12 +1545,31 @@ def write_raw_handoff(con: duckdb.DuckDBPyConnection, settings: Settings, batch_
                 " to $out (format parquet)",
                 {"stem": stem, "out": str(tmp / f"{stem}.files.parquet")},
             )
-            _fsync_replace(tmp / f"{stem}.files.parquet", out / f"{stem}.files.parquet")
+            names.append(f"{stem}.files.parquet")
     except (OSError, duckdb.Error) as exc:
-        log.warning("raw handoff of batch %s not written (the quality step reads landing instead): %s", batch_id, exc)
+        log.warning("raw handoff %s not written (the quality step reads landing instead): %s", stem, exc)
+        names = []
     for n in numbers:
         db.execute(con, f"drop table if exists {db.quote_ident(f'run_raw_{n}')}")
     db.execute(con, "delete from run_raw_files")
+    return names
+
+
+def publish_raw_handoff(settings: Settings, batch_id: str, tmp: Path, names: list[str]) -> None:
+    """Rename the staged raw handoff files into the batch's handoff folder, in order (the index last).
+
+    After the manifest is written: a handed file is always a recorded one, and a kill in between only leaves
+    files the quality step reads from landing; it takes a file from the handoff only once its index is in.
+    """
+    if not names:
+        return
+    try:
+        out = settings.handoff_dir / batch_id
+        out.mkdir(parents=True, exist_ok=True)
+        for name in names:
+            _fsync_replace(tmp / name, out / name)
+    except OSError as exc:
+        log.warning("raw handoff of batch %s not written (the quality step reads landing instead): %s", batch_id, exc)
 
 
 def flush_run(
@@ -1580,13 +1594,14 @@ def flush_run(
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
+        handed = stage_raw_handoff(con, stem, tmp)
         gather_run_parts(con)
         _write_event_table(con, settings, "run_events", stem, tmp)
         write_links(con, settings, stem, tmp)
         if max_at is not None:
             rewrite_held(con, settings, max_at, tmp)
         write_manifest(con, settings, tmp)
-        write_raw_handoff(con, settings, batch_id, stem, tmp)
+        publish_raw_handoff(settings, batch_id, tmp, handed)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     drop_superseded(con, settings)
