@@ -885,6 +885,12 @@ class Settings(BaseSettings):
         """DuckDB spill directory."""
         return self.root / "tmp"
 
+    @property
+    def handoff_dir(self) -> Path:
+        """Ingest's raw landing values for the quality step, one folder per batch, removed once checked."""
+        # Not under tmp_dir: DuckDB removes a spill directory it created, contents and all, when it closes.
+        return self.state_dir / "raw-handoff"
+
 
 def load_settings(
     path: str | os.PathLike[str] | None = None, *, data_root: str | os.PathLike[str] | None = None, **overrides: Any

@@ -28,6 +28,7 @@ import logging
 import os
 import re
 import shutil
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from functools import cached_property
@@ -36,6 +37,7 @@ from typing import Any, BinaryIO
 
 import duckdb
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from journeys import db, lake, models, phones, pii, progress
 from journeys.config import Settings, SourceConfig, parse_duration_us
@@ -243,6 +245,8 @@ class LandingFile:
     known_mixed: bool | None = None
     copy_dir: Path | None = None
     """Where a copy with its line breaks made uniform is written when the file mixes them (see `content`)."""
+    mtime_ns: int | None = None
+    """Modification time seen before the file was hashed: the fingerprint holds while size and time are the same."""
 
     @cached_property
     def _scan(self) -> tuple[int, bool]:
@@ -431,27 +435,69 @@ def _pending_path(settings: Settings) -> Path:
     return settings.state_dir / "landing_pending.json"
 
 
-def landing_files(settings: Settings) -> list[LandingFile]:
-    """Every landing file of every source, sources in config order and files sorted by path."""
+Fingerprints = Mapping[tuple[str, str], tuple[int, int, str, int | None, str, bool | None]]
+"""(source, file) -> (size, mtime_ns, sha256, lines, compression, mixed line breaks) as a run saw them."""
+
+
+def landing_files(settings: Settings, known: Fingerprints | None = None) -> list[LandingFile]:
+    """Every landing file of every source, sources in config order and files sorted by path.
+
+    A file whose size and modification time are those of its `known` fingerprint is not hashed again.
+    """
     found: list[LandingFile] = []
     for source in settings.sources:
         for path in sorted(p for p in settings.landing_dir.glob(source.path) if p.is_file()):
-            sha, lines, compression, mixed = file_fingerprint(path)
+            rel = path.relative_to(settings.landing_dir).as_posix()
+            # Taken before the hash: a write while it is read changes the time, and a later look hashes again.
+            st = path.stat()
+            seen = (known or {}).get((source.name, rel))
+            if seen is not None and seen[:2] == (st.st_size, st.st_mtime_ns):
+                sha, lines, compression, mixed = seen[2:]
+            else:
+                sha, lines, compression, mixed = file_fingerprint(path)
             found.append(
                 LandingFile(
                     source=source,
                     path=path.resolve(),
-                    rel=path.relative_to(settings.landing_dir).as_posix(),
-                    size=path.stat().st_size,
+                    rel=rel,
+                    size=st.st_size,
                     sha256=sha,
                     ordinal=len(found),
                     compression=compression,
                     known_lines=lines,
                     known_mixed=mixed,
                     copy_dir=settings.tmp_dir / "landing-copies",  # see drop_landing_copies
+                    mtime_ns=st.st_mtime_ns,
                 )
             )
     return found
+
+
+def write_fingerprints(settings: Settings, batch_id: str, files: list[LandingFile]) -> None:
+    """Hand the run's landing fingerprints (and line counts it learnt reading) to its quality step."""
+    # The quality step hashed every landing file of the history again (0.37 s at 1M events, growing each
+    # night) only to learn which of them are still the versions the manifest records.
+    scans = [f.__dict__.get("_scan", (f.known_lines, f.known_mixed)) for f in files]
+    table = pa.table(
+        {
+            "source": [f.source.name for f in files],
+            "file": [f.rel for f in files],
+            "size": pa.array([f.size for f in files], pa.int64()),
+            "mtime_ns": pa.array([f.mtime_ns for f in files], pa.int64()),
+            "sha256": [f.sha256 for f in files],
+            "lines": pa.array([s[0] for s in scans], pa.int64()),
+            "compression": [f.compression for f in files],
+            "mixed": pa.array([s[1] for s in scans], pa.bool_()),
+        }
+    )
+    out = settings.handoff_dir / batch_id / "landing.parquet"
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        part = out.with_name(f".{out.name}.part")
+        pq.write_table(table, part)
+        os.replace(part, out)
+    except OSError as exc:
+        log.warning("landing fingerprints of batch %s not handed over (quality hashes again): %s", batch_id, exc)
 
 
 # --- reading -----------------------------------------------------------------------------------------
@@ -1388,6 +1434,12 @@ def _create_run_tables(con: duckdb.DuckDBPyConnection) -> None:
     db.execute(con, f"create or replace temp table run_events ({cols})")
     cols = ", ".join(f"{db.quote_ident(c)} {t}" for c, t in LINK_SCHEMA.items())
     db.execute(con, f"create or replace temp table run_links ({cols})")
+    # The raw handoff's index: one row per file whose raw values wait in run_raw_<source number>.
+    db.execute(
+        con,
+        "create or replace temp table run_raw_files (source varchar, file varchar, sha256 varchar, ordinal integer,"
+        ' source_no integer, "rows" bigint, left_out bigint, columns varchar[])',
+    )
 
 
 _RUN_PART = ("run_part_{}", "run_keep_{}")
@@ -1428,7 +1480,101 @@ def gather_run_parts(con: duckdb.DuckDBPyConnection) -> None:
         db.execute(con, f"drop table {db.quote_ident(keep)}")
 
 
-def flush_run(con: duckdb.DuckDBPyConnection, settings: Settings, *, stem: str, max_at: datetime | None) -> None:
+def raw_suite_columns(src: SourceConfig) -> list[str]:
+    """The raw columns a source's raw suite expects things of: its event id and required time columns."""
+    return list(dict.fromkeys([*src.event_id_columns, *src.required_time_columns]))
+
+
+def raw_text_expr(col: str, col_type: str) -> str:
+    """SQL rendering a raw column of src_rows as the raw suite checks it: trimmed text, null when empty."""
+    q = db.quote_ident(col)
+    text = f"json_extract_string({q}, '$')" if col_type == "JSON" else f"cast({q} as varchar)"
+    return f"nullif(trim({text}), '')"
+
+
+def hand_raw_rows(con: duckdb.DuckDBPyConnection, settings: Settings, f: LandingFile, left_out: int) -> None:
+    """Append src_rows' raw suite values (file ordinal, line, id and time texts) to the run's raw handoff."""
+    # The quality step checked these values by reading every landing file again (38 s of its 48 s at 10M
+    # events); ingest holds them here already, so they are kept for it, in the run's spillable tables.
+    cols = raw_suite_columns(f.source)
+    types = _column_types(con)
+    if any(c not in types for c in cols):
+        return  # read under another name: the quality step reads the landing file itself, as before
+    source_no = [s.name for s in settings.sources].index(f.source.name)
+    table = db.quote_ident(f"run_raw_{source_no}")
+    defs = "".join(f", v{i} varchar" for i in range(1, len(cols) + 1))
+    db.execute(con, f"create temp table if not exists {table} (__file integer, __line bigint{defs})")
+    values = "".join(f", {raw_text_expr(c, types[c])}" for c in cols)
+    sql = f"insert into {table} select $ordinal, __line{values} from src_rows order by __line"
+    db.execute(con, sql, {"ordinal": f.ordinal})
+    db.execute(
+        con,
+        "insert into run_raw_files select $source, $file, $sha, $ordinal, $source_no, (select count(*) from src_rows),"
+        " $left_out, cast($columns as varchar[])",
+        {
+            "source": f.source.name,
+            "file": f.rel,
+            "sha": f.sha256,
+            "ordinal": f.ordinal,
+            "source_no": source_no,
+            "left_out": left_out,
+            "columns": cols,
+        },
+    )
+
+
+def stage_raw_handoff(con: duckdb.DuckDBPyConnection, stem: str, tmp: Path) -> list[str]:
+    """Write the run's raw handoff tables into `tmp` (a Parquet per source, then the index) and drop them.
+
+    Returns the names written, the index last. Before the lake write: its sort of the run's events need not
+    share memory with them. A failure never fails ingest: the quality step reads those files from landing.
+    """
+    numbers = [r[0] for r in db.fetch(con, "select distinct source_no from run_raw_files order by 1")]
+    names: list[str] = []
+    try:
+        for n in numbers:
+            name = f"{stem}-{n}.parquet"
+            sql = f"copy {db.quote_ident(f'run_raw_{n}')} to $out (format parquet)"
+            db.execute(con, sql, {"out": str(tmp / name)})
+            names.append(name)
+        if numbers:
+            db.execute(
+                con,
+                "copy (select source, file, sha256, ordinal, $stem || '-' || source_no || '.parquet' as part,"
+                ' "rows", left_out, columns from run_raw_files order by source, file, ordinal)'
+                " to $out (format parquet)",
+                {"stem": stem, "out": str(tmp / f"{stem}.files.parquet")},
+            )
+            names.append(f"{stem}.files.parquet")
+    except (OSError, duckdb.Error) as exc:
+        log.warning("raw handoff %s not written (the quality step reads landing instead): %s", stem, exc)
+        names = []
+    for n in numbers:
+        db.execute(con, f"drop table if exists {db.quote_ident(f'run_raw_{n}')}")
+    db.execute(con, "delete from run_raw_files")
+    return names
+
+
+def publish_raw_handoff(settings: Settings, batch_id: str, tmp: Path, names: list[str]) -> None:
+    """Rename the staged raw handoff files into the batch's handoff folder, in order (the index last).
+
+    After the manifest is written: a handed file is always a recorded one, and a kill in between only leaves
+    files the quality step reads from landing; it takes a file from the handoff only once its index is in.
+    """
+    if not names:
+        return
+    try:
+        out = settings.handoff_dir / batch_id
+        out.mkdir(parents=True, exist_ok=True)
+        for name in names:
+            _fsync_replace(tmp / name, out / name)
+    except OSError as exc:
+        log.warning("raw handoff of batch %s not written (the quality step reads landing instead): %s", batch_id, exc)
+
+
+def flush_run(
+    con: duckdb.DuckDBPyConnection, settings: Settings, *, batch_id: str, stem: str, max_at: datetime | None
+) -> None:
     """Write the run's gathered events and links to the lake, then rewrite released held files, then the manifest.
 
     The order is what keeps a kill safe: rows are in the lake before held files lose them (the next run drops
@@ -1448,12 +1594,14 @@ def flush_run(con: duckdb.DuckDBPyConnection, settings: Settings, *, stem: str, 
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
+        handed = stage_raw_handoff(con, stem, tmp)
         gather_run_parts(con)
         _write_event_table(con, settings, "run_events", stem, tmp)
         write_links(con, settings, stem, tmp)
         if max_at is not None:
             rewrite_held(con, settings, max_at, tmp)
         write_manifest(con, settings, tmp)
+        publish_raw_handoff(settings, batch_id, tmp, handed)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     drop_superseded(con, settings)
@@ -1998,6 +2146,7 @@ def ingest_file(
                 "replaced": replaced,
             },
         )
+        hand_raw_rows(con, settings, f, blank + filtered)
         gather(con, links, staged, f.ordinal)
         db.execute(con, "commit")
     except BaseException:
@@ -2210,7 +2359,7 @@ def _ingest_sources(settings: Settings, *, as_of: datetime, batch_id: str) -> In
             releasing = db.fetch(con, "select count(*) from held_rows where occurred_at <= $m", {"m": max_at})[0][0]
             if ingested or releasing:
                 stem = f"{batch_id}-{min(ingested)}" if ingested else f"{batch_id}-held"
-                flush_run(con, settings, stem=stem, max_at=max_at)
+                flush_run(con, settings, batch_id=batch_id, stem=stem, max_at=max_at)
                 ingested.clear()
 
         try:
@@ -2263,6 +2412,9 @@ def _ingest_sources(settings: Settings, *, as_of: datetime, batch_id: str) -> In
                 log.exception("could not write the files finished before the failure; a rerun ingests them again")
             raise
         flush()
+    if (settings.handoff_dir / batch_id).exists():
+        # Only beside a handoff of rows: a run that ingested nothing leaves the data root as it was.
+        write_fingerprints(settings, batch_id, files)
     # In landing order whatever order they were read in.
     report.files = [reports[k] for k in sorted(reports)]
     if still_pending or pending_file.exists():

@@ -323,6 +323,8 @@ def clear_stale_run_files(settings: Settings) -> list[Path]:
         *settings.marts_dir.glob(".*.tmp"),
         *settings.state_dir.glob(".*.tmp"),
         *(settings.root / "reports").glob(".*.tmp"),
+        # raw handoffs of runs that died before their quality step (a batch id is one flow run's)
+        *settings.handoff_dir.glob("*"),
     ]
     for p in stale:
         if p.is_dir() and not p.is_symlink():

@@ -1194,7 +1194,24 @@ def validate_landing(
     """RAW suite per source on the landing files ingested in `batch_id`, and the quarantine-share limit.
 
     Each source's suite `raw_<source>` is the not-null expectations its mapping implies plus the `raw` suite.
+    The raw values come from ingest's handoff of the batch (read, then removed); a file it lacks is read again.
     """
+    try:
+        return _validate_landing(settings, batch_id=batch_id, batch_rows=batch_rows, suites=suites)
+    finally:
+        drop_raw_handoff(settings, batch_id)
+
+
+def drop_raw_handoff(settings: Settings, batch_id: str) -> None:
+    """Remove the raw handoff ingest left for `batch_id` (and the handoff folder once no batch has one)."""
+    shutil.rmtree(settings.handoff_dir / batch_id, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        settings.handoff_dir.rmdir()  # only when empty
+
+
+def _validate_landing(
+    settings: Settings, *, batch_id: str, batch_rows: int, suites: Mapping[str, Suite] | None
+) -> QualityReport:
     from journeys import ingest
 
     report = QualityReport()
@@ -1203,7 +1220,8 @@ def validate_landing(
         return report
     with duckdb.connect() as con:
         manifest = con.sql("select * from read_parquet($p)", params={"p": str(path)}).to_arrow_table().to_pylist()
-    landing = {(f.source.name, f.rel, f.sha256): f for f in ingest.landing_files(settings)}
+    known = _handed_fingerprints(settings, batch_id)
+    landing = {(f.source.name, f.rel, f.sha256): f for f in ingest.landing_files(settings, known)}
 
     report.files = file_shares(settings, manifest, set(landing))
     limit = settings.quality.max_quarantine_share
@@ -1232,6 +1250,7 @@ def validate_landing(
         for k in ((r["source"], r["file"], r["sha256"]) for r in manifest if r["batch_id"] == batch_id)
         if k in landing
     ]
+    handed = _handed_files(settings, batch_id)
     # One suite run per source over all of this batch's files of it, in bounded row batches: a GX run has
     # a fixed cost, so one per file is slow when a delivery is many small files.
     # One connection for every source: each file's read replaces the reader's tables of the one before.
@@ -1242,17 +1261,64 @@ def validate_landing(
                 continue  # empty and header-only files: nothing to expect of their rows
             suite = f"raw_{src.name}"
             expectations = [*_raw_expectations(src, limit), *raw.expectations]
-            cols = list(dict.fromkeys([*src.event_id_columns, *src.required_time_columns]))
+            cols = ingest.raw_suite_columns(src)
             files.sort(key=lambda f: f.rel)
             # A file with data lines but not one row is a GX run of its own: exactly what a row count is for.
             on_empty = functools.partial(
                 v.validate, suite, expectations=expectations, empty_ok=False, raw=True, notes=raw.notes
             )
             label = files[0].rel if len(files) == 1 else f"{len(files)} files {files[0].rel} .. {files[-1].rel}"
-            for i, frame in enumerate(_batched(_raw_rows(con, files, cols, batch_rows, on_empty), batch_rows)):
+            rows = _raw_rows(con, files, cols, batch_rows, on_empty, handed)
+            for i, frame in enumerate(_batched(rows, batch_rows)):
                 v.validate(suite, f"{label}#{i}", frame, expectations, raw=True, notes=raw.notes)
     ingest.drop_landing_copies(settings)  # the raw reads above may have made some
     return report.merged(v.report)
+
+
+def _handed_fingerprints(settings: Settings, batch_id: str) -> dict[tuple[str, str], tuple[Any, ...]]:
+    """The landing fingerprints ingest took in `batch_id` (journeys.ingest.Fingerprints); none without a handoff."""
+    path = settings.handoff_dir / batch_id / "landing.parquet"
+    if not path.exists():
+        return {}
+    with duckdb.connect() as con:
+        rows = db.fetch(
+            con,
+            "select source, file, size, mtime_ns, sha256, lines, compression, mixed from read_parquet($p)",
+            {"p": str(path)},
+        )
+    return {(r[0], r[1]): r[2:] for r in rows}
+
+
+@dataclass(frozen=True)
+class _Handed:
+    """One landing file's raw values in ingest's handoff: its Parquet part, ordinal there, and counts."""
+
+    part: Path
+    ordinal: int
+    rows: int
+    left_out: int
+    columns: tuple[str, ...]
+
+
+def _handed_files(settings: Settings, batch_id: str) -> dict[tuple[str, str, str], _Handed]:
+    """The files of `batch_id` ingest handed their raw values over for, by (source, file, sha256)."""
+    folder = settings.handoff_dir / batch_id
+    indexes = sorted(str(p) for p in folder.glob("*.files.parquet"))
+    if not indexes:
+        return {}  # a data root ingested before the handoff, or a batch whose handoff was not written
+    with duckdb.connect() as con:
+        rows = db.fetch(
+            con,
+            'select source, file, sha256, part, ordinal, "rows", left_out, columns'
+            " from read_parquet($indexes::varchar[]) order by part, ordinal",
+            {"indexes": indexes},
+        )
+    # A file is in one part only (a part is renamed in after the manifest records its files); should a
+    # version be handed twice, its rows are the same bytes read the same way: the last part is taken.
+    return {
+        (source, file, sha): _Handed(folder / part, ordinal, n, left_out, tuple(cols))
+        for source, file, sha, part, ordinal, n, left_out, cols in rows
+    }
 
 
 def _raw_rows(
@@ -1261,32 +1327,96 @@ def _raw_rows(
     cols: list[str],
     batch_rows: int,
     on_empty: Callable[[str, Any], None],
+    handed: Mapping[tuple[str, str, str], _Handed] | None = None,
 ) -> Iterator[pa.RecordBatch]:
-    """Each landing file's rows as ingest reads them, in line order, file after file: the raw text of `cols`.
+    """Each landing file's rows as ingest read them, in line order, file after file: the raw text of `cols`.
 
-    A links source has no id or time column to expect anything of: its rows hold their line number only.
-    `on_empty(file, frame)` is called for a file with data lines but not one row (lines that are all blank are
-    padding, counted by ingest, and fail nothing; nor do rows that keep_rows leaves out).
+    From ingest's handoff (`handed`) where it holds the file, else read from landing again. A links source has
+    no id or time column to expect anything of: its rows hold their line number only. `on_empty(file, frame)`
+    is called for a file with data lines but not one row (lines that are all blank are padding, counted by
+    ingest, and fail nothing; nor do rows that keep_rows leaves out).
     """
+    handed = handed or {}
+    run: list[_Handed] = []
+    for f in files:
+        h = handed.get((f.source.name, f.rel, f.sha256))
+        if h is not None and list(h.columns) != cols:
+            h = None  # handed under another mapping (an edited config): read the file as it is now
+        if h is not None and h.rows:
+            run.append(h)  # consecutive handed files are read in one query
+            continue
+        yield from _handed_rows(con, run, cols, batch_rows)
+        run = []
+        if h is not None:
+            if not h.left_out:
+                empty = _raw_select(cols, "(select null::bigint as __line) where false", values=False)
+                on_empty(f.rel, _gx_frame(con.sql(empty).to_arrow_table()))
+            continue
+        yield from _landing_rows(con, f, cols, batch_rows, on_empty)
+    yield from _handed_rows(con, run, cols, batch_rows)
+
+
+def _raw_select(cols: list[str], rows: str, *, values: bool = True) -> str:
+    """SQL selecting the raw suite's columns (`__line` for a links source) from handed `rows` (v1, v2, ...)."""
+    names = [f"cast({f'v{i}' if values else 'null'} as varchar) as {db.quote_ident(c)}" for i, c in enumerate(cols, 1)]
+    return f"select {', '.join(names) or 'cast(__line as bigint) as __line'} from {rows}"
+
+
+def _handed_rows(
+    con: duckdb.DuckDBPyConnection, files: list[_Handed], cols: list[str], batch_rows: int
+) -> Iterator[pa.RecordBatch]:
+    """The handed rows of `files`, file after file in the given order, each in line order; streamed."""
+    if not files:
+        return
+    params = {
+        "parts": sorted({str(h.part) for h in files}),
+        "file_parts": [str(h.part) for h in files],
+        "ordinals": [h.ordinal for h in files],
+        "ranks": list(range(len(files))),
+    }
+    # The handoff holds files in ingest's order, which puts replacing versions first; the suite reads them
+    # by path. Spillable sort of a few narrow columns; the landing files are not read again.
+    sql = f"""
+        with handed as (
+            select * from read_parquet($parts::varchar[], filename = true)
+        ),
+        chosen as (
+            select
+                unnest($file_parts::varchar[]) as part,
+                unnest($ordinals::integer[]) as ordinal,
+                unnest($ranks::integer[]) as __rank
+        ),
+        final as (
+            select h.* exclude (filename, __file), c.__rank
+            from handed as h
+            inner join chosen as c on h.filename = c.part and h.__file = c.ordinal
+        )
+        {_raw_select(cols, "final")}
+        order by __rank, __line
+    """
+    yield from con.sql(sql, params=params).to_arrow_reader(batch_rows)
+
+
+def _landing_rows(
+    con: duckdb.DuckDBPyConnection, f: Any, cols: list[str], batch_rows: int, on_empty: Callable[[str, Any], None]
+) -> Iterator[pa.RecordBatch]:
+    """A landing file's raw rows read again with ingest's reader (a file ingest handed nothing of)."""
     from journeys import ingest
 
-    for f in files:
-        ingest.read_source_rows(con, f, _raw_read_columns(con, f, cols))
-        types = dict(db.fetch(con, "select column_name, column_type from (describe src_rows)"))
-        texts = [f"nullif(trim({_raw_text(c, types[c])}), '') as {db.quote_ident(c)}" for c in cols]
-        n_rows, n_left_out = db.fetch(
-            con,
-            "select (select count(*) from src_rows),"
-            " (select count(*) from src_blank_rows) + (select count(*) from src_filtered_rows)",
-        )[0]
-        # Streamed: a large file is never whole in memory, and the next file's read replaces src_rows only
-        # once this one's rows are all out.
-        reader = con.sql(f"select {', '.join(texts) or '__line'} from src_rows order by __line").to_arrow_reader(
-            batch_rows
-        )
-        if not n_rows and not n_left_out:
-            on_empty(f.rel, _gx_frame(reader.schema.empty_table()))
-        yield from reader
+    ingest.read_source_rows(con, f, _raw_read_columns(con, f, cols))
+    types = dict(db.fetch(con, "select column_name, column_type from (describe src_rows)"))
+    texts = [f"{ingest.raw_text_expr(c, types[c])} as {db.quote_ident(c)}" for c in cols]
+    n_rows, n_left_out = db.fetch(
+        con,
+        "select (select count(*) from src_rows),"
+        " (select count(*) from src_blank_rows) + (select count(*) from src_filtered_rows)",
+    )[0]
+    # Streamed: a large file is never whole in memory, and the next file's read replaces src_rows only
+    # once this one's rows are all out.
+    reader = con.sql(f"select {', '.join(texts) or '__line'} from src_rows order by __line").to_arrow_reader(batch_rows)
+    if not n_rows and not n_left_out:
+        on_empty(f.rel, _gx_frame(reader.schema.empty_table()))
+    yield from reader
 
 
 def _raw_read_columns(con: duckdb.DuckDBPyConnection, f: Any, cols: list[str]) -> list[str]:
@@ -1301,9 +1431,3 @@ def _raw_read_columns(con: duckdb.DuckDBPyConnection, f: Any, cols: list[str]) -
     if f.source.format == "csv":
         return list(ingest.check_sources(con, [f])[f.ordinal])
     return list(dict.fromkeys([*cols, *(r.column for r in f.source.keep_rows)]))
-
-
-def _raw_text(col: str, col_type: str) -> str:
-    """SQL rendering a raw column as text, the way ingest reads it."""
-    q = db.quote_ident(col)
-    return f"json_extract_string({q}, '$')" if col_type == "JSON" else f"cast({q} as varchar)"

@@ -209,9 +209,13 @@ def test_stale_working_files_are_cleared(settings):
     (settings.marts_dir / "journeys").mkdir(parents=True)
     (settings.marts_dir / "journeys" / ".journeys.parquet.123.tmp").write_bytes(b"x")
     (settings.marts_dir / "journeys" / "journeys.parquet").write_bytes(b"keep")
+    # The raw handoff of a run that died before its quality step: a batch id is one flow run's, never resumed.
+    (settings.handoff_dir / "20261101T000000-deadbeef").mkdir(parents=True)
+    (settings.handoff_dir / "20261101T000000-deadbeef" / "x.files.parquet").write_bytes(b"x")
     removed = publish.clear_stale_run_files(settings)
-    assert len(removed) == 2
+    assert len(removed) == 3
     assert [p.name for p in (settings.marts_dir / "journeys").iterdir()] == ["journeys.parquet"]
+    assert not list(settings.handoff_dir.iterdir())
 
 
 def test_second_run_waits_for_the_lock(settings):

@@ -8,6 +8,7 @@ import re
 from datetime import datetime
 from pathlib import Path
 
+import duckdb
 import pytest
 
 from journeys import db
@@ -701,3 +702,129 @@ def test_freshness_and_volume_hold_at_exactly_their_limits(tmp_path):
     con, s = _history(tmp_path / "b", [("b0", 100, "2026-01-01 00:00"), ("b1", 50, "2026-01-02 00:00")], [("b0", 100)])
     report = check_freshness_and_volume(con, s, as_of=datetime(2026, 1, 2))
     assert report.failures == [] and any(c.startswith("volume: ok") for c in report.checks)
+
+
+def land_mixed_batch(root: Path) -> None:
+    """Web files (one missing ids), an e-mail file missing a time, and one of blank lines only."""
+    land(root, "web/a.csv", rows(10, no_id=4))
+    land(root, "web/b.csv", rows(3))
+    land(root, "web/c.csv", rows(2))
+    land(
+        root,
+        "email/a.jsonl",
+        '{"id": "e1", "ts": "2026-01-10T10:00:00Z", "event": "open"}\n{"id": "e2", "event": "x"}\n',
+    )
+    land(root, "email/blank.jsonl", "\n\n")
+
+
+MIXED_RAW_FAILURES = [
+    ("raw_web", "3 files web/a.csv .. web/c.csv#0", "hit_id", 4),
+    ("raw_email", "2 files email/a.jsonl .. email/blank.jsonl#0", "ts", 1),
+]
+
+
+def raw_failures(report: QualityReport) -> list[tuple]:
+    return [(f.suite, f.batch, f.column, f.unexpected_count) for f in report.failures if f.suite.startswith("raw_")]
+
+
+def test_the_raw_suites_check_what_ingest_handed_over_without_reading_landing_again(tmp_path, settings, monkeypatch):
+    import journeys.ingest as ingest_module
+
+    land_mixed_batch(tmp_path)
+    s = settings(tmp_path)
+    # The first attempt dies on its third file; the retry (same batch) skips the two it finished: each attempt
+    # hands over its own files.
+    real, calls = ingest_module.ingest_file, {"n": 0}
+
+    def flaky(*args, **kw):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise OSError("the share went away")
+        return real(*args, **kw)
+
+    monkeypatch.setattr(ingest_module, "ingest_file", flaky)
+    with pytest.raises(OSError, match="share"):
+        ingest_sources(s, as_of=AS_OF, batch_id="b1")
+    monkeypatch.undo()
+    assert sum(f.skipped for f in ingest_sources(s, as_of=AS_OF, batch_id="b1").files) == 2
+    assert len(list((s.handoff_dir / "b1").glob("*.files.parquet"))) == 2
+
+    def read_again(*args, **kw):
+        raise AssertionError("a landing file was read again")
+
+    monkeypatch.setattr(ingest_module, "read_source_rows", read_again)
+    report = validate_landing(s, batch_id="b1")
+    assert raw_failures(report) == MIXED_RAW_FAILURES
+    assert report.suites == {"raw_web": 1, "raw_email": 1}
+    assert not s.handoff_dir.exists()  # read once, then removed
+
+
+def test_files_the_handoff_lacks_are_read_from_landing_and_still_checked(tmp_path, settings):
+    land_mixed_batch(tmp_path)
+    s = settings(tmp_path)
+    ingest_sources(s, as_of=AS_OF, batch_id="b1")
+    # As a data root ingested before the handoff existed, or a run killed between its manifest and handoff.
+    [index] = (s.handoff_dir / "b1").glob("*.files.parquet")
+    with duckdb.connect() as con:
+        con.execute(
+            "copy (select * from read_parquet($p) where file <> 'web/a.csv') to $p2 (format parquet)",
+            {"p": str(index), "p2": str(index) + ".part"},
+        )
+    Path(str(index) + ".part").replace(index)
+    assert raw_failures(validate_landing(s, batch_id="b1")) == MIXED_RAW_FAILURES
+    assert not s.handoff_dir.exists()
+    # No handoff at all: every file is read from landing.
+    assert raw_failures(validate_landing(s, batch_id="b1")) == MIXED_RAW_FAILURES
+
+
+def test_only_landing_files_changed_since_ingest_are_hashed_again(tmp_path, settings, monkeypatch):
+    import journeys.ingest as ingest_module
+
+    land_mixed_batch(tmp_path)
+    s = settings(tmp_path)
+    ingest_sources(s, as_of=AS_OF, batch_id="b1")
+    land(tmp_path, "web/b.csv", rows(4))  # rewritten after ingest: no longer the version this batch read
+    real, hashed = ingest_module.file_fingerprint, []
+
+    def fingerprint(path):
+        hashed.append(path.name)
+        return real(path)
+
+    monkeypatch.setattr(ingest_module, "file_fingerprint", fingerprint)
+    report = validate_landing(s, batch_id="b1")
+    assert hashed == ["b.csv"]
+    assert [f.file for f in report.files] == ["email/a.jsonl", "email/blank.jsonl", "web/a.csv", "web/c.csv"]
+    assert raw_failures(report) == [("raw_web", "2 files web/a.csv .. web/c.csv#0", "hit_id", 4), MIXED_RAW_FAILURES[1]]
+
+
+def test_handed_rows_give_the_same_results_as_landing_for_links_and_filtered_sources(
+    tmp_path, make_settings, monkeypatch
+):
+    import journeys.ingest as ingest_module
+    from journeys.config import RowFilter
+
+    web = WEB.model_copy(update={"keep_rows": [RowFilter(column="action", one_of=["page_view"])]})
+    crm = SourceConfig(
+        name="crm", kind="links", path="crm/*.csv", format="csv", identifiers={"email": "email", "id": "customer_id"}
+    )
+    land(tmp_path, "web/a.csv", rows(6, no_id=2) + ",2026-01-15 11:00:00,web,other,/x\n")  # the last one filtered
+    land(tmp_path, "web/b.csv", HEADER + "h9,2026-01-15 10:00:00,web,other,/\n")  # every row filtered
+    land(tmp_path, "crm/a.csv", "email,id\na@example.com,c1\n\nb@example.com,c2\n")
+    s = make_settings(tmp_path, sources=[web, crm], quality=QualityConfig(max_quarantine_share=0.0))
+    ingest_sources(s, as_of=AS_OF, batch_id="b1")
+    volatile = {"id", "validation_id", "ge_load_time", "run_time", "validation_time"}
+
+    def strip(o):
+        if isinstance(o, dict):
+            return {k: strip(v) for k, v in o.items() if k not in volatile}
+        return [strip(v) for v in o] if isinstance(o, list) else o
+
+    def outcome(report):
+        return report.suites, raw_failures(report), [(a, b, strip(r.to_json_dict())) for a, b, r in report.results]
+
+    with monkeypatch.context() as m:
+        m.setattr(ingest_module, "read_source_rows", lambda *a, **kw: pytest.fail("a landing file was read again"))
+        handed = outcome(validate_landing(s, batch_id="b1", batch_rows=3))
+    assert handed == outcome(validate_landing(s, batch_id="b1", batch_rows=3))  # no handoff left: landing
+    assert handed[0] == {"raw_web": 2, "raw_crm": 1}
+    assert handed[1] == [("raw_web", "2 files web/a.csv .. web/b.csv#0", "hit_id", 2)]
