@@ -1572,6 +1572,29 @@ def publish_raw_handoff(settings: Settings, batch_id: str, tmp: Path, names: lis
         log.warning("raw handoff of batch %s not written (the quality step reads landing instead): %s", batch_id, exc)
 
 
+def _free_stem(settings: Settings, batch_id: str, first: int) -> str:
+    """`<batch>-<n>`, n the run's first file ordinal or the next number no earlier attempt of the batch wrote.
+
+    Ordinals are positions in the landing listing: a file delivered between two attempts of a batch shifts
+    them, and the retry's first file can take the first attempt's; its lake write would then replace that
+    attempt's files (rows the manifest counts as loaded), and its handoff index that attempt's index.
+    """
+    n = first
+    while True:
+        stem = f"{batch_id}-{n}"
+        taken = (
+            any(settings.events_dir.glob(f"event_date=*/{stem}.parquet"))
+            or any(settings.events_dir.glob(f"event_date=*/{stem}-*.parquet"))
+            or any(settings.links_dir.glob(f"source=*/{stem}.parquet"))
+            or any(settings.links_dir.glob(f"source=*/{stem}-*.parquet"))
+            or any((settings.handoff_dir / batch_id).glob(f"{stem}.files.parquet"))
+            or any((settings.handoff_dir / batch_id).glob(f"{stem}-*.parquet"))
+        )
+        if not taken:
+            return stem
+        n += 1
+
+
 def flush_run(
     con: duckdb.DuckDBPyConnection, settings: Settings, *, batch_id: str, stem: str, max_at: datetime | None
 ) -> None:
@@ -2358,7 +2381,7 @@ def _ingest_sources(settings: Settings, *, as_of: datetime, batch_id: str) -> In
             # same batch (which skips the files already recorded) never overwrites an earlier attempt's file.
             releasing = db.fetch(con, "select count(*) from held_rows where occurred_at <= $m", {"m": max_at})[0][0]
             if ingested or releasing:
-                stem = f"{batch_id}-{min(ingested)}" if ingested else f"{batch_id}-held"
+                stem = _free_stem(settings, batch_id, min(ingested)) if ingested else f"{batch_id}-held"
                 flush_run(con, settings, batch_id=batch_id, stem=stem, max_at=max_at)
                 ingested.clear()
 
