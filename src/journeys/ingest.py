@@ -47,7 +47,8 @@ log = logging.getLogger(__name__)
 PII_TYPES = ("email", "phone")
 """Identifier types that are personal data: normalised and hashed, never stored raw."""
 
-_BATCH_RE = re.compile(r"^[A-Za-z0-9_.\-]+$")
+# Not starting with a dot: a batch id names a folder (state/raw-handoff/<batch>), which '.' or '..' would not be.
+_BATCH_RE = re.compile(r"^[A-Za-z0-9_\-][A-Za-z0-9_.\-]*$")
 _HASH_CHUNK = 1 << 20
 
 # Static helper SQL (no values inside): identifier normalisation (redaction macros come from journeys.pii).
@@ -2284,6 +2285,12 @@ def ingest_sources(settings: Settings, *, as_of: datetime, batch_id: str) -> Ing
         drop_landing_copies(settings)
 
 
+def check_batch_id(batch_id: str) -> None:
+    """Refuse a batch id that is no plain name: it names lake files and the batch's raw handoff folder."""
+    if not _BATCH_RE.match(batch_id):
+        raise ValueError(f"batch_id must match {_BATCH_RE.pattern}, got {batch_id!r}")
+
+
 def drop_landing_copies(settings: Settings) -> None:
     """Delete the LF copies of landing files with mixed line breaks (LandingFile.content) under the tmp folder."""
     shutil.rmtree(settings.tmp_dir / "landing-copies", ignore_errors=True)
@@ -2293,8 +2300,7 @@ def drop_landing_copies(settings: Settings) -> None:
 
 def _ingest_sources(settings: Settings, *, as_of: datetime, batch_id: str) -> IngestReport:
     settings.require_pii_salt()
-    if not _BATCH_RE.match(batch_id):
-        raise ValueError(f"batch_id must match {_BATCH_RE.pattern}, got {batch_id!r}")
+    check_batch_id(batch_id)
     from journeys.reset import finish_reset  # reset builds on this module
 
     # A reset killed after its new lake was ready is completed before anything is read.
