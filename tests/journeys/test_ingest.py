@@ -901,9 +901,7 @@ def test_a_run_of_many_files_is_ingested_within_a_small_memory_limit(tmp_path):
         assert lake.fetchall()[0][0] == report.events
 
 
-def test_a_retry_whose_first_file_takes_the_first_attempts_ordinal_keeps_that_attempts_lake_rows(
-    tmp_path, monkeypatch
-):
+def test_a_retry_whose_first_file_takes_the_first_attempts_ordinal_keeps_that_attempts_lake_rows(tmp_path, monkeypatch):
     import journeys.ingest as ingest_module
 
     s = make_settings(tmp_path, web_source(identifiers={}, revenue=None))
