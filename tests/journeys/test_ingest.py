@@ -926,3 +926,5 @@ def test_a_retry_whose_first_file_takes_the_first_attempts_ordinal_keeps_that_at
     assert sum(f.skipped for f in again.files) == 1
     # Every row the manifest counts as loaded is in the lake: the retry did not overwrite b1-0.
     assert sorted(e["event_id"] for e in events(s)) == ["web:a1", "web:b1", "web:c1", "web:d1"]
+    # Nor its raw handoff index: each attempt's files are handed to the quality step.
+    assert len(list((s.handoff_dir / "b1").glob("*.files.parquet"))) == 2
