@@ -47,7 +47,8 @@ log = logging.getLogger(__name__)
 PII_TYPES = ("email", "phone")
 """Identifier types that are personal data: normalised and hashed, never stored raw."""
 
-_BATCH_RE = re.compile(r"^[A-Za-z0-9_.\-]+$")
+# Not starting with a dot: a batch id names a folder (state/raw-handoff/<batch>), which '.' or '..' would not be.
+_BATCH_RE = re.compile(r"^[A-Za-z0-9_\-][A-Za-z0-9_.\-]*$")
 _HASH_CHUNK = 1 << 20
 
 # Static helper SQL (no values inside): identifier normalisation (redaction macros come from journeys.pii).
@@ -1572,6 +1573,29 @@ def publish_raw_handoff(settings: Settings, batch_id: str, tmp: Path, names: lis
         log.warning("raw handoff of batch %s not written (the quality step reads landing instead): %s", batch_id, exc)
 
 
+def _free_stem(settings: Settings, batch_id: str, first: int) -> str:
+    """`<batch>-<n>`, n the run's first file ordinal or the next number no earlier attempt of the batch wrote.
+
+    Ordinals are positions in the landing listing: a file delivered between two attempts of a batch shifts
+    them, and the retry's first file can take the first attempt's; its lake write would then replace that
+    attempt's files (rows the manifest counts as loaded), and its handoff index that attempt's index.
+    """
+    n = first
+    while True:
+        stem = f"{batch_id}-{n}"
+        taken = (
+            any(settings.events_dir.glob(f"event_date=*/{stem}.parquet"))
+            or any(settings.events_dir.glob(f"event_date=*/{stem}-*.parquet"))
+            or any(settings.links_dir.glob(f"source=*/{stem}.parquet"))
+            or any(settings.links_dir.glob(f"source=*/{stem}-*.parquet"))
+            or any((settings.handoff_dir / batch_id).glob(f"{stem}.files.parquet"))
+            or any((settings.handoff_dir / batch_id).glob(f"{stem}-*.parquet"))
+        )
+        if not taken:
+            return stem
+        n += 1
+
+
 def flush_run(
     con: duckdb.DuckDBPyConnection, settings: Settings, *, batch_id: str, stem: str, max_at: datetime | None
 ) -> None:
@@ -2261,6 +2285,12 @@ def ingest_sources(settings: Settings, *, as_of: datetime, batch_id: str) -> Ing
         drop_landing_copies(settings)
 
 
+def check_batch_id(batch_id: str) -> None:
+    """Refuse a batch id that is no plain name: it names lake files and the batch's raw handoff folder."""
+    if not _BATCH_RE.match(batch_id):
+        raise ValueError(f"batch_id must match {_BATCH_RE.pattern}, got {batch_id!r}")
+
+
 def drop_landing_copies(settings: Settings) -> None:
     """Delete the LF copies of landing files with mixed line breaks (LandingFile.content) under the tmp folder."""
     shutil.rmtree(settings.tmp_dir / "landing-copies", ignore_errors=True)
@@ -2270,8 +2300,7 @@ def drop_landing_copies(settings: Settings) -> None:
 
 def _ingest_sources(settings: Settings, *, as_of: datetime, batch_id: str) -> IngestReport:
     settings.require_pii_salt()
-    if not _BATCH_RE.match(batch_id):
-        raise ValueError(f"batch_id must match {_BATCH_RE.pattern}, got {batch_id!r}")
+    check_batch_id(batch_id)
     from journeys.reset import finish_reset  # reset builds on this module
 
     # A reset killed after its new lake was ready is completed before anything is read.
@@ -2358,7 +2387,7 @@ def _ingest_sources(settings: Settings, *, as_of: datetime, batch_id: str) -> In
             # same batch (which skips the files already recorded) never overwrites an earlier attempt's file.
             releasing = db.fetch(con, "select count(*) from held_rows where occurred_at <= $m", {"m": max_at})[0][0]
             if ingested or releasing:
-                stem = f"{batch_id}-{min(ingested)}" if ingested else f"{batch_id}-held"
+                stem = _free_stem(settings, batch_id, min(ingested)) if ingested else f"{batch_id}-held"
                 flush_run(con, settings, batch_id=batch_id, stem=stem, max_at=max_at)
                 ingested.clear()
 

@@ -1196,6 +1196,10 @@ def validate_landing(
     Each source's suite `raw_<source>` is the not-null expectations its mapping implies plus the `raw` suite.
     The raw values come from ingest's handoff of the batch (read, then removed); a file it lacks is read again.
     """
+    from journeys import ingest
+
+    # Before anything is removed: the batch's handoff folder is named after it ('..' is the state folder).
+    ingest.check_batch_id(batch_id)
     try:
         return _validate_landing(settings, batch_id=batch_id, batch_rows=batch_rows, suites=suites)
     finally:

@@ -899,3 +899,32 @@ def test_a_run_of_many_files_is_ingested_within_a_small_memory_limit(tmp_path):
     with duckdb.connect() as con:
         lake = con.execute("select count(*) from read_parquet($p)", {"p": f"{settings.events_dir}/*/*.parquet"})
         assert lake.fetchall()[0][0] == report.events
+
+
+def test_a_retry_whose_first_file_takes_the_first_attempts_ordinal_keeps_that_attempts_lake_rows(tmp_path, monkeypatch):
+    import journeys.ingest as ingest_module
+
+    s = make_settings(tmp_path, web_source(identifiers={}, revenue=None))
+    header = "hit_id,hit_time,platform,action\n"
+    for name in ("b", "c", "d"):
+        write(tmp_path, f"web/{name}.csv", header + f"{name}1,2026-01-15 10:00:00,desktop,pageview\n")
+    real, calls = ingest_module.ingest_file, {"n": 0}
+
+    def flaky(*args, **kw):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise OSError("the share went away")
+        return real(*args, **kw)
+
+    monkeypatch.setattr(ingest_module, "ingest_file", flaky)
+    with pytest.raises(OSError, match="share"):
+        ingest_sources(s, as_of=AS_OF, batch_id="b1")  # b.csv (ordinal 0) is flushed as b1-0
+    monkeypatch.undo()
+    # A delivery between the attempts sorts first: the retry's first file has ordinal 0 again.
+    write(tmp_path, "web/a.csv", header + "a1,2026-01-15 10:00:00,desktop,pageview\n")
+    again = ingest(s)
+    assert sum(f.skipped for f in again.files) == 1
+    # Every row the manifest counts as loaded is in the lake: the retry did not overwrite b1-0.
+    assert sorted(e["event_id"] for e in events(s)) == ["web:a1", "web:b1", "web:c1", "web:d1"]
+    # Nor its raw handoff index: each attempt's files are handed to the quality step.
+    assert len(list((s.handoff_dir / "b1").glob("*.files.parquet"))) == 2

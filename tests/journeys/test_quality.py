@@ -828,3 +828,17 @@ def test_handed_rows_give_the_same_results_as_landing_for_links_and_filtered_sou
     assert handed == outcome(validate_landing(s, batch_id="b1", batch_rows=3))  # no handoff left: landing
     assert handed[0] == {"raw_web": 2, "raw_crm": 1}
     assert handed[1] == [("raw_web", "2 files web/a.csv .. web/b.csv#0", "hit_id", 2)]
+
+
+@pytest.mark.parametrize("batch_id", ["..", ".", ""])
+def test_a_batch_id_naming_no_folder_of_its_own_is_refused_before_anything_is_removed(tmp_path, settings, batch_id):
+    land(tmp_path, "web/a.csv", rows(3))
+    s = settings(tmp_path)
+    ingest_sources(s, as_of=AS_OF, batch_id="b1")
+    before = sorted(p.relative_to(tmp_path).as_posix() for p in s.state_dir.rglob("*"))
+    # The handoff folder is state/raw-handoff/<batch>: '..' would be the state folder (manifest, held rows).
+    with pytest.raises(ValueError, match="batch_id"):
+        validate_landing(s, batch_id=batch_id)
+    with pytest.raises(ValueError, match="batch_id"):
+        ingest_sources(s, as_of=AS_OF, batch_id=batch_id)
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in s.state_dir.rglob("*")) == before
