@@ -33,6 +33,9 @@ from pydantic_settings import (
 IdentifierType = str
 """An identifier type name, e.g. customer_id, email, phone, device_id, cookie_id, loyalty_id."""
 
+PII_TYPES = ("email", "phone")
+"""Identifier types that are personal data: normalised and hashed with the salt before they reach the lake."""
+
 _FILL_CHARACTERS = "0123456789abcdefghijklmnopqrstuvwxyz-_.*#+"
 REPEATED_CHAR_PATTERN = "^(?:" + "|".join(re.escape(c) + "{2,}" for c in _FILL_CHARACTERS) + ")$"
 r"""One character repeated two or more times ("0000", "xxxx", "----"), spelt out per character because RE2
@@ -307,6 +310,20 @@ class SourceConfig(_Strict):
         missing = [k for k in ("occurred_at", "event_type") if getattr(self, k) is None]
         if missing:
             raise ValueError(f"{' and '.join(missing)}: required key missing (or list the row's `events`)")
+        return self
+
+    @model_validator(mode="after")
+    def _event_id_not_personal(self) -> SourceConfig:
+        # An event id reaches the lake as it is read, while the same column as an identifier is hashed: the
+        # raw e-mail or phone number would be stored after all.
+        personal = [c for c in self.event_id_columns if self.identifiers.get(c) in PII_TYPES]
+        if personal:
+            kinds = sorted({self.identifiers[c] for c in personal})
+            raise ValueError(
+                f"event_id: column(s) {personal} hold {' and '.join(kinds)} identifiers, and an event id is stored"
+                " in the lake as it is read (raw personal data); name another column, or leave `event_id` out to"
+                " identify each event by a hash of its row"
+            )
         return self
 
     @property

@@ -40,12 +40,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from journeys import db, lake, models, phones, pii, progress
-from journeys.config import Settings, SourceConfig, parse_duration_us
+from journeys.config import PII_TYPES, Settings, SourceConfig, parse_duration_us
 
 log = logging.getLogger(__name__)
-
-PII_TYPES = ("email", "phone")
-"""Identifier types that are personal data: normalised and hashed, never stored raw."""
 
 # Not starting with a dot: a batch id names a folder (state/raw-handoff/<batch>), which '.' or '..' would not be.
 _BATCH_RE = re.compile(r"^[A-Za-z0-9_\-][A-Za-z0-9_.\-]*$")

@@ -413,6 +413,10 @@ def test_new_source_keys_load_from_yaml(tmp_path):
             + "    revenue: price\n",
             "sources[0]: events[0]: carries the row's revenue, so it must not be optional",
         ),
+        (
+            WIDE + "    event_id: [order_id, tel]\n    identifiers: {tel: phone, mail: email, order_id: order_id}\n",
+            "sources[0]: event_id: column(s) ['tel'] hold phone identifiers, and an event id is stored in the lake",
+        ),
     ],
     ids=[
         "links-time",
@@ -426,6 +430,7 @@ def test_new_source_keys_load_from_yaml(tmp_path):
         "filter-key",
         "kind",
         "revenue-on-optional",
+        "personal-event-id",
     ],
 )
 def test_new_source_keys_are_checked_at_load_naming_the_key(tmp_path, body, error):
