@@ -327,7 +327,9 @@ def quality_task(context: RunContext, working: str, suites: dict[str, quality.Su
         "warnings": list(report.warnings),
         "events_checked": report.events_checked,
         "event_dates": report.event_dates,
-        "event_batches": report.event_batches,
+        # A batch whose landing files were checked counts as checked (with or without lake rows): a run that
+        # died after ingesting only duplicates or quarantined rows is not checked again every night.
+        "event_batches": sorted({*report.event_batches, *report.landing_batches}),
         "checks": report.checks,
         "outcome": report.outcome(),
     }

@@ -421,8 +421,9 @@ models.register(
                     "expectations": "Great Expectations expectations evaluated by the run's quality step.",
                     "events_checked": "Lake events the canonical-events suite checked in this run: those of the"
                     " batches no earlier published run had checked.",
-                    "event_batches": "Ingest batches (`events`.`batch_id`) whose events this run checked and"
-                    " published: its own, and those of runs that loaded rows but failed before publishing.",
+                    "event_batches": "Ingest batches (`events`.`batch_id`) whose events and landing files this run"
+                    " checked and published: its own, and those of runs that ingested but died or failed before"
+                    " publishing.",
                     "quality": "'passed', or 'warned' when a check configured to warn (freshness, volume) or"
                     " schema drift left a warning.",
                     "quality_warnings": "The warnings of the quality step, one text each; empty when none.",

@@ -73,6 +73,9 @@ class QualityReport:
     events_checked: int = 0  # canonical event rows validated (only rows no published run has checked)
     event_dates: list[str] = field(default_factory=list)  # their event dates
     event_batches: list[str] = field(default_factory=list)  # their ingest batches
+    # Ingest batches whose landing files the raw suites checked: this run's, and earlier ones no published run
+    # recorded (a run that died or failed before publishing); recorded with event_batches when published.
+    landing_batches: list[str] = field(default_factory=list)
     checks: list[str] = field(default_factory=list)  # outcome of the freshness and volume checks, one line each
     identity: list[str] = field(default_factory=list)  # outcome of the identity checks, one line each
     # Table suites checked on the rows their table did not hold when it last passed them, one line each.
@@ -100,6 +103,7 @@ class QualityReport:
             events_checked=self.events_checked + other.events_checked,
             event_dates=sorted({*self.event_dates, *other.event_dates}),
             event_batches=sorted({*self.event_batches, *other.event_batches}),
+            landing_batches=sorted({*self.landing_batches, *other.landing_batches}),
             checks=self.checks + other.checks,
             identity=self.identity + other.identity,
             scopes=self.scopes + other.scopes,
@@ -1019,6 +1023,9 @@ def write_quality_report(report: QualityReport, path: Path) -> Path:
     days = report.event_dates
     span = f" on {len(days)} day(s), {days[0]} .. {days[-1]}" if days else ""
     lines += [f"Canonical events checked: {report.events_checked} new row(s){span}", ""]
+    if len(report.landing_batches) > 1:
+        # More than this run's batch: a run died (or failed) after ingest; its landing files were checked here.
+        lines += [f"Raw landing suites checked the files of batches: {_md(', '.join(report.landing_batches))}", ""]
     if report.scopes:
         lines += ["Table suites checked on new or changed rows only:", ""] + [f"- {_md(s)}" for s in report.scopes]
         lines.append("")
@@ -1191,10 +1198,12 @@ def validate_landing(
     batch_rows: int = BATCH_ROWS,
     suites: Mapping[str, Suite] | None = None,
 ) -> QualityReport:
-    """RAW suite per source on the landing files ingested in `batch_id`, and the quarantine-share limit.
+    """RAW suite per source on the landing files of `batch_id` and of unchecked earlier batches; the share limit.
 
     Each source's suite `raw_<source>` is the not-null expectations its mapping implies plus the `raw` suite.
-    The raw values come from ingest's handoff of the batch (read, then removed); a file it lacks is read again.
+    The earlier batches are those of the manifest no published run recorded in state/runs.parquet (see
+    pending_landing_batches). The raw values come from ingest's handoff (this batch's is read, then removed);
+    a file it lacks is read from landing again.
     """
     from journeys import ingest
 
@@ -1211,6 +1220,17 @@ def drop_raw_handoff(settings: Settings, batch_id: str) -> None:
     shutil.rmtree(settings.handoff_dir / batch_id, ignore_errors=True)
     with contextlib.suppress(OSError):
         settings.handoff_dir.rmdir()  # only when empty
+
+
+def pending_landing_batches(settings: Settings, manifest: list[dict[str, Any]], batch_id: str) -> list[str]:
+    """Earlier ingest batches of the manifest whose landing files no published run has checked."""
+    from journeys import lake
+
+    # state/runs.parquet, not last_published.json or the kept build: the same record the canonical-events
+    # suite goes by, moved into place only with the set of a run that passed its checks, so a kill at any
+    # point leaves a batch unrecorded (checked again), never recorded unchecked.
+    done = lake.checked_batches(settings)
+    return sorted({r["batch_id"] for r in manifest} - done - {batch_id})
 
 
 def _validate_landing(
@@ -1241,20 +1261,24 @@ def _validate_landing(
                     sample=[f"{fs.share:.1%} of {fs.read} rows quarantined (limit {limit:.1%}, batch {fs.batch_id})"],
                 )
             )
+    # A run that died after ingest left its files unchecked: they are checked with this run's, drift included
+    # (it was never reported either). Nightly, with nothing pending, this costs one read of runs.parquet.
+    pending = pending_landing_batches(settings, manifest, batch_id)
+    batches = {batch_id, *pending}
+    report.landing_batches = sorted(batches)
     for row in manifest:
-        if row["batch_id"] == batch_id and row.get("new_columns"):
+        if row["batch_id"] in batches and row.get("new_columns"):
             report.warnings.append(
                 f"schema drift: source {row['source']!r}, file {row['file']!r}: new column(s) {row['new_columns']}"
             )
 
     raw = (load_suites(settings) if suites is None else suites)[RAW_SUITE]
     v = _Validator({"max_quarantine_share": limit}, batch_id)
-    this_batch = [
-        landing[k]
-        for k in ((r["source"], r["file"], r["sha256"]) for r in manifest if r["batch_id"] == batch_id)
-        if k in landing
-    ]
-    handed = _handed_files(settings, batch_id)
+    # A version in landing once, whichever batches name it (a retry's, or a version ingested again after reset).
+    keys = dict.fromkeys((r["source"], r["file"], r["sha256"]) for r in manifest if r["batch_id"] in batches)
+    this_batch = [landing[k] for k in keys if k in landing]
+    # An earlier batch's handoff is normally gone (removed at this run's start); where one is left, it is used.
+    handed = {k: h for b in sorted(batches) for k, h in _handed_files(settings, b).items()}
     # One suite run per source over all of this batch's files of it, in bounded row batches: a GX run has
     # a fixed cost, so one per file is slow when a delivery is many small files.
     # One connection for every source: each file's read replaces the reader's tables of the one before.

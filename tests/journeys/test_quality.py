@@ -777,6 +777,52 @@ def test_files_the_handoff_lacks_are_read_from_landing_and_still_checked(tmp_pat
     assert raw_failures(validate_landing(s, batch_id="b1")) == MIXED_RAW_FAILURES
 
 
+def test_landing_files_of_a_run_that_died_before_its_checks_are_checked_by_the_next_run(tmp_path, settings):
+    from journeys.publish import clear_stale_run_files
+
+    s = settings(tmp_path)
+    land(tmp_path, "web/a.csv", rows(10, no_id=4))
+    ingest_sources(s, as_of=AS_OF, batch_id="b1")  # then the run dies: no quality step, nothing published
+    clear_stale_run_files(s)  # the next run's start removes b1's handoff: its files are read from landing
+    assert not (s.handoff_dir / "b1").exists()
+    land(tmp_path, "web/b.csv", rows(3))
+    ingest_sources(s, as_of=AS_OF, batch_id="b2")  # b1's file is skipped, already ingested
+    report = validate_landing(s, batch_id="b2")
+    assert raw_failures(report) == [("raw_web", "2 files web/a.csv .. web/b.csv#0", "hit_id", 4)]
+    assert report.landing_batches == ["b1", "b2"]
+    out = write_quality_report(report, tmp_path / "q.md").read_text()
+    assert "Raw landing suites checked the files of batches: b1, b2" in out
+
+
+def test_landing_files_a_published_run_checked_are_not_checked_again(tmp_path, settings):
+    from journeys import build, publish
+
+    s = settings(tmp_path)
+    land(tmp_path, "web/a.csv", rows(4))
+    ingest_sources(s, as_of=AS_OF, batch_id="b1")  # dies before its checks
+    land(tmp_path, "web/b.csv", rows(3))
+    ingest_sources(s, as_of=AS_OF, batch_id="b2")
+    checked = validate_landing(s, batch_id="b2")
+    assert checked.success and checked.landing_batches == ["b1", "b2"]
+    # b2 publishes, recording the batches it checked as the flow does (runs.event_batches).
+    with duckdb.connect() as con:
+        con.execute(f"create table runs ({', '.join(f'{c} {t}' for c, t in build.RUNS_SCHEMA.items())})")
+        publish.record_run(con, build.runs_state_path(s), {"batch_id": "b2", "event_batches": ["b1", "b2"]})
+    land(tmp_path, "web/a.csv", rows(10, no_id=4))  # b1's file replaced: its new version is b3's
+    land(tmp_path, "web/c.csv", rows(2))
+    ingest_sources(s, as_of=AS_OF, batch_id="b3")
+    report = validate_landing(s, batch_id="b3")
+    assert report.landing_batches == ["b3"]
+    assert raw_failures(report) == [("raw_web", "2 files web/a.csv .. web/c.csv#0", "hit_id", 4)]
+    land(tmp_path, "web/d.csv", rows(2))
+    ingest_sources(s, as_of=AS_OF, batch_id="b4")
+    # b3 failed its checks and published nothing: its files are checked again (a bad file keeps failing).
+    assert validate_landing(s, batch_id="b4").landing_batches == ["b3", "b4"]
+    land(tmp_path, "web/a.csv", rows(2))
+    ingest_sources(s, as_of=AS_OF, batch_id="b5")
+    assert validate_landing(s, batch_id="b5").success
+
+
 def test_only_landing_files_changed_since_ingest_are_hashed_again(tmp_path, settings, monkeypatch):
     import journeys.ingest as ingest_module
 
