@@ -6,8 +6,8 @@ one process:
 1. the floor: (a) DuckDB reads every landing file of every source in its format (CSV with its delimiter and
    quote, JSON lines as objects, Parquet), all columns, into memory; (b) one sort of all those events by
    (identifier, time) written to Parquet (source, event id, first identifier of the row, time as text);
-2. the real nightly flow on a fresh landing folder (hard links to the sample), after Prefect's temporary server was started
-   by a warm-up flow (so its start-up is not counted): each flow step's time (Prefect's task durations) and
+2. the real nightly flow on a fresh landing folder (hard links to the sample), after Prefect's temporary server
+   was started by a warm-up flow (so its start-up is not counted): each flow step's time (Prefect's task durations) and
    the whole flow, each as a multiple of the floor; `parts_s` in the JSON times the parts inside the steps
    (each model built, each mart written; bench_incremental's instrumentation).
 
