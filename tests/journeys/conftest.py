@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -39,3 +40,18 @@ def published(tmp_path_factory: pytest.TempPathFactory) -> Published:
         build.publish_warehouse(con, context)
         dictionary.comment_warehouse(con, context.catalog)
     return Published(settings, context)
+
+
+def fail_ingest_file_on_call(monkeypatch: pytest.MonkeyPatch, call_no: int) -> None:
+    """Make the run's `call_no`-th `ingest_file` raise OSError: a landing share that goes away mid-run."""
+    import journeys.ingest as ingest_module
+
+    real, calls = ingest_module.ingest_file, {"n": 0}
+
+    def flaky(*args: Any, **kw: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] == call_no:
+            raise OSError("the share went away")
+        return real(*args, **kw)
+
+    monkeypatch.setattr(ingest_module, "ingest_file", flaky)

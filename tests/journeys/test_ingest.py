@@ -25,6 +25,7 @@ from journeys.ingest import (
     quarantine_glob,
     require_events,
 )
+from tests.journeys.conftest import fail_ingest_file_on_call
 
 AS_OF = datetime(2026, 3, 1)
 SALT = "test-salt"
@@ -902,21 +903,12 @@ def test_a_run_of_many_files_is_ingested_within_a_small_memory_limit(tmp_path):
 
 
 def test_a_retry_whose_first_file_takes_the_first_attempts_ordinal_keeps_that_attempts_lake_rows(tmp_path, monkeypatch):
-    import journeys.ingest as ingest_module
 
     s = make_settings(tmp_path, web_source(identifiers={}, revenue=None))
     header = "hit_id,hit_time,platform,action\n"
     for name in ("b", "c", "d"):
         write(tmp_path, f"web/{name}.csv", header + f"{name}1,2026-01-15 10:00:00,desktop,pageview\n")
-    real, calls = ingest_module.ingest_file, {"n": 0}
-
-    def flaky(*args, **kw):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise OSError("the share went away")
-        return real(*args, **kw)
-
-    monkeypatch.setattr(ingest_module, "ingest_file", flaky)
+    fail_ingest_file_on_call(monkeypatch, 2)
     with pytest.raises(OSError, match="share"):
         ingest_sources(s, as_of=AS_OF, batch_id="b1")  # b.csv (ordinal 0) is flushed as b1-0
     monkeypatch.undo()

@@ -12,6 +12,7 @@ import pytest
 from journeys.config import Settings, load_settings
 from journeys.generate import GenerateSpec, generate_sample
 from journeys.ingest import events_glob, ingest_sources, quarantine_glob
+from tests.journeys.conftest import fail_ingest_file_on_call
 
 # Several ingests and kills per test: `make test-fast` leaves it to `make test`.
 pytestmark = pytest.mark.slow
@@ -178,20 +179,10 @@ def test_ingest_dying_mid_write_is_completed_by_the_next_run(landing, whole, tmp
 def test_a_failing_file_keeps_the_files_finished_before_it_and_a_retry_reads_only_the_rest(
     landing, whole, tmp_path, monkeypatch
 ):
-    import journeys.ingest as ingest
 
     copy_landing(landing, tmp_path)
     s = settings_for(tmp_path)
-    real = ingest.ingest_file
-    calls = {"n": 0}
-
-    def flaky(*args, **kw):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise OSError("the share went away")
-        return real(*args, **kw)
-
-    monkeypatch.setattr(ingest, "ingest_file", flaky)
+    fail_ingest_file_on_call(monkeypatch, 3)
     with pytest.raises(OSError, match="share"):
         ingest_sources(s, as_of=SPEC.as_of, batch_id="retry")
     monkeypatch.undo()

@@ -30,6 +30,7 @@ from journeys.quality import (
     validate_landing,
     write_quality_report,
 )
+from tests.journeys.conftest import fail_ingest_file_on_call
 
 AS_OF = datetime(2026, 3, 1)
 HEADER = "hit_id,hit_time,platform,action,page\n"
@@ -734,15 +735,7 @@ def test_the_raw_suites_check_what_ingest_handed_over_without_reading_landing_ag
     s = settings(tmp_path)
     # The first attempt dies on its third file; the retry (same batch) skips the two it finished: each attempt
     # hands over its own files.
-    real, calls = ingest_module.ingest_file, {"n": 0}
-
-    def flaky(*args, **kw):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise OSError("the share went away")
-        return real(*args, **kw)
-
-    monkeypatch.setattr(ingest_module, "ingest_file", flaky)
+    fail_ingest_file_on_call(monkeypatch, 3)
     with pytest.raises(OSError, match="share"):
         ingest_sources(s, as_of=AS_OF, batch_id="b1")
     monkeypatch.undo()
