@@ -4,7 +4,7 @@
 -- partition: none
 -- publish: false
 -- procedure: identity
--- One row per event_id of `events` and link_id of `links`, numbered: the only scan of the rows' ids
+-- One row per event_id of `events` and link_id of `links`, numbered: the one place the rows' ids are numbered
 -- event_no is the integer the identity models join and group by instead of the varchar id, numbered over the
 -- distinct ids rather than over every (row, identifier) pair; the rows' times are kept so that no later model
 -- reads `events` again (int_event_customers, customers). An id no event carries (a link row's) has
